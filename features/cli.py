@@ -1,0 +1,234 @@
+"""The `features` command: a thin layer over the pipeline steps."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_ERROR, EXIT_FAILURE_BUDGET = 2, 3
+
+
+class UserError(Exception):
+    pass
+
+
+def _config_options(p):
+    g = p.add_argument_group("recipe (defaults come from the preset)")
+    g.add_argument("--preset", default="sift", help="sift, phow or sbow (default: sift)")
+    g.add_argument("--words", type=int, help="codebook size")
+    g.add_argument("--max-side", type=int, help="resize images to this max side (never enlarged)")
+    g.add_argument("--step", type=int, help="dense SIFT grid step in pixels")
+    g.add_argument("--sample-images", type=int, help="images sampled for the codebook")
+    g.add_argument("--sample-per-image", type=int, help="descriptors sampled per image")
+    g.add_argument("--seed", type=int, help="random seed of sampling and k-means")
+    g.add_argument("--shard-size", type=int, help="images per shard file")
+    g.add_argument("--failure-budget", type=float,
+                   help="fraction of failed images above which the job exits non-zero (0.01)")
+    g.add_argument("--no-descriptors", action="store_true",
+                   help="do not keep raw descriptors in the store")
+
+
+def _job_options(p):
+    p.add_argument("-o", "--out", required=True, metavar="STORE", help="store directory")
+    p.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--limit", type=int, help="only the first N images of the source")
+    p.add_argument("--labels", help="ground-truth labels file for sources that need one")
+    p.add_argument("--synsets", help="synset names file (meta.mat or a mapping text file)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+
+def _config(args):
+    from .presets import get_preset
+    overrides = dict(words=args.words, max_side=args.max_side, step=args.step,
+                     sample_images=args.sample_images, sample_per_image=args.sample_per_image,
+                     seed=args.seed, shard_size=args.shard_size,
+                     failure_budget=args.failure_budget)
+    if args.no_descriptors:
+        overrides["store_descriptors"] = False
+    return get_preset(args.preset, **overrides)
+
+
+def _stored_config(out):
+    from .presets import Config
+    from .store import Manifest
+    manifest = Manifest(out)
+    if not manifest.path.exists() or manifest.data.get("config") is None:
+        raise UserError(f"{out} is not a features store (no manifest.json); "
+                        f"start with `features run` or `features extract`")
+    return Config.from_json(json.dumps(manifest.data["config"]))
+
+
+def _source(args):
+    from .sources import open_source
+    return open_source(args.source, labels=args.labels, synsets=args.synsets)
+
+
+def _check_job(args):
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be >= 1, got {args.limit}")
+
+
+def _finish(summary, config, out):
+    print(f"{summary.images} images, {summary.failed} failed "
+          f"({100 * summary.failure_rate:.2f}%), store: {out}")
+    if summary.failed:
+        print(f"failures listed in {Path(out) / 'failures.tsv'}")
+    if summary.failure_rate > config.failure_budget:
+        print(f"features: failures exceed the budget of {100 * config.failure_budget:g}%",
+              file=sys.stderr)
+        return EXIT_FAILURE_BUDGET
+    return 0
+
+
+def cmd_run(args):
+    from . import pipeline
+    _check_job(args)
+    config, source = _config(args), _source(args)
+    summary = pipeline.run(config, source, args.out, jobs=args.jobs, limit=args.limit,
+                           progress=not args.quiet)
+    return _finish(summary, config, args.out)
+
+
+def cmd_extract(args):
+    from . import pipeline
+    _check_job(args)
+    path = pipeline.sample_descriptors(_config(args), _source(args), args.out, jobs=args.jobs,
+                                       limit=args.limit, progress=not args.quiet)
+    print(f"codebook sample: {path}")
+    return 0
+
+
+def cmd_codebook(args):
+    from . import pipeline
+    config = _stored_config(args.store)
+    sample = Path(args.store) / pipeline.SAMPLE_FILE
+    if not sample.exists():
+        raise UserError(f"{args.store} has no descriptor sample; run `features extract` first")
+    print(f"codebook: {pipeline.train_codebook(config, sample, args.store)}")
+    return 0
+
+
+def cmd_encode(args):
+    from . import pipeline
+    _check_job(args)
+    config = _stored_config(args.out)
+    codebook = Path(args.out) / pipeline.CODEBOOK_FILE
+    if not codebook.exists():
+        raise UserError(f"{args.out} has no codebook; run `features codebook` first")
+    summary = pipeline.encode_images(config, _source(args), codebook, args.out, jobs=args.jobs,
+                                     limit=args.limit, progress=not args.quiet)
+    return _finish(summary, config, args.out)
+
+
+def cmd_index(args):
+    from . import pipeline
+    print(f"index: {pipeline.build_index(args.store)}")
+    return 0
+
+
+def cmd_search(args):
+    from .search import Searcher
+    if args.k < 1:
+        raise UserError(f"-k must be >= 1, got {args.k}")
+    results = []
+    with Searcher(args.store) as searcher:
+        for q in args.query:
+            query = searcher.query(q)
+            results.append({"query": q, "results": searcher.search(query, args.k, args.rerank)})
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return 0
+    for r in results:
+        print(f"query: {r['query']}")
+        for rank, hit in enumerate(r["results"], 1):
+            extra = f"  inliers {hit['inliers']}" if "inliers" in hit else ""
+            label = hit.get("class", hit["label"])
+            print(f"  {rank:3d}. {hit['score']:.4f}  {hit['key']}  (label {label}){extra}")
+    return 0
+
+
+def cmd_info(args):
+    from .info import store_info
+    info = store_info(args.store)
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    print(f"store:        {info['store']}")
+    print(f"images:       {info['images']} ({info['failed']} failed)")
+    print(f"descriptors:  {info['descriptors']}")
+    print(f"preset:       {info['config']['preset']}, {info['words']} words")
+    print(f"classes:      {info['classes']}")
+    print(f"index:        {info['index_size'] if info['index'] else 'none'}")
+    print(f"size on disk: {info['bytes'] / 1e6:.1f} MB")
+    return 0
+
+
+def cmd_demo(args):
+    from .demo import run_demo
+    return run_demo(args.out, jobs=args.jobs, progress=not args.quiet)
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="features", description=(
+        "Classic-vision features for image collections: SIFT, bag of visual words, "
+        "an HDF5 store and FAISS search."))
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, func, help):
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(func=func)
+        return sp
+
+    sp = add("run", cmd_run, "all steps: sample, codebook, encode, index")
+    sp.add_argument("source", help="image folder, ImageNet layout, archive or list file")
+    _job_options(sp)
+    _config_options(sp)
+    sp = add("extract", cmd_extract, "pass 1: sample descriptors for the codebook")
+    sp.add_argument("source")
+    _job_options(sp)
+    _config_options(sp)
+    sp = add("codebook", cmd_codebook, "learn the codebook from the sample (k-means)")
+    sp.add_argument("store")
+    sp = add("encode", cmd_encode, "pass 2: extract, quantize and encode every image")
+    sp.add_argument("source")
+    _job_options(sp)
+    sp = add("index", cmd_index, "build the FAISS search index")
+    sp.add_argument("store")
+    sp = add("search", cmd_search, "nearest images of an image file or an image key")
+    sp.add_argument("store")
+    sp.add_argument("query", nargs="+", help="an image file or the key of an image in the store")
+    sp.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    sp.add_argument("--rerank", action="store_true", help="geometric re-ranking of a shortlist")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp = add("info", cmd_info, "what a store holds")
+    sp.add_argument("store")
+    sp.add_argument("--json", action="store_true")
+    sp = add("demo", cmd_demo, "build a small copy-detection set from shipped photos and run it")
+    sp.add_argument("-o", "--out", default="features-demo", help="output folder (features-demo)")
+    sp.add_argument("--jobs", type=int, default=1)
+    sp.add_argument("-q", "--quiet", action="store_true")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    from .decode import DecodeError
+    from .search import QueryError
+    from .sources import SourceError
+    from .store import StoreError
+    try:
+        return args.func(args)
+    except (UserError, SourceError, StoreError, QueryError, DecodeError, ValueError,
+            FileNotFoundError, PermissionError) as e:
+        print(f"features: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("features: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,71 @@
+"""Codebooks: seeded descriptor sampling and k-means (FAISS)."""
+from __future__ import annotations
+
+import hashlib
+
+import faiss
+import numpy as np
+
+
+def sample_priority(key: str, seed: int) -> float:
+    """A uniform number in [0, 1) from a hash of (seed, key) alone.
+
+    The codebook sample takes the images of smallest priority, so it is the same whatever
+    the number of workers, the shard size or the order in which shards finish, and a stream
+    of unknown length (a tar) can be sampled in one pass.
+    """
+    digest = hashlib.blake2b(f"{seed}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2.0**64
+
+
+def subsample_rows(n_rows: int, k: int, key: str, seed: int) -> np.ndarray:
+    """Seeded choice of at most ``k`` of ``n_rows`` rows, sorted, stable per image key."""
+    if n_rows <= k:
+        return np.arange(n_rows)
+    digest = hashlib.blake2b(f"{seed}\1{key}".encode(), digest_size=8).digest()
+    rng = np.random.default_rng(int.from_bytes(digest, "little"))
+    return np.sort(rng.choice(n_rows, size=k, replace=False))
+
+
+def kmeans(descriptors, k, *, iters=25, seed=0, n_threads=None, verbose=False):
+    """Lloyd's k-means with FAISS on float32 rows; returns (k, d) float32 centroids.
+
+    FAISS needs at least k points; fewer distinct points than k is an error the caller
+    should see, not a codebook with duplicate words.
+    """
+    x = np.ascontiguousarray(descriptors, dtype=np.float32)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"need a non-empty (n, d) array of descriptors, got shape {x.shape}")
+    if k < 2:
+        raise ValueError(f"k must be >= 2, got {k!r}")
+    if x.shape[0] < k:
+        raise ValueError(f"cannot learn {k} words from {x.shape[0]} descriptors; "
+                         f"use fewer words or more images")
+    if n_threads is not None:
+        faiss.omp_set_num_threads(int(n_threads))
+    km = faiss.Kmeans(x.shape[1], int(k), niter=int(iters), seed=int(seed), verbose=verbose,
+                      spherical=False, max_points_per_centroid=1 << 30, min_points_per_centroid=1)
+    km.train(x)
+    return np.ascontiguousarray(km.centroids, dtype=np.float32)
+
+
+class Quantizer:
+    """Nearest-centroid assignment with an exact FAISS flat L2 index."""
+
+    def __init__(self, centroids):
+        c = np.ascontiguousarray(centroids, dtype=np.float32)
+        if c.ndim != 2 or c.shape[0] < 1:
+            raise ValueError(f"centroids must be a non-empty 2-D array, got shape {c.shape}")
+        self.centroids = c
+        self.k, self.d = c.shape
+        self._index = faiss.IndexFlatL2(self.d)
+        self._index.add(c)
+
+    def assign(self, descriptors) -> np.ndarray:
+        x = np.ascontiguousarray(descriptors, dtype=np.float32)
+        if x.shape[0] == 0:
+            return np.zeros(0, np.int32)
+        if x.ndim != 2 or x.shape[1] != self.d:
+            raise ValueError(f"descriptors must have shape (n, {self.d}), got {x.shape}")
+        _, labels = self._index.search(x, 1)
+        return labels[:, 0].astype(np.int32)

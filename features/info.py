@@ -1,0 +1,35 @@
+"""What a store holds, as a plain dict (for `features info`)."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+
+from .index import INDEX_FILE
+from .store import Store
+
+
+def store_info(path) -> dict:
+    with Store(path) as s:
+        status = s.column("status")
+        index_path = s.dir / INDEX_FILE
+        index_size = None
+        if index_path.exists():
+            import faiss
+            index_size = int(faiss.read_index(str(index_path)).ntotal)
+        size = sum(p.stat().st_size for p in s.dir.rglob("*") if p.is_file())
+        return {
+            "store": str(s.dir),
+            "images": s.n_images,
+            "failed": int((status != 0).sum()),
+            "descriptors": int(s.h5["offsets"][-1]) if s.n_images else 0,
+            "words": int(s.h5["codebook/centroids"].shape[0]),
+            "classes": len(s.classes),
+            "encodings": sorted(s.h5["encodings"].keys()),
+            "has_descriptors": "descriptors" in s.h5,
+            "index": index_path.exists(),
+            "index_size": index_size,
+            "bytes": size,
+            "config": asdict(s.config),
+            "versions": s.versions,
+            "created": str(s.h5.attrs["created"]),
+        }

@@ -1,0 +1,171 @@
+"""The pipeline steps. Each is ``step(config, inputs, out) -> path`` and resumable:
+a step whose output is recorded in the store's manifest is skipped, and the encode step
+skips the shards already written.
+
+    source --sample_descriptors--> sample.npy --train_codebook--> codebook.npy
+           --encode_images--> shards/*.h5 + store.h5 --build_index--> index.faiss
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import index as _index
+from .codebook import kmeans
+from .jobs import batched, bottom_k, process_shard, run_tasks, sample_batch
+from .progress import Progress
+from .store import Manifest, Store, StoreError, atomic_path, merge
+
+SAMPLE_FILE, CODEBOOK_FILE = "sample.npy", "codebook.npy"
+
+
+def _limited(source, limit):
+    return itertools.islice(source, limit) if limit else iter(source)
+
+
+def _total(source, limit):
+    n = source.count()
+    return min(n, limit) if (n is not None and limit) else (n if n is not None else limit)
+
+
+def _save_npy(path, array):
+    tmp = atomic_path(path)
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
+
+
+def _prepare(config, out) -> Manifest:
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise StoreError(f"{out} exists and is not a directory")
+    (out / "shards").mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(out)
+    manifest.check_config(config)
+    return manifest
+
+
+def sample_descriptors(config, source, out, *, jobs=1, limit=None, progress=True) -> Path:
+    """Pass 1: descriptors of a seeded random subset of the images, for the codebook."""
+    manifest = _prepare(config, out)
+    path = Path(out) / SAMPLE_FILE
+    if manifest.is_done("sample") and path.exists():
+        return path
+    chosen = bottom_k(_limited(source, limit), config.sample_images, config.seed)
+    bar = Progress("sample", len(chosen), enabled=progress)
+    parts = []
+    batch = max(1, min(64, -(-len(chosen) // max(jobs * 4, 1))))
+    for got, failed in run_tasks(sample_batch, ((config, b) for b in batched(chosen, batch)), jobs):
+        parts.extend(got)
+        bar.update(len(got) + len(failed), failed=len(failed))
+    bar.close()
+    sample = np.concatenate(parts) if parts else np.zeros((0, 128), np.uint8)
+    _save_npy(path, sample)
+    manifest.step_done("sample", images=len(chosen), descriptors=int(len(sample)))
+    return path
+
+
+def train_codebook(config, sample_path, out) -> Path:
+    """k-means on the sampled descriptors."""
+    manifest = _prepare(config, out)
+    path = Path(out) / CODEBOOK_FILE
+    if manifest.is_done("codebook") and path.exists():
+        return path
+    sample = np.load(sample_path)
+    start = time.monotonic()
+    try:
+        centroids = kmeans(sample, config.words, iters=config.kmeans_iters, seed=config.seed)
+    except ValueError as e:
+        raise StoreError(f"codebook: {e}") from None
+    _save_npy(path, centroids)
+    manifest.step_done("codebook", words=config.words, descriptors=int(len(sample)),
+                       seconds=round(time.monotonic() - start, 3))
+    return path
+
+
+@dataclass
+class EncodeSummary:
+    store: Path
+    images: int
+    failed: int
+    seconds: float
+
+    @property
+    def failure_rate(self):
+        return self.failed / self.images if self.images else 0.0
+
+
+def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
+                  progress=True) -> EncodeSummary:
+    """Pass 2: extract, quantize and count words shard by shard, then merge into store.h5."""
+    manifest = _prepare(config, out)
+    out = Path(out)
+    centroids = np.load(codebook_path)
+    bar = Progress("encode", _total(source, limit), enabled=progress)
+    done = manifest.data["shards"]
+
+    def tasks():
+        for number, items in enumerate(batched(_limited(source, limit), config.shard_size)):
+            name = f"shard-{number:06d}.h5"
+            if str(number) in done and (out / "shards" / name).exists():
+                bar.update(len(items), failed=done[str(number)]["failed"])
+                continue
+            yield (config, centroids, items, out / "shards" / name, number * config.shard_size)
+
+    for summary in run_tasks(process_shard, tasks(), jobs):
+        manifest.shard_done(summary["first"] // config.shard_size, summary)
+        bar.update(summary["count"], failed=summary["failed"])
+    seconds = bar.close()
+
+    numbers = sorted(int(n) for n in manifest.data["shards"])
+    if numbers != list(range(len(numbers))):
+        raise StoreError(f"{out}: shards {numbers} are not contiguous; was the source changed?")
+    if not numbers:
+        raise StoreError(f"{out}: no images were processed")
+    shard_files = [manifest.data["shards"][str(n)]["file"] for n in numbers]
+    sample_info = manifest.data["steps"].get("sample", {})
+    store = merge(out, config, shard_files, centroids=centroids,
+                  codebook_attrs={"words": len(centroids), "dim": centroids.shape[1],
+                                  "algorithm": "k-means (faiss)", "iters": config.kmeans_iters,
+                                  "seed": config.seed,
+                                  "sample_images": sample_info.get("images", 0),
+                                  "sample_descriptors": sample_info.get("descriptors", 0)},
+                  classes=getattr(source, "classes", []), names=getattr(source, "names", []))
+    with Store(store) as s:
+        failures = s.failures()
+        images = s.n_images
+    _write_failure_report(out, failures)
+    manifest.step_done("encode", images=images, failed=len(failures))
+    return EncodeSummary(store, images, len(failures), seconds)
+
+
+def _write_failure_report(out, failures):
+    path = Path(out) / "failures.tsv"
+    tmp = atomic_path(path)
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("index\tkey\treason\n")
+        for i, key, reason in failures:
+            f.write(f"{i}\t{key}\t{reason}\n")
+    os.replace(tmp, path)
+
+
+def build_index(out) -> Path:
+    """FAISS index over the store's normalized BoVW encodings."""
+    with Store(out) as store:
+        return _index.build_index(store)
+
+
+def run(config, source, out, *, jobs=1, limit=None, progress=True) -> EncodeSummary:
+    """All steps: sample, codebook, encode (+ merge), index."""
+    sample = sample_descriptors(config, source, out, jobs=jobs, limit=limit, progress=progress)
+    codebook = train_codebook(config, sample, out)
+    summary = encode_images(config, source, codebook, out, jobs=jobs, limit=limit,
+                            progress=progress)
+    build_index(out)
+    return summary

@@ -1,0 +1,104 @@
+"""Named recipes. A preset is a whole configuration; every field can be overridden.
+
+The configuration a store was built with is saved in the store (JSON) and read back
+by every later step, so `features search` quantizes a query exactly as the
+collection was quantized.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+EXTRACTORS = ("sift", "dense", "dense-pyramid")
+
+
+@dataclass(frozen=True)
+class Config:
+    preset: str = "sift"
+    extractor: str = "sift"
+    max_side: int = 640
+    # sparse DoG SIFT (OpenCV)
+    rootsift: bool = True
+    max_keypoints: int = 2000
+    peak_threshold: float = 0.04
+    edge_threshold: float = 10.0
+    # dense SIFT
+    step: int = 4
+    sizes: tuple = (4, 6, 8, 10)
+    magnif: float = 6.0
+    dense_contrast_threshold: float = 0.005
+    scales: tuple = (1.0, 0.5, 0.25)
+    # codebook
+    words: int = 1000
+    sample_images: int = 2000
+    sample_per_image: int = 300
+    kmeans_iters: int = 25
+    seed: int = 0
+    # encoding
+    tfidf: bool = True
+    power: float = 0.5
+    # store and job
+    store_descriptors: bool = True
+    shard_size: int = 1000
+    failure_budget: float = 0.01
+
+    def __post_init__(self):
+        _check(self.extractor in EXTRACTORS, "extractor", self.extractor, f"one of {EXTRACTORS}")
+        _check(self.max_side is None or self.max_side >= 16, "max_side", self.max_side, ">= 16")
+        _check(self.words >= 2, "words", self.words, ">= 2")
+        _check(self.step >= 1, "step", self.step, ">= 1")
+        _check(len(self.sizes) >= 1 and all(s >= 1 for s in self.sizes), "sizes", self.sizes,
+               "one or more bin sizes >= 1")
+        _check(self.sample_images >= 1, "sample_images", self.sample_images, ">= 1")
+        _check(self.sample_per_image >= 1, "sample_per_image", self.sample_per_image, ">= 1")
+        _check(self.kmeans_iters >= 1, "kmeans_iters", self.kmeans_iters, ">= 1")
+        _check(self.shard_size >= 1, "shard_size", self.shard_size, ">= 1")
+        _check(0.0 <= self.failure_budget <= 1.0, "failure_budget", self.failure_budget,
+               "between 0 and 1")
+        _check(0.0 < self.power <= 1.0, "power", self.power, "in (0, 1]")
+        _check(self.max_keypoints >= 0, "max_keypoints", self.max_keypoints, ">= 0")
+
+    def replace(self, **changes) -> "Config":
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ValueError(f"unknown configuration option(s): {', '.join(sorted(unknown))}")
+        for name in ("sizes", "scales"):
+            if name in changes:
+                changes[name] = tuple(changes[name])
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        values = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in known}
+        return cls(**values)
+
+
+def _check(ok, name, value, expected):
+    if not ok:
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+
+
+PRESETS = {
+    # OpenCV DoG SIFT + RootSIFT for retrieval and copy detection.
+    "sift": Config(preset="sift", extractor="sift", max_side=640, words=1000),
+    # VLFeat PHOW: dense SIFT at bin sizes 4, 6, 8, 10, smoothing sigma = size / magnif.
+    "phow": Config(preset="phow", extractor="dense", max_side=480, step=4, sizes=(4, 6, 8, 10),
+                   words=1000, power=1.0, store_descriptors=False),
+    # ILSVRC-2010 SBOW: max side 300, 20x20-pixel patches (bin 5) every 10 px at full, half and
+    # quarter size, 1000 words.
+    "sbow": Config(preset="sbow", extractor="dense-pyramid", max_side=300, step=10, sizes=(5,),
+                   scales=(1.0, 0.5, 0.25), words=1000, power=1.0, store_descriptors=False),
+}
+
+
+def get_preset(name: str, **overrides) -> Config:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]

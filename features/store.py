@@ -1,0 +1,372 @@
+"""The HDF5 store: one directory holding
+
+    store.h5        the merged view that readers open (plain h5py works)
+    shards/         one HDF5 file per shard of images, written atomically by the workers
+    manifest.json   finished steps and shards, so that a rerun resumes
+    index.faiss     the search index (see ``index``)
+
+Ragged per-image data (frames, descriptors, words, scale) lives in the shards as one
+concatenated dataset each plus ``offsets``; ``store.h5`` stitches the shards together as
+HDF5 virtual datasets (no copy, paths relative to the store so it can be moved), and keeps
+small real copies of the per-image tables, the codebook and the encodings.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .encode import CSR, document_frequency, idf_weights, weight_rows
+from .presets import Config
+
+FORMAT = "features-store"
+VERSION = 1
+
+# Status codes of images/status; the reason column says more.
+OK, UNREADABLE, UNDECODABLE, REFUSED, EXTRACT_FAILED = 0, 1, 2, 3, 4
+STATUS_NAMES = {OK: "ok", UNREADABLE: "unreadable", UNDECODABLE: "undecodable",
+                REFUSED: "refused by source", EXTRACT_FAILED: "extraction failed"}
+
+# gzip is the codec every HDF5 reader has (lzf and blosc need plugins outside h5py);
+# level 1 with shuffle keeps most of the gain of higher levels at a fraction of the cost.
+_COMPRESS = dict(compression="gzip", compression_opts=1, shuffle=True)
+_STR = h5py.string_dtype("utf-8")
+
+
+class StoreError(ValueError):
+    """A path that is not a store, or a store that does not hold what was asked."""
+
+
+@dataclass
+class ImageResult:
+    key: str
+    label: int
+    width: int = 0
+    height: int = 0
+    status: int = OK
+    reason: str = ""
+    frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    descriptors: np.ndarray | None = None
+    words: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    scale: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
+    word_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    word_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+
+
+def library_versions() -> dict:
+    import cv2
+    import faiss
+    import joblib
+
+    from . import __version__
+    return {"features": __version__, "python": platform.python_version(),
+            "numpy": np.__version__, "opencv": cv2.__version__, "faiss": faiss.__version__,
+            "h5py": h5py.__version__, "hdf5": h5py.version.hdf5_version,
+            "joblib": joblib.__version__}
+
+
+def _chunked(f, name, data, chunk_rows):
+    data = np.asarray(data)
+    rows = max(1, min(chunk_rows, len(data)))
+    chunks = (rows,) + data.shape[1:]
+    return f.create_dataset(name, data=data, chunks=chunks if len(data) else None,
+                            maxshape=(None,) + data.shape[1:] if len(data) else None,
+                            **(_COMPRESS if len(data) else {}))
+
+
+def _write_csr(group, csr: CSR, **attrs):
+    group.create_dataset("indptr", data=csr.indptr.astype(np.int64))
+    _chunked(group, "indices", csr.indices, 1 << 16)
+    _chunked(group, "data", csr.data, 1 << 16)
+    group.attrs["shape"] = (csr.n_rows, csr.n_cols)
+    for k, v in attrs.items():
+        group.attrs[k] = v
+
+
+def read_csr(group) -> CSR:
+    return CSR(group["indptr"][:], group["indices"][:], group["data"][:],
+               int(group.attrs["shape"][1]))
+
+
+def atomic_path(path) -> Path:
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_shard(path, results: list[ImageResult], *, n_words, first, keep_descriptors) -> dict:
+    """Write one shard to a temporary file, then rename it into place (atomic on POSIX)."""
+    path = Path(path)
+    tmp = atomic_path(path)
+    n = len(results)
+    lengths = np.array([len(r.frames) for r in results], np.int64)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+
+    def cat(attr, empty):
+        parts = [getattr(r, attr) for r in results if len(r.frames)]
+        return np.concatenate(parts) if parts else empty
+
+    from .encode import counts_csr
+    counts = counts_csr([(r.word_ids, r.word_counts) for r in results], n_words)
+    with h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT + "-shard"
+        f.attrs["first"] = first
+        f.attrs["count"] = n
+        g = f.create_group("images")
+        g.create_dataset("key", data=np.array([r.key for r in results], dtype=object), dtype=_STR)
+        g.create_dataset("label", data=np.array([r.label for r in results], np.int32))
+        g.create_dataset("width", data=np.array([r.width for r in results], np.int32))
+        g.create_dataset("height", data=np.array([r.height for r in results], np.int32))
+        g.create_dataset("status", data=np.array([r.status for r in results], np.uint8))
+        g.create_dataset("reason", data=np.array([r.reason for r in results], dtype=object),
+                         dtype=_STR)
+        f.create_dataset("offsets", data=offsets)
+        _chunked(f, "frames", cat("frames", np.zeros((0, 4), np.float32)).astype(np.float32), 8192)
+        _chunked(f, "words", cat("words", np.zeros(0, np.int32)).astype(np.int32), 1 << 16)
+        _chunked(f, "scale", cat("scale", np.zeros(0, np.int8)).astype(np.int8), 1 << 16)
+        if keep_descriptors:
+            _chunked(f, "descriptors",
+                     cat("descriptors", np.zeros((0, 128), np.uint8)).astype(np.uint8), 4096)
+        _write_csr(f.create_group("counts"), counts)
+    os.replace(tmp, path)
+    return {"file": path.name, "first": int(first), "count": n,
+            "failed": int(sum(r.status != OK for r in results)), "descriptors": int(offsets[-1])}
+
+
+class Manifest:
+    """Finished steps and shards of one store, rewritten atomically after each change."""
+
+    def __init__(self, directory):
+        self.path = Path(directory) / "manifest.json"
+        self.data = {"format": FORMAT, "version": VERSION, "config": None, "steps": {},
+                     "shards": {}}
+        if self.path.exists():
+            try:
+                self.data = json.loads(self.path.read_text())
+            except (OSError, ValueError) as e:
+                raise StoreError(f"{self.path}: unreadable manifest ({e})") from None
+
+    def check_config(self, config: Config):
+        saved = self.data.get("config")
+        if saved is None:
+            self.data["config"] = json.loads(config.to_json())
+            self.save()
+        elif saved != json.loads(config.to_json()):
+            changed = sorted(k for k in set(saved) | set(json.loads(config.to_json()))
+                             if saved.get(k) != json.loads(config.to_json()).get(k))
+            raise StoreError(f"{self.path.parent} was started with another configuration "
+                             f"(differs in: {', '.join(changed)}); use a new output directory")
+
+    def save(self):
+        tmp = atomic_path(self.path)
+        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+        os.replace(tmp, self.path)
+
+    def shard_done(self, number: int, summary: dict):
+        self.data["shards"][str(number)] = summary
+        self.save()
+
+    def step_done(self, step: str, **info):
+        self.data["steps"][step] = dict(info, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.save()
+
+    def is_done(self, step: str) -> bool:
+        return step in self.data["steps"]
+
+
+def _vds(f, name, parts, dtype, tail_shape):
+    """Concatenate same-named datasets of several shard files as one virtual dataset."""
+    total = sum(n for _, n in parts)
+    layout = h5py.VirtualLayout(shape=(total,) + tail_shape, dtype=dtype)
+    at = 0
+    for rel, n in parts:
+        if n:
+            layout[at:at + n] = h5py.VirtualSource(rel, name, shape=(n,) + tail_shape)
+        at += n
+    f.create_virtual_dataset(name, layout, fillvalue=0)
+
+
+def merge(directory, config: Config, shard_files: list[str], *, centroids, codebook_attrs: dict,
+          classes=(), names=()) -> Path:
+    """Build ``store.h5`` from finished shards, one shard in memory at a time.
+
+    Two passes over the shards' word counts: document frequencies first, then the tf-idf
+    rows, so the idf is that of the whole collection.
+    """
+    directory = Path(directory)
+    out = directory / "store.h5"
+    tmp = atomic_path(out)
+    n_words = len(centroids)
+    paths = [directory / "shards" / name for name in shard_files]
+    df = np.zeros(n_words, np.int64)
+    n_images = n_ok = 0
+    sizes = []
+    for p in paths:
+        with h5py.File(p, "r") as s:
+            ok = s["images/status"][:] == OK
+            indptr = s["counts/indptr"][:]
+            indices = s["counts/indices"][:]
+            keep = np.repeat(ok, np.diff(indptr))
+            df += document_frequency(indices[keep], n_words)
+            n_images += len(ok)
+            n_ok += int(ok.sum())
+            sizes.append((int(s["offsets"][-1]), "descriptors" in s))
+    idf = idf_weights(df, max(n_ok, 1)) if config.tfidf else np.ones(n_words, np.float32)
+
+    with h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["version"] = VERSION
+        f.attrs["config"] = config.to_json()
+        f.attrs["versions"] = json.dumps(library_versions(), sort_keys=True)
+        f.attrs["n_images"] = n_images
+        f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        g = f.create_group("images")
+        cols = {"key": _STR, "label": np.int32, "width": np.int32, "height": np.int32,
+                "status": np.uint8, "reason": _STR}
+        for name, dt in cols.items():
+            g.create_dataset(name, shape=(n_images,), dtype=dt,
+                             chunks=(min(max(n_images, 1), 1 << 15),), **_COMPRESS)
+        offsets = f.create_dataset("offsets", shape=(n_images + 1,), dtype=np.int64)
+        enc = f.create_group("encodings")
+        bovw = enc.create_group("bovw")
+        counts = enc.create_group("bovw_counts")
+        for grp, dt in ((bovw, np.float32), (counts, np.int32)):
+            grp.create_dataset("indptr", shape=(n_images + 1,), dtype=np.int64)
+            grp.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=np.int32,
+                               chunks=(1 << 16,), **_COMPRESS)
+            grp.create_dataset("data", shape=(0,), maxshape=(None,), dtype=dt,
+                               chunks=(1 << 16,), **_COMPRESS)
+            grp.attrs["shape"] = (n_images, n_words)
+        bovw.attrs["weighting"] = "tf-idf" if config.tfidf else "tf"
+        bovw.attrs["power"] = config.power
+        bovw.attrs["normalization"] = "l2"
+        enc.create_dataset("idf", data=idf)
+
+        row = desc_at = nnz = 0
+        offsets[0] = 0
+        failures = []
+        for p, (n_desc, _) in zip(paths, sizes):
+            with h5py.File(p, "r") as s:
+                m = int(s.attrs["count"])
+                for name in cols:
+                    g[name][row:row + m] = s["images/" + name][:]
+                status = s["images/status"][:]
+                reason = s["images/reason"].asstr()[:]
+                keys = s["images/key"].asstr()[:]
+                failures.extend((row + i, keys[i], reason[i]) for i in np.flatnonzero(status))
+                offsets[row + 1:row + m + 1] = s["offsets"][1:] + desc_at
+                c = read_csr(s["counts"])
+                values = weight_rows(c.indptr, c.indices, c.data, idf, config.power)
+                for grp, data in ((bovw, values), (counts, c.data)):
+                    grp["indptr"][row:row + m + 1] = c.indptr + nnz
+                    grp["indices"].resize((nnz + len(c.indices),))
+                    grp["indices"][nnz:] = c.indices
+                    grp["data"].resize((nnz + len(data),))
+                    grp["data"][nnz:] = data
+                nnz += len(c.indices)
+            row += m
+            desc_at += n_desc
+
+        rel = [f"shards/{name}" for name in shard_files]
+        _vds(f, "frames", list(zip(rel, [n for n, _ in sizes])), np.float32, (4,))
+        _vds(f, "words", list(zip(rel, [n for n, _ in sizes])), np.int32, ())
+        _vds(f, "scale", list(zip(rel, [n for n, _ in sizes])), np.int8, ())
+        if sizes and all(has for _, has in sizes):
+            _vds(f, "descriptors", list(zip(rel, [n for n, _ in sizes])), np.uint8, (128,))
+
+        fg = f.create_group("failures")
+        fg.create_dataset("index", data=np.array([i for i, _, _ in failures], np.int64))
+        fg.create_dataset("key", data=np.array([k for _, k, _ in failures], dtype=object), dtype=_STR)
+        fg.create_dataset("reason", data=np.array([r for _, _, r in failures], dtype=object),
+                          dtype=_STR)
+
+        cb = f.create_group("codebook")
+        cb.create_dataset("centroids", data=np.asarray(centroids, np.float32))
+        for k, v in codebook_attrs.items():
+            cb.attrs[k] = v
+        if len(classes):
+            lg = f.create_group("labels")
+            lg.create_dataset("wnid", data=np.array(list(classes), dtype=object), dtype=_STR)
+            lg.create_dataset("name", data=np.array(list(names) or [""] * len(classes),
+                                                    dtype=object), dtype=_STR)
+    os.replace(tmp, out)
+    return out
+
+
+class Store:
+    """Read access to a finished store (a directory, or its store.h5)."""
+
+    def __init__(self, path):
+        path = Path(path)
+        self.dir = path if path.is_dir() else path.parent
+        self.path = path / "store.h5" if path.is_dir() else path
+        if not self.path.exists():
+            raise StoreError(f"{path} is not a features store (no store.h5 in it)")
+        try:
+            self.h5 = h5py.File(self.path, "r")
+        except OSError:
+            raise StoreError(f"{self.path} is not a readable HDF5 file") from None
+        if self.h5.attrs.get("format") != FORMAT:
+            self.h5.close()
+            raise StoreError(f"{self.path} is an HDF5 file but not a features store")
+        self.config = Config.from_json(self.h5.attrs["config"])
+        self.versions = json.loads(self.h5.attrs["versions"])
+        self.n_images = int(self.h5.attrs["n_images"])
+        self._keys = None
+
+    def close(self):
+        self.h5.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def keys(self) -> np.ndarray:
+        if self._keys is None:
+            self._keys = self.h5["images/key"].asstr()[:]
+        return self._keys
+
+    def column(self, name) -> np.ndarray:
+        return self.h5["images/" + name][:]
+
+    def index_of(self, key: str) -> int | None:
+        hits = np.flatnonzero(self.keys == key)
+        return int(hits[0]) if len(hits) else None
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.h5["labels/wnid"].asstr()[:]) if "labels" in self.h5 else []
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.h5["labels/name"].asstr()[:]) if "labels" in self.h5 else []
+
+    @property
+    def centroids(self) -> np.ndarray:
+        return self.h5["codebook/centroids"][:]
+
+    @property
+    def idf(self) -> np.ndarray:
+        return self.h5["encodings/idf"][:]
+
+    def encoding(self, name="bovw") -> CSR:
+        if "encodings/" + name not in self.h5:
+            raise StoreError(f"{self.path} has no encoding {name!r}")
+        return read_csr(self.h5["encodings/" + name])
+
+    def image_features(self, i: int) -> dict:
+        a, b = self.h5["offsets"][i:i + 2]
+        return {"frames": self.h5["frames"][a:b], "words": self.h5["words"][a:b]}
+
+    def failures(self) -> list[tuple[int, str, str]]:
+        g = self.h5["failures"]
+        return list(zip(g["index"][:].tolist(), g["key"].asstr()[:], g["reason"].asstr()[:]))
