@@ -27,24 +27,27 @@ def subsample_rows(n_rows: int, k: int, key: str, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n_rows, size=k, replace=False))
 
 
-def kmeans(descriptors, k, *, iters=25, seed=0, n_threads=None, verbose=False):
+def kmeans(descriptors, k, *, iters=25, seed=0, redo=1, n_threads=None, verbose=False):
     """Lloyd's k-means with FAISS on float32 rows; returns (k, d) float32 centroids.
 
     FAISS needs at least k points; fewer distinct points than k is an error the caller
-    should see, not a codebook with duplicate words.
+    should see, not a codebook with duplicate words. ``redo`` > 1 keeps the best of several
+    seeded restarts (lowest quantization error).
     """
     x = np.ascontiguousarray(descriptors, dtype=np.float32)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"need a non-empty (n, d) array of descriptors, got shape {x.shape}")
     if k < 2:
         raise ValueError(f"k must be >= 2, got {k!r}")
+    if redo < 1:
+        raise ValueError(f"redo must be >= 1, got {redo!r}")
     if x.shape[0] < k:
         raise ValueError(f"cannot learn {k} words from {x.shape[0]} descriptors; "
                          f"use fewer words or more images")
     if n_threads is not None:
         faiss.omp_set_num_threads(int(n_threads))
     km = faiss.Kmeans(x.shape[1], int(k), niter=int(iters), seed=int(seed), verbose=verbose,
-                      spherical=False, max_points_per_centroid=1 << 30, min_points_per_centroid=1)
+                      nredo=int(redo), spherical=False, max_points_per_centroid=1 << 30, min_points_per_centroid=1)
     km.train(x)
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 

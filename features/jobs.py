@@ -49,14 +49,22 @@ def features_of(config, item):
     except (ValueError, MemoryError) as e:
         result.status, result.reason = EXTRACT_FAILED, f"{type(e).__name__}: {e}"
         return result, None
-    if decoded.gray.shape[1] and len(frames):
-        # Frames are reported in the original image's pixel coordinates.
-        factor = decoded.width / decoded.gray.shape[1]
-        if factor != 1.0:
-            frames = frames.copy()
-            frames[:, :3] *= np.float32(factor)
-    result.frames, result.scale = frames, scale
+    result.frames, result.scale = to_image_units(config, frames, decoded), scale
     return result, descriptors
+
+
+def to_image_units(config, frames, decoded):
+    """Frames from the decoded (resized) image's pixels to the units the store keeps."""
+    if not len(frames) or not decoded.gray.shape[1]:
+        return frames
+    frames = frames.copy()
+    if config.frame_units == "normalized":
+        frames[:, 0] /= np.float32(decoded.gray.shape[1])
+        frames[:, 1] /= np.float32(decoded.gray.shape[0])
+        frames[:, 2] /= np.float32(max(decoded.gray.shape))
+    else:
+        frames[:, :3] *= np.float32(decoded.width / decoded.gray.shape[1])
+    return frames
 
 
 def process_shard(config, centroids, items, shard_path, first, parallel=False) -> dict:

@@ -46,9 +46,22 @@ def _prepare(config, out) -> Manifest:
     if out.exists() and not out.is_dir():
         raise StoreError(f"{out} exists and is not a directory")
     (out / "shards").mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(out)
     manifest = Manifest(out)
     manifest.check_config(config)
     return manifest
+
+
+def _remove_stale_temporaries(out):
+    """Temporary files of a killed run (their writer process is gone) are never read; drop them."""
+    for tmp in itertools.chain(out.glob(".*.tmp-*"), (out / "shards").glob(".*.tmp-*")):
+        try:
+            pid = int(tmp.name.rsplit("-", 1)[1])
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            tmp.unlink(missing_ok=True)
+        except PermissionError:
+            pass
 
 
 def sample_descriptors(config, source, out, *, jobs=1, limit=None, progress=True) -> Path:

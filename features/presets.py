@@ -38,7 +38,9 @@ class Config:
     # encoding
     tfidf: bool = True
     power: float = 0.5
-    # store and job
+    # store and job: frame x, y and size in pixels of the original image, or x / width,
+    # y / height and size / max(width, height) ("normalized", as the ILSVRC-2010 devkit)
+    frame_units: str = "pixels"
     store_descriptors: bool = True
     shard_size: int = 1000
     failure_budget: float = 0.01
@@ -57,6 +59,8 @@ class Config:
         _check(0.0 <= self.failure_budget <= 1.0, "failure_budget", self.failure_budget,
                "between 0 and 1")
         _check(0.0 < self.power <= 1.0, "power", self.power, "in (0, 1]")
+        _check(self.frame_units in ("pixels", "normalized"), "frame_units", self.frame_units,
+               "'pixels' or 'normalized'")
         _check(self.max_keypoints >= 0, "max_keypoints", self.max_keypoints, ">= 0")
 
     def replace(self, **changes) -> "Config":
@@ -93,7 +97,8 @@ PRESETS = {
     # ILSVRC-2010 SBOW: max side 300, 20x20-pixel patches (bin 5) every 10 px at full, half and
     # quarter size, 1000 words.
     "sbow": Config(preset="sbow", extractor="dense-pyramid", max_side=300, step=10, sizes=(5,),
-                   scales=(1.0, 0.5, 0.25), words=1000, power=1.0, store_descriptors=False),
+                   scales=(1.0, 0.5, 0.25), words=1000, power=1.0, store_descriptors=False,
+                   frame_units="normalized"),
 }
 
 

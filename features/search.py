@@ -11,6 +11,7 @@ import numpy as np
 from .codebook import Quantizer
 from .decode import DecodeError, decode_gray
 from .encode import encode_words
+from .jobs import to_image_units
 from .index import load_index, search_vectors
 from .sift import extract
 from .store import OK, Store, StoreError
@@ -71,9 +72,7 @@ class Searcher:
         except DecodeError as e:
             raise QueryError(f"{name}: not a usable image ({e})") from None
         frames, descriptors, _ = extract(config, decoded.gray)
-        if decoded.gray.shape[1] and len(frames):
-            frames = frames.copy()
-            frames[:, :3] *= np.float32(decoded.width / decoded.gray.shape[1])
+        frames = to_image_units(config, frames, decoded)
         words = self.quantizer.assign(descriptors)
         ids, values = encode_words(words, self.quantizer.k, self.idf if config.tfidf else None,
                                    config.power)
@@ -147,7 +146,7 @@ def verify(query: Query, candidate: dict, max_per_word=4, threshold=None) -> int
     dst = candidate["frames"][ci, :2].astype(np.float32)
     if threshold is None:
         extent = max(float(np.ptp(dst[:, 0])), float(np.ptp(dst[:, 1])), 1.0)
-        threshold = max(3.0, 0.01 * extent)
+        threshold = 0.015 * extent
     _, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
                                           ransacReprojThreshold=threshold, maxIters=500,
                                           confidence=0.99)

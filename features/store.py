@@ -59,6 +59,11 @@ class ImageResult:
     word_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
 
 
+def word_dtype(n_words):
+    """int16 as the ILSVRC-2010 devkit stored words, while the codebook fits in it."""
+    return np.int16 if n_words <= np.iinfo(np.int16).max + 1 else np.int32
+
+
 def library_versions() -> dict:
     import cv2
     import faiss
@@ -128,7 +133,8 @@ def write_shard(path, results: list[ImageResult], *, n_words, first, keep_descri
                          dtype=_STR)
         f.create_dataset("offsets", data=offsets)
         _chunked(f, "frames", cat("frames", np.zeros((0, 4), np.float32)).astype(np.float32), 8192)
-        _chunked(f, "words", cat("words", np.zeros(0, np.int32)).astype(np.int32), 1 << 16)
+        _chunked(f, "words", cat("words", np.zeros(0, np.int32)).astype(word_dtype(n_words)),
+                 1 << 16)
         _chunked(f, "scale", cat("scale", np.zeros(0, np.int8)).astype(np.int8), 1 << 16)
         if keep_descriptors:
             _chunked(f, "descriptors",
@@ -275,7 +281,8 @@ def merge(directory, config: Config, shard_files: list[str], *, centroids, codeb
 
         rel = [f"shards/{name}" for name in shard_files]
         _vds(f, "frames", list(zip(rel, [n for n, _ in sizes])), np.float32, (4,))
-        _vds(f, "words", list(zip(rel, [n for n, _ in sizes])), np.int32, ())
+        _vds(f, "words", list(zip(rel, [n for n, _ in sizes])), word_dtype(n_words), ())
+        f["frames"].attrs["units"] = config.frame_units
         _vds(f, "scale", list(zip(rel, [n for n, _ in sizes])), np.int8, ())
         if sizes and all(has for _, has in sizes):
             _vds(f, "descriptors", list(zip(rel, [n for n, _ in sizes])), np.uint8, (128,))
@@ -311,7 +318,7 @@ class Store:
         try:
             self.h5 = h5py.File(self.path, "r")
         except OSError:
-            raise StoreError(f"{self.path} is not a readable HDF5 file") from None
+            raise StoreError(f"{self.path} is not a features store (not an HDF5 file)") from None
         if self.h5.attrs.get("format") != FORMAT:
             self.h5.close()
             raise StoreError(f"{self.path} is an HDF5 file but not a features store")
@@ -365,7 +372,8 @@ class Store:
 
     def image_features(self, i: int) -> dict:
         a, b = self.h5["offsets"][i:i + 2]
-        return {"frames": self.h5["frames"][a:b], "words": self.h5["words"][a:b]}
+        return {"frames": self.h5["frames"][a:b],
+                "words": self.h5["words"][a:b].astype(np.int32)}
 
     def failures(self) -> list[tuple[int, str, str]]:
         g = self.h5["failures"]
