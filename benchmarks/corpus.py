@@ -1,0 +1,86 @@
+"""ImageNet-like JPEG corpora generated from the photos scikit-image ships.
+
+Layout and sizes follow ILSVRC-2012 train: ``train/<wnid>/<wnid>_<n>.JPEG``, mostly
+500x375 and similar shapes, 20 to 150 KB each. Each image is a random crop of a shipped
+photo, flipped, jittered in brightness and contrast, with sensor-like noise (what gives
+real photos their JPEG sizes), at a random JPEG quality. Nothing is committed: the
+corpus is written under ``benchmarks/_work`` and reused by later runs.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+from joblib import Parallel, delayed
+
+from features.demo import PHOTOS, load_photo
+
+SHAPES = [((500, 375), 0.5), ((375, 500), 0.2), ((500, 333), 0.15), ((500, 500), 0.08),
+          ((640, 480), 0.04), ((800, 600), 0.03)]
+
+
+def _image(photo, rng, noise):
+    h, w = photo.shape[:2]
+    (tw, th) = SHAPES[rng.choice(len(SHAPES), p=[p for _, p in SHAPES])][0]
+    aspect = tw / th
+    area = rng.uniform(0.35, 1.0) * h * w
+    cw = int(min(w, np.sqrt(area * aspect)))
+    ch = int(min(h, cw / aspect))
+    cw = int(ch * aspect)
+    y0, x0 = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    img = cv2.resize(photo[y0:y0 + ch, x0:x0 + cw], (tw, th), interpolation=cv2.INTER_CUBIC)
+    if rng.random() < 0.5:
+        img = img[:, ::-1]
+    # brightness/contrast jitter and sensor noise; the noise is a random window of one shared
+    # field, as drawing fresh Gaussian noise per image would dominate the generation time
+    gain, bias = rng.uniform(0.7, 1.2), rng.uniform(-25, 25)
+    ny, nx = rng.integers(0, noise.shape[0] - th + 1), rng.integers(0, noise.shape[1] - tw + 1)
+    strength = np.float32(rng.uniform(0.6, 1.6))
+    img = img.astype(np.float32) * np.float32(gain) + np.float32(bias)
+    img += noise[ny:ny + th, nx:nx + tw] * strength
+    img = np.clip(img, 0, 255).astype(np.uint8)
+    quality = int(rng.integers(80, 96))
+    ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return data.tobytes()
+
+
+def _write_block(root, photos, start, stop, n_classes, seed):
+    sizes = []
+    noise = np.random.default_rng([seed, start, 1]).normal(0, 5, (1000, 1000, 3)).astype(np.float32)
+    for i in range(start, stop):
+        rng = np.random.default_rng([seed, i])
+        wnid = f"n{10000000 + i % n_classes:08d}"
+        data = _image(photos[int(rng.integers(len(photos)))], rng, noise)
+        path = root / "train" / wnid / f"{wnid}_{i}.JPEG"
+        path.write_bytes(data)
+        sizes.append(len(data))
+    return sizes
+
+
+def make_corpus(root, n_images, *, n_classes=100, seed=0, jobs=2) -> Path:
+    """Write (or reuse) a corpus of ``n_images`` JPEGs under ``root/train``."""
+    root = Path(root)
+    stamp = root / "corpus.json"
+    want = {"n_images": n_images, "n_classes": n_classes, "seed": seed, "version": 1}
+    if stamp.exists() and json.loads(stamp.read_text()).get("spec") == want:
+        return root / "train"
+    for c in range(n_classes):
+        (root / "train" / f"n{10000000 + c:08d}").mkdir(parents=True, exist_ok=True)
+    photos = [load_photo(p) for p in PHOTOS]
+    block = 500
+    parts = Parallel(n_jobs=jobs)(
+        delayed(_write_block)(root, photos, s, min(s + block, n_images), n_classes, seed)
+        for s in range(0, n_images, block))
+    sizes = np.concatenate(parts)
+    stats = {"images": int(len(sizes)), "mean_kb": float(sizes.mean() / 1024),
+             "p5_kb": float(np.percentile(sizes, 5) / 1024),
+             "p95_kb": float(np.percentile(sizes, 95) / 1024),
+             "total_mb": float(sizes.sum() / 2**20)}
+    stamp.write_text(json.dumps({"spec": want, "stats": stats}, indent=1))
+    return root / "train"
+
+
+def corpus_stats(root) -> dict:
+    return json.loads((Path(root) / "corpus.json").read_text())["stats"]
