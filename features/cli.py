@@ -33,6 +33,10 @@ def _job_options(p):
     p.add_argument("-o", "--out", required=True, metavar="STORE", help="store directory")
     p.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--limit", type=int, help="only the first N images of the source")
+    p.add_argument("--kind", default="auto",
+                   help="source kind, when auto-detection is not what you want: tree, flat, "
+                        "list, ilsvrc-train, ilsvrc-val, tar, ilsvrc-train-tar, ilsvrc-val-tar, "
+                        "tiny-imagenet, tiny-imagenet-val, tiny-imagenet-test")
     p.add_argument("--labels", help="ground-truth labels file for sources that need one")
     p.add_argument("--synsets", help="synset names file (meta.mat or a mapping text file)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -61,7 +65,7 @@ def _stored_config(out):
 
 def _source(args):
     from .sources import open_source
-    return open_source(args.source, labels=args.labels, synsets=args.synsets)
+    return open_source(args.source, kind=args.kind, labels=args.labels, synsets=args.synsets)
 
 
 def _check_job(args):
