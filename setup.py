@@ -31,5 +31,7 @@ extensions = [
     for pyx in sorted(Path("ext").glob("*.pyx"))
 ]
 
-setup(ext_modules=cythonize(extensions, compiler_directives=directives,
-                            build_dir="build/cython"))
+# A checked build generates its C in a separate folder and always regenerates it, so the
+# checks are really compiled in (and the unchecked C is never reused for it).
+setup(ext_modules=cythonize(extensions, compiler_directives=directives, force=checked,
+                            build_dir="build/cython-checked" if checked else "build/cython"))

