@@ -240,15 +240,18 @@ def main():
             shutil.rmtree(out, ignore_errors=True)
             # the batch job's steps (the search index is sized by the collection: N x words
             # x 4 bytes, and is not part of extraction)
-            peak = seconds = 0
+            steps = {}
             for step in (["extract", str(root), "-o", str(out), "--preset", "sbow"],
                          ["codebook", str(out)], ["encode", str(root), "-o", str(out)]):
                 if step[0] != "codebook":
                     step += ["--limit", str(size), "--jobs", str(jobs), "-q"]
-                p_, s_ = tree_peak_rss([sys.executable, "-m", "features", *step], env=env)
-                peak, seconds = max(peak, p_), seconds + s_
+                steps[step[0]] = tree_peak_rss([sys.executable, "-m", "features", *step],
+                                               env=env)
+            peak = max(p_ for p_, _ in steps.values())
+            seconds = sum(s_ for _, s_ in steps.values())
             rss[f"{size}/{jobs}"] = {"images": size, "jobs": jobs, "peak_rss_mb": peak / 2**20,
-                                     "seconds": seconds}
+                                     "seconds": seconds,
+                                     **{f"{k}_rss_mb": v[0] / 2**20 for k, v in steps.items()}}
             shutil.rmtree(out, ignore_errors=True)
             print(f"peak RSS, {size} images, --jobs {jobs}: {peak / 2**20:.0f} MB "
                   f"({seconds:.0f} s)", flush=True)
@@ -293,10 +296,14 @@ def main():
         f"projected for ILSVRC-2012 train (1,281,167 images): {p['jobs2']:.1f} h "
         f"(1 thread: {p['jobs1']:.1f} h; peer, 1 thread: {p['peer']:.1f} h).",
         "",
-        "| images | --jobs | peak RSS of the whole job, all processes (MB) | seconds |",
-        "|---|---|---|---|",
-    ] + [f"| {v['images']} | {v['jobs']} | {v['peak_rss_mb']:.0f} | {v['seconds']:.0f} |"
-         for v in rss.values()]
+        "Peak RSS (MB) of the batch job, summed over all its processes, per step "
+        "(pass 1 samples descriptors, codebook is k-means on the sample, pass 2 encodes):",
+        "",
+        "| images | --jobs | extract (pass 1) | codebook | encode (pass 2) | whole job | seconds |",
+        "|---|---|---|---|---|---|---|",
+    ] + [f"| {v['images']} | {v['jobs']} | {v['extract_rss_mb']:.0f} | "
+         f"{v['codebook_rss_mb']:.0f} | {v['encode_rss_mb']:.0f} | {v['peak_rss_mb']:.0f} | "
+         f"{v['seconds']:.0f} |" for v in rss.values()]
     (out_dir / "extract.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
