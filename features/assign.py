@@ -55,6 +55,8 @@ import numbers
 
 import numpy as np
 
+from ._ext import load
+
 __all__ = ["Assigner"]
 
 METHODS = ("auto", "pruned", "brute")
@@ -67,13 +69,7 @@ _U32 = 2.0 ** -24
 
 
 def _kernel():
-    try:
-        from ._ext import _assign
-    except ImportError as exc:  # pragma: no cover - depends on the build
-        raise ImportError(
-            "the assignment kernel is not compiled; run "
-            "`python setup.py build_ext --inplace`") from exc
-    return _assign
+    return load("_assign", "assignment")
 
 
 def _check_values(a, name):

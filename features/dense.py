@@ -36,6 +36,8 @@ import numbers
 
 import numpy as np
 
+from ._ext import load
+
 __all__ = ["dense_sift", "dense_sift_pyramid"]
 
 N_BINS = 4          # spatial bins per side
@@ -46,15 +48,7 @@ _WINDOWS = ("flat",)
 
 
 def _kernel():
-    # Imported lazily so that a missing build fails with a clear message only
-    # when dense SIFT is actually used.
-    try:
-        from ._ext import _dsift
-    except ImportError as exc:  # pragma: no cover - depends on the build
-        raise ImportError(
-            "the dense SIFT kernel is not compiled; run "
-            "`python setup.py build_ext --inplace`") from exc
-    return _dsift
+    return load("_dsift", "dense SIFT")
 
 
 def _empty():

@@ -261,10 +261,8 @@ _ORIENT = {2: [Image.Transpose.FLIP_LEFT_RIGHT], 3: [Image.Transpose.ROTATE_180]
            8: [Image.Transpose.ROTATE_90]}
 
 
-@pytest.mark.parametrize("orientation", range(1, 9))
-@pytest.mark.parametrize("max_side", [None, 100, 40])
-def test_exif_orientation_applied(orientation, max_side):
-    stored = _ref_gray(_rgb(320, 200))  # landscape as stored
+def _oriented_jpeg(stored, orientation):
+    """A JPEG of ``stored`` tagged with EXIF ``orientation``, and the image a viewer shows."""
     im = Image.fromarray(stored)
     exif = im.getexif()
     exif[0x0112] = orientation
@@ -272,7 +270,14 @@ def test_exif_orientation_applied(orientation, max_side):
     shown = im
     for t in _ORIENT.get(orientation, []):
         shown = shown.transpose(t)
-    shown = np.asarray(shown)
+    return data, np.asarray(shown)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("max_side", [None, 100, 40])
+def test_exif_orientation_applied(orientation, max_side):
+    stored = _ref_gray(_rgb(320, 200))  # landscape as stored
+    data, shown = _oriented_jpeg(stored, orientation)
     d = decode_gray(data, max_side)
     assert (d.height, d.width) == shown.shape
     assert image_size(data) == (d.width, d.height)
@@ -360,14 +365,7 @@ def test_reduced_decode_keeps_geometry(orientation, w, h, max_side):
     # sides that are not multiples of the DCT scaling factor leave a partial
     # last pixel, on the side EXIF orientation moves it to; smooth waves show
     # any stretch of the image as a large difference
-    im = Image.fromarray(_waves(w, h))
-    exif = im.getexif()
-    exif[0x0112] = orientation
-    data = _pil_encode("JPEG", im, quality=95, exif=exif)
-    shown = im
-    for t in _ORIENT.get(orientation, []):
-        shown = shown.transpose(t)
-    shown = np.asarray(shown)
+    data, shown = _oriented_jpeg(_waves(w, h), orientation)
     d = decode_gray(data, max_side)
     tw, th = target_size(d.width, d.height, max_side)
     assert _reduction(d.width, d.height, tw, th) > 1

@@ -1,1 +1,12 @@
 """Compiled kernels (built from ext/*.pyx). They know nothing of files, configs or HDF5."""
+import importlib
+
+
+def load(name: str, what: str):
+    """Import kernel module ``name``; a missing build fails with a clear message only when
+    the kernel is actually used."""
+    try:
+        return importlib.import_module(f"{__name__}.{name}")
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        raise ImportError(f"the {what} kernel is not compiled; run "
+                          "`python setup.py build_ext --inplace`") from exc
