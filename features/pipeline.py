@@ -67,6 +67,7 @@ def _remove_stale_temporaries(out):
 def sample_descriptors(config, source, out, *, jobs=1, limit=None, progress=True) -> Path:
     """Pass 1: descriptors of a seeded random subset of the images, for the codebook."""
     manifest = _prepare(config, out)
+    manifest.check_job(source, limit)
     path = Path(out) / SAMPLE_FILE
     if manifest.is_done("sample") and path.exists():
         return path
@@ -118,15 +119,20 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
                   progress=True) -> EncodeSummary:
     """Pass 2: extract, quantize and count words shard by shard, then merge into store.h5."""
     manifest = _prepare(config, out)
+    manifest.check_job(source, limit)
     out = Path(out)
     centroids = np.load(codebook_path)
     bar = Progress("encode", _total(source, limit), enabled=progress)
     done = manifest.data["shards"]
 
+    n_shards = 0
+
     def tasks():
+        nonlocal n_shards
         for number, items in enumerate(batched(_limited(source, limit), config.shard_size)):
+            n_shards = number + 1
             name = f"shard-{number:06d}.h5"
-            if str(number) in done and (out / "shards" / name).exists():
+            if _shard_is_current(done.get(str(number)), items, out / "shards" / name):
                 bar.update(len(items), failed=done[str(number)]["failed"])
                 continue
             yield (config, centroids, items, out / "shards" / name, number * config.shard_size)
@@ -136,11 +142,9 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
         bar.update(summary["count"], failed=summary["failed"])
     seconds = bar.close()
 
-    numbers = sorted(int(n) for n in manifest.data["shards"])
-    if numbers != list(range(len(numbers))):
-        raise StoreError(f"{out}: shards {numbers} are not contiguous; was the source changed?")
-    if not numbers:
+    if not n_shards:
         raise StoreError(f"{out}: no images were processed")
+    numbers = range(n_shards)
     shard_files = [manifest.data["shards"][str(n)]["file"] for n in numbers]
     sample_info = manifest.data["steps"].get("sample", {})
     store = merge(out, config, shard_files, centroids=centroids,
@@ -156,6 +160,14 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
     _write_failure_report(out, failures)
     manifest.step_done("encode", images=images, failed=len(failures))
     return EncodeSummary(store, images, len(failures), seconds)
+
+
+def _shard_is_current(record, items, path) -> bool:
+    """A finished shard is reused only if it holds exactly these items (the source may have
+    changed since it was written)."""
+    return (record is not None and path.exists() and record["count"] == len(items)
+            and record.get("first_key") == items[0].key
+            and record.get("last_key") == items[-1].key)
 
 
 def _write_failure_report(out, failures):

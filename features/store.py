@@ -142,7 +142,8 @@ def write_shard(path, results: list[ImageResult], *, n_words, first, keep_descri
         _write_csr(f.create_group("counts"), counts)
     os.replace(tmp, path)
     return {"file": path.name, "first": int(first), "count": n,
-            "failed": int(sum(r.status != OK for r in results)), "descriptors": int(offsets[-1])}
+            "failed": int(sum(r.status != OK for r in results)), "descriptors": int(offsets[-1]),
+            "first_key": results[0].key if n else "", "last_key": results[-1].key if n else ""}
 
 
 class Manifest:
@@ -168,6 +169,21 @@ class Manifest:
                              if saved.get(k) != json.loads(config.to_json()).get(k))
             raise StoreError(f"{self.path.parent} was started with another configuration "
                              f"(differs in: {', '.join(changed)}); use a new output directory")
+
+    def check_job(self, source, limit):
+        """A store is one job over one source: resuming it with another source or limit would
+        mix images of two jobs, so it is refused."""
+        job = {"source": str(getattr(source, "root", "")), "kind": getattr(source, "kind", ""),
+               "limit": limit}
+        saved = self.data.get("job")
+        if saved is None:
+            self.data["job"] = job
+            self.save()
+        elif saved != job:
+            was = f"{saved['source']} ({saved['kind']}" + (
+                f", --limit {saved['limit']})" if saved["limit"] else ")")
+            raise StoreError(f"{self.path.parent} was started on {was}; rerun with the same "
+                             f"source and limit to resume, or use a new output directory")
 
     def save(self):
         tmp = atomic_path(self.path)

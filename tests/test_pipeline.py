@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from features.pipeline import run
+from features.pipeline import encode_images, run
 from features.sources import open_source
 from features.store import Store, StoreError
 
@@ -70,3 +70,33 @@ def test_limit(tmp_path, small_set, small_config):
     summary = run(small_config.replace(sample_images=10, words=16), open_source(str(small_set)),
                   tmp_path / "lim", limit=8, progress=False)
     assert summary.images == 8
+
+
+def test_resume_with_another_limit_is_refused(tmp_path, small_set, small_config):
+    config = small_config.replace(sample_images=10, words=16)
+    run(config, open_source(str(small_set)), tmp_path / "s", limit=8, progress=False)
+    with pytest.raises(StoreError, match="--limit 8"):
+        run(config, open_source(str(small_set)), tmp_path / "s", limit=20, progress=False)
+
+
+def test_changed_source_recomputes_stale_shards(tmp_path, small_set, small_config):
+    src = tmp_path / "src"
+    shutil.copytree(small_set, src)
+    out = tmp_path / "resumed"
+    run(small_config, open_source(str(src)), out, progress=False)
+    # a new image early in the order shifts every later shard by one image
+    shutil.copy(src / "chelsea" / "half.jpg", src / "astronaut" / "added.jpg")
+    (out / "store.h5").unlink()
+    kept = (out / "shards" / "shard-000000.h5").stat().st_mtime_ns
+    run(small_config, open_source(str(src)), out, progress=False)
+    assert (out / "shards" / "shard-000000.h5").stat().st_mtime_ns != kept
+    # the codebook learned before the change is kept; with it, a fresh encode of the
+    # changed source gives the same store
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    shutil.copy(out / "codebook.npy", fresh / "codebook.npy")
+    encode_images(small_config, open_source(str(src)), fresh / "codebook.npy", fresh,
+                  progress=False)
+    _assert_same(_contents(fresh), _contents(out))
+    with Store(out) as s:
+        assert s.n_images == 25 and "astronaut/added.jpg" in s.keys
