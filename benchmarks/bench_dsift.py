@@ -162,7 +162,7 @@ def run(repeats=15, cv_repeats=3, threads=2):
                 rec["t_cv"].append(t)
     # the multi-threaded figure in a pass of its own, after the single-thread one
     load_before_threads = _load()
-    for rep in range(repeats if threads > 1 else 0):
+    for _ in range(repeats if threads > 1 else 0):
         for name, image in images.items():
             t, _ = timed(dense_sift, image, step=STEP, sizes=SIZES, n_threads=threads)
             per_image[name]["t_ours_mt"].append(t)

@@ -1,7 +1,6 @@
 """What a store holds, as a plain dict (for `features info`)."""
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 
 from .index import INDEX_FILE

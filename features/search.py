@@ -14,7 +14,7 @@ from .encode import encode_words
 from .jobs import to_image_units
 from .index import load_index, search_vectors
 from .sift import extract
-from .store import OK, Store, StoreError
+from .store import OK, Store
 
 
 class QueryError(ValueError):

@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .encode import CSR, document_frequency, idf_weights, weight_rows
+from .encode import CSR, counts_csr, document_frequency, idf_weights, weight_rows
 from .presets import Config
 
 FORMAT = "features-store"
@@ -117,7 +117,6 @@ def write_shard(path, results: list[ImageResult], *, n_words, first, keep_descri
         parts = [getattr(r, attr) for r in results if len(r.frames)]
         return np.concatenate(parts) if parts else empty
 
-    from .encode import counts_csr
     counts = counts_csr([(r.word_ids, r.word_counts) for r in results], n_words)
     with h5py.File(tmp, "w") as f:
         f.attrs["format"] = FORMAT + "-shard"

@@ -1,7 +1,6 @@
 """The real `features` command, in a subprocess, end to end."""
 import json
 
-import pytest
 
 from conftest import run_cli
 
