@@ -6,8 +6,6 @@ import hashlib
 import faiss
 import numpy as np
 
-from .assign import Assigner
-
 
 def sample_priority(key: str, seed: int) -> float:
     """A uniform number in [0, 1) from a hash of (seed, key) alone.
@@ -49,19 +47,7 @@ def kmeans(descriptors, k, *, iters=25, seed=0, redo=1, n_threads=None, verbose=
     if n_threads is not None:
         faiss.omp_set_num_threads(int(n_threads))
     km = faiss.Kmeans(x.shape[1], int(k), niter=int(iters), seed=int(seed), verbose=verbose,
-                      nredo=int(redo), spherical=False, max_points_per_centroid=1 << 30, min_points_per_centroid=1)
+                      nredo=int(redo), spherical=False, max_points_per_centroid=1 << 30,
+                      min_points_per_centroid=1)
     km.train(x)
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
-
-
-class Quantizer:
-    """Nearest-centroid assignment: exact, with the pruned kernel of ``features.assign``
-    (4-5x faster than a FAISS flat index on 1000-word SIFT codebooks)."""
-
-    def __init__(self, centroids, n_threads=1):
-        self._assigner = Assigner(centroids, n_threads=n_threads)
-        self.centroids = self._assigner.centroids
-        self.k, self.d = self._assigner.k, self._assigner.d
-
-    def assign(self, descriptors) -> np.ndarray:
-        return self._assigner.assign(descriptors)

@@ -8,13 +8,13 @@ from __future__ import annotations
 import heapq
 import itertools
 
-import numpy as np
 from joblib import Parallel, delayed
 
-from .codebook import Quantizer, sample_priority, subsample_rows
+from .assign import Assigner
+from .codebook import sample_priority, subsample_rows
 from .decode import DecodeError, decode_gray
 from .encode import word_counts
-from .sift import extract
+from .sift import extract_image
 from .store import (EXTRACT_FAILED, OK, REFUSED, UNDECODABLE, UNREADABLE, ImageResult,
                     write_shard)
 
@@ -45,33 +45,18 @@ def features_of(config, item):
         return result, None
     result.width, result.height = decoded.width, decoded.height
     try:
-        frames, descriptors, scale = extract(config, decoded.gray)
+        result.frames, descriptors, result.scale = extract_image(config, decoded)
     except (ValueError, MemoryError) as e:
         result.status, result.reason = EXTRACT_FAILED, f"{type(e).__name__}: {e}"
         return result, None
-    result.frames, result.scale = to_image_units(config, frames, decoded), scale
     return result, descriptors
-
-
-def to_image_units(config, frames, decoded):
-    """Frames from the decoded (resized) image's pixels to the units the store keeps."""
-    if not len(frames) or not decoded.gray.shape[1]:
-        return frames
-    frames = frames.copy()
-    if config.frame_units == "normalized":
-        frames[:, 0] /= np.float32(decoded.gray.shape[1])
-        frames[:, 1] /= np.float32(decoded.gray.shape[0])
-        frames[:, 2] /= np.float32(max(decoded.gray.shape))
-    else:
-        frames[:, :3] *= np.float32(decoded.width / decoded.gray.shape[1])
-    return frames
 
 
 def process_shard(config, centroids, items, shard_path, first, parallel=False) -> dict:
     """Pass 2 for one shard: extract, quantize, count words, write the shard file."""
     if parallel:
         _single_threaded_libraries()
-    quantizer = Quantizer(centroids)
+    quantizer = Assigner(centroids)
     results = []
     for item in items:
         result, descriptors = features_of(config, item)

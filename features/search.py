@@ -8,12 +8,11 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .codebook import Quantizer
+from .assign import Assigner
 from .decode import DecodeError, decode_gray
 from .encode import encode_words
-from .jobs import to_image_units
 from .index import load_index, search_vectors
-from .sift import extract
+from .sift import extract_image
 from .store import OK, Store
 
 
@@ -36,7 +35,7 @@ class Searcher:
     def __init__(self, store_path):
         self.store = Store(store_path)
         self.index = load_index(self.store)
-        self.quantizer = Quantizer(self.store.centroids)
+        self.quantizer = Assigner(self.store.centroids)
         self.idf = self.store.idf
         self.labels = self.store.column("label")
         self.classes = self.store.classes
@@ -71,8 +70,7 @@ class Searcher:
             decoded = decode_gray(data, config.max_side)
         except DecodeError as e:
             raise QueryError(f"{name}: not a usable image ({e})") from None
-        frames, descriptors, _ = extract(config, decoded.gray)
-        frames = to_image_units(config, frames, decoded)
+        frames, descriptors, _ = extract_image(config, decoded)
         words = self.quantizer.assign(descriptors)
         ids, values = encode_words(words, self.quantizer.k, self.idf if config.tfidf else None,
                                    config.power)

@@ -82,6 +82,22 @@ def sift(gray, *, max_keypoints=0, peak_threshold=0.04, edge_threshold=10.0, sig
     return frames, descriptors
 
 
+def extract_image(config, decoded):
+    """Extract from a decoded image; frames in the units the store keeps (``frame_units``):
+    pixels of the original image, or x / width, y / height, size / max side."""
+    frames, descriptors, scale = extract(config, decoded.gray)
+    height, width = decoded.gray.shape
+    if len(frames) and width:
+        frames = frames.copy()
+        if config.frame_units == "normalized":
+            frames[:, 0] /= np.float32(width)
+            frames[:, 1] /= np.float32(height)
+            frames[:, 2] /= np.float32(max(width, height))
+        else:
+            frames[:, :3] *= np.float32(decoded.width / width)
+    return frames, descriptors, scale
+
+
 def extract(config, gray):
     """Run the extractor that ``config`` names. Returns (frames, descriptors, scale_index)."""
     if config.extractor == "sift":

@@ -434,14 +434,16 @@ def _member_key(name):
 
 
 def _tar_members(tf):
-    """Members of a stream-mode TarFile, without keeping them all in memory."""
+    """Members of a stream-mode TarFile but directories (never items), without keeping
+    them all in memory."""
     while True:
         member = tf.next()
         if member is None:
             return
         # stream mode remembers every member read; at 1.28M members that adds up
         tf.members = []
-        yield member
+        if not member.isdir():
+            yield member
 
 
 def _archive_error(exc):
@@ -461,8 +463,6 @@ class TarSource(Source):
         try:
             with tarfile.open(self.root, mode="r|*") as tf:
                 for m in _tar_members(tf):
-                    if m.isdir():
-                        continue
                     reason = _refusal(m)
                     if reason is not None:
                         yield Item(m.name, -1, error=reason)
@@ -491,8 +491,6 @@ class TrainTarSource(Source):
         try:
             with tarfile.open(self.root, mode="r|*") as outer:
                 for m in _tar_members(outer):
-                    if m.isdir():
-                        continue
                     reason = _refusal(m)
                     if reason is None and not m.name.endswith(".tar"):
                         reason = "refused: not a per-synset tar (<wnid>.tar)"
@@ -510,8 +508,6 @@ class TrainTarSource(Source):
         try:
             with tarfile.open(fileobj=fileobj, mode="r|*") as inner:
                 for m in _tar_members(inner):
-                    if m.isdir():
-                        continue
                     reason = _refusal(m)
                     if reason is not None:
                         yield Item(f"{wnid}/{m.name}", -1, error=reason)
@@ -529,8 +525,7 @@ def _peek_tar(path):
     try:
         with tarfile.open(path, mode="r|*") as tf:
             for m in _tar_members(tf):
-                if not m.isdir():
-                    return m.name
+                return m.name
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise SourceError(f"cannot read archive {path}: {exc}") from None
     return None

@@ -294,13 +294,13 @@ def merge(directory, config: Config, shard_files: list[str], *, centroids, codeb
             row += m
             desc_at += n_desc
 
-        rel = [f"shards/{name}" for name in shard_files]
-        _vds(f, "frames", list(zip(rel, [n for n, _ in sizes])), np.float32, (4,))
-        _vds(f, "words", list(zip(rel, [n for n, _ in sizes])), word_dtype(n_words), ())
+        parts = [(f"shards/{name}", n) for name, (n, _) in zip(shard_files, sizes)]
+        _vds(f, "frames", parts, np.float32, (4,))
+        _vds(f, "words", parts, word_dtype(n_words), ())
         f["frames"].attrs["units"] = config.frame_units
-        _vds(f, "scale", list(zip(rel, [n for n, _ in sizes])), np.int8, ())
+        _vds(f, "scale", parts, np.int8, ())
         if sizes and all(has for _, has in sizes):
-            _vds(f, "descriptors", list(zip(rel, [n for n, _ in sizes])), np.uint8, (128,))
+            _vds(f, "descriptors", parts, np.uint8, (128,))
 
         fg = f.create_group("failures")
         fg.create_dataset("index", data=np.array([i for i, _, _ in failures], np.int64))

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from features.codebook import Quantizer, kmeans, sample_priority, subsample_rows
+from features.assign import Assigner
+from features.codebook import kmeans, sample_priority, subsample_rows
 from features.jobs import bottom_k
 from features.sources import Item
 
@@ -46,11 +47,11 @@ def test_quantizer_matches_brute_force():
     centroids = rng.uniform(0, 255, (50, 128)).astype(np.float32)
     x = rng.uniform(0, 255, (300, 128)).astype(np.uint8)
     brute = np.argmin(((x[:, None].astype(np.float64) - centroids[None]) ** 2).sum(-1), axis=1)
-    np.testing.assert_array_equal(Quantizer(centroids).assign(x), brute)
+    np.testing.assert_array_equal(Assigner(centroids).assign(x), brute)
 
 
 def test_quantizer_empty_and_wrong_width():
-    q = Quantizer(np.zeros((4, 128), np.float32))
+    q = Assigner(np.zeros((4, 128), np.float32))
     assert q.assign(np.zeros((0, 128), np.uint8)).shape == (0,)
     with pytest.raises(ValueError, match=r"\(n, 128\)"):
         q.assign(np.zeros((3, 64), np.float32))
