@@ -207,3 +207,37 @@ class VLFeat:
             all_frames.append(out)
             all_descrs.append(de8)
         return np.concatenate(all_frames), np.concatenate(all_descrs)
+
+
+_HOMKERMAP_KERNELS = {"intersection": 0, "chi2": 1, "js": 2}
+_HOMKERMAP_WINDOWS = {"uniform": 0, "rectangular": 1}
+
+
+def homkermap(lib, x, *, kernel="chi2", order=1, period=-1.0, gamma=1.0,
+              window="rectangular"):
+    """``vl_homogeneouskernelmap_evaluate_f`` on each value of ``x``, as the MATLAB
+    ``vl_homkermap`` lays it out: (n, d) -> float32 (n, d * (2 * order + 1)).
+    ``period <= 0`` lets VLFeat choose it. The output is zeroed first, as MATLAB's is:
+    VLFeat writes only ``order + 1`` zeros for x = 0."""
+    new = lib.vl_homogeneouskernelmap_new
+    new.restype = ctypes.c_void_p
+    new.argtypes = [ctypes.c_int, ctypes.c_double, ctypes.c_size_t, ctypes.c_double,
+                    ctypes.c_int]
+    evaluate = lib.vl_homogeneouskernelmap_evaluate_f
+    evaluate.restype = None
+    evaluate.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t,
+                         ctypes.c_double]
+    lib.vl_homogeneouskernelmap_delete.restype = None
+    lib.vl_homogeneouskernelmap_delete.argtypes = [ctypes.c_void_p]
+    x = np.atleast_2d(np.asarray(x, np.float64))
+    dim = 2 * order + 1
+    out = np.zeros((x.size, dim), np.float32)
+    m = new(_HOMKERMAP_KERNELS[kernel], gamma, order, period, _HOMKERMAP_WINDOWS[window])
+    try:
+        base = out.ctypes.data
+        for i, v in enumerate(x.reshape(-1)):
+            evaluate(m, ctypes.cast(base + 4 * dim * i, ctypes.POINTER(ctypes.c_float)), 1,
+                     float(v))
+    finally:
+        lib.vl_homogeneouskernelmap_delete(m)
+    return out.reshape(x.shape[0], x.shape[1] * dim)

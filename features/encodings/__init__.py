@@ -1,0 +1,1 @@
+"""Image encodings (one module each) and the models they learn."""
