@@ -91,8 +91,9 @@ def cmd_run(args):
     from . import pipeline
     _check_job(args)
     config, source = _config(args), _source(args)
+    encodings = [m.strip() for m in (args.encodings or "").split(",") if m.strip()]
     summary = pipeline.run(config, source, args.out, jobs=args.jobs, limit=args.limit,
-                           progress=not args.quiet)
+                           progress=not args.quiet, encodings=encodings)
     return _finish(summary, config, args.out)
 
 
@@ -165,8 +166,35 @@ def cmd_info(args):
     print(f"descriptors:  {info['descriptors']}")
     print(f"preset:       {info['config']['preset']}, {info['words']} words")
     print(f"classes:      {info['classes']}")
+    for name, e in sorted(info["encoding_details"].items()):
+        print(f"encoding:     {name}: {e['method'] or '?'}, {e['layout']}, {e['dim']} dims, "
+              f"{e['dtype']}, {e['bytes'] / 1e6:.1f} MB")
     print(f"index:        {info['index_size'] if info['index'] else 'none'}")
     print(f"size on disk: {info['bytes'] / 1e6:.1f} MB")
+    return 0
+
+
+def _aggregate_options(args):
+    names = ("grids", "kernel_map", "kernel_order", "normalization", "weights", "components",
+             "pca_dims", "whiten", "centers", "dtype")
+    values = {k: getattr(args, k, None) for k in names}
+    return {k: v for k, v in values.items() if v is not None and v is not False}
+
+
+def cmd_aggregate(args):
+    from .aggregate import aggregate
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    config = _stored_config(args.store)
+    source = limit = None
+    if args.source:
+        from .store import Manifest
+        source = _source(args)
+        limit = (Manifest(args.store).data.get("job") or {}).get("limit")
+    path = aggregate(config, args.store, args.method, args.name, _aggregate_options(args),
+                     args.jobs, replace=args.replace, source=source, limit=limit,
+                     progress=not args.quiet)
+    print(f"encodings/{args.name or args.method}: {path}")
     return 0
 
 
@@ -175,8 +203,16 @@ def cmd_demo(args):
     return run_demo(args.out, jobs=args.jobs, progress=not args.quiet)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are bad input like any other: one line and exit status 2."""
+
+    def error(self, message):
+        print(f"features: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="features", description=(
+    p = _Parser(prog="features", description=(
         "Classic-vision features for image collections: SIFT, bag of visual words, "
         "an HDF5 store and FAISS search."))
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -188,6 +224,8 @@ def build_parser():
 
     sp = add("run", cmd_run, "all steps: sample, codebook, encode, index")
     sp.add_argument("source", help="image folder, ImageNet layout, archive or list file")
+    sp.add_argument("--encodings", help="comma-separated encodings to add after encode, with "
+                                        "their defaults: bovw, spm, vlad, fisher")
     _job_options(sp)
     _config_options(sp)
     sp = add("extract", cmd_extract, "pass 1: sample descriptors for the codebook")
@@ -199,6 +237,35 @@ def build_parser():
     sp = add("encode", cmd_encode, "pass 2: extract, quantize and encode every image")
     sp.add_argument("source")
     _job_options(sp)
+    sp = add("aggregate", cmd_aggregate, "add an encoding (bovw, spm, vlad, fisher) to a store")
+    sp.add_argument("store")
+    sp.add_argument("--method", required=True, choices=("bovw", "spm", "vlad", "fisher"))
+    sp.add_argument("--name", help="encodings/NAME in store.h5 (default: the method)")
+    sp.add_argument("--replace", action="store_true", help="recompute an existing encoding")
+    sp.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    sp.add_argument("--source", help="the store's source, to extract descriptors again when "
+                                     "the store was kept without them (vlad, fisher)")
+    sp.add_argument("--kind", default="auto", help="source kind (see `features run --help`)")
+    sp.add_argument("--labels", help=argparse.SUPPRESS)
+    sp.add_argument("--synsets", help=argparse.SUPPRESS)
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    g = sp.add_argument_group("method options (defaults from the literature)")
+    g.add_argument("--grids", help="spm, fisher: pyramid grids RxC (R bands by C columns), "
+                                   "e.g. 1x1,2x2,4x4 (spm default) or 1x1,3x1")
+    g.add_argument("--weights", choices=("lazebnik", "uniform"),
+                   help="spm: grid weights (default lazebnik: 1/4, 1/4, 1/2 for 3 grids)")
+    g.add_argument("--normalization", choices=("l1", "l2", "none"),
+                   help="bovw, spm: row normalization (default l1)")
+    g.add_argument("--kernel-map", choices=("chi2", "intersection", "js"),
+                   help="bovw, spm: homogeneous kernel map applied last")
+    g.add_argument("--kernel-order", type=int, help="bovw, spm: kernel map order (default 1)")
+    g.add_argument("--centers", type=int, help="vlad: k-means centers (default 64)")
+    g.add_argument("--components", type=int, help="fisher: GMM components (default 256)")
+    g.add_argument("--pca-dims", type=int, help="fisher: PCA dimensions (default 64)")
+    g.add_argument("--whiten", action="store_true", help="fisher: whiten after PCA")
+    g.add_argument("--dtype", choices=("float16", "float32"),
+                   help="vlad, fisher: stored type (default float32 for vlad, float16 "
+                        "for fisher)")
     sp = add("index", cmd_index, "build the FAISS search index")
     sp.add_argument("store")
     sp = add("search", cmd_search, "nearest images of an image file or an image key")

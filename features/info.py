@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from .aggregate import encoding_info
 from .index import INDEX_FILE
 from .store import Store
 
@@ -24,6 +25,8 @@ def store_info(path) -> dict:
             "words": int(s.h5["codebook/centroids"].shape[0]),
             "classes": len(s.classes),
             "encodings": sorted(s.h5["encodings"].keys()),
+            # per encoding: method, layout (dense or csr), dim, dtype, bytes of its values
+            "encoding_details": encoding_info(s.h5),
             "has_descriptors": "descriptors" in s.h5,
             "index": index_path.exists(),
             "index_size": index_size,

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import index as _index
+from .aggregate import restore_encodings
 from .codebook import kmeans
 from .jobs import batched, bottom_k, process_shard, run_tasks, sample_batch
 from .progress import Progress
@@ -153,6 +154,9 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
                                   "sample_images": sample_info.get("images", 0),
                                   "sample_descriptors": sample_info.get("descriptors", 0)},
                   classes=getattr(source, "classes", []), names=getattr(source, "names", []))
+    # store.h5 was rebuilt: encodings added by `features aggregate` come back if their
+    # shards are still those of the store.
+    restore_encodings(out)
     with Store(store) as s:
         failures = s.failures()
         images = s.n_images
@@ -185,11 +189,26 @@ def build_index(out) -> Path:
         return _index.build_index(store)
 
 
-def run(config, source, out, *, jobs=1, limit=None, progress=True) -> EncodeSummary:
-    """All steps: sample, codebook, encode (+ merge), index."""
+def run(config, source, out, *, jobs=1, limit=None, progress=True,
+        encodings=()) -> EncodeSummary:
+    """All steps: sample, codebook, encode (+ merge), the ``encodings`` (methods of
+    ``features.aggregate``, with their default options, each named after its method), index.
+    ``bovw`` is the encode step's own; a store kept without descriptors extracts them again
+    from the source for ``vlad`` and ``fisher``."""
+    from .aggregate import METHODS, aggregate
+    unknown = [m for m in encodings if m not in METHODS]
+    if unknown:
+        raise StoreError(f"unknown encoding(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(METHODS)}")
     sample = sample_descriptors(config, source, out, jobs=jobs, limit=limit, progress=progress)
     codebook = train_codebook(config, sample, out)
     summary = encode_images(config, source, codebook, out, jobs=jobs, limit=limit,
                             progress=progress)
+    for method in dict.fromkeys(encodings):
+        if method == "bovw":
+            continue
+        needs_source = method in ("vlad", "fisher") and not config.store_descriptors
+        aggregate(config, out, method, method, None, jobs, exist_ok=True,
+                  source=source if needs_source else None, limit=limit, progress=progress)
     build_index(out)
     return summary
