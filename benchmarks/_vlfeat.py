@@ -1,9 +1,11 @@
 """ctypes access to the system VLFeat library (libvl, Debian's libvlfeat1).
 
-Shared by ``benchmarks/bench_dsift.py`` and ``tests/test_vlfeat_agreement.py``
-(which imports it through ``sys.path``). Nothing of VLFeat is copied here: the
-library is loaded at run time and only its public C API is called
-(``vl_imsmooth_f``, ``vl_dsift_new``, ``vl_dsift_process``, ...).
+Shared by ``benchmarks/bench_dsift.py``, ``benchmarks/bench_encode.py``,
+``tests/test_vlfeat_agreement.py`` and ``tests/test_encodings_vlfeat.py`` (which
+import it through ``sys.path``). Nothing of VLFeat is copied here: the library is
+loaded at run time and only its public C API is called (``vl_imsmooth_f``,
+``vl_dsift_new``, ``vl_dsift_process``, ``vl_fisher_encode``, ``vl_vlad_encode``,
+``vl_kmeans_quantize``, ...).
 
 ``vl_dsift_set_*`` are inline functions in ``vl/dsift.h`` and so are not
 exported; we set the same public fields of ``VlDsiftFilter`` through a ctypes
@@ -23,7 +25,22 @@ import os
 
 import numpy as np
 
-__all__ = ["load_libvl", "VLFeat", "phow_bound_offset"]
+__all__ = ["load_libvl", "VLFeat", "phow_bound_offset", "VL_FISHER_FLAG_SQUARE_ROOT",
+           "VL_FISHER_FLAG_NORMALIZED", "VL_FISHER_FLAG_IMPROVED", "VL_FISHER_FLAG_FAST",
+           "VL_VLAD_FLAG_NORMALIZE_COMPONENTS", "VL_VLAD_FLAG_SQUARE_ROOT",
+           "VL_VLAD_FLAG_UNNORMALIZED", "VL_VLAD_FLAG_NORMALIZE_MASS"]
+
+# vl/generic.h, vl/mathop.h, vl/fisher.h, vl/vlad.h
+VL_TYPE_FLOAT = 1
+VL_DISTANCE_L2 = 1
+VL_FISHER_FLAG_SQUARE_ROOT = 1 << 0
+VL_FISHER_FLAG_NORMALIZED = 1 << 1
+VL_FISHER_FLAG_IMPROVED = VL_FISHER_FLAG_SQUARE_ROOT | VL_FISHER_FLAG_NORMALIZED
+VL_FISHER_FLAG_FAST = 1 << 2
+VL_VLAD_FLAG_NORMALIZE_COMPONENTS = 1 << 0
+VL_VLAD_FLAG_SQUARE_ROOT = 1 << 1
+VL_VLAD_FLAG_UNNORMALIZED = 1 << 2
+VL_VLAD_FLAG_NORMALIZE_MASS = 1 << 3
 
 
 class _Keypoint(ctypes.Structure):
@@ -119,6 +136,21 @@ class VLFeat:
         if hasattr(lib, "vl_set_num_threads"):
             lib.vl_set_num_threads.restype = None
             lib.vl_set_num_threads.argtypes = [ctypes.c_size_t]
+        vp, sz = ctypes.c_void_p, ctypes.c_size_t
+        lib.vl_fisher_encode.restype = sz
+        lib.vl_fisher_encode.argtypes = [vp, ctypes.c_int, vp, sz, sz, vp, vp, vp, sz,
+                                         ctypes.c_int]
+        lib.vl_vlad_encode.restype = None
+        lib.vl_vlad_encode.argtypes = [vp, ctypes.c_int, vp, sz, sz, vp, sz, vp,
+                                       ctypes.c_int]
+        lib.vl_kmeans_new.restype = vp
+        lib.vl_kmeans_new.argtypes = [ctypes.c_int, ctypes.c_int]
+        lib.vl_kmeans_delete.restype = None
+        lib.vl_kmeans_delete.argtypes = [vp]
+        lib.vl_kmeans_set_centers.restype = None
+        lib.vl_kmeans_set_centers.argtypes = [vp, vp, sz, sz]
+        lib.vl_kmeans_quantize.restype = None
+        lib.vl_kmeans_quantize.argtypes = [vp, vp, vp, vp, sz]
 
     @property
     def version(self):
@@ -127,6 +159,43 @@ class VLFeat:
     def set_num_threads(self, n):
         if hasattr(self.lib, "vl_set_num_threads"):
             self.lib.vl_set_num_threads(n)
+
+    def fisher(self, x, means, covariances, priors, flags=VL_FISHER_FLAG_IMPROVED,
+               out=None):
+        """``vl_fisher_encode`` (float): x (N, D), means and covariances (K, D), priors
+        (K,). Row-major (K, D) is VLFeat's column-major D x K. Returns the 2 K D
+        float32 encoding (``out`` if given)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        means = np.ascontiguousarray(means, dtype=np.float32)
+        covariances = np.ascontiguousarray(covariances, dtype=np.float32)
+        priors = np.ascontiguousarray(priors, dtype=np.float32)
+        k, d = means.shape
+        if out is None:
+            out = np.empty(2 * k * d, np.float32)
+        self.lib.vl_fisher_encode(out.ctypes.data, VL_TYPE_FLOAT, means.ctypes.data, d, k,
+                                  covariances.ctypes.data, priors.ctypes.data,
+                                  x.ctypes.data, x.shape[0], int(flags))
+        return out
+
+    def vlad(self, x, centers, assignments, flags=(VL_VLAD_FLAG_NORMALIZE_COMPONENTS
+                                                   | VL_VLAD_FLAG_SQUARE_ROOT), out=None):
+        """``vl_vlad_encode`` (float): x (N, D), centers (K, D), assignments (N, K)
+        weights (VLFeat takes the dense matrix only). Returns the K D encoding."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        centers = np.ascontiguousarray(centers, dtype=np.float32)
+        assignments = np.ascontiguousarray(assignments, dtype=np.float32)
+        k, d = centers.shape
+        if out is None:
+            out = np.empty(k * d, np.float32)
+        self.lib.vl_vlad_encode(out.ctypes.data, VL_TYPE_FLOAT, centers.ctypes.data, d, k,
+                                x.ctypes.data, x.shape[0], assignments.ctypes.data,
+                                int(flags))
+        return out
+
+    def kmeans_quantizer(self, centers):
+        """A callable ``x -> uint32 nearest-center indices`` over ``vl_kmeans_quantize``
+        (exact L2, VLFeat's own search); call ``.close()`` when done."""
+        return _Quantizer(self.lib, centers)
 
     def imsmooth(self, im, sigma, out=None):
         """``vl_imsmooth_f``: Gaussian smoothing, continuity padding."""
@@ -241,3 +310,27 @@ def homkermap(lib, x, *, kernel="chi2", order=1, period=-1.0, gamma=1.0,
     finally:
         lib.vl_homogeneouskernelmap_delete(m)
     return out.reshape(x.shape[0], x.shape[1] * dim)
+
+
+class _Quantizer:
+    def __init__(self, lib, centers):
+        self.lib = lib
+        self.centers = np.ascontiguousarray(centers, dtype=np.float32)
+        self.k, self.d = self.centers.shape
+        self.handle = lib.vl_kmeans_new(VL_TYPE_FLOAT, VL_DISTANCE_L2)
+        lib.vl_kmeans_set_centers(self.handle, self.centers.ctypes.data, self.d, self.k)
+
+    def __call__(self, x, out=None):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if out is None:
+            out = np.empty(x.shape[0], np.uint32)
+        self.lib.vl_kmeans_quantize(self.handle, out.ctypes.data, None, x.ctypes.data,
+                                    x.shape[0])
+        return out
+
+    def close(self):
+        if self.handle:
+            self.lib.vl_kmeans_delete(self.handle)
+            self.handle = None
+
+    __del__ = close
