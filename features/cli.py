@@ -155,6 +155,17 @@ def cmd_search(args):
     return 0
 
 
+def cmd_serve(args):
+    from .serve import serve
+    if not args.max_body_mb > 0:
+        raise UserError(f"--max-body-mb must be > 0, got {args.max_body_mb}")
+    limits = dict(threads=args.threads, max_body=max(1, int(args.max_body_mb * 1024 * 1024)),
+                  timeout=args.timeout, max_concurrent=args.max_concurrent)
+    if args.max_pixels is not None:
+        limits["max_pixels"] = args.max_pixels
+    return serve(args.store, args.host, args.port, **limits)
+
+
 def cmd_info(args):
     from .info import store_info
     info = store_info(args.store)
@@ -274,6 +285,21 @@ def build_parser():
     sp.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     sp.add_argument("--rerank", action="store_true", help="geometric re-ranking of a shortlist")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp = add("serve", cmd_serve, "HTTP API and web page for query-by-image search")
+    sp.add_argument("store")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8000, help="port (8000; 0: any free port)")
+    sp.add_argument("--threads", type=int, default=2,
+                    help="worker threads for decoding, extraction and search (2)")
+    sp.add_argument("--max-concurrent", type=int, default=64,
+                    help="requests admitted at once, running or queued; more get 503 (64)")
+    sp.add_argument("--timeout", type=float, default=30.0,
+                    help="seconds a request may take before it gets 503 (30)")
+    sp.add_argument("--max-body-mb", type=float, default=16.0,
+                    help="largest accepted upload in MiB; larger gets 413 (16)")
+    sp.add_argument("--max-pixels", type=int,
+                    help="largest accepted image in pixels; larger gets 400 (the decoder's "
+                         "limit: 178,956,970)")
     sp = add("info", cmd_info, "what a store holds")
     sp.add_argument("store")
     sp.add_argument("--json", action="store_true")

@@ -121,9 +121,20 @@ def verify(query: Query, candidate: dict, max_per_word=4, threshold=None) -> int
     Words that occur more than ``max_per_word`` times in either image are left out: they
     are texture, and their correspondences are mostly wrong.
     """
+    return len(verified_matches(query, candidate, max_per_word, threshold)[0])
+
+
+def verified_matches(query: Query, candidate: dict, max_per_word=4, threshold=None):
+    """The correspondences that :func:`verify` counts as inliers.
+
+    Returns ``(qi, ci)``: int arrays of equal length, rows of ``query.frames`` and of
+    ``candidate["frames"]`` that the similarity transform maps onto each other (what a
+    viewer draws as lines between the two images).
+    """
+    none = (np.zeros(0, np.int64), np.zeros(0, np.int64))
     qw, cw = query.words, candidate["words"]
     if len(qw) < 3 or len(cw) < 3:
-        return 0
+        return none
     pairs_q, pairs_c = [], []
     order_c = np.argsort(cw, kind="stable")
     sorted_c = cw[order_c]
@@ -136,10 +147,10 @@ def verify(query: Query, candidate: dict, max_per_word=4, threshold=None) -> int
         pairs_q.append(np.repeat(qi, len(ci)))
         pairs_c.append(np.tile(ci, len(qi)))
     if not pairs_q:
-        return 0
+        return none
     qi, ci = np.concatenate(pairs_q), np.concatenate(pairs_c)
     if len(qi) < 3:
-        return 0
+        return none
     src = query.frames[qi, :2].astype(np.float32)
     dst = candidate["frames"][ci, :2].astype(np.float32)
     if threshold is None:
@@ -148,4 +159,7 @@ def verify(query: Query, candidate: dict, max_per_word=4, threshold=None) -> int
     _, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
                                           ransacReprojThreshold=threshold, maxIters=500,
                                           confidence=0.99)
-    return int(mask.sum()) if mask is not None else 0
+    if mask is None:
+        return none
+    keep = mask.ravel().astype(bool)
+    return qi[keep].astype(np.int64), ci[keep].astype(np.int64)

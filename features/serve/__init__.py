@@ -1,0 +1,85 @@
+"""``features serve``: a JSON API and a web page for query-by-image search over one store.
+
+The application lives in :mod:`features.serve.app` (aiohttp), thumbnails in
+:mod:`features.serve.thumbs`, the page's HTML/CSS/JS in ``static/`` beside them.
+"""
+from __future__ import annotations
+
+import socket
+import sys
+
+
+class ServeError(ValueError):
+    """The server cannot start (port in use, missing dependency); one readable line."""
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A listening socket, bound before the event loop starts so that a port in use is one
+    clear error rather than a traceback from inside the server."""
+    if not 0 <= port <= 65535:
+        raise ServeError(f"--port must be between 0 and 65535, got {port}")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise ServeError(f"cannot listen on {host}:{port}: unknown host ({e.strerror})") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        # lets a restarted server take its port back from connections still in TIME_WAIT;
+        # binding a port that another server listens on still fails
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as e:
+        sock.close()
+        hint = "; is another server running there? choose another --port" \
+            if e.errno == 98 else ""
+        raise ServeError(f"cannot listen on {host}:{port}: "
+                         f"{(e.strerror or str(e)).lower()}{hint}") from None
+    sock.setblocking(False)
+    return sock
+
+
+def serve(store, host: str = "127.0.0.1", port: int = 8000, **limits) -> int:
+    """Open `store` and its index, listen on host:port and serve until SIGINT or SIGTERM.
+
+    Prints one line with the address once it listens (``--port 0`` takes a free port and
+    the line says which). `limits` are fields of :class:`features.serve.app.ServeOptions`
+    (threads, max_body, max_pixels, timeout, max_concurrent, ...). Raises StoreError for a
+    path that is not a store or a store without an index, ServeError when the port cannot be
+    bound, ValueError for a bad limit.
+    """
+    try:
+        from aiohttp import web
+    except ImportError:
+        raise ServeError("features serve needs aiohttp: pip install 'features[serve]'") from None
+    import cv2
+    import faiss
+
+    from .app import ServeOptions, Service, create_app
+
+    options = ServeOptions(**limits)  # ValueError naming a bad limit, before opening anything
+    service = Service(store, options)
+    try:
+        sock = _listen(host, port)
+    except ServeError:
+        service.close()
+        raise
+    # each request is one task on one pool thread: the pool, not OpenCV or FAISS threads
+    # inside a request, is what uses the cores
+    cv2.setNumThreads(1)
+    faiss.omp_set_num_threads(1)
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    print(f"features: serving {service.store.dir} ({service.store.n_images} images, "
+          f"{service.options.threads} threads) on http://{shown}:{bound_port}/", flush=True)
+    if not service.files.available:
+        print(f"features: note: no thumbnails ({service.files.reason})", file=sys.stderr,
+              flush=True)
+    web.run_app(create_app(service), sock=sock, print=None, access_log=None,
+                shutdown_timeout=5)
+    return 0
+
+
+__all__ = ["ServeError", "serve"]

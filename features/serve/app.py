@@ -1,0 +1,439 @@
+"""The HTTP API and the web page of ``features serve``, on aiohttp.
+
+One process holds one open :class:`~features.search.Searcher` (store, index, codebook),
+opened before the port is bound. Every piece of CPU work (decoding, extraction, search,
+verification, thumbnails) runs in a thread pool of ``threads`` workers, never on the event
+loop, so slow queries do not stall health checks or uploads. Requests that need the pool are
+admitted up to ``max_concurrent`` at once (running or queued); beyond that the answer is 503
+at once rather than an ever longer queue. Each request has a deadline (``timeout``): past it
+the client gets 503 and the work still running in a thread is left to finish (a thread cannot
+be interrupted), still counted against the admission limit until it does.
+
+Errors are JSON ``{"error": "..."}`` with the status that fits: 400 for a bad parameter or an
+image that cannot be decoded (decompression bombs included), 404 for an unknown key, 413 for
+a body over ``max_body`` bytes, 415 for bytes that are not an image format, 503 when busy or
+past the deadline, 500 (logged on stderr) for a bug; the server stays up.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import sys
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import numpy as np
+from aiohttp import BodyPartReader, web
+
+from ..decode import MAX_PIXELS, DecodeError, decode_gray, image_size, sniff_format
+from ..search import QueryError, Searcher, verified_matches
+from ..store import OK
+from .thumbs import LRUCache, SourceFiles, ThumbnailError, render_thumbnail
+
+STATIC_DIR = Path(__file__).parent / "static"
+# The page's assets, read once: a request path is never used to open a file.
+_ASSETS = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
+_READ_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Limits and sizes of the server (see ``features serve --help``)."""
+
+    threads: int = 2
+    max_body: int = 16 * 1024 * 1024
+    max_pixels: int = MAX_PIXELS
+    timeout: float = 30.0
+    max_concurrent: int = 64
+    max_k: int = 100
+    thumb_side: int = 256
+    thumb_cache: int = 1024
+    query_cache: int = 64
+    max_matches: int = 500
+
+    def __post_init__(self):
+        for name in ("threads", "max_body", "max_pixels", "max_concurrent", "max_k",
+                     "thumb_side", "thumb_cache", "query_cache", "max_matches"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not (isinstance(self.timeout, (int, float)) and math.isfinite(self.timeout)
+                and self.timeout > 0):
+            raise ValueError(f"timeout must be a positive number of seconds, "
+                             f"got {self.timeout!r}")
+
+
+class ApiError(Exception):
+    """An answer other than 200: status, one readable message, extra headers."""
+
+    def __init__(self, status: int, message: str, headers=None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, headers or {}
+
+
+def _ms(seconds):
+    return round(1000 * seconds, 2)
+
+
+class Service:
+    """What the handlers share: the open searcher, the pool, the caches, the limits."""
+
+    def __init__(self, store_path, options: ServeOptions | None = None):
+        self.options = options or ServeOptions()
+        self.searcher = Searcher(store_path)  # StoreError: not a store, or no index
+        self.store = self.searcher.store
+        self.classes = list(self.store.classes)
+        self.names = list(self.store.class_names)
+        self.files = SourceFiles(self.store.dir)
+        self.thumbs = LRUCache(self.options.thumb_cache)
+        self.queries = LRUCache(self.options.query_cache)
+        self.pool = ThreadPoolExecutor(self.options.threads, thread_name_prefix="features-serve")
+        self.admitted = 0
+        self.assets = {name: (STATIC_DIR / name).read_bytes() for name in _ASSETS}
+
+    def close(self):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.searcher.close()
+
+    # ---- the pool -------------------------------------------------------------------
+
+    async def run(self, fn, *args):
+        """Run ``fn(*args)`` in the pool; ``(result, seconds it waited for a worker)``."""
+        if self.admitted >= self.options.max_concurrent:
+            raise ApiError(503, f"server busy: {self.admitted} requests in progress "
+                                f"(limit {self.options.max_concurrent}); retry shortly",
+                           {"Retry-After": "1"})
+        loop = asyncio.get_running_loop()
+        self.admitted += 1
+        submitted = time.perf_counter()
+
+        def call():
+            started = time.perf_counter()
+            return fn(*args), started - submitted
+
+        future = self.pool.submit(call)
+        # released when the work is really over, not when a timed-out request gives up on it
+        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
+        return await asyncio.wrap_future(future)
+
+    def _release(self):
+        self.admitted -= 1
+
+    # ---- store lookups (in the pool: they read HDF5) -----------------------------------
+
+    def row_of(self, key: str) -> int:
+        """The store row of a key given by a client (404 when the store has no such key)."""
+        i = self.store.index_of(key)
+        if i is None:
+            raise ApiError(404, f"no image with key {key!r} in the store")
+        return int(i)
+
+    def image_info(self, i: int) -> dict:
+        h5 = self.store.h5
+        label = int(h5["images/label"][i])
+        return {"key": h5["images/key"].asstr()[i], "label": label, "name": self.name(label),
+                "width": int(h5["images/width"][i]), "height": int(h5["images/height"][i]),
+                "status": int(h5["images/status"][i])}
+
+    def name(self, label: int) -> str:
+        if 0 <= label < len(self.names) and self.names[label]:
+            return self.names[label]
+        if 0 <= label < len(self.classes):
+            return self.classes[label]
+        return ""
+
+    # ---- queries ----------------------------------------------------------------------
+
+    def query_from_bytes(self, data: bytes):
+        """(Query, (width, height)) of uploaded bytes, cached by their digest."""
+        digest = hashlib.sha256(data).hexdigest()
+        hit = self.queries.get(digest)
+        if hit is not None:
+            return hit
+        try:
+            query = self.searcher.query_from_bytes("upload", data)
+            size = image_size(data)
+            if size is None:  # a header this project does not parse: decode for the size
+                d = decode_gray(data, 16, max_pixels=self.options.max_pixels)
+                size = (d.width, d.height)
+        except (QueryError, DecodeError) as e:
+            raise ApiError(400, str(e).removeprefix("upload: ")) from None
+        self.queries.put(digest, (query, size))
+        return query, size
+
+    def query_from_key(self, key: str):
+        info = self.image_info(self.row_of(key))
+        try:
+            query = self.searcher.query_from_key(info["key"])
+        except QueryError as e:
+            raise ApiError(400, str(e)) from None
+        return query, (info["width"], info["height"])
+
+    def search(self, make_query, arg, k: int, rerank: bool):
+        t0 = time.perf_counter()
+        query, size = make_query(arg)
+        t1 = time.perf_counter()
+        hits = self.searcher.search(query, k, rerank=rerank)
+        t2 = time.perf_counter()
+        results = []
+        for hit in hits:
+            label = int(hit["label"])
+            r = {"key": hit["key"], "label": label, "name": self.name(label),
+                 "score": hit["score"], "thumbnail": "/api/thumb?key=" + quote(hit["key"])}
+            if "inliers" in hit:
+                r["inliers"] = hit["inliers"]
+            results.append(r)
+        return {"results": results, "query": {"width": size[0], "height": size[1]},
+                "timing_ms": {"query": _ms(t1 - t0), "search": _ms(t2 - t1)}}
+
+    def matches(self, make_query, arg, key: str):
+        t0 = time.perf_counter()
+        query, (qw, qh) = make_query(arg)
+        i = self.row_of(key)
+        info = self.image_info(i)
+        if info["status"] != OK:
+            raise ApiError(400, f"{key}: this image failed in the store and has no features")
+        candidate = self.store.image_features(i)
+        t1 = time.perf_counter()
+        qi, ci = verified_matches(query, candidate)
+        t2 = time.perf_counter()
+        normalized = self.store.config.frame_units == "normalized"
+        qscale = np.float32([1, 1] if normalized else [1 / max(qw, 1), 1 / max(qh, 1)])
+        cscale = np.float32([1, 1] if normalized else
+                            [1 / max(info["width"], 1), 1 / max(info["height"], 1)])
+        pairs = np.hstack([query.frames[qi, :2] * qscale, candidate["frames"][ci, :2] * cscale])
+        shown = pairs[:self.options.max_matches]
+        info.pop("status")
+        info["thumbnail"] = "/api/thumb?key=" + quote(info["key"])
+        return {"query": {"width": qw, "height": qh}, "result": info, "inliers": int(len(qi)),
+                "matches": np.round(shown.astype(np.float64), 5).tolist(),
+                "timing_ms": {"features": _ms(t1 - t0), "verify": _ms(t2 - t1)}}
+
+    def thumbnail_of_key(self, key: str) -> bytes:
+        i = self.row_of(key)
+        stored_key = self.image_info(i)["key"]  # the file is named by the store, not the client
+        data = self.thumbs.get(stored_key)
+        if data is None:
+            try:
+                data = render_thumbnail(self.files.read(stored_key), self.options.thumb_side,
+                                        self.options.max_pixels)
+            except (ThumbnailError, DecodeError) as e:
+                raise ApiError(404, f"no thumbnail: {e}") from None
+            self.thumbs.put(stored_key, data)
+        return data
+
+    def thumbnail_of_bytes(self, data: bytes) -> bytes:
+        try:
+            return render_thumbnail(data, self.options.thumb_side, self.options.max_pixels)
+        except DecodeError as e:
+            raise ApiError(400, str(e)) from None
+
+
+# ---- request parsing ------------------------------------------------------------------
+
+def _int_param(request, name, default, lo, hi):
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _bool_param(request, name):
+    raw = request.query.get(name, "0").lower()
+    if raw in ("1", "true", "yes", "on", ""):
+        return raw != ""
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ApiError(400, f"{name} must be 0 or 1, got {raw!r}")
+
+
+def _key_param(request, name="key"):
+    key = request.query.get(name)
+    if not key:
+        raise ApiError(400, f"missing query parameter {name!r} (the key of an image in the store)")
+    return key
+
+
+async def _read_capped(read_chunk, limit):
+    parts, size = [], 0
+    while True:
+        chunk = await read_chunk(_READ_CHUNK)
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"request body larger than the limit of {limit:,} bytes")
+        parts.append(chunk)
+
+
+async def read_image(request, options: ServeOptions) -> bytes:
+    """The image of a request: the raw body, or the multipart field ``image``; checked to be
+    an image format (415) whose header does not announce too many pixels (400)."""
+    limit = options.max_body
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"request body of {request.content_length:,} bytes is larger "
+                            f"than the limit of {limit:,}")
+    try:
+        if request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            data = None
+            while (part := await reader.next()) is not None:
+                if isinstance(part, BodyPartReader) and part.name == "image" and data is None:
+                    data = await _read_capped(part.read_chunk, limit)
+                else:
+                    await part.release()
+            if data is None:
+                raise ApiError(400, "multipart body without an 'image' field")
+        else:
+            data = await _read_capped(request.content.read, limit)
+    except (ValueError, AssertionError) as e:  # aiohttp's words for a malformed multipart body
+        raise ApiError(400, f"malformed request body ({e})") from None
+    if not data:
+        raise ApiError(400, "empty body: send the image bytes, or a multipart field 'image'")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise ApiError(415, f"not an image (the body starts with {data[:8]!r})")
+    try:
+        size = image_size(data)
+    except DecodeError as e:
+        raise ApiError(400, str(e)) from None
+    if fmt in ("heic", "exr", "hdr", "pfm"):
+        raise ApiError(415, f"unsupported image format: {fmt}")
+    if size is not None and size[0] * size[1] > options.max_pixels:
+        w, h = size
+        raise ApiError(400, f"too many pixels ({w}x{h} = {w * h:,} > {options.max_pixels:,})")
+    return data
+
+
+# ---- handlers -------------------------------------------------------------------------
+
+def _json(data, status=200, headers=None):
+    return web.json_response(data, status=status, headers=headers)
+
+
+def _service(request) -> Service:
+    return request.app[SERVICE]
+
+
+async def page(request):
+    return _asset(request, "index.html")
+
+
+async def static(request):
+    name = request.match_info["name"]
+    if name not in _ASSETS:
+        raise ApiError(404, f"no such asset: {name}")
+    return _asset(request, name)
+
+
+def _asset(request, name):
+    return web.Response(body=_service(request).assets[name], content_type=_ASSETS[name],
+                        charset="utf-8", headers={"Cache-Control": "no-cache"})
+
+
+async def health(request):
+    s = _service(request)
+    return _json({"status": "ok", "images": s.store.n_images, "indexed": s.searcher.index.ntotal,
+                  "preset": s.store.config.preset, "words": s.store.config.words,
+                  "thumbnails": s.files.available, "threads": s.options.threads,
+                  "in_progress": s.admitted})
+
+
+async def search(request):
+    s = _service(request)
+    t0 = time.perf_counter()
+    k = _int_param(request, "k", 10, 1, s.options.max_k)
+    rerank = _bool_param(request, "rerank")
+    if request.method == "GET":
+        make_query, arg = s.query_from_key, _key_param(request)
+    else:
+        make_query, arg = s.query_from_bytes, await read_image(request, s.options)
+    out, waited = await s.run(s.search, make_query, arg, k, rerank)
+    out["timing_ms"] = {"queue": _ms(waited), **out["timing_ms"],
+                        "total": _ms(time.perf_counter() - t0)}
+    return _json(out)
+
+
+async def matches(request):
+    s = _service(request)
+    t0 = time.perf_counter()
+    key = _key_param(request)
+    if request.method == "GET":
+        make_query, arg = s.query_from_key, _key_param(request, "query")
+    else:
+        make_query, arg = s.query_from_bytes, await read_image(request, s.options)
+    out, waited = await s.run(s.matches, make_query, arg, key)
+    out["timing_ms"] = {"queue": _ms(waited), **out["timing_ms"],
+                        "total": _ms(time.perf_counter() - t0)}
+    return _json(out)
+
+
+async def thumbnail(request):
+    s = _service(request)
+    if request.method == "GET":
+        data, _ = await s.run(s.thumbnail_of_key, _key_param(request))
+        cache = "max-age=3600"
+    else:
+        data, _ = await s.run(s.thumbnail_of_bytes, await read_image(request, s.options))
+        cache = "no-store"
+    return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": cache})
+
+
+def _error_middleware(timeout):
+    @web.middleware
+    async def guard(request, handler):
+        try:
+            return await asyncio.wait_for(handler(request), timeout)
+        except ApiError as e:
+            return _json({"error": e.message}, e.status, e.headers)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            return _json({"error": e.reason if e.text is None or e.text.startswith(str(e.status))
+                          else e.text}, e.status, {k: v for k, v in e.headers.items()
+                                                   if k in ("Allow", "Retry-After")})
+        except asyncio.TimeoutError:
+            return _json({"error": f"the request took longer than {timeout:g} s"}, 503,
+                         {"Retry-After": "1"})
+        except Exception:  # a bug: say so, keep serving
+            print(f"features serve: error in {request.method} {request.path_qs}:",
+                  file=sys.stderr)
+            traceback.print_exc(file=sys.stderr)
+            return _json({"error": "internal server error"}, 500)
+    return guard
+
+
+SERVICE = web.AppKey("service", Service)
+
+
+def create_app(service: Service) -> web.Application:
+    """The aiohttp application over an open :class:`Service` (closed on app cleanup)."""
+    app = web.Application(middlewares=[_error_middleware(service.options.timeout)],
+                          client_max_size=service.options.max_body)
+    app[SERVICE] = service
+
+    async def close(_app):
+        service.close()
+
+    app.on_cleanup.append(close)
+    app.router.add_get("/", page)
+    app.router.add_get("/static/{name}", static)
+    app.router.add_get("/api/health", health)
+    app.router.add_route("GET", "/api/search", search)
+    app.router.add_route("POST", "/api/search", search)
+    app.router.add_route("GET", "/api/matches", matches)
+    app.router.add_route("POST", "/api/matches", matches)
+    app.router.add_route("GET", "/api/thumb", thumbnail)
+    app.router.add_route("POST", "/api/thumb", thumbnail)
+    return app

@@ -1,0 +1,307 @@
+"""`features serve` as a user meets it: a real process on a free loopback port, real HTTP."""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import zlib
+from urllib.parse import quote
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("aiohttp", reason="features serve needs the [serve] extra (aiohttp)")
+
+from serve_helpers import Server, cli_env, get_json, multipart, request  # noqa: E402
+
+MAX_BODY_MB = 1
+MAX_PIXELS = 2_000_000
+
+
+@pytest.fixture(scope="module")
+def server(small_store):
+    srv = Server(small_store, "--threads", 2, "--max-body-mb", MAX_BODY_MB,
+                 "--max-pixels", MAX_PIXELS)
+    yield srv
+    code, err = srv.stop()
+    assert code == 0, err
+    assert "Traceback" not in err, err
+
+
+def _bytes(small_set, key):
+    return (small_set / key).read_bytes()
+
+
+def test_health(server):
+    status, body = get_json(server.url + "api/health")
+    assert status == 200
+    assert body["status"] == "ok"
+    assert body["images"] == 24 and body["indexed"] == 24
+    assert body["thumbnails"] is True
+
+
+def test_search_by_uploaded_bytes(server, small_set):
+    status, body = get_json(server.url + "api/search?k=6",
+                            data=_bytes(small_set, "coins/perspective.jpg"), method="POST")
+    assert status == 200, body
+    results = body["results"]
+    assert len(results) == 6
+    assert set(results[0]) >= {"key", "label", "name", "score"}
+    assert results[0]["key"] == "coins/perspective.jpg"  # the same file is in the store
+    assert results[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert [r["score"] for r in results] == sorted((r["score"] for r in results), reverse=True)
+    assert sum(r["name"] == "coins" for r in results) >= 4
+    assert {"queue", "query", "search", "total"} <= set(body["timing_ms"])
+    assert body["query"]["width"] > 0 and body["query"]["height"] > 0
+
+
+def test_multipart_upload_gives_the_same_results(server, small_set):
+    data = _bytes(small_set, "rocket/crop60.jpg")
+    _, raw = get_json(server.url + "api/search?k=5", data=data, method="POST")
+    body, ctype = multipart("image", "q.jpg", data, extra=[("note", "ignored")])
+    status, form = get_json(server.url + "api/search?k=5", data=body, method="POST",
+                            headers={"Content-Type": ctype})
+    assert status == 200, form
+    assert [r["key"] for r in form["results"]] == [r["key"] for r in raw["results"]]
+
+
+@pytest.mark.parametrize("rerank", [0, 1])
+def test_search_by_key(server, rerank):
+    status, body = get_json(server.url + f"api/search?key={quote('chelsea/half.jpg')}&k=5"
+                            f"&rerank={rerank}")
+    assert status == 200, body
+    keys = [r["key"] for r in body["results"]]
+    assert "chelsea/half.jpg" not in keys  # a key query leaves the image itself out
+    assert len(keys) == 5 and all(k.startswith("chelsea/") for k in keys[:3])
+    assert ("inliers" in body["results"][0]) == bool(rerank)
+
+
+def test_matches_land_on_the_same_scene_points(server, small_set):
+    """half.jpg is original.jpg at half size: in fractions of width and height, every
+    verified match must join (almost) the same point of both images."""
+    status, body = get_json(server.url + "api/matches?key=astronaut/original.jpg",
+                            data=_bytes(small_set, "astronaut/half.jpg"), method="POST")
+    assert status == 200, body
+    m = np.array(body["matches"])
+    assert body["inliers"] >= 10 and m.shape == (min(body["inliers"], 500), 4)
+    assert (m >= 0).all() and (m <= 1).all()
+    assert np.median(np.abs(m[:, :2] - m[:, 2:])) < 0.01
+    assert body["result"]["key"] == "astronaut/original.jpg"
+    assert body["result"]["name"] == "astronaut"
+    assert body["query"]["width"] * 2 in (body["result"]["width"], body["result"]["width"] - 1)
+
+    status, by_key = get_json(server.url + "api/matches?query=astronaut/half.jpg"
+                              "&key=astronaut/original.jpg")
+    assert status == 200, by_key
+    assert by_key["inliers"] >= 10
+
+
+def test_matches_between_different_photos_are_few(server):
+    _, same = get_json(server.url + "api/matches?query=coins/jpeg15.jpg&key=coins/original.jpg")
+    _, other = get_json(server.url + "api/matches?query=coins/jpeg15.jpg"
+                        "&key=chelsea/original.jpg")
+    assert same["inliers"] > 3 * max(other["inliers"], 3)
+
+
+def test_thumbnail_of_a_result(server, small_set):
+    status, headers, body = request(server.url + "api/thumb?key=" + quote("rocket/original.jpg"))
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    thumb = cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+    full = cv2.imread(str(small_set / "rocket/original.jpg"))
+    assert max(thumb.shape[:2]) == 256
+    assert thumb.shape[1] / thumb.shape[0] == pytest.approx(full.shape[1] / full.shape[0],
+                                                            rel=0.01)
+    small = cv2.resize(full, thumb.shape[1::-1], interpolation=cv2.INTER_AREA)
+    assert np.abs(small.astype(int) - thumb).mean() < 6  # the same picture, in color
+
+
+def test_thumbnail_of_an_upload(server, small_set):
+    status, headers, body = request(server.url + "api/thumb", method="POST",
+                                    data=_bytes(small_set, "coins/half.jpg"))
+    assert status == 200 and headers["Content-Type"] == "image/jpeg"
+    assert cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR) is not None
+
+
+@pytest.mark.parametrize("key", ["../conftest.py", "/etc/passwd", "chelsea/../../x",
+                                 "chelsea", "chelsea/original.jpg\x00.png", ""])
+def test_a_key_is_never_a_path(server, key):
+    status, headers, body = request(server.url + "api/thumb?key=" + quote(key))
+    assert status in (400, 404)
+    assert headers["Content-Type"].startswith("application/json")
+    assert "error" in json.loads(body)
+
+
+def _png_header(width, height):
+    def chunk(kind, payload):
+        return (struct.pack(">I", len(payload)) + kind + payload
+                + struct.pack(">I", zlib.crc32(kind + payload)))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height,
+                                                              8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+def _real_bomb():
+    """A real PNG of 3,000,000 pixels in a few KB (over the server's --max-pixels)."""
+    ok, data = cv2.imencode(".png", np.zeros((1500, 2000), np.uint8))
+    return data.tobytes()
+
+
+BAD_UPLOADS = {
+    "text": (b"hello, this is not an image" * 10, 415, "not an image"),
+    "heic": (b"\x00\x00\x00\x18ftypheic" + b"\x00" * 64, 415, "unsupported"),
+    "empty": (b"", 400, "empty"),
+    "bomb-header": (_png_header(60000, 60000), 400, "too many pixels"),
+    "bomb-real": (_real_bomb(), 400, "too many pixels"),
+    "too-large": (b"\xff\xd8\xff" + b"\x00" * (MAX_BODY_MB * 1024 * 1024 + 10), 413, "larger"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_UPLOADS))
+@pytest.mark.parametrize("endpoint", ["api/search", "api/matches?key=coins/half.jpg"])
+def test_bad_uploads_get_the_right_status(server, case, endpoint):
+    data, expected, words = BAD_UPLOADS[case]
+    status, headers, body = request(server.url + endpoint, data=data, method="POST")
+    assert status == expected, body
+    assert headers["Content-Type"].startswith("application/json")
+    assert words in json.loads(body)["error"]
+
+
+def test_truncated_jpeg_is_400(server, small_set):
+    data = _bytes(small_set, "coins/original.jpg")
+    status, body = get_json(server.url + "api/search", data=data[:len(data) // 2],
+                            method="POST")
+    assert status == 400 and "truncated" in body["error"]
+
+
+def test_a_streamed_body_over_the_limit_is_413(server):
+    def chunks():  # no Content-Length: the server has to count as it reads
+        yield b"\xff\xd8\xff\xe0"
+        for _ in range(MAX_BODY_MB * 16 + 2):
+            yield b"\x00" * 65536
+    status, headers, body = request(server.url + "api/search", data=chunks(), method="POST",
+                                    headers={"Content-Type": "image/jpeg"})
+    assert status == 413, body
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("api/search?key=chelsea/half.jpg&k=0", 400),
+    ("api/search?key=chelsea/half.jpg&k=ten", 400),
+    ("api/search?key=chelsea/half.jpg&k=100000", 400),
+    ("api/search?key=chelsea/half.jpg&rerank=maybe", 400),
+    ("api/search", 400),
+    ("api/search?key=no/such.jpg", 404),
+    ("api/matches?query=chelsea/half.jpg", 400),
+    ("api/matches?query=no/such.jpg&key=chelsea/half.jpg", 404),
+    ("api/matches?query=chelsea/half.jpg&key=no/such.jpg", 404),
+    ("api/nothing", 404),
+    ("static/../app.py", 404),
+    ("static/nothing.js", 404),
+])
+def test_bad_requests_get_json_errors(server, path, expected):
+    status, headers, body = request(server.url + path)
+    assert status == expected, body
+    assert "error" in json.loads(body)
+
+
+def test_wrong_method_and_bad_multipart(server):
+    status, headers, body = request(server.url + "api/search", method="DELETE")
+    assert status == 405 and "error" in json.loads(body)
+    body, ctype = multipart("picture", "q.jpg", b"\xff\xd8\xff\xe0 not really")
+    status, out = get_json(server.url + "api/search", data=body, method="POST",
+                           headers={"Content-Type": ctype})
+    assert status == 400 and "'image'" in out["error"]
+    status, out = get_json(server.url + "api/search", data=b"--x\r\ngarbage", method="POST",
+                           headers={"Content-Type": "multipart/form-data; boundary=zz"})
+    assert status == 400
+
+
+def test_the_page_and_its_assets(server):
+    status, headers, body = request(server.url)
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b'<script src="/static/app.js">' in body
+    for asset, ctype in (("app.js", "text/javascript"), ("style.css", "text/css")):
+        status, headers, body = request(server.url + "static/" + asset)
+        assert status == 200 and headers["Content-Type"].startswith(ctype) and body
+        assert b"http://" not in body and b"https://" not in body  # nothing external
+
+
+def test_still_up_after_all_that(server):
+    status, body = get_json(server.url + "api/health")
+    assert status == 200 and body["in_progress"] == 0
+
+
+# ---- limits: a server of its own -------------------------------------------------------
+
+def test_timeout_and_concurrency_limit(small_store):
+    """One admitted request at a time, 1 ms deadline: the first request times out (503),
+    and while its work still runs in the pool the others are turned away as busy (503)."""
+    srv = Server(small_store, "--threads", 1, "--max-concurrent", 1, "--timeout", 0.001)
+    try:
+        url = srv.url + "api/search?key=chelsea/half.jpg&rerank=1&k=20"
+        barrier, answers = threading.Barrier(8), []
+
+        def one():
+            barrier.wait()
+            answers.append(get_json(url))
+
+        threads = [threading.Thread(target=one) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(answers) == 8
+        assert all(status == 503 for status, _ in answers), answers
+        errors = [body["error"] for _, body in answers]
+        assert any("longer than" in e for e in errors), errors
+        assert any("busy" in e for e in errors), errors
+        status, body = get_json(srv.url + "api/health")
+        assert status == 200
+    finally:
+        code, err = srv.stop()
+    assert code == 0 and "Traceback" not in err, err
+
+
+# ---- startup errors: one line, exit 2 --------------------------------------------------
+
+def _serve(*args):
+    return subprocess.run([sys.executable, "-m", "features", "serve", *map(str, args)],
+                          capture_output=True, text=True, env=cli_env(), timeout=120)
+
+
+def _one_error_line(proc, words):
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("features: error: "), proc.stderr
+    assert words in lines[0], lines[0]
+
+
+def test_port_in_use(small_store):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        proc = _serve(small_store, "--port", port)
+    _one_error_line(proc, "address already in use")
+
+
+def test_missing_store(tmp_path):
+    _one_error_line(_serve(tmp_path / "nothing", "--port", 0), "not a features store")
+
+
+def test_store_without_index(small_store, tmp_path):
+    copy = tmp_path / "store"
+    shutil.copytree(small_store, copy)
+    (copy / "index.faiss").unlink()
+    _one_error_line(_serve(copy, "--port", 0), "no search index")
+
+
+@pytest.mark.parametrize("option, value", [("--threads", 0), ("--timeout", -1),
+                                           ("--max-concurrent", 0), ("--max-body-mb", 0),
+                                           ("--port", 70000)])
+def test_bad_options(small_store, option, value):
+    _one_error_line(_serve(small_store, "--port", 0, option, value), option.split("-")[-1])
