@@ -305,3 +305,52 @@ def test_store_without_index(small_store, tmp_path):
                                            ("--port", 70000)])
 def test_bad_options(small_store, option, value):
     _one_error_line(_serve(small_store, "--port", 0, option, value), option.split("-")[-1])
+
+
+# ---- load: 8 concurrent clients on loopback, bounded ------------------------------------
+
+def test_load_eight_clients_no_errors(small_store, small_set):
+    """320 valid requests (uploads, key queries, matches, thumbnails) from 8 concurrent
+    clients: every one answers 200 with the expected top result. Timings are printed
+    (``-s``), never asserted; benchmarks/bench_serve.py is the timed version."""
+    from features.serve.load import run_load
+
+    files = sorted(small_set.glob("*/*.jpg"))
+    keys = [p.relative_to(small_set).as_posix() for p in files]
+    plan = []
+    for i in range(320):
+        key, data = keys[i % len(keys)], files[i % len(files)].read_bytes()
+        kind = i % 4
+        if kind == 0:
+            plan.append(("POST", "/api/search?k=5", data, ("top", key)))
+        elif kind == 1:
+            plan.append(("GET", f"/api/search?key={quote(key)}&k=5", None,
+                         ("class", key.split("/")[0])))
+        elif kind == 2:
+            other = key.split("/")[0] + "/original.jpg"
+            plan.append(("GET", f"/api/matches?query={quote(key)}&key={quote(other)}", None,
+                         ("matches", None)))
+        else:
+            plan.append(("GET", f"/api/thumb?key={quote(key)}", None, ("jpeg", None)))
+
+    def check(expect, body):
+        what, value = expect
+        if what == "jpeg":
+            return body[:3] == b"\xff\xd8\xff"
+        out = json.loads(body)
+        if what == "top":
+            return out["results"][0]["key"] == value
+        if what == "class":
+            return out["results"][0]["key"].split("/")[0] == value
+        return "inliers" in out
+
+    srv = Server(small_store, "--threads", 2)
+    try:
+        result = run_load(srv.url, plan, clients=8, deadline=300, check=check)
+    finally:
+        code, err = srv.stop()
+    summary = result.summary()
+    print("\nload:", json.dumps(summary))
+    assert result.errors == 0, result.error_examples
+    assert summary["requests"] == 320 and summary["statuses"] == {"200": 320}
+    assert code == 0 and "Traceback" not in err, err

@@ -124,6 +124,7 @@ async function showMatches(hit, li) {
       `${data.result.name || "no label"} \u00b7 score ${hit.score.toFixed(4)}`;
     canvas.dataset.inliers = String(data.inliers);
     canvas.dataset.drawn = "1";
+    panel.scrollIntoView({ block: "nearest" });
   } catch (e) {
     $("match-status").textContent = `verification failed: ${e.message}`;
   }
