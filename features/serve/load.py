@@ -16,15 +16,17 @@ class LoadResult:
     requests: int
     errors: int
     seconds: float
-    latencies_ms: list = field(repr=False)
+    latencies_ms: list = field(repr=False)  # in plan order; None for a request not sent
     statuses: dict = field(default_factory=dict)
     error_examples: list = field(default_factory=list)
 
-    def percentile(self, p: float) -> float:
-        """Nearest-rank percentile of the latencies, in ms (nan when there are none)."""
-        if not self.latencies_ms:
+    def percentile(self, p: float, which=None) -> float:
+        """Nearest-rank percentile of the latencies in ms (of the requests at the plan
+        positions `which`, or of all), nan when there are none."""
+        values = self.latencies_ms if which is None else [self.latencies_ms[i] for i in which]
+        ordered = sorted(v for v in values if v is not None)
+        if not ordered:
             return float("nan")
-        ordered = sorted(self.latencies_ms)
         rank = max(1, -(-len(ordered) * p // 100))  # ceil(n p / 100), at least 1
         return ordered[int(rank) - 1]
 
@@ -38,16 +40,16 @@ class LoadResult:
 
 async def _run(base_url, plan, clients, deadline, check):
     import aiohttp
-    latencies, statuses, examples = [], {}, []
+    latencies, statuses, examples = [None] * len(plan), {}, []
     errors = 0
-    queue = list(reversed(plan))
+    queue = list(reversed(list(enumerate(plan))))
     stop_at = time.perf_counter() + deadline
     timeout = aiohttp.ClientTimeout(total=max(1.0, deadline))
 
     async def client(session):
         nonlocal errors
         while queue and time.perf_counter() < stop_at:
-            method, path, body, expect = queue.pop()
+            i, (method, path, body, expect) = queue.pop()
             t0 = time.perf_counter()
             try:
                 async with session.request(method, base_url.rstrip("/") + path,
@@ -57,7 +59,7 @@ async def _run(base_url, plan, clients, deadline, check):
                 ok = status == 200 and (check is None or check(expect, payload))
             except (aiohttp.ClientError, asyncio.TimeoutError) as e:
                 status, ok, payload = type(e).__name__, False, b""
-            latencies.append(1000 * (time.perf_counter() - t0))
+            latencies[i] = 1000 * (time.perf_counter() - t0)
             statuses[status] = statuses.get(status, 0) + 1
             if not ok:
                 errors += 1
@@ -70,7 +72,7 @@ async def _run(base_url, plan, clients, deadline, check):
         await asyncio.gather(*(client(session) for _ in range(clients)))
     seconds = time.perf_counter() - t0
     unsent = len(queue)
-    return LoadResult(len(latencies), errors + unsent, seconds, latencies, statuses,
+    return LoadResult(len(plan) - unsent, errors + unsent, seconds, latencies, statuses,
                       examples + ([f"{unsent} requests not sent before the deadline"]
                                   if unsent else []))
 
