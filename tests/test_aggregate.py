@@ -232,3 +232,80 @@ def test_run_with_encodings(tmp_path, small_set, cli_env):
         assert "spm" in s.h5["encodings"]
     _one_line_error(run_cli("run", small_set, "-o", tmp_path / "x", "--encodings", "spm,sift",
                             env=cli_env), "unknown encoding(s) sift")
+
+
+def _needs(*modules):
+    import importlib
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except ImportError:
+            pytest.skip(f"{m} is not there yet")
+
+
+def test_vlad_and_fisher_rows_equal_the_encoders_on_stored_models(store, tmp_path):
+    _needs("features.encodings.vlad", "features.encodings.fisher", "features.encodings.gmm",
+           "features.encodings.pca")
+    from features.encodings.fisher import fisher_vector
+    from features.encodings.vlad import vlad
+    again = tmp_path / "again"
+    shutil.copytree(store, again)
+    fisher_options = {"components": 8, "pca_dims": 16}
+    for where in (store, again):
+        aggregate(None, where, "vlad", None, {"centers": 8}, 1, progress=False, report=_quiet)
+        aggregate(None, where, "fisher", None, fisher_options, 1, progress=False, report=_quiet)
+        aggregate(None, where, "fisher", "fisher-spm", dict(fisher_options, grids="1x1,3x1",
+                                                          dtype="float32"),
+                  1, progress=False, report=_quiet)
+    with Store(store) as s, Store(again) as a:
+        h5 = s.h5
+        for name in ("kmeans-vlad/centers", "pca/mean", "pca/components", "gmm/means",
+                     "gmm/covariances", "gmm/priors"):
+            np.testing.assert_array_equal(h5["models/" + name][:], a.h5["models/" + name][:])
+        for name in ("vlad", "fisher", "fisher-spm"):
+            np.testing.assert_array_equal(read_encoding(s, name), read_encoding(a, name))
+        assert h5["encodings/fisher"].dtype == np.float16
+        assert h5["encodings/fisher"].attrs["dtype"] == "float16"
+        assert h5["encodings/vlad"].shape == (25, 8 * 128)
+        assert h5["encodings/fisher-spm"].shape == (25, 2 * 8 * 16 * 4)
+        centers = h5["models/kmeans-vlad/centers"][:]
+        mean, comp = h5["models/pca/mean"][:], h5["models/pca/components"][:]
+        gmm = [h5["models/gmm/" + k][:] for k in ("means", "covariances", "priors")]
+        offsets, status = h5["offsets"][:], s.column("status")
+        widths, heights = s.column("width"), s.column("height")
+        v, fv, fs = (read_encoding(s, n) for n in ("vlad", "fisher", "fisher-spm"))
+        for i in range(25):
+            a_, b_ = offsets[i], offsets[i + 1]
+            x = h5["descriptors"][a_:b_]
+            frames = h5["frames"][a_:b_]
+            np.testing.assert_allclose(v[i], vlad(x, centers), atol=1e-6)
+            y = (x.astype(np.float32) - mean) @ comp.T
+            np.testing.assert_allclose(fv[i], fisher_vector(y, *gmm), atol=2e-3)
+            if i in (0, 7):
+                cells = []
+                for rows, cols in ((1, 1), (3, 1)):
+                    r = np.clip(np.floor(frames[:, 1] / heights[i] * rows), 0, rows - 1)
+                    c = np.clip(np.floor(frames[:, 0] / widths[i] * cols), 0, cols - 1)
+                    cell = r * cols + c
+                    cells += [fisher_vector(y[cell == j], *gmm) for j in range(rows * cols)]
+                ref = np.concatenate(cells)
+                np.testing.assert_allclose(fs[i], ref / np.linalg.norm(ref), atol=1e-5)
+        failed = int(np.flatnonzero(status)[0])
+        assert not v[failed].any() and not fv[failed].any() and not fs[failed].any()
+
+
+def test_source_extracts_descriptors_again(store, tmp_path, cli_env):
+    _needs("features.encodings.vlad")
+    kept = tmp_path / "kept"
+    shutil.copytree(store, kept)
+    with h5py.File(store / "store.h5", "r+") as f:      # as a store kept without descriptors
+        del f["descriptors"]
+    source = json.loads((store / "manifest.json").read_text())["job"]["source"]
+    _one_line_error(run_cli("aggregate", store, "--method", "vlad", "--centers", 8,
+                            env=cli_env), "give --source")
+    run_cli("aggregate", store, "--method", "vlad", "--centers", 8, "--source", source, "-q",
+            env=cli_env, check=True)
+    run_cli("aggregate", kept, "--method", "vlad", "--centers", 8, "-q", env=cli_env,
+            check=True)
+    with Store(store) as s, Store(kept) as k:
+        np.testing.assert_array_equal(read_encoding(s, "vlad"), read_encoding(k, "vlad"))
