@@ -27,8 +27,9 @@ to 1 so the whole vector is L1-normalized. ``normalization`` then rescales each 
 ``j (2 n + 1) .. j (2 n + 1) + 2 n``. An image without descriptors (or a failed one) has an
 empty row: all zeros.
 
-Rows are computed for a whole shard at once with vectorized NumPy (one sort of the
-(image, column) pairs), returned as CSR.
+Rows are computed for a whole shard at once: a compiled kernel (``ext/_spm.pyx``) counts
+each image's words per cell into a scratch row and emits the non-zeros in column order; the
+weights and normalizations are NumPy on those non-zeros. Returned as CSR.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ import re
 
 import numpy as np
 
+from .._ext import load
 from ..encode import CSR
 from .kernel_map import HomogeneousKernelMap
 
@@ -146,31 +148,30 @@ def spatial_pyramid(words, frames, offsets, widths, heights, n_words, grids=DEFA
                                                      n_words)
     n = len(offsets) - 1
     counts = np.diff(offsets)
-    image = np.repeat(np.arange(n, dtype=np.int64), counts)
     if units == "pixels":
-        fx = frames[:, 0] / np.where(widths > 0, widths, 1.0)[image]
-        fy = frames[:, 1] / np.where(heights > 0, heights, 1.0)[image]
+        sx = np.where(widths > 0, widths, 1.0).astype(np.float64)
+        sy = np.where(heights > 0, heights, 1.0).astype(np.float64)
     else:
-        fx = frames[:, 0].astype(np.float64)
-        fy = frames[:, 1].astype(np.float64)
+        sx = sy = np.ones(n)
     cells = np.array([r * c for r, c in grids], np.int64)
     starts = np.concatenate([[0], np.cumsum(cells)])[:-1] * n_words
     dim = int(cells.sum()) * n_words
-    words64 = words.astype(np.int64)
-
-    # One key per (descriptor, grid): image * dim + column; sorting the keys groups equal
-    # (image, column) pairs and orders each row's columns.
-    keys = np.empty(len(words) * len(grids), np.int64)
-    for g, (rows, cols) in enumerate(grids):
-        r = np.clip(np.floor(fy * rows), 0, rows - 1).astype(np.int64)
-        c = np.clip(np.floor(fx * cols), 0, cols - 1).astype(np.int64)
-        keys[g::len(grids)] = image * dim + starts[g] + (r * cols + c) * n_words + words64
-    keys, hits = np.unique(keys, return_counts=True)
-    row = keys // dim
-    col = keys - row * dim
+    m = len(words)
+    indptr = np.empty(n + 1, np.int64)
+    cols = np.empty(m * len(grids), np.int64)
+    hits = np.empty(m * len(grids), np.int32)
+    load("_spm", "spatial pyramid").pyramid_counts(
+        np.ascontiguousarray(words, np.int32), np.asarray(frames, np.float32),
+        offsets, np.ascontiguousarray(sx), np.ascontiguousarray(sy),
+        np.array([r for r, _ in grids], np.int32), np.array([c for _, c in grids], np.int32),
+        int(n_words), indptr, cols, hits, np.zeros(dim, np.int32),
+        np.empty(max(int(counts.max()) if n else 0, 1) * len(grids), np.int64))
+    nnz = int(indptr[-1])
+    col, hits = cols[:nnz], hits[:nnz]
+    lengths = np.diff(indptr)
+    row = np.repeat(np.arange(n), lengths)
     grid_of = np.searchsorted(starts, col, side="right") - 1
     values = hits * w[grid_of] / counts[row]
-    lengths = np.bincount(row, minlength=n)
     if normalization != "none" and len(values):
         norms = np.bincount(row, weights=values if normalization == "l1" else values ** 2,
                             minlength=n)
