@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -32,6 +33,9 @@ def _config_options(p):
 def _job_options(p):
     p.add_argument("-o", "--out", required=True, metavar="STORE", help="store directory")
     p.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--cluster", metavar="ADDR",
+                   help="run the tasks on Dask: a scheduler address (tcp://host:8786) or "
+                        "local:N for a local cluster of N single-threaded workers")
     p.add_argument("--limit", type=int, help="only the first N images of the source")
     p.add_argument("--kind", default="auto",
                    help="source kind, when auto-detection is not what you want: tree, flat, "
@@ -75,6 +79,17 @@ def _check_job(args):
         raise UserError(f"--limit must be >= 1, got {args.limit}")
 
 
+@contextlib.contextmanager
+def _workers(args):
+    """The ``jobs`` the pipeline steps take: a process count, or a Dask cluster."""
+    if not getattr(args, "cluster", None):
+        yield args.jobs
+        return
+    from .cluster import Cluster
+    with Cluster(args.cluster, store=getattr(args, "out", None) or args.store) as cluster:
+        yield cluster
+
+
 def _finish(summary, config, out):
     print(f"{summary.images} images, {summary.failed} failed "
           f"({100 * summary.failure_rate:.2f}%), store: {out}")
@@ -92,16 +107,19 @@ def cmd_run(args):
     _check_job(args)
     config, source = _config(args), _source(args)
     encodings = [m.strip() for m in (args.encodings or "").split(",") if m.strip()]
-    summary = pipeline.run(config, source, args.out, jobs=args.jobs, limit=args.limit,
-                           progress=not args.quiet, encodings=encodings)
+    with _workers(args) as jobs:
+        summary = pipeline.run(config, source, args.out, jobs=jobs, limit=args.limit,
+                               progress=not args.quiet, encodings=encodings)
     return _finish(summary, config, args.out)
 
 
 def cmd_extract(args):
     from . import pipeline
     _check_job(args)
-    path = pipeline.sample_descriptors(_config(args), _source(args), args.out, jobs=args.jobs,
-                                       limit=args.limit, progress=not args.quiet)
+    config, source = _config(args), _source(args)
+    with _workers(args) as jobs:
+        path = pipeline.sample_descriptors(config, source, args.out, jobs=jobs,
+                                           limit=args.limit, progress=not args.quiet)
     print(f"codebook sample: {path}")
     return 0
 
@@ -123,8 +141,10 @@ def cmd_encode(args):
     codebook = Path(args.out) / pipeline.CODEBOOK_FILE
     if not codebook.exists():
         raise UserError(f"{args.out} has no codebook; run `features codebook` first")
-    summary = pipeline.encode_images(config, _source(args), codebook, args.out, jobs=args.jobs,
-                                     limit=args.limit, progress=not args.quiet)
+    source = _source(args)
+    with _workers(args) as jobs:
+        summary = pipeline.encode_images(config, source, codebook, args.out, jobs=jobs,
+                                         limit=args.limit, progress=not args.quiet)
     return _finish(summary, config, args.out)
 
 
@@ -202,9 +222,10 @@ def cmd_aggregate(args):
         from .store import Manifest
         source = _source(args)
         limit = (Manifest(args.store).data.get("job") or {}).get("limit")
-    path = aggregate(config, args.store, args.method, args.name, _aggregate_options(args),
-                     args.jobs, replace=args.replace, source=source, limit=limit,
-                     progress=not args.quiet)
+    with _workers(args) as jobs:
+        path = aggregate(config, args.store, args.method, args.name, _aggregate_options(args),
+                         jobs, replace=args.replace, source=source, limit=limit,
+                         progress=not args.quiet)
     print(f"encodings/{args.name or args.method}: {path}")
     return 0
 
@@ -254,6 +275,7 @@ def build_parser():
     sp.add_argument("--name", help="encodings/NAME in store.h5 (default: the method)")
     sp.add_argument("--replace", action="store_true", help="recompute an existing encoding")
     sp.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    sp.add_argument("--cluster", metavar="ADDR", help="run the tasks on Dask (as `features run`)")
     sp.add_argument("--source", help="the store's source, to extract descriptors again when "
                                      "the store was kept without them (vlad, fisher)")
     sp.add_argument("--kind", default="auto", help="source kind (see `features run --help`)")

@@ -107,11 +107,20 @@ def batched(iterable, n):
         yield batch
 
 
+def n_workers(jobs) -> int:
+    """How many tasks run at once: ``jobs`` is a process count or a ``cluster.Cluster``."""
+    return jobs.n_workers if hasattr(jobs, "map") else max(1, int(jobs))
+
+
 def run_tasks(func, tasks, jobs):
-    """Yield func(*task) for each task in order; ``jobs`` > 1 uses joblib worker processes.
+    """Yield func(*task) for each task in order; ``jobs`` > 1 uses joblib worker processes,
+    and a ``cluster.Cluster`` runs the tasks on its Dask workers.
 
     At most 2 * jobs tasks are in flight, so memory stays bounded by a few shards.
     """
+    if hasattr(jobs, "map"):
+        yield from jobs.map(func, tasks)
+        return
     if jobs <= 1:
         for task in tasks:
             yield func(*task)

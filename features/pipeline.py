@@ -18,7 +18,7 @@ import numpy as np
 from . import index as _index
 from .aggregate import restore_encodings
 from .codebook import kmeans
-from .jobs import batched, bottom_k, process_shard, run_tasks, sample_batch
+from .jobs import batched, bottom_k, n_workers, process_shard, run_tasks, sample_batch
 from .progress import Progress
 from .store import Manifest, Store, StoreError, atomic_path, merge
 
@@ -52,12 +52,23 @@ def _prepare(config, out) -> Manifest:
     return manifest
 
 
-def _remove_stale_temporaries(out):
-    """Temporary files of a killed run (their writer process is gone) are never read; drop them."""
+def _remove_stale_temporaries(out, *, finished=False):
+    """Temporary files of killed writers are never read; drop them.
+
+    At the start of a job a temporary is stale when its writer (named by host and pid)
+    is a dead process of this host; other hosts' are left, as their writers may still
+    run. Once every task of a step has finished (``finished``), all are stale.
+    """
+    from .store import _HOST
     for tmp in itertools.chain(out.glob(".*.tmp-*"), (out / "shards").glob(".*.tmp-*")):
+        if finished:
+            tmp.unlink(missing_ok=True)
+            continue
+        host, _, pid = tmp.name.rpartition("-")
+        if host.rpartition("-")[2] != _HOST:
+            continue
         try:
-            pid = int(tmp.name.rsplit("-", 1)[1])
-            os.kill(pid, 0)
+            os.kill(int(pid), 0)
         except (ValueError, ProcessLookupError):
             tmp.unlink(missing_ok=True)
         except PermissionError:
@@ -74,7 +85,7 @@ def sample_descriptors(config, source, out, *, jobs=1, limit=None, progress=True
     chosen = bottom_k(_limited(source, limit), config.sample_images, config.seed)
     bar = Progress("sample", len(chosen), enabled=progress)
     parts = []
-    batch = max(1, min(64, -(-len(chosen) // max(jobs * 4, 1))))
+    batch = max(1, min(64, -(-len(chosen) // n_workers(jobs) * 4)))
     for got, failed in run_tasks(sample_batch, ((config, b) for b in batched(chosen, batch)), jobs):
         parts.extend(got)
         bar.update(len(got) + len(failed), failed=len(failed))
@@ -141,6 +152,7 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
         manifest.shard_done(summary["first"] // config.shard_size, summary)
         bar.update(summary["count"], failed=summary["failed"])
     seconds = bar.close()
+    _remove_stale_temporaries(out, finished=True)
 
     if not n_shards:
         raise StoreError(f"{out}: no images were processed")

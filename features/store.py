@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,8 +101,13 @@ def read_csr(group) -> CSR:
 
 
 def atomic_path(path) -> Path:
+    """The temporary a writer fills before renaming it to ``path``: named by host and pid,
+    so writers on different hosts of a cluster never share one."""
     path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    return path.with_name(f".{path.name}.tmp-{_HOST}-{os.getpid()}")
+
+
+_HOST = socket.gethostname().replace("-", "_")
 
 
 def write_shard(path, results: list[ImageResult], *, n_words, first, keep_descriptors) -> dict:
