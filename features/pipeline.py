@@ -85,7 +85,7 @@ def sample_descriptors(config, source, out, *, jobs=1, limit=None, progress=True
     chosen = bottom_k(_limited(source, limit), config.sample_images, config.seed)
     bar = Progress("sample", len(chosen), enabled=progress)
     parts = []
-    batch = max(1, min(64, -(-len(chosen) // n_workers(jobs) * 4)))
+    batch = max(1, min(64, -(-len(chosen) // (n_workers(jobs) * 4))))
     for got, failed in run_tasks(sample_batch, ((config, b) for b in batched(chosen, batch)), jobs):
         parts.extend(got)
         bar.update(len(got) + len(failed), failed=len(failed))

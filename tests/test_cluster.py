@@ -119,6 +119,14 @@ def test_local_cluster_equals_local_workers(tmp_path, small_set, cli_env, local_
     assert "24 images, 0 failed" in proc.stdout
     _assert_same_store(local_reference, out)
 
+    # features aggregate's tasks on the cluster too
+    copy = tmp_path / "reference"
+    shutil.copytree(local_reference, copy)
+    run_cli("aggregate", copy, "--method", "spm", "--jobs", 2, "-q", env=cli_env, check=True)
+    run_cli("aggregate", out, "--method", "spm", "--cluster", "local:2", "-q", env=cli_env,
+            check=True)
+    _assert_same_store(copy, out)
+
 
 def test_worker_killed_while_writing_a_shard(tmp_path, small_set, cli_env, dask_processes,
                                              local_reference):
