@@ -5,9 +5,10 @@ import numbers
 
 import numpy as np
 
-# Rows per block of the BLAS products: bounds the scratch memory (rows x k float32);
-# an image of more rows is encoded in several blocks.
-BLOCK_ROWS = 4096
+# Rows per block of the BLAS products: bounds the scratch memory (rows x k float32,
+# 1 MB for k = 256, which the kernel then reads from cache); an image of more rows is
+# encoded in several blocks.
+BLOCK_ROWS = 1024
 
 
 def check_flag(value, name):

@@ -33,11 +33,16 @@ The N x K log-likelihoods are the expensive part (VLFeat computes every one dire
 Here one float32 BLAS product of the rows ``((x - s)**2, x - s)`` with the
 ``(-1/(2 sigma**2), (mu - s)/sigma**2)`` columns (``s`` a shift near the data, which
 keeps the values small) approximates all of them, with a bound on its rounding error
-per row. Only the components within ``30 + 2 error`` nats of the best of each row are
-kept (the others have posteriors below ``exp(-30)`` of the best: nothing in float32 and
-far below the 1e-6 cut); a compiled kernel (``ext/_fisher.pyx``) recomputes their
-log-likelihoods directly, takes the posteriors and accumulates the gradients. So the
-result is VLFeat's up to float rounding, whatever the data.
+per row. A compiled kernel (``ext/_fisher.pyx``) then scans each row: components more
+than ``25 + 2 error`` nats below the best are left out (posteriors below ``exp(-25)``
+of the best: together less than the float32 rounding of VLFeat's own
+log-likelihoods); those within ``13.9 + error`` nats, the only ones
+that may reach the 1e-6 posterior from which VLFeat accumulates, get their
+log-likelihood computed directly; the others in between only count in the normalizer
+of the posteriors (each below 1e-6 of it). The gradients are accumulated in float64
+from the direct values. So the result is VLFeat's up to float rounding, whatever the
+data, for about the cost of the product (measured: ``benchmarks/bench_encode.py``; an
+all-BLAS variant that also forms the gradients as products is slower).
 
 Batch form
 ----------
@@ -45,7 +50,7 @@ Batch form
 descriptors and ``offsets`` (image i is rows ``offsets[i]:offsets[i+1]``, as the store
 keeps them), into an (n_images, 2 K D) float32 array that the caller may provide
 (``out``): the products run over blocks of several images (at most ``BLOCK_ROWS`` =
-4096 rows, an image of more rows in several blocks), so memory is bounded by the block,
+1024 rows, an image of more rows in several blocks), so memory is bounded by the block,
 not by the shard. The model is prepared once per call: call it per shard, not per image.
 
 ``n_threads`` is the thread count of the compiled kernel (effective when it is built
@@ -63,8 +68,12 @@ __all__ = ["fisher_vector", "fisher_vector_batch"]
 
 MIN_PRIOR = 1e-6
 # Components more than this many nats below the best of a row are left out of its
-# posteriors (exp(-30) ~ 1e-13 of the best: below float32 resolution of their sum).
-_MARGIN = 30.0
+# posteriors (exp(-25) ~ 1e-11 of the best: together less than the float32 rounding
+# of VLFeat's own log-likelihoods).
+_MARGIN = 25.0
+# Components within this many nats of the best get their log-likelihood directly: any
+# that may reach the posterior 1e-6 from which VLFeat accumulates (ln 1e6 = 13.82).
+_EXACT_MARGIN = 13.9
 _U32 = 2.0 ** -24
 
 
@@ -167,6 +176,7 @@ def fisher_vector_batch(x, offsets, means, covariances, priors, *, improved=True
     acc = np.zeros((t, 2, k, d))
     cand = np.empty((t, k), np.int32)
     cand_p = np.empty((t, k))
+    cand_w = np.empty((t, k), np.float32)
     rows = max(1, min(x.shape[0], BLOCK_ROWS))
     z = np.empty((rows, 2 * d), np.float32)
     h = np.empty((rows, k), np.float32)
@@ -182,8 +192,10 @@ def fisher_vector_batch(x, offsets, means, covariances, priors, *, improved=True
         for image, start, stop, last in segments:
             if stop > start:
                 kern.fisher_accumulate(xb, h[:m], model.c, model.logc, err[:m],
-                                       model.means, model.isig, _MARGIN, fast,
-                                       start - lo, stop - lo, acc, cand, cand_p, t)
+                                       model.means, model.isig, _MARGIN,
+                                       _EXACT_MARGIN, fast,
+                                       start - lo, stop - lo, acc, cand, cand_p,
+                                       cand_w, t)
             if last:
                 kern.fisher_finalize(acc, int(offsets[image + 1] - offsets[image]),
                                      model.uscale, model.vscale, square_root,

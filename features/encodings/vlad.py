@@ -34,7 +34,7 @@ one float64 BLAS product per image; sums are in float64, the result float32.
 :func:`vlad_batch` encodes many images from their concatenated descriptors and
 ``offsets`` (image i is rows ``offsets[i]:offsets[i+1]``), into an (n_images, K D)
 float32 array the caller may provide: the assignment runs over blocks of several images
-(at most 4096 rows), so memory is bounded by the block, not by the shard.
+(at most 1024 rows), so memory is bounded by the block, not by the shard.
 """
 from __future__ import annotations
 
