@@ -35,6 +35,28 @@ def vlad_accumulate(const float[:, ::1] x, const int[::1] labels, Py_ssize_t lo,
         _rows(x, labels, a, b, acc[t], mass[t])
 
 
+ctypedef fused weight:
+    float
+    double
+
+
+def vlad_accumulate_soft(const float[:, ::1] x, const weight[:, ::1] w, Py_ssize_t lo,
+                         Py_ssize_t hi, double[:, ::1] acc, double[::1] mass):
+    """Add ``w[i, k] * x[i]`` to ``acc[k]`` and ``w[i, k]`` to ``mass[k]`` for rows
+    ``lo:hi`` and every positive weight (others are skipped, as VLFeat does): sparse
+    weights (hard assignments as a matrix) cost little more than their non-zeros."""
+    cdef Py_ssize_t k = w.shape[1], d = x.shape[1], i, j, e
+    cdef double q
+    with nogil:
+        for i in range(lo, hi):
+            for j in range(k):
+                if w[i, j] > 0:
+                    q = w[i, j]
+                    mass[j] += q
+                    for e in range(d):
+                        acc[j, e] += q * x[i, e]
+
+
 def vlad_finalize(const double[:, :, ::1] acc, const double[:, ::1] mass,
                   const float[:, ::1] centers, bint normalize_mass, bint square_root,
                   bint normalize_components, bint normalized, float[::1] out):

@@ -71,7 +71,8 @@ def setting():
     gmm = gmm_from_kmeans(project(train), 64)
     centers = kmeans(train, 64, seed=1, iters=10)
     return dict(projected={n: project(d) for n, d in test.items()}, raw=test, gmm=gmm,
-                centers=centers, n_train=len(train))
+                centers=centers, n_train=len(train),
+                words={n: nearest_centers(d, centers) for n, d in test.items()})
 
 
 FISHER_FLAGS = {
@@ -122,9 +123,10 @@ def test_vlad_agrees_with_vl_vlad(vl, setting, flags):
     k = len(centers)
     cosines = []
     for name, x in setting["raw"].items():
-        ours = vlad(x, centers, **_vlad_kwargs(flags))
+        # the nearest centers (features.assign) once, the given assignment otherwise
+        words = setting["words"][name]
+        ours = vlad(x, centers, None if flags == 3 else words, **_vlad_kwargs(flags))
         # VLFeat takes only the dense (N, K) matrix; the same hard assignment
-        words = nearest_centers(x, centers)
         onehot = np.zeros((len(x), k), np.float32)
         onehot[np.arange(len(x)), words] = 1
         theirs = vl.vlad(x, centers, onehot, flags)

@@ -28,8 +28,10 @@ encoded as the zero vector (what ``vl_vlad_encode`` returns for ``numData = 0``)
 - a float array (N, K): soft assignment weights; weights <= 0 are ignored, as VLFeat
   does.
 
-Hard assignments are accumulated by a compiled kernel (``ext/_vlad.pyx``), soft ones by
-one float64 BLAS product per image; sums are in float64, the result float32.
+Hard assignments are accumulated by a compiled kernel (``ext/_vlad.pyx``), and so are
+soft ones when at most a quarter of the weights are positive (a hard assignment given
+as a matrix); denser ones by one float64 BLAS product per image. Sums are in float64,
+the result float32.
 
 :func:`vlad_batch` encodes many images from their concatenated descriptors and
 ``offsets`` (image i is rows ``offsets[i]:offsets[i+1]``), into an (n_images, K D)
@@ -65,12 +67,25 @@ def _check_assignments(assignments, n, k):
     if a.ndim == 2 and a.dtype.kind in "iuf" and a.dtype != np.bool_:
         if a.shape != (n, k):
             raise ValueError(f"soft assignments must have shape ({n}, {k}), got {a.shape}")
-        a = np.asarray(a, dtype=np.float64)
+        if a.dtype not in (np.float32, np.float64):
+            a = a.astype(np.float64)
+        a = np.ascontiguousarray(a)
         check_finite(a, "assignments")
-        # VLFeat ignores non-positive weights
-        return np.where(a > 0, a, 0.0)
+        return a
     raise ValueError(f"assignments must be None, integer indices ({n},) or weights "
                      f"({n}, {k}), got shape {a.shape} and dtype {a.dtype}")
+
+
+def _accumulate_soft(kern, x, w, start, stop, acc, mass):
+    """Rows ``start:stop`` of soft weights ``w``: a loop over the positive weights when
+    they are few (hard assignments given as a matrix), else one float64 BLAS product."""
+    rows = w[start:stop]
+    if np.count_nonzero(rows > 0) * 4 <= rows.size:
+        kern.vlad_accumulate_soft(x, w, start, stop, acc, mass)
+        return
+    rows = np.maximum(rows, 0, dtype=np.float64)    # VLFeat ignores non-positive weights
+    acc += rows.T @ x[start:stop].astype(np.float64)
+    mass += rows.sum(axis=0)
 
 
 def vlad_batch(x, offsets, centers, assignments=None, *, normalize_components=True,
@@ -127,9 +142,8 @@ def vlad_batch(x, offsets, centers, assignments=None, *, normalize_components=Tr
                     kern.vlad_accumulate(xb, labels[lo:hi], start - lo, stop - lo, acc,
                                          mass, t)
                 else:
-                    w = soft[start:stop]
-                    acc[0] += w.T @ xb[start - lo:stop - lo].astype(np.float64)
-                    mass[0] += w.sum(axis=0)
+                    _accumulate_soft(kern, xb, soft[lo:hi], start - lo, stop - lo, acc[0],
+                                     mass[0])
             if last:
                 kern.vlad_finalize(acc, mass, centers, *flags, out[image])
                 acc[:] = 0.0
