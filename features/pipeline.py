@@ -17,7 +17,7 @@ import numpy as np
 
 from . import index as _index
 from .aggregate import restore_encodings
-from .codebook import kmeans
+from .codebook import KMEANS_ALGORITHM, kmeans
 from .jobs import batched, bottom_k, n_workers, process_shard, run_tasks, sample_batch
 from .progress import Progress
 from .store import Manifest, Store, StoreError, atomic_path, merge
@@ -161,7 +161,7 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
     sample_info = manifest.data["steps"].get("sample", {})
     store = merge(out, config, shard_files, centroids=centroids,
                   codebook_attrs={"words": len(centroids), "dim": centroids.shape[1],
-                                  "algorithm": "k-means (faiss)", "iters": config.kmeans_iters,
+                                  "algorithm": KMEANS_ALGORITHM, "iters": config.kmeans_iters,
                                   "seed": config.seed,
                                   "sample_images": sample_info.get("images", 0),
                                   "sample_descriptors": sample_info.get("descriptors", 0)},

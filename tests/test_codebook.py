@@ -35,11 +35,89 @@ def test_kmeans_accepts_dtypes(dtype):
     assert c.shape == (3, 16)
 
 
-@pytest.mark.parametrize("n, k, match", [(0, 4, "non-empty"), (3, 4, "cannot learn 4 words"),
-                                         (10, 1, "k must be")])
+@pytest.mark.parametrize("n, k, match", [(0, 4, "non-empty"),
+                                         (3, 4, "cannot learn 4 words from 3 descriptors"),
+                                         (10, 1, "k must be an integer >= 2, got 1")])
 def test_kmeans_rejects_bad_input(n, k, match):
     with pytest.raises(ValueError, match=match):
         kmeans(np.zeros((n, 8), np.float32), k)
+
+
+def _qerr(centroids, x):
+    words = Assigner(centroids).assign(x)
+    return float(((x.astype(np.float64) - centroids[words]) ** 2).sum(1).mean())
+
+
+def sift_like(n, seed=0):
+    """Descriptors with SIFT's traits: non-negative, clustered, ~20% all-zero rows."""
+    rng = np.random.default_rng(seed)
+    centers = rng.gamma(0.6, 40, (60, 128))
+    x = centers[rng.integers(0, 60, n)] * rng.uniform(0.5, 1.5, (n, 1))
+    x += rng.gamma(0.8, 12, (n, 128))
+    x[rng.random(n) < 0.2] = 0
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def test_kmeans_quantization_error_matches_faiss():
+    import faiss
+    x, held = sift_like(12000, seed=0), sift_like(4000, seed=1)
+    ours = _qerr(kmeans(x, 100, iters=15, seed=0), held)
+    km = faiss.Kmeans(128, 100, niter=15, seed=0, max_points_per_centroid=1 << 30)
+    km.train(x.astype(np.float32))
+    theirs = _qerr(km.centroids, held)
+    assert ours <= theirs * 1.01, (ours, theirs)
+
+
+def test_kmeans_result_and_fixed_point():
+    from features.codebook import kmeans_fit
+    x, _ = blobs(k=4)
+    r = kmeans_fit(x, 4, iters=50, seed=0, redo=4)
+    assert r.iterations < 50                       # stopped at a fixed point
+    assert r.labels.shape == (len(x),) and r.labels.dtype == np.int32
+    np.testing.assert_array_equal(r.labels, Assigner(r.centroids).assign(x))
+    assert list(r.history) == sorted(r.history, reverse=True)   # Lloyd never increases it
+    assert r.inertia == pytest.approx(_qerr(r.centroids, x), rel=1e-5)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2, 3])
+def test_kmeans_is_deterministic_whatever_the_threads(n_threads):
+    x = sift_like(3000, seed=2)
+    ref = kmeans(x, 40, iters=8, seed=5)
+    np.testing.assert_array_equal(kmeans(x, 40, iters=8, seed=5, n_threads=n_threads), ref)
+    assert not np.array_equal(kmeans(x, 40, iters=8, seed=6), ref)
+
+
+def test_kmeans_duplicates_and_empty_clusters():
+    # 40% of the rows are one repeated value and 30% another: starting centroids are
+    # distinct rows, and no centroid ends up duplicated or empty.
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.zeros((400, 8)), np.full((300, 8), 7.0),
+                        rng.normal(50, 10, (300, 8))]).astype(np.float32)
+    from features.codebook import kmeans_fit
+    r = kmeans_fit(x, 30, iters=10, seed=0)
+    assert len(np.unique(r.centroids, axis=0)) == 30
+    assert len(np.unique(r.labels)) == 30
+    with pytest.raises(ValueError, match="cannot learn 30 words from 700 descriptors: only 2 of "
+                                         "them are distinct"):
+        kmeans(x[:700], 30)
+
+
+def test_kmeans_float64_is_rounded_to_float32():
+    x, _ = blobs(k=6)
+    np.testing.assert_array_equal(kmeans(x.astype(np.float64), 6, seed=0), kmeans(x, 6, seed=0))
+
+
+@pytest.mark.parametrize("kwargs, match", [(dict(iters=0), "iters must be"),
+                                           (dict(redo=0), "redo must be"),
+                                           (dict(n_threads=0), "n_threads must be"),
+                                           (dict(seed=-1), "seed must be")])
+def test_kmeans_rejects_bad_options(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        kmeans(blobs()[0], 3, **kwargs)
+    x = blobs()[0]
+    x[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        kmeans(x, 3)
 
 
 def test_quantizer_matches_brute_force():

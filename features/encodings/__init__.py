@@ -1,5 +1,20 @@
-"""Image encodings (one module each) and the models they learn."""
+"""Image encodings (one module each) and the models they learn.
+
+Models (learned from the store's descriptor sample; seeded, so reruns are identical):
+
+- :func:`fit_pca` -> :class:`PCA` (mean, components, explained variances, whitening),
+  ``PCA.transform``;
+- :func:`fit_gmm` -> :class:`GMM` (means, diagonal covariances, priors; EM initialized
+  from k-means);
+- :func:`fit_kmeans` -> float32 (k, d) centers (the VLAD codebook: the same exact Lloyd
+  k-means as the BoVW codebook, :func:`features.codebook.kmeans`).
+"""
+from ..codebook import kmeans as fit_kmeans
 from .fisher import fisher_vector, fisher_vector_batch
+from .gmm import GMM, fit_gmm, gmm_log_likelihood, gmm_posteriors
+from .pca import PCA, fit_pca, pca_transform
 from .vlad import vlad, vlad_batch
 
-__all__ = ["fisher_vector", "fisher_vector_batch", "vlad", "vlad_batch"]
+__all__ = ["fisher_vector", "fisher_vector_batch", "vlad", "vlad_batch",
+           "PCA", "fit_pca", "pca_transform", "GMM", "fit_gmm", "gmm_log_likelihood",
+           "gmm_posteriors", "fit_kmeans"]
