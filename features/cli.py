@@ -20,8 +20,14 @@ def _config_options(p):
     g.add_argument("--words", type=int, help="codebook size")
     g.add_argument("--max-side", type=int, help="resize images to this max side (never enlarged)")
     g.add_argument("--step", type=int, help="dense SIFT grid step in pixels")
-    g.add_argument("--sample-images", type=int, help="images sampled for the codebook")
-    g.add_argument("--sample-per-image", type=int, help="descriptors sampled per image")
+    g.add_argument("--points-per-word", type=int,
+                   help="codebook sample size per word: k-means runs on words x this many "
+                        "descriptors (128)")
+    g.add_argument("--sample-per-image", type=int,
+                   help="at most this many descriptors from each sampled image (200)")
+    g.add_argument("--sample-images", type=int,
+                   help="images sampled for the codebook (default: enough for the sample "
+                        "size at --sample-per-image each)")
     g.add_argument("--seed", type=int, help="random seed of sampling and k-means")
     g.add_argument("--shard-size", type=int, help="images per shard file")
     g.add_argument("--failure-budget", type=float,
@@ -50,6 +56,7 @@ def _config(args):
     from .presets import get_preset
     overrides = dict(words=args.words, max_side=args.max_side, step=args.step,
                      sample_images=args.sample_images, sample_per_image=args.sample_per_image,
+                     points_per_word=args.points_per_word,
                      seed=args.seed, shard_size=args.shard_size,
                      failure_budget=args.failure_budget)
     if args.no_descriptors:

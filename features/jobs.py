@@ -71,7 +71,8 @@ def process_shard(config, centroids, items, shard_path, first, parallel=False) -
 
 
 def sample_batch(config, items, parallel=False):
-    """Pass 1 for a few images: a seeded subset of each image's descriptors, and failures."""
+    """Pass 1 for a few images: (key, a seeded subset of its descriptors) per image, and
+    failures."""
     if parallel:
         _single_threaded_libraries()
     parts, failed = [], []
@@ -81,7 +82,7 @@ def sample_batch(config, items, parallel=False):
             failed.append((item.key, result.reason))
             continue
         rows = subsample_rows(len(descriptors), config.sample_per_image, item.key, config.seed)
-        parts.append(descriptors[rows])
+        parts.append((item.key, descriptors[rows]))
     return parts, failed
 
 

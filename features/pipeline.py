@@ -76,13 +76,19 @@ def _remove_stale_temporaries(out, *, finished=False):
 
 
 def sample_descriptors(config, source, out, *, jobs=1, limit=None, progress=True) -> Path:
-    """Pass 1: descriptors of a seeded random subset of the images, for the codebook."""
+    """Pass 1: descriptors of a seeded random subset of the images, for the codebook.
+
+    ``config.images_to_sample`` images (those of smallest hash of seed and key: the same
+    whatever the order or the worker count), at most ``config.sample_per_image`` seeded
+    descriptors of each, then at most ``config.sample_size`` (words x points_per_word)
+    of all those, chosen by a seeded draw over their concatenation in key order.
+    """
     manifest = _prepare(config, out)
     manifest.check_job(source, limit)
     path = Path(out) / SAMPLE_FILE
     if manifest.is_done("sample") and path.exists():
         return path
-    chosen = bottom_k(_limited(source, limit), config.sample_images, config.seed)
+    chosen = bottom_k(_limited(source, limit), config.images_to_sample, config.seed)
     bar = Progress("sample", len(chosen), enabled=progress)
     parts = []
     batch = max(1, min(64, -(-len(chosen) // (n_workers(jobs) * 4))))
@@ -90,7 +96,13 @@ def sample_descriptors(config, source, out, *, jobs=1, limit=None, progress=True
         parts.extend(got)
         bar.update(len(got) + len(failed), failed=len(failed))
     bar.close()
+    # In key order, so that the draw below depends on neither the source order nor the
+    # worker count.
+    parts = [p for _, p in sorted(parts, key=lambda kp: kp[0])]
     sample = np.concatenate(parts) if parts else np.zeros((0, 128), np.uint8)
+    if len(sample) > config.sample_size:
+        rng = np.random.default_rng([config.seed, 2])
+        sample = sample[np.sort(rng.choice(len(sample), config.sample_size, replace=False))]
     _save_npy(path, sample)
     manifest.step_done("sample", images=len(chosen), descriptors=int(len(sample)))
     return path

@@ -29,10 +29,13 @@ class Config:
     magnif: float = 6.0
     dense_contrast_threshold: float = 0.005
     scales: tuple = (1.0, 0.5, 0.25)
-    # codebook
+    # codebook: k-means on a sample of words x points_per_word descriptors (FAISS's
+    # "points per centroid"), at most sample_per_image from each sampled image; the
+    # number of images sampled follows (sample_images overrides it)
     words: int = 1000
-    sample_images: int = 2000
-    sample_per_image: int = 300
+    points_per_word: int = 128
+    sample_per_image: int = 200
+    sample_images: int | None = None
     kmeans_iters: int = 25
     seed: int = 0
     # encoding
@@ -52,7 +55,9 @@ class Config:
         _check(self.step >= 1, "step", self.step, ">= 1")
         _check(len(self.sizes) >= 1 and all(s >= 1 for s in self.sizes), "sizes", self.sizes,
                "one or more bin sizes >= 1")
-        _check(self.sample_images >= 1, "sample_images", self.sample_images, ">= 1")
+        _check(self.points_per_word >= 1, "points_per_word", self.points_per_word, ">= 1")
+        _check(self.sample_images is None or self.sample_images >= 1, "sample_images",
+               self.sample_images, ">= 1 (or None: words x points_per_word / sample_per_image)")
         _check(self.sample_per_image >= 1, "sample_per_image", self.sample_per_image, ">= 1")
         _check(self.kmeans_iters >= 1, "kmeans_iters", self.kmeans_iters, ">= 1")
         _check(self.shard_size >= 1, "shard_size", self.shard_size, ">= 1")
@@ -62,6 +67,19 @@ class Config:
         _check(self.frame_units in ("pixels", "normalized"), "frame_units", self.frame_units,
                "'pixels' or 'normalized'")
         _check(self.max_keypoints >= 0, "max_keypoints", self.max_keypoints, ">= 0")
+
+    @property
+    def sample_size(self) -> int:
+        """Descriptors wanted for the codebook: words x points_per_word."""
+        return self.words * self.points_per_word
+
+    @property
+    def images_to_sample(self) -> int:
+        """Images sampled for the codebook: ``sample_images`` if set, else enough images
+        for ``sample_size`` descriptors at ``sample_per_image`` each."""
+        if self.sample_images is not None:
+            return self.sample_images
+        return -(-self.sample_size // self.sample_per_image)
 
     def replace(self, **changes) -> "Config":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
