@@ -163,9 +163,25 @@ class Assigner:
         self.rank = int(rank)
         self._prepare()
 
-    def _prepare(self):
+    @classmethod
+    def _with_axes(cls, centroids, axes, n_threads=1):
+        """A ``"pruned"`` assigner whose bound uses the given orthonormal (d, r)
+        float64 axes (``_axes64`` of another assigner) rather than the
+        centroids' own: k-means keeps them over several iterations so that the
+        rows' projections (:meth:`_project`) are computed once."""
+        self = cls.__new__(cls)
+        self.centroids = np.ascontiguousarray(centroids, dtype=np.float32)
+        self.k, self.d = self.centroids.shape
+        self.n_threads = int(n_threads)
+        self.method, self.rank = "pruned", int(axes.shape[1])
+        self._prepare(axes)
+        return self
+
+    def _prepare(self, given_axes=None):
         c64 = self.centroids.astype(np.float64)
-        if self.rank == self.d:
+        if given_axes is not None:
+            axes = given_axes
+        elif self.rank == self.d:
             # No rotation: the bound is the distance itself (residual 0) and
             # the "projection" is the descriptor, exactly.
             axes = np.eye(self.d)
@@ -187,6 +203,7 @@ class Assigner:
         # Bound product: (a, ||p||, 1) @ weights = ||c~||**2 - 2 x~ . c~.
         self._weights = np.ascontiguousarray(
             np.vstack([-2.0 * ctilde.T, cnorm2[None, :]]), dtype=np.float32)
+        self._axes64 = axes
         self._axes = np.ascontiguousarray(axes, dtype=np.float32)
         self._cnorm2_max = float(cnorm2.max())
         width = self.rank + 2
@@ -241,6 +258,46 @@ class Assigner:
                 out[nonzero[:m]] = self._search(kern, x[nonzero[:m]])
             return out
         return self._search(kern, x, out)
+
+    def _project(self, x):
+        """The rows' side of the bound, ``(aug, norm2, radius)``, for all rows of
+        ``x`` (uint8 or float32, C-contiguous); valid for every assigner with
+        the same axes."""
+        kern = _kernel()
+        n = x.shape[0]
+        aug = np.empty((n, self.rank + 2), np.float32)
+        norm2 = np.empty(n, np.float64)
+        radius = np.empty(n, np.float64)
+        for start in range(0, n, _BLOCK_ROWS):
+            xb = x[start:start + _BLOCK_ROWS]
+            m = xb.shape[0]
+            proj = xb.astype(np.float32) @ self._axes
+            kern.augment(xb, proj, self._proj_rtol, aug[start:start + m],
+                         norm2[start:start + m], radius[start:start + m], self.n_threads)
+        return aug, norm2, radius
+
+    def _assign_projected(self, x, projected, out):
+        """:meth:`assign` for rows whose :meth:`_project` is given (same axes)."""
+        kern = _kernel()
+        aug, norm2, radius = projected
+        n = x.shape[0]
+        rows = min(n, _BLOCK_ROWS)
+        t = self.n_threads
+        bounds = np.empty((rows, self.k), np.float32)
+        xbuf = np.empty((t, self.d), np.float32)
+        bmin = np.empty((t, -(-self.k // 32)), np.float32)
+        cand_h = np.empty((t, self.k), np.float32)
+        cand_j = np.empty((t, self.k), np.int32)
+        cand_d = np.empty((t, self.k), np.float32)
+        for start in range(0, n, rows):
+            m = min(rows, n - start)
+            np.matmul(aug[start:start + m], self._weights, out=bounds[:m])
+            kern.assign_pruned(x[start:start + m], bounds[:m], norm2[start:start + m],
+                               radius[start:start + m], self.centroids,
+                               self._bound_rtol, self._dist_rtol, self._cnorm2_max,
+                               self._zero_word, out[start:start + m],
+                               xbuf, bmin, cand_h, cand_j, cand_d, t)
+        return out
 
     def _search(self, kern, x, out=None):
         n = x.shape[0]

@@ -190,6 +190,10 @@ def _reseed(x, centroids, empty, dist2, rng):
         centroids[j] = row
 
 
+# Iterations at which the bound's axes are taken again from the centroids.
+_NEW_AXES_AT = (0, 2, 5)
+
+
 def _lloyd(x, k, iters, rng, n_threads, verbose, centroids=None) -> KMeansResult:
     kern = load("_kmeans", "k-means update")
     n, d = x.shape
@@ -201,8 +205,33 @@ def _lloyd(x, k, iters, rng, n_threads, verbose, centroids=None) -> KMeansResult
     sums = np.empty((k, d), np.float64)
     counts = np.empty(k, np.int64)
     history = []
+    # The assignment's bound uses fixed axes, recomputed from the centroids at a few
+    # iterations only (the first centroids are random rows, whose axes differ from
+    # those of the converging codebook), so that the rows' side of the bound is
+    # computed once per choice of axes instead of every iteration. All-zero rows
+    # (dense SIFT below its contrast threshold) always go to the centroid of
+    # smallest norm; they are left out of the search.
+    nonzero = np.flatnonzero(x.any(axis=1))
+    xs = x[nonzero] if len(nonzero) < n else x
+    sub_labels = np.empty(len(xs), np.int32)
+    projected = axes = None
     for it in range(iters):
-        Assigner(centroids, n_threads=n_threads).assign(x, out=labels)
+        if it in _NEW_AXES_AT or axes is None:
+            assigner = Assigner(centroids, n_threads=n_threads)
+            if assigner.method == "pruned":
+                axes = assigner._axes64
+                projected = assigner._project(xs)
+        elif axes is not None:
+            assigner = Assigner._with_axes(centroids, axes, n_threads=n_threads)
+        if projected is not None and assigner.method == "pruned":
+            assigner._assign_projected(xs, projected, sub_labels)
+        else:
+            assigner.assign(xs, out=sub_labels)
+        if len(xs) < n:
+            labels.fill(assigner._zero_word)
+            labels[nonzero] = sub_labels
+        else:
+            labels[:] = sub_labels
         sums.fill(0)
         counts.fill(0)
         history.append(kern.accumulate(x, labels, centroids, sums, counts, dist2) / n)
