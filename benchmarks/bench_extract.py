@@ -10,6 +10,14 @@ corpus for the projection to ILSVRC-2012 train (1,281,167 images), and the peak 
 whole job (all its processes) at two dataset sizes.
 
     python benchmarks/bench_extract.py [--images 20000] [--speed-images 2000] [--repeats 3]
+
+``--e2e`` runs only the whole job, codebook included, on a 2,000-image corpus (a few
+minutes): `features run --preset sbow --jobs 1` (sample, k-means, encode, merge, index)
+against the peer script that also learns its codebook (OpenCV decode + VLFeat dense SIFT
+of 200 random images, FAISS k-means on 22,000 of their descriptors, then the peer pass
+above), with the quantization error of both codebooks on held-out descriptors.
+
+    python benchmarks/bench_extract.py --e2e [--images 2000] [--repeats 3]
 """
 import os
 
@@ -44,6 +52,132 @@ from features.sources import open_source  # noqa: E402
 ILSVRC_TRAIN = 1_281_167
 
 
+def peer_extract(path, vl, max_side=300):
+    """OpenCV decode + resize, VLFeat dense SIFT at full, half and quarter size (sbow)."""
+    with open(path, "rb") as fh:
+        data = fh.read()
+    gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    h, w = gray.shape
+    if max(h, w) > max_side:
+        s = max_side / max(h, w)
+        gray = cv2.resize(gray, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+    im = gray.astype(np.float32) / 255.0
+    frames, descs = [], []
+    for si, factor in enumerate((1.0, 0.5, 0.25)):
+        ims = im if factor == 1.0 else cv2.resize(
+            im, (max(round(im.shape[1] * factor), 1), max(round(im.shape[0] * factor), 1)),
+            interpolation=cv2.INTER_AREA)
+        fr, de = vl.phow(ims, sizes=(5,), step=10)
+        fr[:, 0] /= ims.shape[1]
+        fr[:, 1] /= ims.shape[0]
+        fr[:, 2] = si
+        frames.append(fr)
+        descs.append(de)
+    return np.concatenate(frames), np.concatenate(descs)
+
+
+def peer_job(paths, vl, out_path, words=1000, sample_images=200, sample_size=22000, seed=0,
+             iters=25):
+    """The peer script with its codebook: descriptors of random images, FAISS k-means on a
+    random subset of them, then the peer pass. Returns the centroids."""
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(len(paths), min(sample_images, len(paths)), replace=False))
+    desc = np.concatenate([peer_extract(paths[i], vl)[1] for i in chosen])
+    desc = desc[rng.choice(len(desc), min(sample_size, len(desc)), replace=False)]
+    km = faiss.Kmeans(desc.shape[1], words, niter=iters, seed=seed)
+    km.train(desc.astype(np.float32))
+    peer_pipeline(paths, km.centroids, vl, out_path)
+    return km.centroids
+
+
+def quantization_error(centroids, x):
+    """Mean squared distance of the rows of x to their nearest centroid (exact)."""
+    from features.assign import Assigner
+    words = Assigner(centroids).assign(x)
+    err = 0.0
+    for s in range(0, len(x), 65536):
+        b = x[s:s + 65536].astype(np.float64) - centroids[words[s:s + 65536]]
+        err += float(np.einsum("ij,ij->", b, b))
+    return err / len(x)
+
+
+def end_to_end(args, vl):
+    """The whole sbow job, codebook included, against the peer script with its codebook."""
+    from features.jobs import features_of
+    from features.pipeline import run
+    from features.store import Manifest
+    work = args.work
+    root = make_corpus(work / "corpus2k", args.images)
+    stats = corpus_stats(work / "corpus2k")
+    # Held-out descriptors: other crops of the same photos (another corpus seed).
+    held_root = make_corpus(work / "heldout", 200, seed=1)
+    config = get_preset("sbow")
+    held = np.concatenate([features_of(config, it)[1] for it in open_source(str(held_root))])
+    held = held[np.random.default_rng(0).choice(len(held), min(100000, len(held)),
+                                                replace=False)]
+    paths = [os.path.join(root, it.key) for it in open_source(str(root))]
+    n = len(paths)
+    print(f"corpus: {n} JPEGs, mean {stats['mean_kb']:.0f} KB; held out: {len(held)} "
+          f"descriptors of 200 other images", flush=True)
+    peer_t, ours_t, steps = [], [], []
+    out = work / "e2e-ours"
+    for r in range(args.repeats):
+        t = time.perf_counter()
+        peer_c = peer_job(paths, vl, work / "e2e-peer.h5")
+        peer_t.append(time.perf_counter() - t)
+        shutil.rmtree(out, ignore_errors=True)
+        t = time.perf_counter()
+        run(config, open_source(str(root)), out, jobs=1, progress=False)
+        ours_t.append(time.perf_counter() - t)
+        m = Manifest(out).data["steps"]
+        steps.append({"sample_images": m["sample"]["images"],
+                      "sample_descriptors": m["sample"]["descriptors"],
+                      "codebook_s": m["codebook"]["seconds"]})
+        print(f"run {r + 1}: peer {peer_t[-1]:.1f} s, ours {ours_t[-1]:.1f} s "
+              f"(k-means {steps[-1]['codebook_s']:.1f} s on {steps[-1]['sample_descriptors']} "
+              f"descriptors of {steps[-1]['sample_images']} images)", flush=True)
+    ours_c = np.load(out / "codebook.npy")
+    peer_q, ours_q = quantization_error(peer_c, held), quantization_error(ours_c, held)
+    peer_s, ours_s = float(np.median(peer_t)), float(np.median(ours_t))
+    result = {"machine": {"cores": os.cpu_count(), "opencv": cv2.__version__,
+                          "faiss": faiss.__version__, "vlfeat": vl.version,
+                          "load_avg": os.getloadavg()},
+              "corpus": stats, "images": n, "repeats": args.repeats,
+              "peer_runs_s": peer_t, "ours_runs_s": ours_t, "ours_steps": steps,
+              "peer_s": peer_s, "ours_s": ours_s, "ratio": peer_s / ours_s,
+              "held_out_descriptors": int(len(held)),
+              "peer_held_out_error": peer_q, "ours_held_out_error": ours_q}
+    out_dir = HERE / "results"
+    (out_dir / "extract_e2e.json").write_text(json.dumps(result, indent=1))
+    st = steps[-1]
+    lines = [
+        "# sbow job end to end, codebook included: features vs the peer script",
+        "",
+        f"{n} generated ImageNet-like JPEGs (mean {stats['mean_kb']:.0f} KB), one process, "
+        f"one thread, median of {args.repeats} alternating runs (load average "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the end).",
+        "",
+        "- features: `features run --preset sbow --jobs 1` as `features.pipeline.run`: "
+        f"sample ({st['sample_descriptors']:,} descriptors of {st['sample_images']} images: "
+        f"{config.words} words x {config.points_per_word} per word), k-means "
+        f"({config.kmeans_iters} iterations), encode, merge, index.",
+        "- peer: OpenCV decode + VLFeat dense SIFT of 200 random images, FAISS k-means "
+        "(1000 words, 25 iterations) on 22,000 of their descriptors, then OpenCV + VLFeat + "
+        "FAISS exact search + bincount + h5py over every image.",
+        "",
+        "| pipeline | seconds | ratio | codebook sample | held-out quantization error |",
+        "|---|---:|---:|---:|---:|",
+        f"| peer | {peer_s:.1f} | 1.00 | 22,000 | {peer_q:.1f} |",
+        f"| features | {ours_s:.1f} | {peer_s / ours_s:.2f} | {st['sample_descriptors']:,} | "
+        f"{ours_q:.1f} |",
+        "",
+        f"Held-out error: mean squared distance to the nearest word of {len(held):,} dense "
+        "SIFT descriptors of 200 other images (another corpus seed).",
+    ]
+    (out_dir / "extract_e2e.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def peer_pipeline(paths, centroids, vl, out_path, max_side=300, chunk=1000):
     """What a user would assemble from the best existing parts, written plainly."""
     index = faiss.IndexFlatL2(centroids.shape[1])
@@ -71,30 +205,12 @@ def peer_pipeline(paths, centroids, vl, out_path, max_side=300, chunk=1000):
                     parts.clear()
 
         for n, path in enumerate(paths, 1):
-            with open(path, "rb") as fh:
-                data = fh.read()
-            gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-            h, w = gray.shape
-            if max(h, w) > max_side:
-                s = max_side / max(h, w)
-                gray = cv2.resize(gray, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
-            im = gray.astype(np.float32) / 255.0
-            frames, descs = [], []
-            for si, factor in enumerate((1.0, 0.5, 0.25)):
-                ims = im if factor == 1.0 else cv2.resize(
-                    im, (max(round(im.shape[1] * factor), 1), max(round(im.shape[0] * factor), 1)),
-                    interpolation=cv2.INTER_AREA)
-                fr, de = vl.phow(ims, sizes=(5,), step=10)
-                fr[:, 0] /= ims.shape[1]
-                fr[:, 1] /= ims.shape[0]
-                fr[:, 2] = si
-                frames.append(fr)
-                descs.append(de)
-            desc = np.concatenate(descs).astype(np.float32)
+            frames, descs = peer_extract(path, vl, max_side)
+            desc = descs.astype(np.float32)
             _, words = index.search(desc, 1)
             words = words[:, 0]
             buf["words"].append(words.astype(np.int16))
-            buf["frames"].append(np.concatenate(frames))
+            buf["frames"].append(frames)
             buf["hist"].append(np.bincount(words, minlength=k)[None].astype(np.int32))
             offsets.append(offsets[-1] + len(words))
             if n % chunk == 0:
@@ -169,6 +285,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rss-sizes", type=int, nargs="*", default=[2000, 20000])
     ap.add_argument("--work", type=Path, default=HERE / "_work")
+    ap.add_argument("--e2e", action="store_true",
+                    help="only the whole job with its codebook against the peer's, on "
+                         "--images (default 2000) images")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     faiss.omp_set_num_threads(1)
@@ -176,6 +295,10 @@ def main():
     vl.set_num_threads(1)
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
+    if args.e2e:
+        if args.images == 20000:
+            args.images = 2000
+        return end_to_end(args, vl)
 
     t0 = time.perf_counter()
     root = make_corpus(work / "corpus", args.images)
@@ -194,7 +317,7 @@ def main():
     codebook_seconds = time.perf_counter() - t
     centroids = np.load(codebook)
     print(f"codebook: {config.words} words from {len(np.load(sample))} descriptors of "
-          f"{config.sample_images} images in {codebook_seconds:.1f} s", flush=True)
+          f"{config.images_to_sample} images in {codebook_seconds:.1f} s", flush=True)
 
     paths = [os.path.join(root, it.key) for _, it in
              zip(range(args.speed_images), open_source(str(root)))]

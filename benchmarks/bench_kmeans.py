@@ -1,0 +1,161 @@
+"""k-means for the codebook: `features.codebook.kmeans` against `faiss.Kmeans`.
+
+Same sample (sbow dense SIFT descriptors of generated ImageNet-like JPEGs, words x 256 of
+them: FAISS's max points per centroid), same k, same 25 iterations, one thread each
+(OpenBLAS and FAISS's OpenMP set to 1), several seeds, runs interleaved. Reported: median
+wall and CPU time, and the quantization error (mean squared distance to the nearest
+centroid, exact) on held-out descriptors of other images, and on the training sample.
+
+    python benchmarks/bench_kmeans.py [--words 1000] [--points 256] [--seeds 3]
+"""
+import os
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_v] = "1"
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from corpus import make_corpus  # noqa: E402
+
+from features.assign import Assigner  # noqa: E402
+from features.codebook import kmeans_fit  # noqa: E402
+from features.jobs import features_of  # noqa: E402
+from features.presets import get_preset  # noqa: E402
+from features.sources import open_source  # noqa: E402
+
+
+def descriptors(root, n_images, skip=0):
+    config = get_preset("sbow")
+    parts = []
+    for i, item in enumerate(open_source(str(root))):
+        if i < skip:
+            continue
+        if i >= skip + n_images:
+            break
+        _, d = features_of(config, item)
+        if d is not None:
+            parts.append(d)
+    return np.concatenate(parts)
+
+
+def quantization_error(centroids, x):
+    words = Assigner(centroids).assign(x)
+    err = 0.0
+    for s in range(0, len(x), 65536):
+        b = x[s:s + 65536].astype(np.float64) - centroids[words[s:s + 65536]]
+        err += float(np.einsum("ij,ij->", b, b))
+    return err / len(x)
+
+
+def timed(fn):
+    w, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - w, time.process_time() - c
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--words", type=int, default=1000)
+    ap.add_argument("--points", type=int, default=256, help="sample points per centroid")
+    ap.add_argument("--iters", type=int, default=25)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--held-out", type=int, default=200000)
+    ap.add_argument("--work", type=Path, default=HERE / "_work")
+    args = ap.parse_args()
+    faiss.omp_set_num_threads(1)
+    root = make_corpus(args.work / "corpus2k", 2000)
+    k, n = args.words, args.words * args.points
+    pool = descriptors(root, 1400)
+    held_pool = descriptors(root, 600, skip=1400)
+    rng = np.random.default_rng(0)
+    x = pool[np.sort(rng.choice(len(pool), min(n, len(pool)), replace=False))]
+    held = held_pool[np.sort(rng.choice(len(held_pool), min(args.held_out, len(held_pool)),
+                                        replace=False))]
+    x32 = x.astype(np.float32)
+    print(f"sample: {len(x)} sbow descriptors of 1400 images ({(~x.any(1)).mean():.1%} all "
+          f"zero); held out: {len(held)} of 600 other images; k={k}, {args.iters} iterations",
+          flush=True)
+
+    warm = args.iters // 2
+    methods = {
+        "faiss.Kmeans": lambda s: faiss_kmeans(x32, k, args.iters, s),
+        "features": lambda s: kmeans_fit(x, k, iters=args.iters, seed=s).centroids,
+        f"features, warm start ({warm} of {args.iters} iterations on 1/4 of the rows)":
+            lambda s: kmeans_fit(x, k, iters=args.iters, seed=s, warm_iters=warm,
+                                 warm_div=4).centroids,
+    }
+    runs = {name: [] for name in methods}
+    for seed in range(args.seeds):
+        for name, fit in methods.items():
+            c, wall, cpu = timed(lambda: fit(seed))
+            runs[name].append({"seed": seed, "wall_s": wall, "cpu_s": cpu,
+                               "held_out_error": quantization_error(c, held),
+                               "train_error": quantization_error(c, x)})
+            r = runs[name][-1]
+            print(f"seed {seed} {name}: {wall:.1f} s wall, {cpu:.1f} s cpu, held-out error "
+                  f"{r['held_out_error']:.1f}, train {r['train_error']:.1f}", flush=True)
+
+    def med(name, key):
+        return float(np.median([r[key] for r in runs[name]]))
+
+    base = "faiss.Kmeans"
+    summary = {name: {"wall_s": med(name, "wall_s"), "cpu_s": med(name, "cpu_s"),
+                      "held_out_error": med(name, "held_out_error"),
+                      "train_error": med(name, "train_error"),
+                      "speedup_wall": med(base, "wall_s") / med(name, "wall_s"),
+                      "speedup_cpu": med(base, "cpu_s") / med(name, "cpu_s"),
+                      "held_out_vs_faiss": med(name, "held_out_error") / med(base, "held_out_error")}
+               for name in methods}
+    result = {"machine": {"cores": os.cpu_count(), "faiss": faiss.__version__,
+                          "load_avg": os.getloadavg()},
+              "words": k, "sample": int(len(x)), "held_out": int(len(held)),
+              "iters": args.iters, "seeds": args.seeds, "runs": runs, "summary": summary}
+    out_dir = HERE / "results"
+    (out_dir / "kmeans.json").write_text(json.dumps(result, indent=1))
+    lines = [
+        "# k-means: features vs faiss.Kmeans",
+        "",
+        f"{len(x):,} sbow dense SIFT descriptors (uint8; {(~x.any(1)).mean():.0%} all-zero) of "
+        f"1400 generated ImageNet-like JPEGs = {args.points} per centroid, k = {k}, "
+        f"{args.iters} iterations, one thread each, seeds 0..{args.seeds - 1} interleaved; "
+        f"medians. Quantization error: mean squared Euclidean distance to the nearest "
+        f"centroid on {len(held):,} held-out descriptors of 600 other images. FAISS "
+        f"{faiss.__version__} (`faiss.Kmeans`, no subsampling). Load average during the run: "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
+        "",
+        "| k-means | wall s | CPU s | speed-up (wall) | speed-up (CPU) | held-out error | "
+        "vs FAISS | training error |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ] + [f"| {name} | {s['wall_s']:.1f} | {s['cpu_s']:.1f} | {s['speedup_wall']:.2f} | "
+         f"{s['speedup_cpu']:.2f} | {s['held_out_error']:.1f} | "
+         f"{100 * (s['held_out_vs_faiss'] - 1):+.2f}% | {s['train_error']:.1f} |"
+         for name, s in summary.items()] + [
+        "",
+        "Per seed (held-out error): " + "; ".join(
+            f"{name}: " + ", ".join(f"{r['held_out_error']:.1f}" for r in runs[name])
+            for name in methods),
+    ]
+    (out_dir / "kmeans.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def faiss_kmeans(x, k, iters, seed):
+    km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=seed, max_points_per_centroid=1 << 30,
+                      min_points_per_centroid=1)
+    km.train(x)
+    return km.centroids
+
+
+if __name__ == "__main__":
+    main()
