@@ -160,3 +160,28 @@ def test_subsample_rows():
     np.testing.assert_array_equal(r, subsample_rows(1000, 50, "a.jpg", 0))
     assert not np.array_equal(r, subsample_rows(1000, 50, "b.jpg", 0))
     np.testing.assert_array_equal(subsample_rows(7, 50, "a.jpg", 0), np.arange(7))
+
+
+def test_sample_is_sized_by_the_codebook():
+    from features.presets import get_preset
+    c = get_preset("sbow")
+    assert c.sample_size == c.words * c.points_per_word == 128000
+    assert c.images_to_sample == 640                     # 128,000 / 200 per image
+    assert c.replace(words=10, points_per_word=30, sample_per_image=7).images_to_sample == 43
+    assert c.replace(sample_images=5).images_to_sample == 5
+    with pytest.raises(ValueError, match="points_per_word must be >= 1, got 0"):
+        c.replace(points_per_word=0)
+
+
+def test_sample_descriptors_size_and_independence_of_workers(tmp_path, small_set, small_config):
+    from features.pipeline import sample_descriptors
+    from features.sources import open_source
+    config = small_config.replace(words=16, points_per_word=8, sample_per_image=50,
+                                  sample_images=None)
+    assert config.images_to_sample == 3
+    one = np.load(sample_descriptors(config, open_source(str(small_set)), tmp_path / "a",
+                                     progress=False))
+    two = np.load(sample_descriptors(config, open_source(str(small_set)), tmp_path / "b",
+                                     jobs=2, progress=False))
+    assert one.shape == (128, 128)                       # 3 images x 50, trimmed to 16 x 8
+    np.testing.assert_array_equal(one, two)
