@@ -133,7 +133,7 @@ def main():
         "|---|---:|---:|---:|",
         f"| pass 2 (extract, quantize, encode, write shards, merge) | {rate['joblib']:.1f} "
         f"images/s | {rate['dask']:.1f} images/s | {ratio:.2f} |",
-        f"| pass 1 (codebook sample of {config.sample_images} images) | "
+        f"| pass 1 (codebook sample of {config.images_to_sample} images) | "
         f"{med['joblib']['sample']:.1f} s | {med['dask']['sample']:.1f} s | {sample_ratio:.2f} |",
         "",
         f"Scheduler overhead: {overhead * 1e3:.1f} ms per shard task carrying a real shard's "
