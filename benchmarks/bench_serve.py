@@ -8,10 +8,12 @@ Each round, interleaved:
   connection each) send a fixed mix of requests and stop when it is used up: queries by
   uploaded JPEG (`POST /api/search?k=10`), by key (`GET /api/search?key=...`), verified
   matches (`GET /api/matches`) and thumbnails (`GET /api/thumb`), `--requests` in all
-  (each kind a quarter). Latency is per request as the client sees it (queueing included);
+  (each kind a quarter; every upload's bytes are unique, so none is answered from the
+  server's query cache). Latency is per request as the client sees it (queueing included);
   an error is any answer other than 200 with the expected top result.
 - peer, in process: the same upload and key queries through `features.search.Searcher`
-  called directly, one at a time, one thread: the floor that HTTP, JSON and the pool add to.
+  called directly, one at a time, one OpenCV and one FAISS thread (as the server sets them):
+  the floor that HTTP, JSON and the pool add to.
 - peer, command line: `features search STORE FILE --json`, one process per query, what a
   user had before `serve` (store, index and codebook opened for every query).
 Medians over the rounds; ratios against the peers measured in the same round.
@@ -60,6 +62,9 @@ def plan_for(images, n):
         key, data = keys[i % len(keys)], files[i % len(files)].read_bytes()
         kind = KINDS[i % 4]
         if kind == "upload":
+            # bytes after a JPEG's end marker are ignored by the decoder; they make every
+            # upload unique, so the server's query cache (by digest) never answers one
+            data += f"bench-{i}".encode()
             plan[kind].append(("POST", "/api/search?k=10", data, ("top", key)))
         elif kind == "key":
             plan[kind].append(("GET", f"/api/search?key={quote(key)}&k=10", None,
@@ -89,25 +94,36 @@ def check(expect, body):
 
 
 def serve_round(store, plan, kinds, clients):
-    srv = Server(store, "--threads", 2)
-    try:
-        # warm-up outside the timing: first touches of HDF5 and the key table
-        run_load(srv.url, plan[:8], clients=1, deadline=60, check=check)
-        result = run_load(srv.url, plan, clients=clients, deadline=600, check=check)
-    finally:
-        code, err = srv.stop()
-    if code != 0:
-        raise RuntimeError(f"features serve exited {code}: {err}")
-    summary = result.summary()
-    for kind in KINDS:
-        which = [i for i, k in enumerate(kinds) if k == kind]
-        summary[f"{kind}_p50_ms"] = round(result.percentile(50, which), 2)
-        summary[f"{kind}_p99_ms"] = round(result.percentile(99, which), 2)
-    return summary
+    """The plan with `clients` concurrent clients, then with one client (no queueing: each
+    request's own cost through HTTP), each on a fresh server."""
+    out = {}
+    for name, n in (("serve", clients), ("serve_1", 1)):
+        srv = Server(store, "--threads", 2)
+        try:
+            # warm-up outside the timing: first touches of HDF5 and the key table
+            run_load(srv.url, plan[1:9:2], clients=1, deadline=60, check=check)
+            result = run_load(srv.url, plan, clients=n, deadline=900, check=check)
+        finally:
+            code, err = srv.stop()
+        if code != 0:
+            raise RuntimeError(f"features serve exited {code}: {err}")
+        summary = result.summary()
+        for kind in KINDS:
+            which = [i for i, k in enumerate(kinds) if k == kind]
+            summary[f"{kind}_p50_ms"] = round(result.percentile(50, which), 2)
+            summary[f"{kind}_p99_ms"] = round(result.percentile(99, which), 2)
+        out[name] = summary
+    return out
 
 
 def in_process_round(store, files, keys, n):
+    import cv2
+    import faiss
+
     from features.search import Searcher
+    # as in the server: one OpenCV and one FAISS thread per query
+    cv2.setNumThreads(1)
+    faiss.omp_set_num_threads(1)
     lat_upload, lat_key = [], []
     with Searcher(store) as s:
         s.search(s.query_from_key(keys[0]), 10)  # warm-up
@@ -147,12 +163,11 @@ def main():
     plan, kinds, files, keys = plan_for(images, args.requests)
     rounds = []
     for r in range(args.rounds):
-        serve_summary = serve_round(store, plan, kinds, args.clients)
+        served = serve_round(store, plan, kinds, args.clients)
         inproc = in_process_round(store, files, keys, 54)
         cli = cli_round(store, files, args.cli_queries)
-        rounds.append({"serve": serve_summary, "in_process": inproc, "cli": cli})
-        print(f"round {r + 1}: serve {serve_summary}; in process {inproc}; cli {cli}",
-              flush=True)
+        rounds.append({**served, "in_process": inproc, "cli": cli})
+        print(f"round {r + 1}: {json.dumps(rounds[-1])}", flush=True)
 
     def med(path):
         values = []
@@ -170,14 +185,11 @@ def main():
                     "python": platform.python_version()},
         "rounds": rounds,
         "median": {
-            "serve_p50_ms": med(("serve", "p50_ms")), "serve_p99_ms": med(("serve", "p99_ms")),
-            "serve_requests_per_s": med(("serve", "requests_per_s")),
-            "serve_errors": max(rd["serve"]["errors"] for rd in rounds),
-            "in_process_upload_p50_ms": med(("in_process", "upload_p50_ms")),
-            "in_process_key_p50_ms": med(("in_process", "key_p50_ms")),
-            "in_process_queries_per_s": med(("in_process", "queries_per_s")),
-            "cli_per_query_p50_ms": med(("cli", "per_query_p50_ms")),
-        },
+            name: {field: med((name, field)) for field in rounds[0][name]
+                   if field not in ("statuses", "errors")}
+            for name in ("serve", "serve_1", "in_process", "cli")},
+        "errors": {name: max(rd[name]["errors"] for rd in rounds)
+                   for name in ("serve", "serve_1")},
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -187,24 +199,46 @@ def main():
 
 
 def markdown(report):
-    s, m = report["setting"], report["median"]
+    s, m, e = report["setting"], report["median"], report["errors"]
+    rows = []
+    for kind, what in (("", "all requests"), ("upload_", "search by uploaded JPEG"),
+                       ("key_", "search by key"), ("matches_", "verified matches"),
+                       ("thumb_", "thumbnail")):
+        a, b = m["serve"], m["serve_1"]
+        rows.append(f"| {what} | {a[kind + 'p50_ms']} | {a[kind + 'p99_ms']} "
+                    f"| {b[kind + 'p50_ms']} | {b[kind + 'p99_ms']} |")
+    table = "\n".join(rows)
+    ip, cli = m["in_process"], m["cli"]
     return f"""# features serve under load (`python benchmarks/bench_serve.py`)
 
-{s['store']}; `features serve --threads 2` on loopback; {s['clients']} concurrent clients,
-{s['requests']} requests per round (a quarter each: search by uploaded JPEG, search by key,
-verified matches, thumbnail); {s['rounds']} rounds, medians; {s['cpus']} cores shared with
-other work.
+{s['store']}; `features serve --threads 2` on loopback; {s['requests']} requests per run (a
+quarter each: search by uploaded JPEG, search by key, verified matches, thumbnail), sent by
+{s['clients']} concurrent clients, then by one client; {s['rounds']} rounds, medians;
+{s['cpus']} cores shared with other work.
 
-| what | p50 ms | p99 ms | requests/s | errors |
+Errors (any answer but 200 with the expected result): **{e['serve']}** with {s['clients']}
+clients, {e['serve_1']} with one, out of {s['requests']} each. Throughput:
+{m['serve']['requests_per_s']} requests/s with {s['clients']} clients,
+{m['serve_1']['requests_per_s']} with one.
+
+| latency, ms | p50, {s['clients']} clients | p99, {s['clients']} clients | p50, 1 client | p99, 1 client |
 |---|---:|---:|---:|---:|
-| `features serve`, 8 clients, mixed requests | {m['serve_p50_ms']} | {m['serve_p99_ms']} | {m['serve_requests_per_s']} | {m['serve_errors']} |
-| peer: `Searcher` in process, one thread, upload query | {m['in_process_upload_p50_ms']} | | | |
-| peer: `Searcher` in process, one thread, key query | {m['in_process_key_p50_ms']} | | {m['in_process_queries_per_s']} (search only) | |
-| peer: `features search FILE --json`, a process per query | {m['cli_per_query_p50_ms']} | | | |
+{table}
 
-`features serve` answers a query {m['cli_per_query_p50_ms'] / max(m['serve_p50_ms'], 1e-9):.0f}x
-faster (p50) than a `features search` process per query, which opens the store, the index
-and the codebook every time.
+Peers, measured in the same rounds (p50 per query, ms):
+
+| how | upload query | key query |
+|---|---:|---:|
+| `features serve`, one client (HTTP, JSON, pool) | {m['serve_1']['upload_p50_ms']} | {m['serve_1']['key_p50_ms']} |
+| `Searcher` in process, one thread (no HTTP) | {ip['upload_p50_ms']:.2f} | {ip['key_p50_ms']:.2f} |
+| `features search FILE --json`, a process per query | {cli['per_query_p50_ms']:.0f} | |
+
+A query by upload through `features serve` costs
+{m['serve_1']['upload_p50_ms'] / max(ip['upload_p50_ms'], 1e-9):.2f}x the in-process call and is
+{cli['per_query_p50_ms'] / max(m['serve_1']['upload_p50_ms'], 1e-9):.0f}x faster than a
+`features search` process, which opens the store, the index and the codebook every time.
+With {s['clients']} clients and 2 threads, requests wait their turn for a thread: the p50 and
+p99 above are mostly that queue (the machine has 2 cores).
 """
 
 

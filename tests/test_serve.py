@@ -321,8 +321,8 @@ def test_load_eight_clients_no_errors(small_store, small_set):
     for i in range(320):
         key, data = keys[i % len(keys)], files[i % len(files)].read_bytes()
         kind = i % 4
-        if kind == 0:
-            plan.append(("POST", "/api/search?k=5", data, ("top", key)))
+        if kind == 0:  # unique bytes (after the JPEG's end): never from the query cache
+            plan.append(("POST", "/api/search?k=5", data + b"%d" % i, ("top", key)))
         elif kind == 1:
             plan.append(("GET", f"/api/search?key={quote(key)}&k=5", None,
                          ("class", key.split("/")[0])))
