@@ -22,6 +22,7 @@ Medians over the rounds; ratios against the peers measured in the same round.
 """
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -160,6 +161,7 @@ def main():
     parser.add_argument("--out", default=str(HERE / "results" / "serve"))
     args = parser.parse_args()
     images, store = build_store()
+    load_at_start = round(os.getloadavg()[0], 1)
     plan, kinds, files, keys = plan_for(images, args.requests)
     rounds = []
     for r in range(args.rounds):
@@ -181,7 +183,8 @@ def main():
     report = {
         "setting": {"store": "copy-detection set, 108 images, sift preset, 1000 words",
                     "requests": args.requests, "clients": args.clients, "threads": 2,
-                    "rounds": args.rounds, "cpus": __import__("os").cpu_count(),
+                    "rounds": args.rounds, "cpus": os.cpu_count(),
+                    "load_average_at_start": load_at_start,
                     "python": platform.python_version()},
         "rounds": rounds,
         "median": {
@@ -214,7 +217,8 @@ def markdown(report):
 {s['store']}; `features serve --threads 2` on loopback; {s['requests']} requests per run (a
 quarter each: search by uploaded JPEG, search by key, verified matches, thumbnail), sent by
 {s['clients']} concurrent clients, then by one client; {s['rounds']} rounds, medians;
-{s['cpus']} cores shared with other work.
+{s['cpus']} cores shared with other work (load average {s.get('load_average_at_start', '?')} at
+the start).
 
 Errors (any answer but 200 with the expected result): **{e['serve']}** with {s['clients']}
 clients, {e['serve_1']} with one, out of {s['requests']} each. Throughput:
