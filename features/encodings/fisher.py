@@ -75,6 +75,8 @@ _MARGIN = 25.0
 # that may reach the posterior 1e-6 from which VLFeat accumulates (ln 1e6 = 13.82).
 _EXACT_MARGIN = 13.9
 _U32 = 2.0 ** -24
+# Squared Mahalanobis distances above this could overflow the float32 product.
+_FLOAT32_LIMIT = float(np.finfo(np.float32).max) / 64
 
 
 def _kernel():
@@ -121,7 +123,12 @@ class _Model:
         self.weights = np.ascontiguousarray(
             np.vstack([-0.5 * inv.T, (mus * inv).T]), dtype=np.float32)
         c = np.full(k, -np.inf)
-        c[active] = logc[active] - 0.5 * (mus[active] ** 2 * inv[active]).sum(axis=1)
+        spread = (mus[active] ** 2 * inv[active]).sum(axis=1)
+        if spread.max() > _FLOAT32_LIMIT:
+            raise ValueError(f"means are too far apart for their covariances (squared "
+                             f"Mahalanobis distance {spread.max():.3g} between a mean and "
+                             f"the mixture's center overflows float32)")
+        c[active] = logc[active] - 0.5 * spread
         self.c = c.astype(np.float32)
         # Error bound of the screening value h + c, per row: every term of the product
         # and the constant contribute at most (2d + 8) roundings (inputs, products,
@@ -134,6 +141,19 @@ class _Model:
         self.vscale = np.zeros(k)
         self.uscale[active] = 1.0 / np.sqrt(pri[active])
         self.vscale[active] = 1.0 / np.sqrt(2.0 * pri[active])
+
+    def check_range(self, x):
+        """Refuse descriptors whose squared Mahalanobis distances would overflow float32
+        (from the per-dimension extremes: one pass over ``x``)."""
+        if not x.size:
+            return
+        reach = np.maximum(np.abs(x.max(axis=0) - self.shift.astype(np.float64)),
+                           np.abs(x.min(axis=0) - self.shift.astype(np.float64)))
+        worst = float((reach ** 2 * self._amax.astype(np.float64)).sum() * 2.0)
+        if worst > _FLOAT32_LIMIT:
+            raise ValueError(f"descriptors have values up to {float(np.abs(x).max()):.3g}, "
+                             f"too large for the model's covariances (squared Mahalanobis "
+                             f"distances up to {worst:.3g} overflow float32)")
 
     def error_bound(self, z, out):
         """Error bound of the screening values of the rows of ``z`` = ((x-s)**2, x-s)."""
@@ -167,6 +187,7 @@ def fisher_vector_batch(x, offsets, means, covariances, priors, *, improved=True
     normalized, square_root, fast = _flags(improved, normalized, square_root, fast)
     n_threads = check_threads(n_threads)
     x = as_descriptors(x, model.d)
+    model.check_range(x)
     offsets = check_offsets(offsets, x.shape[0])
     k, d = model.k, model.d
     n_images = len(offsets) - 1
