@@ -237,6 +237,11 @@ def cmd_aggregate(args):
     return 0
 
 
+def cmd_baseline(args):
+    from .baseline.cli import run_baseline
+    return run_baseline(args)
+
+
 def cmd_demo(args):
     from .demo import run_demo
     return run_demo(args.out, jobs=args.jobs, progress=not args.quiet)
@@ -332,6 +337,23 @@ def build_parser():
     sp = add("info", cmd_info, "what a store holds")
     sp.add_argument("store")
     sp.add_argument("--json", action="store_true")
+    sp = add("baseline", cmd_baseline,
+             "train and score linear classifiers on a store's encodings (ImageNet metrics)")
+    sp.add_argument("store", help="the training store (and the val images, without --val)")
+    sp.add_argument("--val", metavar="STORE", help="a val store encoded --like the train store")
+    sp.add_argument("--encoding", help="only this encoding (default: every encoding)")
+    sp.add_argument("--classifier", choices=["svm", "logreg"],
+                    help="only this classifier (default: both)")
+    sp.add_argument("--train-per-class", type=int, metavar="N", help="at most N per class")
+    sp.add_argument("--val-fraction", type=float, default=0.2,
+                    help="without --val or splits: fraction of each class that scores (0.2)")
+    sp.add_argument("--epochs", type=int, default=10, help="SGD passes (default 10)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--hierarchy", metavar="META_MAT",
+                    help="a devkit meta.mat (default: the shipped WordNet 3.0 nouns)")
+    sp.add_argument("--report", metavar="DIR", help="write an HTML report and a markdown summary")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("-q", "--quiet", action="store_true")
     sp = add("demo", cmd_demo, "build a small copy-detection set from shipped photos and run it")
     sp.add_argument("-o", "--out", default="features-demo", help="output folder (features-demo)")
     sp.add_argument("--jobs", type=int, default=1)

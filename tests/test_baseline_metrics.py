@@ -31,6 +31,14 @@ def test_hierarchical_error_takes_the_best_guess():
     assert hierarchical_error(guesses, y, lca, k=1) == pytest.approx((1 + 3 + 3) / 3)
 
 
+def test_confusion_agrees_with_sklearn():
+    from sklearn.metrics import confusion_matrix
+    from features.baseline.metrics import confusion
+    rng = np.random.default_rng(3)
+    y, pred = rng.integers(0, 7, 500), rng.integers(0, 7, 500)
+    assert np.array_equal(confusion(y, pred, 9), confusion_matrix(y, pred, labels=np.arange(9)))
+
+
 def test_confusions_and_per_class():
     y = np.array([0, 0, 0, 1, 1, 2])
     pred = np.array([[0], [1], [1], [1], [0], [2]])

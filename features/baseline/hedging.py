@@ -30,7 +30,11 @@ def predict(proba, hierarchy, lam):
 
 
 def _predict(post, hierarchy, lam):
-    score = (hierarchy.info_gain + lam)[None, :] * post
+    # lambda -> infinity: the most probable node (the root, or a node above every class)
+    if np.isfinite(lam):
+        score = (hierarchy.info_gain + lam)[None, :] * post
+    else:  # a posterior of 1.0 ties with the root's: the limit of (r + lambda) p picks the root
+        score = post - 1e-7 * hierarchy.info_gain[None, :]
     # nodes above the same classes tie exactly (dog, canine, carnivore above three breeds):
     # name the most specific one
     score -= 1e-9 * hierarchy.height[None, :]
@@ -50,13 +54,17 @@ def _evaluate(post, y, hierarchy, lam):
 
 
 def curve(proba, y, hierarchy, n=40):
-    """Accuracy against information gain over a sweep of ``lambda`` (dict of lists)."""
+    """Accuracy against information gain over a sweep of ``lambda`` (dict of lists).
+
+    The sweep ends at lambda = infinity (listed as None): the most probable node, i.e. a
+    node above every class when there is one (accuracy 1, gain 0).
+    """
     post, y = node_posteriors(proba, hierarchy), np.asarray(y)
     top = float(hierarchy.info_gain.max()) or 1.0
-    # beyond lambda = 1e3 * max reward only a posterior within 1e-3 of 1 beats the root
-    lambdas = np.concatenate([[0.0], top * np.logspace(-3, 3, n - 1)])
+    lambdas = np.concatenate([[0.0], top * np.logspace(-3, 3, n - 2), [np.inf]])
     acc, gain = zip(*(_evaluate(post, y, hierarchy, lam) for lam in lambdas))
-    return {"lambda": lambdas.tolist(), "accuracy": list(acc), "info_gain": list(gain)}
+    return {"lambda": [float(v) if np.isfinite(v) else None for v in lambdas],
+            "accuracy": list(acc), "info_gain": list(gain)}
 
 
 def darts_lambda(proba, y, hierarchy, target, iters=40):
@@ -66,8 +74,12 @@ def darts_lambda(proba, y, hierarchy, target, iters=40):
     post, y = node_posteriors(proba, hierarchy), np.asarray(y)
     if _evaluate(post, y, hierarchy, 0.0)[0] >= target:
         return 0.0
+    if _evaluate(post, y, hierarchy, np.inf)[0] < target:
+        return float("inf")  # not even the most probable node reaches it: no root
     lo, hi = 0.0, float(hierarchy.info_gain.max()) or 1.0
-    while _evaluate(post, y, hierarchy, hi)[0] < target and hi < 1e12:
+    while _evaluate(post, y, hierarchy, hi)[0] < target:
+        if hi > 1e12:
+            return float("inf")
         lo, hi = hi, hi * 4
     for _ in range(iters):
         mid = 0.5 * (lo + hi)

@@ -41,9 +41,11 @@ class EncodingReader:
             self._indptr = obj["indptr"][:]
             self._indices, self._data = obj["indices"], obj["data"]
             n = len(self._indptr) - 1
-            shape = obj.attrs.get("shape")
+            shape, dim_attr = obj.attrs.get("shape"), obj.attrs.get("dim")
             if shape is not None:
                 dim = int(shape[1])
+            elif dim_attr is not None:
+                dim = int(dim_attr)
             else:  # no shape attribute: the largest column index seen
                 dim = int(self._indices[:].max(initial=-1)) + 1 if len(self._indices) else 0
             self.shape = (n, dim)

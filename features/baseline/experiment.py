@@ -1,0 +1,300 @@
+"""`features baseline`: train and score linear classifiers on the encodings of a store.
+
+Which images train and which score:
+
+- ``val`` given (a second store, e.g. encoded with ``features run VAL --like TRAIN``): every
+  ok image of the train store trains, every ok labelled image of the val store scores.  The
+  two stores must share the codebook and the models the encodings learned (compared by
+  checksum) and the val classes must be train classes (matched by class id).
+- else, if the store has ``images/split`` (a source with ``train/`` and ``val/`` folders),
+  the ``train`` images train and the ``val`` images score;
+- else a seeded split: ``val_fraction`` of the images of each class score.
+
+``train_per_class`` caps the training images of each class (seeded choice, as the ILSVRC-2010
+organizers' baseline did with 100).  Of the training images, a seeded ``heldout_fraction`` of
+each class (at least one image when the class has two) is held out to choose the
+regularization, calibrate the scores into posteriors (softmax temperature) and set DARTS's
+lambda; the chosen model is the one trained on the rest.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+
+import numpy as np
+
+from . import hedging, metrics
+from .linear import CLASSIFIERS, DEFAULT_LAMBDAS, decision_blocks, feature_stats, train_sgd
+from .reader import EncodingReader, list_encodings
+from .wordnet import WNID, ClassHierarchy, IsA
+
+OK = 0
+HEDGE_TARGETS = (0.5, 0.7, 0.9)
+
+
+class BaselineError(ValueError):
+    """Input that cannot give a meaningful number (reported as one line, exit 2)."""
+
+
+def _priority(seed, key):
+    digest = hashlib.blake2b(f"{seed}\2{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _per_class_pick(rows, labels, keys, seed, fraction=None, count=None, at_least=0):
+    """Seeded choice of rows within each class: a fraction or a count of each class.
+
+    The choice depends on the seed and the image keys only (not on the order of the store).
+    """
+    chosen = []
+    for c in np.unique(labels[rows]):
+        members = rows[labels[rows] == c]
+        order = members[np.argsort([_priority(seed, keys[i]) for i in members], kind="stable")]
+        n = len(order) if count is None else min(count, len(order))
+        if fraction is not None:
+            n = int(round(fraction * len(order)))
+            if len(order) >= 2:
+                n = min(max(n, at_least), len(order) - 1)
+            else:
+                n = 0
+        chosen.append(order[:n])
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
+
+
+def array_checksum(*arrays):
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str(a.dtype).encode() + str(a.shape).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def model_checksums(h5):
+    """Checksums of what a store's encodings learned: the codebook and ``models/*``.
+
+    Recorded ones (attribute ``checksum``) are used when present, else computed.
+    """
+    out = {}
+    if "codebook/centroids" in h5:
+        ds = h5["codebook/centroids"]
+        out["codebook"] = str(ds.attrs.get("checksum", "")) or array_checksum(ds[:])
+    if "models" in h5:
+        for name, g in h5["models"].items():
+            recorded = g.attrs.get("checksum")
+            if recorded:
+                out["models/" + name] = str(recorded)
+            elif hasattr(g, "keys"):
+                out["models/" + name] = array_checksum(*[g[k][:] for k in sorted(g.keys())
+                                                         if hasattr(g[k], "shape")])
+            else:
+                out["models/" + name] = array_checksum(g[:])
+    return out
+
+
+class _Side:
+    """The images of one store that take part: rows, labels (in train class indices), keys."""
+
+    def __init__(self, store, rows, labels):
+        self.store, self.rows, self.labels = store, rows, labels
+
+
+def _labelled(store, what):
+    classes = store.classes
+    labels = store.column("label").astype(np.int64)
+    status = store.column("status")
+    if not classes or not np.any(labels >= 0):
+        raise BaselineError(f"{what} {store.dir} has no labels: baselines need a labelled "
+                            f"source (class folders, an ILSVRC layout or a labelled list)")
+    ok = np.flatnonzero((status == OK) & (labels >= 0))
+    return classes, labels, ok
+
+
+def _splits(store, val_store, seed, val_fraction, train_per_class):
+    classes, labels, ok = _labelled(store, "store")
+    keys = store.keys
+    if val_store is not None:
+        val_classes, val_labels, val_ok = _labelled(val_store, "val store")
+        ours, theirs = model_checksums(store.h5), model_checksums(val_store.h5)
+        for name in sorted(set(ours) | set(theirs)):
+            if ours.get(name) != theirs.get(name):
+                what = "has no " + name if name not in theirs else (
+                    "was encoded with another " + name)
+                raise BaselineError(
+                    f"val store {val_store.dir} {what} than {store.dir} "
+                    f"(encode it with `features run VAL -o VALSTORE --like {store.dir}`)")
+        where = {c: i for i, c in enumerate(classes)}
+        unknown = [c for c in val_classes if c not in where]
+        used = set(val_labels[val_ok].tolist())
+        unknown = [c for i, c in enumerate(val_classes) if c not in where and i in used]
+        if unknown:
+            raise BaselineError(f"val store {val_store.dir} has class {unknown[0]!r}, which the "
+                                f"train store {store.dir} does not have")
+        remap = np.array([where.get(c, -1) for c in val_classes], dtype=np.int64)
+        train_rows = ok
+        val = _Side(val_store, val_ok, remap[val_labels[val_ok]])
+        split_kind = "val store"
+    elif "images/split" in store.h5:
+        split = store.h5["images/split"].asstr()[:]
+        train_rows = ok[split[ok] == "train"]
+        val_rows = ok[split[ok] == "val"]
+        if len(val_rows) == 0:
+            raise BaselineError(f"store {store.dir} has splits but no labelled val image")
+        val = _Side(store, val_rows, labels[val_rows])
+        split_kind = "source splits"
+    else:
+        val_rows = _per_class_pick(ok, labels, keys, seed, fraction=val_fraction, at_least=1)
+        train_rows = np.setdiff1d(ok, val_rows)
+        val = _Side(store, val_rows, labels[val_rows])
+        split_kind = f"seeded split ({val_fraction:g} of each class scores)"
+    if train_per_class is not None:
+        if train_per_class < 1:
+            raise BaselineError(f"--train-per-class must be >= 1, got {train_per_class}")
+        train_rows = _per_class_pick(train_rows, labels, keys, seed + 1, count=train_per_class)
+    n_train = np.bincount(labels[train_rows], minlength=len(classes))
+    if len(classes) < 2 or np.count_nonzero(n_train) < 2:
+        raise BaselineError(f"store {store.dir} has a single class with training images: "
+                            f"a classifier needs at least two")
+    missing = [classes[c] for c in range(len(classes)) if n_train[c] == 0]
+    if missing:
+        raise BaselineError(f"class {missing[0]!r} has no training image"
+                            + (f" ({len(missing)} such classes)" if len(missing) > 1 else ""))
+    if len(val.rows) == 0:
+        raise BaselineError(f"no labelled image left to score in {val.store.dir}")
+    return classes, _Side(store, train_rows, labels[train_rows]), val, split_kind
+
+
+def class_hierarchy(classes, names, spec=None):
+    """The WordNet (or meta.mat) hierarchy of the classes, or a flat one when they are not
+    synsets of it; also says which."""
+    if spec is not None or all(WNID.match(c) for c in classes):
+        isa = IsA.load(spec)
+        try:
+            return isa.hierarchy(classes), isa.source
+        except ValueError as exc:
+            if spec is not None:
+                raise BaselineError(str(exc)) from None
+            return ClassHierarchy.flat(classes, names), f"flat ({exc})"
+    return ClassHierarchy.flat(classes, names), "flat (class ids are not WordNet ids)"
+
+
+def _select(scores_by_lambda, y):
+    errors = [float(np.mean(s.argmax(1) != y)) for s in scores_by_lambda]
+    return int(np.argmin(errors)), errors
+
+
+def evaluate(store, val_store=None, *, encoding=None, classifiers=CLASSIFIERS, hierarchy=None,
+             seed=0, val_fraction=0.2, heldout_fraction=0.1, train_per_class=None, epochs=10,
+             lambdas=DEFAULT_LAMBDAS, keep_scores=False, log=None):
+    """Train and score every (encoding, classifier); a JSON-ready dict of the results.
+
+    ``store`` and ``val_store`` are open :class:`features.store.Store` objects.
+    """
+    for c in classifiers:
+        if c not in CLASSIFIERS:
+            raise BaselineError(f"unknown classifier {c!r}: expected one of "
+                                f"{', '.join(CLASSIFIERS)}")
+    available = list_encodings(store.h5)
+    if encoding is not None:
+        if encoding not in available:
+            raise BaselineError(f"store {store.dir} has no encoding {encoding!r} (it has: "
+                                f"{', '.join(available) or 'none'})")
+        names = [encoding]
+    else:
+        names = available
+        if not names:
+            raise BaselineError(f"store {store.dir} has no encodings")
+    if val_store is not None:
+        theirs = list_encodings(val_store.h5)
+        lacking = [n for n in names if n not in theirs]
+        if lacking:
+            raise BaselineError(f"val store {val_store.dir} has no encoding {lacking[0]!r}")
+    classes, train, val, split_kind = _splits(store, val_store, seed, val_fraction,
+                                              train_per_class)
+    stored = store.class_names or [""] * len(classes)
+    hier, hier_source = class_hierarchy(classes, [n or c for n, c in zip(stored, classes)],
+                                        hierarchy)
+    # a class without a stored name: its WordNet name (first lemma), else its id
+    class_names = [n or (hier.names[i].split(",")[0] if not hier_source.startswith("flat")
+                         else c) for i, (n, c) in enumerate(zip(stored, classes))]
+    n_classes = len(classes)
+    held = _per_class_pick(train.rows, store.column("label").astype(np.int64), store.keys,
+                           seed + 2, fraction=heldout_fraction, at_least=1)
+    fit_mask = ~np.isin(train.rows, held)
+    fit_rows, held_rows = train.rows[fit_mask], train.rows[~fit_mask]
+    y_fit, y_held = train.labels[fit_mask], train.labels[~fit_mask]
+    if len(held_rows) == 0:  # every class has a single image: choose on the training rows
+        held_rows, y_held = fit_rows, y_fit
+    out = {
+        "store": str(store.dir), "val_store": str(val_store.dir) if val_store else None,
+        "split": split_kind, "classes": classes, "class_names": class_names,
+        "hierarchy": hier_source, "seed": seed,
+        "train_images": int(len(fit_rows)), "heldout_images": int(len(held_rows)),
+        "val_images": int(len(val.rows)), "train_per_class": train_per_class,
+        "results": [],
+    }
+    for name in names:
+        reader = EncodingReader(store.h5, name)
+        val_reader = reader if val.store is store else EncodingReader(val.store.h5, name)
+        if val_reader.dim != reader.dim:
+            raise BaselineError(f"encoding {name!r} has {val_reader.dim} dimensions in the val "
+                                f"store and {reader.dim} in the train store")
+        stats = feature_stats(reader, fit_rows)
+        for clf in classifiers:
+            t0 = time.perf_counter()
+            models = train_sgd(reader, fit_rows, y_fit, n_classes, loss=clf, lambdas=lambdas,
+                               epochs=epochs, seed=seed, stats=stats)
+            held_scores = [decision_blocks(m, reader, held_rows) for m in models]
+            best, held_errors = _select(held_scores, y_held)
+            model, hs = models[best], held_scores[best]
+            train_time = time.perf_counter() - t0
+            scores = decision_blocks(model, val_reader, val.rows)
+            guesses = metrics.top_guesses(scores, 5)
+            summary, cm = metrics.summarize(guesses, val.labels, n_classes,
+                                            hier if not hier_source.startswith("flat") else None)
+            temperature = hedging.fit_temperature(hs, y_held)
+            proba = hedging.softmax(scores, temperature)
+            curve = hedging.curve(proba, val.labels, hier)
+            held_proba = hedging.softmax(hs, temperature)
+            darts = []
+            for target in HEDGE_TARGETS:
+                lam = hedging.darts_lambda(held_proba, y_held, hier, target)
+                acc, gain = hedging.evaluate(proba, val.labels, hier, lam)
+                darts.append({"target_accuracy": target,
+                              "lambda": lam if np.isfinite(lam) else None, "accuracy": acc,
+                              "info_gain": gain})
+            result = dict(
+                encoding=name, classifier=clf, dims=reader.dim,
+                layout="csr" if reader.sparse else "dense",
+                lambda_=float(model.lam), heldout_top1_error=dict(
+                    zip([f"{lam:g}" for lam in lambdas], held_errors)),
+                temperature=temperature, train_seconds=train_time, epochs=epochs,
+                **summary, hedging=dict(curve=curve, darts=darts))
+            result["lambda"] = result.pop("lambda_")
+            result["_confusion"] = cm
+            result["_guesses"] = guesses
+            if keep_scores:
+                result["_scores"] = scores
+            out["results"].append(result)
+            if log:
+                log(f"{name} / {clf}: top-1 error {summary['top1_error']:.4f}, top-5 "
+                    f"{summary['top5_error']:.4f} (lambda {model.lam:g}, "
+                    f"{train_time:.1f} s)")
+    best = min(out["results"], key=lambda r: (r["top1_error"], r["top5_error"]))
+    out["best"] = {"encoding": best["encoding"], "classifier": best["classifier"],
+                   "top1_error": best["top1_error"], "top5_error": best["top5_error"]}
+    out["_val"] = val
+    return out
+
+
+def to_json(result):
+    """The result without its private arrays (keys starting with ``_``)."""
+    def clean(x):
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items() if not str(k).startswith("_")}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        if isinstance(x, np.generic):
+            return x.item()
+        return x
+    return clean(result)

@@ -1,0 +1,156 @@
+"""`features baseline` on synthetic stores: results, --json, the report, and bad input."""
+import json
+
+import numpy as np
+import pytest
+
+from features.baseline.synthetic import write_synthetic_store
+from features.cli import main
+
+BREEDS = ["n02085620", "n02085782", "n02099601", "n02110958"]
+CARS = ["n04285008", "n02814533", "n03100240"]
+CLASSES = BREEDS + CARS + ["n01440764"]
+
+
+def _store(path, per_class=40, classes=CLASSES, **kw):
+    labels = np.repeat(np.arange(len(classes)), per_class)
+    kw.setdefault("dense", {"fisher": (64, "float16")})
+    kw.setdefault("sparse", {"bovw": (100, 12)})
+    return write_synthetic_store(path, labels, classes=classes, **kw)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return _store(tmp_path_factory.mktemp("bl") / "store", separation=0.4)
+
+
+def _run(capsys, *args):
+    code = main(["baseline", *map(str, args)])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_every_encoding_and_classifier_json(store, capsys):
+    code, out, _ = _run(capsys, store, "--json", "--epochs", "5")
+    assert code == 0
+    r = json.loads(out)
+    got = {(x["encoding"], x["classifier"]) for x in r["results"]}
+    assert got == {(e, c) for e in ("bovw", "fisher") for c in ("svm", "logreg")}
+    assert r["hierarchy"] == "WordNet 3.0 nouns"
+    assert r["class_names"][0] == "Chihuahua"  # names from WordNet when the store has none
+    assert r["val_images"] == 8 * 8 and r["train_images"] + r["heldout_images"] == 8 * 32
+    for x in r["results"]:
+        assert 0 <= x["top5_error"] <= x["top1_error"] < 0.5
+        assert x["hierarchical_error"] is not None and x["hierarchical_error"] >= 0
+        assert len(x["per_class_accuracy"]) == 8
+        assert x["hedging"]["curve"]["accuracy"][-1] == pytest.approx(1.0)
+        assert str(x["lambda"] if x["lambda"] >= 1e-6 else 1e-6)
+    best = min(r["results"], key=lambda x: (x["top1_error"], x["top5_error"]))
+    assert r["best"]["encoding"] == best["encoding"]
+
+
+def test_one_encoding_one_classifier_text(store, capsys):
+    code, out, _ = _run(capsys, store, "--encoding", "fisher", "--classifier", "logreg",
+                        "--train-per-class", "10", "--epochs", "3", "-q")
+    assert code == 0
+    assert "fisher" in out and "bovw" not in out and "best: fisher / logreg" in out
+    assert out.startswith("72 training images (+8 held out)")  # 10 per class, 1 held out
+
+
+def test_source_splits_are_used(tmp_path, capsys):
+    labels = np.repeat(np.arange(3), 20)
+    split = np.array((["train"] * 15 + ["val"] * 5) * 3)
+    write_synthetic_store(tmp_path / "s", labels, classes=BREEDS[:3], split=split,
+                          dense={"fisher": (32, "float32")})
+    code, out, _ = _run(capsys, tmp_path / "s", "--json", "--epochs", "2")
+    r = json.loads(out)
+    assert r["split"] == "source splits" and r["val_images"] == 15
+
+
+def test_val_store_with_the_same_codebook(tmp_path, capsys):
+    cb = np.random.default_rng(0).random((16, 128))
+    _store(tmp_path / "train", centroids=cb, seed=1)
+    _store(tmp_path / "val", per_class=5, centroids=cb, seed=2)
+    code, out, _ = _run(capsys, tmp_path / "train", "--val", tmp_path / "val", "--json",
+                        "--epochs", "2", "--encoding", "fisher")
+    assert code == 0
+    r = json.loads(out)
+    assert r["split"] == "val store" and r["val_images"] == 40
+
+
+@pytest.mark.parametrize("case, message", [
+    ("no-labels", "has no labels"),
+    ("single-class", "single class"),
+    ("empty-class", "'n02110958' has no training image"),
+    ("other-codebook", "another codebook"),
+    ("unknown-encoding", "no encoding 'vlad'"),
+    ("not-a-store", "not a features store"),
+])
+def test_bad_input_one_line_exit_2(tmp_path, capsys, case, message):
+    args = [tmp_path / "s"]
+    if case == "no-labels":
+        write_synthetic_store(tmp_path / "s", np.full(20, -1), classes=[],
+                              dense={"fisher": (8, "float32")})
+    elif case == "single-class":
+        write_synthetic_store(tmp_path / "s", np.zeros(20), classes=BREEDS[:1],
+                              dense={"fisher": (8, "float32")})
+    elif case == "empty-class":
+        labels = np.repeat(np.arange(3), 10)
+        write_synthetic_store(tmp_path / "s", labels, classes=BREEDS, dense={"fisher": (8, "float32")})
+    elif case == "other-codebook":
+        _store(tmp_path / "s", per_class=5, centroids=np.zeros((16, 128)))
+        _store(tmp_path / "v", per_class=5, centroids=np.ones((16, 128)))
+        args += ["--val", tmp_path / "v"]
+    elif case == "unknown-encoding":
+        _store(tmp_path / "s", per_class=5)
+        args += ["--encoding", "vlad"]
+    code, out, err = _run(capsys, *args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("features: error: ") and message in lines[0]
+
+
+def test_report_renders_in_chromium(store, tmp_path, capsys):
+    code, out, _ = _run(capsys, store, "--report", tmp_path / "report", "--epochs", "3", "-q")
+    assert code == 0
+    d = tmp_path / "report"
+    for name in ("index.html", "summary.md", "results.json", "errors.png", "hedging.png",
+                 "per_class.png", "confusion.png"):
+        assert (d / name).stat().st_size > 0, name
+    summary = (d / "summary.md").read_text()
+    assert "| fisher | svm |" in summary and "Best:" in summary
+    _check_in_browser(d / "index.html", tmp_path / "shot.png")
+
+
+def _check_in_browser(page, shot):
+    import shutil
+    webdriver = pytest.importorskip("selenium.webdriver")
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+    if not chromium or not driver_path:
+        pytest.skip("Debian's chromium and chromium-driver are not installed")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--window-size=1280,1600"):
+        opts.add_argument(a)
+    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    try:
+        driver.get(page.resolve().as_uri())
+        assert "Best:" in driver.find_element(By.ID, "best").text
+        imgs = driver.find_elements(By.TAG_NAME, "img")
+        assert len(imgs) >= 4
+        for img in imgs:  # every figure loaded and has a size
+            assert driver.execute_script(
+                "return arguments[0].complete && arguments[0].naturalWidth", img) > 100
+        rows = driver.find_elements(By.CSS_SELECTOR, "#results tr")
+        assert len(rows) == 1 + 4
+        driver.save_screenshot(str(shot))
+    finally:
+        driver.quit()
+    from PIL import Image
+    im = np.asarray(Image.open(shot).convert("L"))
+    # the screenshot shows a page with content: not blank, figures drawn (dark pixels)
+    assert im.shape[0] > 500 and im.std() > 20 and (im < 100).mean() > 0.005
