@@ -46,7 +46,7 @@ def _job_options(p):
     p.add_argument("--kind", default="auto",
                    help="source kind, when auto-detection is not what you want: tree, flat, "
                         "list, ilsvrc-train, ilsvrc-val, tar, ilsvrc-train-tar, ilsvrc-val-tar, "
-                        "tiny-imagenet, tiny-imagenet-val, tiny-imagenet-test")
+                        "tiny-imagenet, tiny-imagenet-val, tiny-imagenet-test, split-tree")
     p.add_argument("--labels", help="ground-truth labels file for sources that need one")
     p.add_argument("--synsets", help="synset names file (meta.mat or a mapping text file)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -116,7 +116,9 @@ def cmd_run(args):
     encodings = [m.strip() for m in (args.encodings or "").split(",") if m.strip()]
     with _workers(args) as jobs:
         summary = pipeline.run(config, source, args.out, jobs=jobs, limit=args.limit,
-                               progress=not args.quiet, encodings=encodings)
+                               progress=not args.quiet, encodings=encodings, like=args.like)
+    if args.like:
+        config = _stored_config(args.out)
     return _finish(summary, config, args.out)
 
 
@@ -270,6 +272,9 @@ def build_parser():
     sp.add_argument("source", help="image folder, ImageNet layout, archive or list file")
     sp.add_argument("--encodings", help="comma-separated encodings to add after encode, with "
                                         "their defaults: bovw, spm, vlad, fisher")
+    sp.add_argument("--like", metavar="STORE",
+                    help="encode with the recipe and codebook of STORE (e.g. val images like "
+                         "the train store); learns no codebook")
     _job_options(sp)
     _config_options(sp)
     sp = add("extract", cmd_extract, "pass 1: sample descriptors for the codebook")

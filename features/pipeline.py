@@ -177,7 +177,8 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
                                   "seed": config.seed,
                                   "sample_images": sample_info.get("images", 0),
                                   "sample_descriptors": sample_info.get("descriptors", 0)},
-                  classes=getattr(source, "classes", []), names=getattr(source, "names", []))
+                  classes=getattr(source, "classes", []), names=getattr(source, "names", []),
+                  splits=getattr(source, "kind", "") == "split-tree")
     # store.h5 was rebuilt: encodings added by `features aggregate` come back if their
     # shards are still those of the store.
     restore_encodings(out)
@@ -213,19 +214,50 @@ def build_index(out) -> Path:
         return _index.build_index(store)
 
 
+def reuse_codebook(like, out) -> tuple:
+    """``features run --like STORE``: the recipe and the codebook of another store.
+
+    Writes ``out/codebook.npy`` (the other store's centroids) and records where it came
+    from, so the images of ``out`` are encoded exactly as those of ``like`` and never learn
+    a codebook of their own.  Returns (config, codebook path).
+    """
+    with Store(like) as other:
+        config, centroids = other.config, other.centroids
+        checksum = str(other.h5["codebook/centroids"].attrs.get("checksum", ""))
+    manifest = _prepare(config, out)
+    path = Path(out) / CODEBOOK_FILE
+    if manifest.is_done("codebook") and path.exists():
+        if not np.array_equal(np.load(path), centroids):
+            raise StoreError(f"{out} already holds another codebook than {like}; "
+                             f"use a new output directory")
+        return config, path
+    _save_npy(path, centroids)
+    manifest.step_done("codebook", words=len(centroids), like=str(Path(like).resolve()),
+                       checksum=checksum)
+    return config, path
+
+
 def run(config, source, out, *, jobs=1, limit=None, progress=True,
-        encodings=()) -> EncodeSummary:
+        encodings=(), like=None) -> EncodeSummary:
     """All steps: sample, codebook, encode (+ merge), the ``encodings`` (methods of
     ``features.aggregate``, with their default options, each named after its method), index.
     ``bovw`` is the encode step's own; a store kept without descriptors extracts them again
-    from the source for ``vlad`` and ``fisher``."""
+    from the source for ``vlad`` and ``fisher``.
+
+    With ``like`` (another store) there is no sampling and no k-means: the recipe and the
+    codebook are those of ``like`` (``config`` is ignored).
+    """
     from .aggregate import METHODS, aggregate
     unknown = [m for m in encodings if m not in METHODS]
     if unknown:
         raise StoreError(f"unknown encoding(s) {', '.join(unknown)}; choose from "
                          f"{', '.join(METHODS)}")
-    sample = sample_descriptors(config, source, out, jobs=jobs, limit=limit, progress=progress)
-    codebook = train_codebook(config, sample, out)
+    if like is not None:
+        config, codebook = reuse_codebook(like, out)
+    else:
+        sample = sample_descriptors(config, source, out, jobs=jobs, limit=limit,
+                                    progress=progress)
+        codebook = train_codebook(config, sample, out)
     summary = encode_images(config, source, codebook, out, jobs=jobs, limit=limit,
                             progress=progress)
     for method in dict.fromkeys(encodings):

@@ -13,6 +13,11 @@ Kinds of source (``Source.kind``), and how ``open_source(spec)`` recognizes them
     below a class folder belong to it.  Every non-hidden sub-folder is a class,
     even one that holds no image, so indices do not depend on which folders are
     empty.  Images directly in the root have no class: label -1.
+``'split-tree'``
+    A folder whose top level is ``train/`` and ``val/`` (and/or ``test/``), each a
+    tree of class folders: one source whose classes are the union of the splits'
+    (sorted, or those of ``synsets=``); keys start with the split
+    (``val/cat/1.png``), which the store records as ``images/split``.
 ``'ilsvrc-train'``
     A tree whose sub-folders are all WordNet ids (``n01440764``): the
     ILSVRC-2012 train folder ``train/<wnid>/<wnid>_<n>.JPEG`` (and the val
@@ -102,7 +107,7 @@ MAX_ITEM_BYTES = 512 * 1024 * 1024
 #: Values accepted by ``open_source(kind=...)`` besides 'auto'.
 KINDS = ("tree", "flat", "list", "ilsvrc-train", "ilsvrc-val", "tar",
          "ilsvrc-train-tar", "ilsvrc-val-tar", "tiny-imagenet",
-         "tiny-imagenet-val", "tiny-imagenet-test")
+         "tiny-imagenet-val", "tiny-imagenet-test", "split-tree")
 
 _WNID = re.compile(r"n\d{8}\Z")
 _VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.", re.IGNORECASE)
@@ -765,6 +770,56 @@ def _has_image_below(path):
     return False
 
 
+SPLITS = ("train", "val", "test")
+
+
+def _subdirs(path):
+    try:
+        return [e.name for e in _scandir_sorted(path)
+                if not e.name.startswith(".") and e.is_dir()]
+    except OSError:
+        return []
+
+
+def _is_split_tree(root, dirs):
+    """A top level of split folders only (train/ and val/ or test/), classes below train/."""
+    return (bool(dirs) and set(dirs) <= set(SPLITS) and "train" in dirs and len(dirs) >= 2
+            and bool(_subdirs(os.path.join(root, "train"))))
+
+
+def _open_split_tree(root, spec, dirs, labels, synsets):
+    """train/ val/ (test/) of class folders: one source, the classes of the union.
+
+    Keys keep the split as their first component (``val/cat/1.png``): the store records it
+    as ``images/split``.  A split folder without class folders (an unlabelled test/) gives
+    unlabelled images.
+    """
+    if labels is not None:
+        raise SourceError("labels= does not apply to a train/ val/ folder tree")
+    bad = [d for d in dirs if d not in SPLITS]
+    if bad:
+        raise SourceError(f"{spec}: {bad[0]!r} is not a split folder (train, val, test)")
+    per_split = {d: _subdirs(os.path.join(root, d)) for d in SPLITS if d in dirs}
+    found = sorted(set().union(*per_split.values()))
+    if not found:
+        raise SourceError(f"{spec} has no class folders below its split folders")
+    classes, names = _classes_for(found, synsets, spec)
+    index = {c: i for i, c in enumerate(classes)}
+    class_dirs = []
+    for split, subdirs in per_split.items():
+        if subdirs:
+            class_dirs += [(f"{split}/{d}", index[d]) for d in sorted(subdirs, key=index.get)]
+        else:
+            class_dirs.append((split, -1))
+    return FolderSource(root, "split-tree", classes, names, class_dirs=class_dirs)
+
+
+def split_of(key):
+    """The split of an image of a split-tree source: the first component of its key."""
+    head = key.split("/", 1)[0]
+    return head if head in SPLITS else ""
+
+
 def _open_folder(root, spec, kind, labels, synsets):
     tiny = _tiny_root(root)
     if kind in ("tiny-imagenet", "tiny-imagenet-val", "tiny-imagenet-test") or \
@@ -796,7 +851,9 @@ def _open_folder(root, spec, kind, labels, synsets):
     root_images = [e.name for e in entries
                    if not e.name.startswith(".") and _is_image_name(e.name) and not is_dir(e)]
     if kind == "auto":
-        if any(_has_image_below(os.path.join(root, d)) for d in dirs):
+        if _is_split_tree(root, dirs):
+            kind = "split-tree"
+        elif any(_has_image_below(os.path.join(root, d)) for d in dirs):
             kind = "ilsvrc-train" if all(_WNID.match(d) for d in dirs) else "tree"
         elif root_images:
             kind = "ilsvrc-val" if _VAL_NAME.match(root_images[0]) else "flat"
@@ -816,6 +873,8 @@ def _open_folder(root, spec, kind, labels, synsets):
         index = {c: i for i, c in enumerate(classes)}
         return FolderSource(root, kind, classes, names,
                             class_dirs=[(d, index[d]) for d in sorted(dirs, key=index.get)])
+    if kind == "split-tree":
+        return _open_split_tree(root, spec, dirs, labels, synsets)
     if kind in ("flat", "ilsvrc-val"):
         if not root_images:
             raise SourceError(f"no images found in {spec}")

@@ -219,8 +219,17 @@ def _vds(f, name, parts, dtype, tail_shape):
     f.create_virtual_dataset(name, layout, fillvalue=0)
 
 
+def centroids_checksum(centroids) -> str:
+    """sha256 of the float32 centroids (dtype, shape, bytes)."""
+    import hashlib
+    a = np.ascontiguousarray(centroids, dtype=np.float32)
+    h = hashlib.sha256(f"{a.dtype}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def merge(directory, config: Config, shard_files: list[str], *, centroids, codebook_attrs: dict,
-          classes=(), names=()) -> Path:
+          classes=(), names=(), splits=False) -> Path:
     """Build ``store.h5`` from finished shards, one shard in memory at a time.
 
     Two passes over the shards' word counts: document frequencies first, then the tf-idf
@@ -316,6 +325,12 @@ def merge(directory, config: Config, shard_files: list[str], *, centroids, codeb
 
         cb = f.create_group("codebook")
         cb.create_dataset("centroids", data=np.asarray(centroids, np.float32))
+        # stores encoded --like another must share its codebook: compared by this checksum
+        cb["centroids"].attrs["checksum"] = centroids_checksum(centroids)
+        if splits:  # a train/ val/ source: the split is the first component of the key
+            keys = g["key"].asstr()[:]
+            g.create_dataset("split", data=np.array([k.split("/", 1)[0] for k in keys],
+                                                    dtype=object), dtype=_STR)
         for k, v in codebook_attrs.items():
             cb.attrs[k] = v
         if len(classes):
