@@ -7,6 +7,9 @@ skips the shards already written.
 """
 from __future__ import annotations
 
+import csv
+import functools
+import inspect
 import itertools
 import os
 import time
@@ -20,7 +23,9 @@ from .aggregate import restore_encodings
 from .codebook import KMEANS_ALGORITHM, kmeans
 from .jobs import batched, bottom_k, n_workers, process_shard, run_tasks, sample_batch
 from .progress import Progress
-from .store import Manifest, Store, StoreError, atomic_path, merge
+from .lock import store_lock
+from .storage import storage_errors
+from .store import Manifest, Store, StoreError, atomic_file, file_checksum, merge
 
 SAMPLE_FILE, CODEBOOK_FILE = "sample.npy", "codebook.npy"
 
@@ -35,16 +40,33 @@ def _total(source, limit):
 
 
 def _save_npy(path, array):
-    tmp = atomic_path(path)
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
+    # Header, then the raw bytes through a Python file: a full disk is then an OSError with
+    # its errno (numpy's tofile reports only "N requested and M written").
+    array = np.ascontiguousarray(array)
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(array))
+        f.write(memoryview(array).cast("B"))
+
+
+def _writer(step):
+    """Run a step holding the store's writer lock, with storage errors as one line."""
+    def wrap(func):
+        signature = inspect.signature(func)
+
+        @functools.wraps(func)
+        def locked(*args, **kwargs):
+            out = Path(signature.bind(*args, **kwargs).arguments["out"])
+            with storage_errors(out):
+                if out.exists() and not out.is_dir():
+                    raise StoreError(f"{out}: cannot write the store: exists and is not a folder")
+                with store_lock(out, step):
+                    return func(*args, **kwargs)
+        return locked
+    return wrap
 
 
 def _prepare(config, out) -> Manifest:
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise StoreError(f"{out} exists and is not a directory")
     (out / "shards").mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out)
     manifest = Manifest(out)
@@ -75,6 +97,7 @@ def _remove_stale_temporaries(out, *, finished=False):
             pass
 
 
+@_writer("extract")
 def sample_descriptors(config, source, out, *, jobs=1, limit=None, progress=True) -> Path:
     """Pass 1: descriptors of a seeded random subset of the images, for the codebook.
 
@@ -108,6 +131,7 @@ def sample_descriptors(config, source, out, *, jobs=1, limit=None, progress=True
     return path
 
 
+@_writer("codebook")
 def train_codebook(config, sample_path, out) -> Path:
     """k-means on the sampled descriptors."""
     manifest = _prepare(config, out)
@@ -138,6 +162,7 @@ class EncodeSummary:
         return self.failed / self.images if self.images else 0.0
 
 
+@_writer("encode")
 def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
                   progress=True) -> EncodeSummary:
     """Pass 2: extract, quantize and count words shard by shard, then merge into store.h5."""
@@ -192,28 +217,36 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
 
 def _shard_is_current(record, items, path) -> bool:
     """A finished shard is reused only if it holds exactly these items (the source may have
-    changed since it was written)."""
-    return (record is not None and path.exists() and record["count"] == len(items)
+    changed since it was written) and is intact (size and checksum as when written)."""
+    if not (record is not None and record["count"] == len(items)
             and record.get("first_key") == items[0].key
-            and record.get("last_key") == items[-1].key)
+            and record.get("last_key") == items[-1].key and "checksum" in record):
+        return False
+    try:
+        return (path.stat().st_size == record.get("size")
+                and file_checksum(path) == record["checksum"])
+    except OSError:
+        return False
 
 
 def _write_failure_report(out, failures):
-    path = Path(out) / "failures.tsv"
-    tmp = atomic_path(path)
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("index\tkey\treason\n")
-        for i, key, reason in failures:
-            f.write(f"{i}\t{key}\t{reason}\n")
-    os.replace(tmp, path)
+    """``failures.tsv``: tab-separated, quoted by the csv module wherever a key or a reason
+    holds a tab, a newline or a quote, so ``csv.reader(f, delimiter="\\t")`` reads it back."""
+    with atomic_file(Path(out) / "failures.tsv") as tmp:
+        with open(tmp, "w", encoding="utf-8", newline="") as f:
+            w = csv.writer(f, delimiter="\t", lineterminator="\n")
+            w.writerow(["index", "key", "reason"])
+            w.writerows((i, key, reason) for i, key, reason in failures)
 
 
+@_writer("index")
 def build_index(out) -> Path:
     """FAISS index over the store's normalized BoVW encodings."""
     with Store(out) as store:
         return _index.build_index(store)
 
 
+@_writer("codebook")
 def reuse_codebook(like, out) -> tuple:
     """``features run --like STORE``: the recipe and the codebook of another store.
 
@@ -237,6 +270,7 @@ def reuse_codebook(like, out) -> tuple:
     return config, path
 
 
+@_writer("run")
 def run(config, source, out, *, jobs=1, limit=None, progress=True,
         encodings=(), like=None) -> EncodeSummary:
     """All steps: sample, codebook, encode (+ merge), the ``encodings`` (methods of

@@ -12,6 +12,8 @@ small real copies of the per-image tables, the codebook and the encodings.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import platform
@@ -110,10 +112,32 @@ def atomic_path(path) -> Path:
 _HOST = socket.gethostname().replace("-", "_")
 
 
-def write_shard(path, results: list[ImageResult], *, n_words, first, keep_descriptors) -> dict:
-    """Write one shard to a temporary file, then rename it into place (atomic on POSIX)."""
+@contextlib.contextmanager
+def atomic_file(path):
+    """Yield a temporary path beside ``path``; on success rename it onto ``path`` (atomic on
+    POSIX: readers see the old file or the new one, never half of one), on any error remove it.
+
+    Whatever writes the temporary file (h5py, numpy, open) must have closed it before the
+    block ends. ``store.h5`` is always replaced this way; to add to it, copy it to the
+    temporary path, open that with h5py in "r+" mode, write, close, and let this rename it.
+    """
     path = Path(path)
     tmp = atomic_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _shard_image(results: list[ImageResult], *, n_words, first, keep_descriptors) -> bytes:
+    """The bytes of one shard file, built in memory (HDF5's core driver).
+
+    HDF5 never writes to the disk here, so a full disk or a read-only folder gives a plain
+    OSError when the bytes are written, instead of an HDF5 handle that fails to close
+    (which crashes the process on exit)."""
     n = len(results)
     lengths = np.array([len(r.frames) for r in results], np.int64)
     offsets = np.zeros(n + 1, np.int64)
@@ -124,7 +148,7 @@ def write_shard(path, results: list[ImageResult], *, n_words, first, keep_descri
         return np.concatenate(parts) if parts else empty
 
     counts = counts_csr([(r.word_ids, r.word_counts) for r in results], n_words)
-    with h5py.File(tmp, "w") as f:
+    with h5py.File(f"shard-{first}", "w", driver="core", backing_store=False) as f:
         f.attrs["format"] = FORMAT + "-shard"
         f.attrs["first"] = first
         f.attrs["count"] = n
@@ -145,10 +169,39 @@ def write_shard(path, results: list[ImageResult], *, n_words, first, keep_descri
             _chunked(f, "descriptors",
                      cat("descriptors", np.zeros((0, 128), np.uint8)).astype(np.uint8), 4096)
         _write_csr(f.create_group("counts"), counts)
-    os.replace(tmp, path)
+        f.flush()
+        return f.id.get_file_image()
+
+
+def checksum(data) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def file_checksum(path, block=1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def write_shard(path, results: list[ImageResult], *, n_words, first, keep_descriptors) -> dict:
+    """Write one shard to a temporary file, then rename it into place (atomic on POSIX).
+
+    Returns its manifest record, with the file's size and checksum (``features verify``
+    and reruns check them)."""
+    path = Path(path)
+    image = _shard_image(results, n_words=n_words, first=first,
+                         keep_descriptors=keep_descriptors)
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(image)
+    n = len(results)
     return {"file": path.name, "first": int(first), "count": n,
-            "failed": int(sum(r.status != OK for r in results)), "descriptors": int(offsets[-1]),
-            "first_key": results[0].key if n else "", "last_key": results[-1].key if n else ""}
+            "failed": int(sum(r.status != OK for r in results)),
+            "descriptors": int(sum(len(r.frames) for r in results)),
+            "first_key": results[0].key if n else "", "last_key": results[-1].key if n else "",
+            "size": len(image), "checksum": checksum(image)}
 
 
 class Manifest:
@@ -159,19 +212,36 @@ class Manifest:
         self.data = {"format": FORMAT, "version": VERSION, "config": None, "steps": {},
                      "shards": {}}
         if self.path.exists():
+            fix = (f"move it away (or delete it) and rerun the same command: the store is then "
+                   f"rebuilt from the start")
             try:
-                self.data = json.loads(self.path.read_text())
+                data = json.loads(self.path.read_text(encoding="utf-8"))
             except (OSError, ValueError) as e:
-                raise StoreError(f"{self.path}: unreadable manifest ({e})") from None
+                cause = getattr(e, "strerror", None) or type(e).__name__
+                raise StoreError(f"{self.path}: unreadable manifest ({cause}); {fix}") from None
+            problem = _manifest_problem(data)
+            if problem:
+                raise StoreError(f"{self.path}: not a features manifest ({problem}); {fix}")
+            self.data = data
 
     def check_config(self, config: Config):
         saved = self.data.get("config")
+        new = json.loads(config.to_json())
+        if saved == new:
+            return
+        if saved is not None and not self.data["shards"] and "codebook" not in self.data["steps"]:
+            # Nothing was built from the old configuration but perhaps the descriptor sample
+            # (for example a first run that stopped on a bad --words): the store takes the new
+            # configuration, and keeps the sample only if it would come out the same.
+            changed = {k for k in set(saved) | set(new) if saved.get(k) != new.get(k)}
+            if not changed <= _NOT_IN_SAMPLE:
+                self.data["steps"] = {}
+            saved = None
         if saved is None:
-            self.data["config"] = json.loads(config.to_json())
+            self.data["config"] = new
             self.save()
-        elif saved != json.loads(config.to_json()):
-            changed = sorted(k for k in set(saved) | set(json.loads(config.to_json()))
-                             if saved.get(k) != json.loads(config.to_json()).get(k))
+        else:
+            changed = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
             raise StoreError(f"{self.path.parent} was started with another configuration "
                              f"(differs in: {', '.join(changed)}); use a new output directory")
 
@@ -191,9 +261,8 @@ class Manifest:
                              f"source and limit to resume, or use a new output directory")
 
     def save(self):
-        tmp = atomic_path(self.path)
-        tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True))
-        os.replace(tmp, self.path)
+        with atomic_file(self.path) as tmp:
+            tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True), encoding="utf-8")
 
     def shard_done(self, number: int, summary: dict):
         self.data["shards"][str(number)] = summary
@@ -205,6 +274,33 @@ class Manifest:
 
     def is_done(self, step: str) -> bool:
         return step in self.data["steps"]
+
+
+# Options that do not change pass 1's descriptor sample.
+_NOT_IN_SAMPLE = {"words", "kmeans_iters", "tfidf", "power", "store_descriptors", "shard_size",
+                  "failure_budget"}
+
+_SHARD_FIELDS = {"file": str, "first": int, "count": int, "failed": int}
+
+
+def _manifest_problem(data) -> str | None:
+    """What is wrong with the shape of a manifest, or None."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if data.get("format") != FORMAT:
+        return f"format is {data.get('format')!r}"
+    if not isinstance(data.get("config"), (dict, type(None))):
+        return "config is not an object"
+    for part in ("steps", "shards"):
+        if not isinstance(data.get(part), dict):
+            return f"{part} is not an object"
+    for number, record in data["shards"].items():
+        if not number.isdigit() or not isinstance(record, dict):
+            return f"shard {number!r} is not a shard record"
+        for k, t in _SHARD_FIELDS.items():
+            if not isinstance(record.get(k), t):
+                return f"shard {number} has no valid {k!r}"
+    return None
 
 
 def _vds(f, name, parts, dtype, tail_shape):

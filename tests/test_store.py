@@ -83,9 +83,25 @@ def test_not_a_store(tmp_path):
 def test_manifest_refuses_another_configuration(tmp_path, small_config):
     m = Manifest(tmp_path)
     m.check_config(small_config)
+    m.step_done("sample")
+    m.step_done("codebook")
     Manifest(tmp_path).check_config(small_config)
     with pytest.raises(StoreError, match="differs in: words"):
         Manifest(tmp_path).check_config(small_config.replace(words=10))
+
+
+def test_manifest_where_nothing_was_built_takes_a_new_configuration(tmp_path, small_config):
+    m = Manifest(tmp_path)
+    m.check_config(small_config)
+    m.step_done("sample")
+    # only the codebook size changed: the sample is kept
+    Manifest(tmp_path).check_config(small_config.replace(words=10))
+    m = Manifest(tmp_path)
+    assert m.data["config"]["words"] == 10 and m.is_done("sample")
+    # the extraction changed: the sample is dropped
+    Manifest(tmp_path).check_config(small_config.replace(words=10, max_side=100))
+    m = Manifest(tmp_path)
+    assert m.data["config"]["max_side"] == 100 and not m.is_done("sample")
 
 
 def test_no_temporary_files_left(small_store):
