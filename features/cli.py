@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_ERROR, EXIT_FAILURE_BUDGET = 2, 3
+EXIT_DAMAGED, EXIT_ERROR, EXIT_FAILURE_BUDGET = 1, 2, 3
 
 
 class UserError(Exception):
@@ -244,6 +244,25 @@ def cmd_baseline(args):
     return run_baseline(args)
 
 
+def cmd_verify(args):
+    from .verify import verify_store
+    result = verify_store(args.store)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    elif result["sound"]:
+        c = result["checked"]
+        print(f"{args.store}: sound ({c['images']} images, {c['shards']} shards, "
+              f"{c['descriptors']} descriptors"
+              + (f", {c['index_vectors']} index vectors)" if c["index_vectors"] is not None
+                 else ")"))
+    else:
+        print(f"{args.store}: damaged")
+        for d in result["damage"]:
+            print(f"  {d['path']}: {d['problem']}")
+        print(f"to repair: {result['repair']}")
+    return 0 if result["sound"] else EXIT_DAMAGED
+
+
 def cmd_demo(args):
     from .demo import run_demo
     return run_demo(args.out, jobs=args.jobs, progress=not args.quiet)
@@ -359,6 +378,9 @@ def build_parser():
     sp.add_argument("--report", metavar="DIR", help="write an HTML report and a markdown summary")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.add_argument("-q", "--quiet", action="store_true")
+    sp = add("verify", cmd_verify, "check every part of a store (exit 0 sound, 1 damaged)")
+    sp.add_argument("store")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp = add("demo", cmd_demo, "build a small copy-detection set from shipped photos and run it")
     sp.add_argument("-o", "--out", default="features-demo", help="output folder (features-demo)")
     sp.add_argument("--jobs", type=int, default=1)
@@ -377,6 +399,12 @@ def main(argv=None):
     except (UserError, SourceError, StoreError, QueryError, DecodeError, ValueError,
             FileNotFoundError, PermissionError) as e:
         print(f"features: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except OSError as e:
+        # Anything else the system refused (a damaged file HDF5 or FAISS cannot read): still
+        # one line, never a traceback.
+        text = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(f"features: error: {text}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("features: interrupted; rerun the same command to resume", file=sys.stderr)

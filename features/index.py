@@ -5,13 +5,12 @@ Rows are densified a block at a time, so building never holds the whole matrix t
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import faiss
 import numpy as np
 
-from .store import OK, Store, StoreError, atomic_path
+from .store import OK, Store, StoreError, atomic_file
 
 INDEX_FILE = "index.faiss"
 
@@ -27,17 +26,34 @@ def build_index(store: Store, encoding="bovw", block=16384) -> Path:
             x = csr.to_dense(start, stop)[ids]
             index.add_with_ids(np.ascontiguousarray(x), (ids + start).astype(np.int64))
     out = store.dir / INDEX_FILE
-    tmp = atomic_path(out)
-    faiss.write_index(index, str(tmp))
-    os.replace(tmp, out)
+    with atomic_file(out) as tmp:
+        try:
+            faiss.write_index(index, str(tmp))
+        except RuntimeError as e:
+            # FAISS reports a failed write (full disk, read-only folder) as a RuntimeError
+            # with the C library's message: give it back its errno.
+            raise OSError(_errno_in(str(e)), f"cannot write the index: {e}", str(out)) from None
     return out
+
+
+def _errno_in(text):
+    import errno
+    import os
+    for number in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EIO):
+        if os.strerror(number) in text:
+            return number
+    return errno.EIO
 
 
 def load_index(store: Store):
     path = store.dir / INDEX_FILE
     if not path.exists():
         raise StoreError(f"{store.dir} has no search index; run `features index {store.dir}`")
-    return faiss.read_index(str(path))
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError:
+        raise StoreError(f"{path} is damaged (FAISS cannot read it); run "
+                         f"`features index {store.dir}` to rebuild it") from None
 
 
 def search_vectors(index, queries, k):

@@ -9,13 +9,13 @@ from .store import Store
 
 
 def store_info(path) -> dict:
-    with Store(path) as s:
+    with Store(path, open_shards=True) as s:
         status = s.column("status")
         index_path = s.dir / INDEX_FILE
         index_size = None
         if index_path.exists():
-            import faiss
-            index_size = int(faiss.read_index(str(index_path)).ntotal)
+            from .index import load_index
+            index_size = int(load_index(s).ntotal)
         size = sum(p.stat().st_size for p in s.dir.rglob("*") if p.is_file())
         return {
             "store": str(s.dir),

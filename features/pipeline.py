@@ -203,7 +203,8 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
                                   "sample_images": sample_info.get("images", 0),
                                   "sample_descriptors": sample_info.get("descriptors", 0)},
                   classes=getattr(source, "classes", []), names=getattr(source, "names", []),
-                  splits=getattr(source, "kind", "") == "split-tree")
+                  splits=getattr(source, "kind", "") == "split-tree",
+                  shard_records=[manifest.data["shards"][str(n)] for n in numbers])
     # store.h5 was rebuilt: encodings added by `features aggregate` come back if their
     # shards are still those of the store.
     restore_encodings(out)

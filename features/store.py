@@ -324,8 +324,24 @@ def centroids_checksum(centroids) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def _h5_writing(tmp):
+    """An HDF5 file being written to a temporary path, removed if anything fails.
+
+    HDF5 cannot always close a file whose writes failed (a full disk): run code that writes
+    big HDF5 files to disk in a child process (see ``isolate.call``), whose death then
+    cannot take the job with it."""
+    try:
+        with h5py.File(tmp, "w") as f:
+            yield f
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        raise
+
+
 def merge(directory, config: Config, shard_files: list[str], *, centroids, codebook_attrs: dict,
-          classes=(), names=(), splits=False) -> Path:
+          classes=(), names=(), splits=False, shard_records=()) -> Path:
     """Build ``store.h5`` from finished shards, one shard in memory at a time.
 
     Two passes over the shards' word counts: document frequencies first, then the tf-idf
@@ -351,13 +367,18 @@ def merge(directory, config: Config, shard_files: list[str], *, centroids, codeb
             sizes.append((int(s["offsets"][-1]), "descriptors" in s))
     idf = idf_weights(df, max(n_ok, 1)) if config.tfidf else np.ones(n_words, np.float32)
 
-    with h5py.File(tmp, "w") as f:
+    with _h5_writing(tmp) as f:
         f.attrs["format"] = FORMAT
         f.attrs["version"] = VERSION
         f.attrs["config"] = config.to_json()
         f.attrs["versions"] = json.dumps(library_versions(), sort_keys=True)
         f.attrs["n_images"] = n_images
         f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+        # The shard files with their size and checksum, so that readers can refuse a store
+        # whose shards went missing or changed (see shard_problems).
+        f.attrs["shards"] = json.dumps([{k: r.get(k) for k in ("file", "count", "size",
+                                                                "checksum")}
+                                        for r in shard_records])
         g = f.create_group("images")
         cols = {"key": _STR, "label": np.int32, "width": np.int32, "height": np.int32,
                 "status": np.uint8, "reason": _STR}
@@ -438,10 +459,75 @@ def merge(directory, config: Config, shard_files: list[str], *, centroids, codeb
     return out
 
 
-class Store:
-    """Read access to a finished store (a directory, or its store.h5)."""
+def repair_hint(directory) -> str:
+    """The commands that rebuild a store's damaged or missing files, from its manifest."""
+    directory = Path(directory)
+    job = {}
+    try:
+        job = json.loads((directory / "manifest.json").read_text(encoding="utf-8")).get("job") or {}
+    except (OSError, ValueError, AttributeError):
+        pass
+    source = job.get("source") or "SOURCE"
+    extra = (f" --kind {job['kind']}" if job.get("kind") else "") + (
+        f" --limit {job['limit']}" if job.get("limit") else "")
+    return (f"rerun `features encode {source} -o {directory}{extra}` and "
+            f"`features index {directory}` to recompute it")
 
-    def __init__(self, path):
+
+def shard_problems(directory, records, *, checksums=False, open_files=False) -> list[dict]:
+    """Shards that are missing or differ from their record: size; if asked, whether HDF5
+    opens them and finds their image count, and their checksum."""
+    problems = []
+    for r in records:
+        path = Path(directory) / "shards" / str(r.get("file"))
+        try:
+            size = path.stat().st_size
+        except OSError:
+            problems.append({"shard": str(path), "problem": "missing"})
+            continue
+        if r.get("size") is not None and size != r["size"]:
+            problems.append({"shard": str(path),
+                             "problem": f"size {size} bytes, {r['size']} when written"})
+        elif checksums and r.get("checksum") and file_checksum(path) != r["checksum"]:
+            problems.append({"shard": str(path), "problem": "checksum differs from when written"})
+        elif open_files:
+            try:
+                with h5py.File(path, "r") as s:
+                    if r.get("count") is not None and int(s.attrs["count"]) != r["count"]:
+                        raise OSError("another image count")
+            except (OSError, KeyError, RuntimeError) as e:
+                problems.append({"shard": str(path), "problem": f"unreadable ({_short(e)})"})
+    return problems
+
+
+def _reading(method):
+    """HDF5 errors while reading a store (a damaged file) become one line with the repair."""
+    import functools
+
+    @functools.wraps(method)
+    def read(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except (OSError, RuntimeError, KeyError) as e:
+            if isinstance(e, KeyError) and "doesn't exist" in str(e):
+                raise                       # an object the store does not have, not damage
+            raise StoreError(f"{self.dir} is damaged ({_short(e)}); {repair_hint(self.dir)}, "
+                             f"and `features verify {self.dir}` to check it") from None
+    return read
+
+
+def _short(exc) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:160]
+
+
+class Store:
+    """Read access to a finished store (a directory, or its store.h5).
+
+    Opening checks that every shard the store was merged from is there with its size; a
+    store with a missing or changed shard is refused with one line naming the repair."""
+
+    def __init__(self, path, *, check_shards=True, open_shards=False):
         path = Path(path)
         self.dir = path if path.is_dir() else path.parent
         self.path = path / "store.h5" if path.is_dir() else path
@@ -451,15 +537,39 @@ class Store:
             self.h5 = h5py.File(self.path, "r")
         except OSError:
             raise StoreError(f"{self.path} is not a features store (not an HDF5 file)") from None
-        if self.h5.attrs.get("format") != FORMAT:
+        self._shards = {}
+        try:
+            self._open(check_shards, open_shards)
+        except BaseException:
             self.h5.close()
+            raise
+
+    @_reading
+    def _open(self, check_shards, open_shards):
+        if self.h5.attrs.get("format") != FORMAT:
             raise StoreError(f"{self.path} is an HDF5 file but not a features store")
-        self.config = Config.from_json(self.h5.attrs["config"])
-        self.versions = json.loads(self.h5.attrs["versions"])
-        self.n_images = int(self.h5.attrs["n_images"])
+        try:
+            self.config = Config.from_json(self.h5.attrs["config"])
+            self.versions = json.loads(self.h5.attrs["versions"])
+            self.n_images = int(self.h5.attrs["n_images"])
+            self.shard_records = json.loads(self.h5.attrs.get("shards", "[]"))
+        except (KeyError, ValueError, TypeError) as e:
+            raise OSError(f"store.h5 attributes unreadable: {e}") from None
         self._keys = None
+        self._starts = None
+        self._shards = {}
+        if check_shards:
+            problems = shard_problems(self.dir, self.shard_records, open_files=open_shards)
+            if problems:
+                p = problems[0]
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise StoreError(f"{self.dir}: shard {p['shard']} is {p['problem']}{more}; "
+                                 f"{repair_hint(self.dir)}")
 
     def close(self):
+        for s in self._shards.values():
+            s.close()
+        self._shards.clear()
         self.h5.close()
 
     def __enter__(self):
@@ -469,11 +579,13 @@ class Store:
         self.close()
 
     @property
+    @_reading
     def keys(self) -> np.ndarray:
         if self._keys is None:
             self._keys = self.h5["images/key"].asstr()[:]
         return self._keys
 
+    @_reading
     def column(self, name) -> np.ndarray:
         return self.h5["images/" + name][:]
 
@@ -482,31 +594,58 @@ class Store:
         return int(hits[0]) if len(hits) else None
 
     @property
+    @_reading
     def classes(self) -> list[str]:
         return list(self.h5["labels/wnid"].asstr()[:]) if "labels" in self.h5 else []
 
     @property
+    @_reading
     def class_names(self) -> list[str]:
         return list(self.h5["labels/name"].asstr()[:]) if "labels" in self.h5 else []
 
     @property
+    @_reading
     def centroids(self) -> np.ndarray:
         return self.h5["codebook/centroids"][:]
 
     @property
+    @_reading
     def idf(self) -> np.ndarray:
         return self.h5["encodings/idf"][:]
 
+    @_reading
     def encoding(self, name="bovw") -> CSR:
         if "encodings/" + name not in self.h5:
             raise StoreError(f"{self.path} has no encoding {name!r}")
         return read_csr(self.h5["encodings/" + name])
 
+    @_reading
     def image_features(self, i: int) -> dict:
-        a, b = self.h5["offsets"][i:i + 2]
-        return {"frames": self.h5["frames"][a:b],
-                "words": self.h5["words"][a:b].astype(np.int32)}
+        """Frames and words of image ``i``, read from its shard file (not through the virtual
+        datasets, which would give zeros for a shard that cannot be read)."""
+        if not self.shard_records:
+            a, b = self.h5["offsets"][i:i + 2]
+            return {"frames": self.h5["frames"][a:b],
+                    "words": self.h5["words"][a:b].astype(np.int32)}
+        if self._starts is None:
+            self._starts = np.cumsum([0] + [int(r["count"]) for r in self.shard_records])
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        j = i - int(self._starts[k])
+        s = self._shard(k)
+        a, b = s["offsets"][j:j + 2]
+        return {"frames": s["frames"][a:b], "words": s["words"][a:b].astype(np.int32)}
 
+    def _shard(self, k):
+        if k not in self._shards:
+            name = self.shard_records[k]["file"]
+            try:
+                self._shards[k] = h5py.File(self.dir / "shards" / name, "r")
+            except OSError as e:
+                raise StoreError(f"{self.dir}: shard shards/{name} is unreadable "
+                                 f"({_short(e)}); {repair_hint(self.dir)}") from None
+        return self._shards[k]
+
+    @_reading
     def failures(self) -> list[tuple[int, str, str]]:
         g = self.h5["failures"]
         return list(zip(g["index"][:].tolist(), g["key"].asstr()[:], g["reason"].asstr()[:]))
