@@ -1,25 +1,26 @@
-"""Work done per image and per shard, and running it on local worker processes (joblib).
+"""Work done per image and per shard, and running it on local worker processes.
 
 Workers get plain data (items, the configuration, the centroids) and return plain data;
-shards are written by the worker that computed them, atomically.
+shards are written by the worker that computed them, atomically. Workers are child
+processes also for ``--jobs 1`` (see ``isolate``): a native crash on an image is a failed
+item, not the end of the job.
 """
 from __future__ import annotations
 
 import heapq
 import itertools
 
-from joblib import Parallel, delayed
-
 from .assign import Assigner
 from .codebook import sample_priority, subsample_rows
 from .decode import DecodeError, decode_gray
 from .encode import word_counts
 from .sift import extract_image
-from .store import (EXTRACT_FAILED, OK, REFUSED, UNDECODABLE, UNREADABLE, ImageResult,
-                    write_shard)
+from .isolate import inject_fault, run_isolated
+from .store import (EXTRACT_FAILED, NO_FEATURES, OK, REFUSED, UNDECODABLE, UNREADABLE,
+                    ImageResult, merge, write_shard)
 
 
-def _single_threaded_libraries():
+def single_threaded_libraries():
     # N worker processes on N cores: library thread pools inside each would oversubscribe.
     import cv2
     import faiss
@@ -27,9 +28,10 @@ def _single_threaded_libraries():
     faiss.omp_set_num_threads(1)
 
 
-def features_of(config, item):
+def features_of(config, item, fault=None):
     """Decode and extract one item. Returns (ImageResult without words, descriptors)."""
     result = ImageResult(key=item.key, label=item.label)
+    inject_fault(item.key, fault)
     if item.error:
         result.status, result.reason = REFUSED, item.error
         return result, None
@@ -49,35 +51,68 @@ def features_of(config, item):
     except (ValueError, MemoryError) as e:
         result.status, result.reason = EXTRACT_FAILED, f"{type(e).__name__}: {e}"
         return result, None
+    if not len(descriptors):
+        result.status = NO_FEATURES
+        result.reason = ("no features: blank image" if _is_blank(decoded.gray) else
+                         f"no features: {decoded.width}x{decoded.height} is too small for "
+                         f"the {config.preset} recipe")
+        return result, None
     return result, descriptors
 
 
-def process_shard(config, centroids, items, shard_path, first, parallel=False) -> dict:
-    """Pass 2 for one shard: extract, quantize, count words, write the shard file."""
+def _is_blank(gray):
+    return gray.size == 0 or int(gray.min()) == int(gray.max())
+
+
+def _crashed(item, reason):
+    return ImageResult(key=item.key, label=item.label, status=UNDECODABLE, reason=reason)
+
+
+def process_shard(config, centroids, items, shard_path, first, parallel=False, *, skip=None,
+                  on_item=None, fault=None) -> dict:
+    """Pass 2 for one shard: extract, quantize, count words, write the shard file.
+
+    ``skip`` maps item positions to the reason they are left out (they crashed a worker
+    before); ``on_item(i)`` is called before item ``i`` (see ``isolate.run_isolated``);
+    ``parallel``: this is one of several worker processes (a cluster's)."""
     if parallel:
-        _single_threaded_libraries()
+        single_threaded_libraries()
+    skip = skip or {}
     quantizer = Assigner(centroids)
     results = []
-    for item in items:
-        result, descriptors = features_of(config, item)
-        if descriptors is not None and len(descriptors):
+    for i, item in enumerate(items):
+        if on_item is not None:
+            on_item(i)
+        if i in skip:
+            results.append(_crashed(item, skip[i]))
+            continue
+        result, descriptors = features_of(config, item, fault)
+        if descriptors is not None:
             result.words = quantizer.assign(descriptors)
             result.word_ids, result.word_counts = word_counts(result.words, quantizer.k)
             if config.store_descriptors:
                 result.descriptors = descriptors
         results.append(result)
+    if on_item is not None:
+        on_item(len(items))
     return write_shard(shard_path, results, n_words=quantizer.k, first=first,
                        keep_descriptors=config.store_descriptors)
 
 
-def sample_batch(config, items, parallel=False):
+def sample_batch(config, items, parallel=False, *, skip=None, on_item=None, fault=None):
     """Pass 1 for a few images: (key, a seeded subset of its descriptors) per image, and
     failures."""
     if parallel:
-        _single_threaded_libraries()
+        single_threaded_libraries()
+    skip = skip or {}
     parts, failed = [], []
-    for item in items:
-        result, descriptors = features_of(config, item)
+    for i, item in enumerate(items):
+        if on_item is not None:
+            on_item(i)
+        if i in skip:
+            failed.append((item.key, skip[i]))
+            continue
+        result, descriptors = features_of(config, item, fault)
         if result.status != OK:
             failed.append((item.key, result.reason))
             continue
@@ -114,17 +149,22 @@ def n_workers(jobs) -> int:
 
 
 def run_tasks(func, tasks, jobs):
-    """Yield func(*task) for each task in order; ``jobs`` > 1 uses joblib worker processes,
-    and a ``cluster.Cluster`` runs the tasks on its Dask workers.
-
-    At most 2 * jobs tasks are in flight, so memory stays bounded by a few shards.
-    """
+    """Yield func(*task) for each task in order, in ``jobs`` worker processes (at least one:
+    see ``isolate``). At most 2 * jobs tasks are in flight, so memory stays bounded by a
+    few shards. A ``cluster.Cluster`` runs the tasks on its Dask workers instead."""
     if hasattr(jobs, "map"):
         yield from jobs.map(func, tasks)
         return
-    if jobs <= 1:
-        for task in tasks:
-            yield func(*task)
-        return
-    parallel = Parallel(n_jobs=jobs, return_as="generator", pre_dispatch="2*n_jobs")
-    yield from parallel(delayed(func)(*task, parallel=True) for task in tasks)
+    at = _ITEMS_ARGUMENT[func]
+    yield from run_isolated(func, tasks, jobs, n_items=lambda task: len(task[at]),
+                            what="writing its results")
+
+
+# where the items are among the arguments of a task
+_ITEMS_ARGUMENT = {process_shard: 2, sample_batch: 1}
+
+
+def merge_task(directory, config, shard_files, options, *, skip=None, on_item=None, fault=None):
+    """``store.merge`` as a worker task (``isolate.call_isolated``): HDF5 may crash the
+    process that fails to write a big file (a full disk), so the merge runs in a worker."""
+    return merge(directory, config, shard_files, **options)

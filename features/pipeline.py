@@ -21,7 +21,9 @@ import numpy as np
 from . import index as _index
 from .aggregate import restore_encodings
 from .codebook import KMEANS_ALGORITHM, kmeans
-from .jobs import batched, bottom_k, n_workers, process_shard, run_tasks, sample_batch
+from .isolate import call_isolated
+from .jobs import (batched, bottom_k, merge_task, n_workers, process_shard, run_tasks,
+                   sample_batch)
 from .progress import Progress
 from .lock import store_lock
 from .storage import storage_errors
@@ -196,15 +198,17 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
     numbers = range(n_shards)
     shard_files = [manifest.data["shards"][str(n)]["file"] for n in numbers]
     sample_info = manifest.data["steps"].get("sample", {})
-    store = merge(out, config, shard_files, centroids=centroids,
-                  codebook_attrs={"words": len(centroids), "dim": centroids.shape[1],
-                                  "algorithm": KMEANS_ALGORITHM, "iters": config.kmeans_iters,
-                                  "seed": config.seed,
-                                  "sample_images": sample_info.get("images", 0),
-                                  "sample_descriptors": sample_info.get("descriptors", 0)},
-                  classes=getattr(source, "classes", []), names=getattr(source, "names", []),
-                  splits=getattr(source, "kind", "") == "split-tree",
-                  shard_records=[manifest.data["shards"][str(n)] for n in numbers])
+    options = dict(centroids=centroids,
+                   codebook_attrs={"words": len(centroids), "dim": centroids.shape[1],
+                                   "algorithm": KMEANS_ALGORITHM, "iters": config.kmeans_iters,
+                                   "seed": config.seed,
+                                   "sample_images": sample_info.get("images", 0),
+                                   "sample_descriptors": sample_info.get("descriptors", 0)},
+                   classes=getattr(source, "classes", []), names=getattr(source, "names", []),
+                   splits=getattr(source, "kind", "") == "split-tree",
+                   shard_records=[manifest.data["shards"][str(n)] for n in numbers])
+    store = call_isolated(merge_task, out, config, shard_files, options,
+                          what="merging the shards into store.h5")
     # store.h5 was rebuilt: encodings added by `features aggregate` come back if their
     # shards are still those of the store.
     restore_encodings(out)

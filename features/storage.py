@@ -32,23 +32,25 @@ _CAUSES = {
 _HDF5_ERRNO = re.compile(r"errno = (\d+)")
 
 
-def os_error_number(exc: OSError) -> int | None:
-    """The errno of an OSError, also when HDF5 put it only in the message."""
-    if exc.errno:
+def os_error_number(exc: BaseException) -> int | None:
+    """The errno of an OSError, also when HDF5 put it only in the message (HDF5 reports
+    some failed writes as RuntimeError)."""
+    if getattr(exc, "errno", None):
         return exc.errno
     m = _HDF5_ERRNO.search(str(exc))
     return int(m.group(1)) if m else None
 
 
-def describe(exc: OSError, where) -> str:
+def describe(exc: BaseException, where) -> str:
     number = os_error_number(exc)
     cause = _CAUSES.get(number) or (os.strerror(number) if number else str(exc))
-    path = exc.filename or where
+    path = getattr(exc, "filename", None) or where
     return f"{path}: cannot write the store: {cause}"
 
 
 def is_storage_error(exc: BaseException) -> bool:
-    return isinstance(exc, OSError) and os_error_number(exc) in _CAUSES
+    return (isinstance(exc, (OSError, RuntimeError)) and not isinstance(exc, FileNotFoundError)
+            and os_error_number(exc) in _CAUSES)
 
 
 @contextlib.contextmanager
@@ -58,7 +60,7 @@ def storage_errors(where):
         yield
     except StoreError:
         raise
-    except OSError as e:
-        if isinstance(e, FileNotFoundError) or not is_storage_error(e):
+    except (OSError, RuntimeError) as e:
+        if not is_storage_error(e):
             raise
         raise StoreError(describe(e, where)) from None

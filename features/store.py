@@ -32,9 +32,12 @@ FORMAT = "features-store"
 VERSION = 1
 
 # Status codes of images/status; the reason column says more.
-OK, UNREADABLE, UNDECODABLE, REFUSED, EXTRACT_FAILED = 0, 1, 2, 3, 4
+# NO_FEATURES: decoded, but the recipe finds nothing in it (too small, or blank); such
+# images are left out of the index like the failed ones.
+OK, UNREADABLE, UNDECODABLE, REFUSED, EXTRACT_FAILED, NO_FEATURES = 0, 1, 2, 3, 4, 5
 STATUS_NAMES = {OK: "ok", UNREADABLE: "unreadable", UNDECODABLE: "undecodable",
-                REFUSED: "refused by source", EXTRACT_FAILED: "extraction failed"}
+                REFUSED: "refused by source", EXTRACT_FAILED: "extraction failed",
+                NO_FEATURES: "no features"}
 
 # gzip is the codec every HDF5 reader has (lzf and blosc need plugins outside h5py);
 # level 1 with shuffle keeps most of the gain of higher levels at a fraction of the cost.
@@ -324,19 +327,30 @@ def centroids_checksum(centroids) -> str:
     return h.hexdigest()
 
 
+# HDF5 files whose writes failed: HDF5 cannot close them (closing one can crash the
+# process), so they are kept open until the process exits (see _h5_writing).
+_abandoned: list = []
+
+
 @contextlib.contextmanager
 def _h5_writing(tmp):
     """An HDF5 file being written to a temporary path, removed if anything fails.
 
-    HDF5 cannot always close a file whose writes failed (a full disk): run code that writes
-    big HDF5 files to disk in a child process (see ``isolate.call``), whose death then
-    cannot take the job with it."""
+    When a write fails (a full disk), HDF5 can neither flush nor close the file, and
+    closing it may crash the process: the handle is then abandoned, not closed. Code that
+    writes big HDF5 files to disk therefore runs in a worker process (``isolate``) that
+    leaves right after reporting the error."""
+    f = h5py.File(tmp, "w")
     try:
-        with h5py.File(tmp, "w") as f:
-            yield f
-    except BaseException:
+        yield f
+        f.close()
+    except BaseException as e:
         with contextlib.suppress(OSError):
             Path(tmp).unlink()
+        if isinstance(e, (OSError, RuntimeError)):
+            _abandoned.append(f)     # a failed write: closing could crash, see above
+        else:
+            f.close()
         raise
 
 

@@ -79,3 +79,6 @@ def test_kill_and_resume_gives_the_same_store(tmp_path, small_set, cli_env, refe
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
     assert not list(out.rglob(".*.tmp-*"))
+    verify = run_cli("verify", out, "--json", env=cli_env)
+    assert verify.returncode == 0, verify.stdout
+    assert json.loads(verify.stdout)["sound"]

@@ -1,0 +1,74 @@
+"""Storage errors (full disk, read-only, a path under a file): one line, exit 2, no
+temporaries left, and a rerun resumes once the cause is gone."""
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from conftest import run_cli
+
+ARGS = ["--words", 16, "--max-side", 320, "-q"]
+
+
+def _one_line(proc, *fragments):
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr and "Segmentation" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("features: error:"), proc.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+@pytest.fixture(params=["256k"])
+def tmpfs(tmp_path, request):
+    """A small tmpfs (needs root and a kernel that lets this container mount)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / f"tmpfs-{uuid.uuid4().hex[:6]}"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={request.param}", "tmpfs", str(mnt)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+@pytest.mark.parametrize("tmpfs", ["400k", "1200k", "1630k"], indirect=True)
+def test_disk_full_then_resume(tmpfs, small_set, cli_env):
+    out = tmpfs / "store"
+    proc = run_cli("run", small_set, "-o", out, *ARGS, env=cli_env)
+    _one_line(proc, "no space left on the device", str(out))
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    assert not (out / "lock").exists()
+    subprocess.run(["mount", "-o", "remount,size=200m", str(tmpfs)], check=True)
+    proc = run_cli("run", small_set, "-o", out, *ARGS, env=cli_env)
+    assert proc.returncode == 0, proc.stderr
+    assert run_cli("verify", out, env=cli_env).returncode == 0
+
+
+def test_read_only_output(tmpfs, small_set, cli_env):
+    subprocess.run(["mount", "-o", "remount,ro", str(tmpfs)], check=True)
+    _one_line(run_cli("run", small_set, "-o", tmpfs / "store", *ARGS, env=cli_env),
+              "read-only file system", str(tmpfs / "store"))
+
+
+def test_output_under_a_regular_file(tmp_path, small_set, cli_env):
+    (tmp_path / "file").write_text("x")
+    _one_line(run_cli("run", small_set, "-o", tmp_path / "file" / "store", *ARGS, env=cli_env),
+              "not a folder")
+    _one_line(run_cli("run", small_set, "-o", tmp_path / "file", *ARGS, env=cli_env),
+              "not a folder")
+
+
+def test_permission_denied(tmp_path, small_set, cli_env):
+    if os.geteuid() == 0:
+        pytest.skip("root is never denied (the read-only test covers the same path)")
+    d = tmp_path / "locked"
+    d.mkdir()
+    d.chmod(0o500)
+    try:
+        _one_line(run_cli("run", small_set, "-o", d / "store", *ARGS, env=cli_env),
+                  "permission denied")
+    finally:
+        d.chmod(0o700)
