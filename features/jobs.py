@@ -53,9 +53,13 @@ def features_of(config, item, fault=None):
         return result, None
     if not len(descriptors):
         result.status = NO_FEATURES
-        result.reason = ("no features: blank image" if _is_blank(decoded.gray) else
-                         f"no features: {decoded.width}x{decoded.height} is too small for "
-                         f"the {config.preset} recipe")
+        size = f"{decoded.width}x{decoded.height}"
+        if min(decoded.gray.shape) < 16:
+            result.reason = f"no features: {size} is too small for the {config.preset} recipe"
+        elif _is_blank(decoded.gray):
+            result.reason = "no features: blank image"
+        else:
+            result.reason = f"no features: the {config.preset} recipe finds none in this image"
         return result, None
     return result, descriptors
 

@@ -60,7 +60,9 @@ class Searcher:
         if i is None:
             raise QueryError(f"{key}: no such image file, and no such key in {self.store.dir}")
         if self.store.column("status")[i] != OK:
-            raise QueryError(f"{key}: this image failed in the store and cannot be a query")
+            reason = self.store.h5["images/reason"].asstr()[i]
+            raise QueryError(f"{key}: this image has no features in the store ({reason}) "
+                             f"and cannot be a query")
         f = self.store.image_features(i)
         return Query(key, self._stored_row(i), f["frames"], f["words"], i)
 
@@ -71,6 +73,10 @@ class Searcher:
         except DecodeError as e:
             raise QueryError(f"{name}: not a usable image ({e})") from None
         frames, descriptors, _ = extract_image(config, decoded)
+        if not len(descriptors):
+            raise QueryError(f"{name}: no features ({decoded.width}x{decoded.height}, too "
+                             f"small for the {config.preset} recipe or blank); nothing to "
+                             f"search with")
         words = self.quantizer.assign(descriptors)
         ids, values = encode_words(words, self.quantizer.k, self.idf if config.tfidf else None,
                                    config.power)

@@ -145,6 +145,11 @@ class Item:
     data: bytes | None = None
     error: str | None = None
 
+    def __post_init__(self):
+        # Names come from the file system or an archive as given, undecodable bytes
+        # included (Python's surrogateescape); the key is their documented escaping.
+        object.__setattr__(self, "key", escape_key(self.key))
+
     def read(self) -> bytes:
         """Return the image bytes, from memory or from disk.
 
@@ -163,6 +168,56 @@ class Item:
             if size > MAX_ITEM_BYTES:
                 raise OSError(f"file too large ({size:,} bytes > {MAX_ITEM_BYTES:,})")
             return f.read()
+
+
+def escape_key(name: str) -> str:
+    """An image's key from its path as Python gives it (bytes that are not UTF-8 appear as
+    the surrogates of ``surrogateescape``).
+
+    Keys are valid Unicode, so the store holds them as UTF-8 and JSON carries them: a byte
+    0xNN that is not part of valid UTF-8 becomes the four characters ``\\xNN`` (lowercase
+    hex), and a backslash in a name becomes two backslashes so that the escaping reverses
+    exactly (:func:`key_bytes`). Every other name is its key unchanged.
+    """
+    if "\\" not in name:
+        try:
+            name.encode("utf-8")
+            return name
+        except UnicodeEncodeError:
+            pass
+    out = []
+    for ch in name:
+        o = ord(ch)
+        if ch == "\\":
+            out.append("\\\\")
+        elif 0xDC80 <= o <= 0xDCFF:
+            out.append(f"\\x{o - 0xDC00:02x}")
+        elif 0xD800 <= o <= 0xDFFF:
+            out.append(f"\\u{o:04x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def key_bytes(key: str) -> bytes:
+    """The bytes of the path an image's key stands for: the inverse of :func:`escape_key`."""
+    out = bytearray()
+    i = 0
+    while i < len(key):
+        ch = key[i]
+        if ch == "\\" and key[i + 1:i + 2] == "\\":
+            out += b"\\"
+            i += 2
+        elif ch == "\\" and key[i + 1:i + 2] == "x":
+            out.append(int(key[i + 2:i + 4], 16))
+            i += 4
+        elif ch == "\\" and key[i + 1:i + 2] == "u":
+            out += chr(int(key[i + 2:i + 6], 16)).encode("utf-8", "surrogatepass")
+            i += 6
+        else:
+            out += ch.encode("utf-8")
+            i += 1
+    return bytes(out)
 
 
 def _is_image_name(name):
@@ -188,7 +243,7 @@ class Source:
     def __init__(self, root, kind, classes=(), names=None):
         self.root = root
         self.kind = kind
-        self.classes = list(classes)
+        self.classes = [escape_key(c) for c in classes]
         self.names = list(names) if names is not None else [""] * len(self.classes)
         self._count = None
 
@@ -219,24 +274,37 @@ def _scandir_sorted(path):
         return sorted(it, key=lambda e: e.name)
 
 
+def _identity(path):
+    try:
+        st = os.stat(path)
+        return (st.st_dev, st.st_ino)
+    except OSError:
+        return None
+
+
 def _walk(top, prefix, seen=None):
     """(key, path, error) of the images below `top`, sorted by key.
 
-    Follows symbolic links to folders, once each (a link loop ends there).
+    Follows symbolic links to folders, but never enters a folder twice (by device and
+    inode; the folders in ``seen`` are not entered at all, ``top`` always): a link loop
+    ends there, and a link to another class's folder or to the root adds nothing.
     """
     out = []
     seen = set() if seen is None else seen
     stack = [(top, prefix)]
+    first = True
     while stack:
         path, pre = stack.pop()
         try:
             st = os.stat(path)
             ident = (st.st_dev, st.st_ino)
-            if ident in seen:
+            if ident in seen and not first:
                 continue
+            first = False
             seen.add(ident)
             entries = _scandir_sorted(path)
         except OSError as exc:
+            first = False
             out.append((pre, None, f"unreadable folder: {exc.strerror or exc}"))
             continue
         for e in entries:
@@ -251,6 +319,20 @@ def _walk(top, prefix, seen=None):
                 out.append((pre + e.name, e.path, None))  # read() will report it
     out.sort()
     return out
+
+
+def _class_walks(root, class_dirs):
+    """(folder, label, walk) per class folder; the root and every class folder are entered
+    only as themselves (a class folder reached twice is walked once)."""
+    tops = [_identity(os.path.join(root, folder)) for folder, _ in class_dirs]
+    seen = {_identity(root)} | {t for t in tops if t is not None}
+    entered = set()
+    for (folder, label), top in zip(class_dirs, tops):
+        if top is not None:
+            if top in entered:
+                continue
+            entered.add(top)
+        yield folder, label, _walk(os.path.join(root, folder), folder + "/", seen)
 
 
 def _root_images(root):
@@ -281,8 +363,8 @@ class FolderSource(Source):
         for name in _root_images(self.root):
             label = -1 if label_of is None else label_of(name)
             yield Item(name, label, os.path.join(self.root, name) if with_paths else None)
-        for folder, label in self._class_dirs:
-            for key, path, error in _walk(os.path.join(self.root, folder), folder + "/"):
+        for _, label, walk in _class_walks(self.root, self._class_dirs):
+            for key, path, error in walk:
                 yield Item(key, label, path, error=error)
 
     def __iter__(self):
@@ -753,8 +835,8 @@ class _TinySource(FolderSource):
 
     def _items(self, with_paths=True):
         label_of = self._file_labels
-        for folder, label in self._class_dirs:
-            for key, path, error in _walk(os.path.join(self.root, folder), folder + "/"):
+        for _, label, walk in _class_walks(self.root, self._class_dirs):
+            for key, path, error in walk:
                 if label_of is not None:
                     label = label_of(key.rsplit("/", 1)[-1]) if error is None else -1
                 yield Item(key, label, path if with_paths else None, error=error)

@@ -127,9 +127,11 @@ def _check_store_h5(directory, path, records, config, bad, checked):
 
         counts = f["encodings/bovw_counts"]
         indptr = counts["indptr"][:]
-        per_image = np.add.reduceat(counts["data"][:].astype(np.int64), indptr[:-1]) \
-            if len(counts["data"]) else np.zeros(n, np.int64)
-        per_image[np.diff(indptr) == 0] = 0
+        if len(indptr) != n + 1:
+            bad(path, f"encodings/bovw_counts has {len(indptr) - 1} rows, {n} images")
+            return None
+        cumulative = np.concatenate([[0], np.cumsum(counts["data"][:], dtype=np.int64)])
+        per_image = cumulative[indptr[1:]] - cumulative[indptr[:-1]]
         lengths = np.diff(offsets)
         wrong = np.flatnonzero((per_image != lengths) & (status == OK))
         if len(wrong):
