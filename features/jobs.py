@@ -155,17 +155,35 @@ def n_workers(jobs) -> int:
 def run_tasks(func, tasks, jobs):
     """Yield func(*task) for each task in order, in ``jobs`` worker processes (at least one:
     see ``isolate``). At most 2 * jobs tasks are in flight, so memory stays bounded by a
-    few shards. A ``cluster.Cluster`` runs the tasks on its Dask workers instead."""
+    few shards. A ``cluster.Cluster`` runs the tasks on its Dask workers instead.
+
+    ``process_shard`` and ``sample_batch`` (decoding: native code) get the crash isolation
+    of single items; any other ``func`` runs in this process for ``jobs`` = 1, else as
+    ``func(*task, parallel=True)`` in workers, a worker that dies ending the job with one
+    line."""
     if hasattr(jobs, "map"):
         yield from jobs.map(func, tasks)
         return
-    at = _ITEMS_ARGUMENT[func]
-    yield from run_isolated(func, tasks, jobs, n_items=lambda task: len(task[at]),
-                            what="writing its results")
+    if func in _ITEMS_ARGUMENT:
+        at = _ITEMS_ARGUMENT[func]
+        yield from run_isolated(func, tasks, jobs, n_items=lambda task: len(task[at]),
+                                what="writing its results")
+    elif jobs <= 1:
+        for task in tasks:
+            yield func(*task)
+    else:
+        yield from run_isolated(_plain_task, ((func, task) for task in tasks), jobs,
+                                n_items=lambda _: 0, what=f"running {func.__name__}")
+
+
+def _plain_task(func, task, *, skip=None, on_item=None, fault=None):
+    return func(*task, parallel=True)
 
 
 # where the items are among the arguments of a task
 _ITEMS_ARGUMENT = {process_shard: 2, sample_batch: 1}
+# the name workers of other modules call
+_single_threaded_libraries = single_threaded_libraries
 
 
 def merge_task(directory, config, shard_files, options, *, skip=None, on_item=None, fault=None):
