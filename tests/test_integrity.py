@@ -55,13 +55,17 @@ def _assert_same_store(a, b):
         np.testing.assert_array_equal(da[name], db[name], err_msg=name)
 
 
-def _verify(store, env):
-    proc = run_cli("verify", store, "--json", env=env)
-    return proc.returncode, json.loads(proc.stdout)
+def _verify(store, env=None):
+    """verify in this process (the command is run by test_verify_a_sound_store and where
+    its exit status matters)."""
+    from features.verify import verify_store
+    result = verify_store(store)
+    return (0 if result["sound"] else 1), result
 
 
 def test_verify_a_sound_store(built, cli_env):
-    code, result = _verify(built, cli_env)
+    proc = run_cli("verify", built, "--json", env=cli_env)
+    code, result = proc.returncode, json.loads(proc.stdout)
     assert code == 0 and result["sound"] and result["damage"] == []
     assert result["checked"]["shards"] == 5 and result["checked"]["images"] == 24
     assert result["checked"]["index_vectors"] == 24
@@ -88,13 +92,12 @@ def test_damaged_shard_is_refused_then_recomputed(store, built, small_set, cli_e
     assert code == 1 and not result["sound"]
     assert any(d["path"].endswith("shard-000002.h5") for d in result["damage"]), result
     assert "features encode" in result["repair"]
-    text = run_cli("verify", store, env=cli_env)
-    assert text.returncode == 1 and "shard-000002.h5" in text.stdout
+    if damage == "truncated":
+        text = run_cli("verify", store, env=cli_env)
+        assert text.returncode == 1 and "shard-000002.h5" in text.stdout
 
-    # image 12 lives in shard 2 (5 images per shard)
-    key = json.loads(run_cli("search", built, "coins/half.jpg", "-k", 24, "--json",
-                             env=cli_env, check=True).stdout)[0]["results"]
-    in_shard_2 = [h["key"] for h in key if 10 <= h["index"] < 15][0]
+    with h5py.File(built / "store.h5", "r") as f:
+        in_shard_2 = f["images/key"].asstr()[12]          # 5 images per shard
     if damage != "same-size":
         # found when the store is opened: no reader gets anything from it
         _one_line(run_cli("info", store, env=cli_env), "shard-000002.h5", "features encode")
@@ -108,6 +111,8 @@ def test_damaged_shard_is_refused_then_recomputed(store, built, small_set, cli_e
     else:
         _one_line(proc, "shard")
 
+    if damage in ("overwritten", "same-size"):
+        return    # the repair is the same for every damage: shown on the two others
     # the repair the message names: rerun the job; it recomputes the shard
     run_cli("encode", small_set, "-o", store, "-q", env=cli_env, check=True)
     run_cli("index", store, env=cli_env, check=True)
@@ -169,14 +174,19 @@ def test_store_h5_missing_or_not_hdf5(store, cli_env):
                                      '{"format": "features-store", "config": null, "steps": {}, '
                                      '"shards": {"0": {"file": 3}}}'])
 def test_bad_manifest_says_what_to_do(store, small_set, cli_env, content):
+    from features.store import Manifest, StoreError
     (store / "manifest.json").write_text(content)
+    with pytest.raises(StoreError, match="manifest.json.*delete it.*rerun the same command"):
+        Manifest(store)
+    assert _verify(store)[0] == 1
+    if content != "{not json":
+        return
     line = _one_line(run_cli("run", small_set, "-o", store, *ARGS, env=cli_env),
                      "manifest.json", "rerun the same command")
     assert "delete it" in line
-    assert _verify(store, cli_env)[0] == 1
     (store / "manifest.json").unlink()                 # what the message says
     run_cli("run", small_set, "-o", store, *ARGS, env=cli_env, check=True)
-    assert _verify(store, cli_env)[0] == 0
+    assert _verify(store)[0] == 0
 
 
 def test_first_run_that_failed_on_a_bad_option_does_not_lock_the_store(tmp_path, small_set,
