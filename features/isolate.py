@@ -44,12 +44,14 @@ class WorkerDied(StoreError):
     """A worker process died outside of any item (not a decoder crash)."""
 
 
-def crash_reason(exitcode) -> str:
+def _how(exitcode) -> str:
     if exitcode is not None and exitcode < 0:
-        how = _SIGNALS.get(-exitcode, f"signal {-exitcode}")
-    else:
-        how = f"exit status {exitcode}"
-    return f"{CRASH_REASON} ({how})"
+        return _SIGNALS.get(-exitcode, f"signal {-exitcode}")
+    return f"exit status {exitcode}"
+
+
+def crash_reason(exitcode) -> str:
+    return f"{CRASH_REASON} ({_how(exitcode)})"
 
 
 def _context():
@@ -217,7 +219,7 @@ def run_isolated(func, tasks, jobs=1, *, n_items=len, max_ahead=None, what="work
                     t, i = w.task, w.current
                     if i < 0 or i >= n_items(args_of[t]) or i in skip_of[t]:
                         raise WorkerDied(f"a worker process died while {what} "
-                                         f"({crash_reason(w.proc.exitcode)}); rerun the same "
+                                         f"({_how(w.proc.exitcode)}); rerun the same "
                                          f"command to resume")
                     skip_of[t][i] = crash_reason(w.proc.exitcode)
                     queue.appendleft(t)
