@@ -390,6 +390,9 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # HDF5 handles that failed to write (a full disk) report "Exception ignored" when
+    # garbage-collected; the failure itself is reported below as one line.
+    sys.unraisablehook = lambda _: None
     from .decode import DecodeError
     from .search import QueryError
     from .sources import SourceError

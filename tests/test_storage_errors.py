@@ -34,7 +34,7 @@ def tmpfs(tmp_path, request):
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-@pytest.mark.parametrize("tmpfs", ["400k", "1200k", "1630k"], indirect=True)
+@pytest.mark.parametrize("tmpfs", ["400k"], indirect=True)
 def test_disk_full_then_resume(tmpfs, small_set, cli_env):
     out = tmpfs / "store"
     proc = run_cli("run", small_set, "-o", out, *ARGS, env=cli_env)
