@@ -17,6 +17,7 @@ from .encode import word_counts
 from .sift import extract_image
 from .store import (EXTRACT_FAILED, OK, REFUSED, UNDECODABLE, UNREADABLE, ImageResult,
                     write_shard)
+from .verify import keeps_geometry, pack_geometry
 
 
 def _single_threaded_libraries():
@@ -57,6 +58,7 @@ def process_shard(config, centroids, items, shard_path, first, parallel=False) -
     if parallel:
         _single_threaded_libraries()
     quantizer = Assigner(centroids)
+    geometry = keeps_geometry(config)
     results = []
     for item in items:
         result, descriptors = features_of(config, item)
@@ -65,9 +67,13 @@ def process_shard(config, centroids, items, shard_path, first, parallel=False) -
             result.word_ids, result.word_counts = word_counts(result.words, quantizer.k)
             if config.store_descriptors:
                 result.descriptors = descriptors
+            if geometry:
+                result.geometry = pack_geometry(result.frames, result.words, result.width,
+                                                result.height, units=config.frame_units,
+                                                n_words=quantizer.k)
         results.append(result)
     return write_shard(shard_path, results, n_words=quantizer.k, first=first,
-                       keep_descriptors=config.store_descriptors)
+                       keep_descriptors=config.store_descriptors, geometry=geometry)
 
 
 def sample_batch(config, items, parallel=False):
