@@ -233,3 +233,25 @@ def test_stores_without_geometry_records_still_rerank(small_store, monkeypatch):
     # the records are quantized: counts may differ by a match or two
     for a, b in zip(fast, slow):
         assert abs(a["inliers"] - b["inliers"]) <= max(2, 0.05 * a["inliers"])
+
+
+def test_verified_matches_keeps_the_rows_of_the_frames(small_store, small_set):
+    from features.search import verified_matches, verify
+    with Searcher(small_store) as searcher:
+        query = searcher.query(str(small_set / "chelsea" / "half.jpg"))
+        i = searcher.store.index_of("chelsea/original.jpg")
+        candidate = searcher.store.image_features(i)
+        qi, ci = verified_matches(query, candidate)
+        m = searcher.matches(query, i)
+        assert verify(query, candidate) == len(qi) >= MIN_INLIERS
+        # the same verification as from the geometry records, up to their quantization
+        assert abs(len(qi) - m["inliers"]) <= 2
+        np.testing.assert_allclose(query.frames[qi[:5], :2], m["query_points"][:5], atol=0.02)
+        # the rows of the frames given, mapped onto each other by the transform
+        t = np.array(m["transform"])
+        mapped = query.frames[qi, :2] @ t[:, :2].T + t[:, 2]
+        assert np.abs(mapped - candidate["frames"][ci, :2]).max() < 0.03 * max(m["result_size"])
+        other = searcher.store.image_features(searcher.store.index_of("coins/original.jpg"))
+        assert verify(query, other) < MIN_INLIERS
+        with pytest.raises(ValueError, match="threshold"):
+            verified_matches(query, candidate, threshold=0)
