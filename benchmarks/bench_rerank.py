@@ -25,7 +25,7 @@ every round), one thread everywhere (FAISS, OpenCV, BLAS):
 candidates' features, verifying, sorting), measured around that step; the plain search
 is not included. Medians and 99th percentiles over all queries and rounds.
 
-    python benchmarks/bench_rerank.py [--rounds 3]
+    python benchmarks/bench_rerank.py [--rounds 1]
 """
 import os
 
@@ -155,7 +155,7 @@ def build_store(work):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--work", default=str(HERE / "_work" / "rerank"))
     ap.add_argument("--out", default=str(HERE / "results"))
     args = ap.parse_args()
