@@ -37,6 +37,7 @@ import numbers
 import numpy as np
 
 from ._ext import load
+from ._gray import check_gray
 
 __all__ = ["dense_sift", "dense_sift_pyramid"]
 
@@ -59,28 +60,17 @@ def _empty():
 def _as_float_image(gray, name="gray"):
     """2-D image as C-contiguous float32 in VLFeat's [0, 1] intensity scale.
 
-    uint8 is divided by 255 and uint16 by 65535; float (and bool) values are
-    used as they are, so float images are expected in [0, 1] (the contrast
-    threshold is in that scale; the normalised descriptors do not depend on it).
+    uint8 is divided by 255 and uint16 by 65535; float values are used as they
+    are, in [0, 1] (the contrast threshold is in that scale). The input contract,
+    the same as ``features.sift``'s, is ``features._gray.check_gray``.
     """
-    image = np.asarray(gray)
-    if image.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D grayscale image, got an array of shape "
-            f"{image.shape}" + ("; convert colour images to grayscale first"
-                                if image.ndim == 3 else ""))
+    image = check_gray(gray, name)
     if image.dtype == np.uint8:
         out = np.multiply(image, np.float32(1.0 / 255.0), dtype=np.float32)
     elif image.dtype == np.uint16:
         out = np.multiply(image, np.float32(1.0 / 65535.0), dtype=np.float32)
-    elif image.dtype == np.bool_ or image.dtype.kind == "f":
-        out = image.astype(np.float32)
-        if out.size and not np.isfinite(out).all():
-            raise ValueError(f"{name} contains NaN or infinite values")
     else:
-        raise ValueError(
-            f"{name} dtype must be uint8, uint16, bool or floating point, "
-            f"got {image.dtype}")
+        out = image.astype(np.float32)
     return np.ascontiguousarray(out)
 
 
@@ -164,7 +154,7 @@ def dense_sift(gray, *, step=4, sizes=(4, 6, 8, 10), magnif=6.0,
     ----------
     gray : (H, W) array
         Grayscale image: uint8 (divided by 255), uint16 (divided by 65535),
-        or float/bool taken as intensities in [0, 1] (VLFeat's convention for
+        or float with intensities in [0, 1] (VLFeat's convention for
         single images; ``contrast_threshold`` is in this scale). Any strides.
     step : int
         Grid step in pixels between the centres of neighbouring frames.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ._gray import check_gray
 from .dense import dense_sift, dense_sift_pyramid
 
 _EMPTY_FRAMES = np.zeros((0, 4), np.float32)
@@ -16,19 +17,12 @@ _EMPTY_DESCRIPTORS = np.zeros((0, 128), np.uint8)
 
 
 def _as_gray_u8(image, name="image"):
-    image = np.asarray(image)
-    if image.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D grayscale array, got shape {image.shape}")
+    image = check_gray(image, name)
     if image.dtype == np.uint8:
         return np.ascontiguousarray(image)
-    if image.dtype.kind == "f":
-        if image.size and (np.nanmin(image) < 0 or np.nanmax(image) > 1):
-            raise ValueError(f"float {name} must have values in [0, 1], got range "
-                             f"[{np.nanmin(image)}, {np.nanmax(image)}]")
-        return np.ascontiguousarray(np.round(np.nan_to_num(image) * 255).astype(np.uint8))
     if image.dtype == np.uint16:
         return np.ascontiguousarray((image >> 8).astype(np.uint8))
-    raise ValueError(f"{name} dtype must be uint8, uint16 or float, got {image.dtype}")
+    return np.ascontiguousarray(np.round(image * 255).astype(np.uint8))
 
 
 def rootsift(descriptors):

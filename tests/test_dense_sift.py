@@ -264,10 +264,10 @@ def test_dtypes_give_the_same_result(dtype, scale):
     assert np.abs(descr2.astype(int) - descr.astype(int)).max() <= 1
 
 
-def test_bool_image():
-    image = _photo(40, 40) > 100
-    frames, descr = dense_sift(image, sizes=(4,), step=4)
-    assert len(frames) and descr.any()
+def test_bool_image_is_refused():
+    # the same contract as features.sift (issue #10): bool has no intensity scale
+    with pytest.raises(ValueError, match="dtype"):
+        dense_sift(_photo(40, 40) > 100, sizes=(4,), step=4)
 
 
 @pytest.mark.parametrize("view", [
