@@ -193,6 +193,7 @@ def aggregate(config, store_dir, method, name=None, options=None, jobs=1, *, rep
 
 def _aggregate(config, store_dir, method, name, params, jobs, replace, source, limit, exist_ok,
                progress, report):
+    _remove_dead_temporaries(store_dir)          # a killed run's copy of store.h5
     with Store(store_dir) as store:
         h5 = store.h5
         config = config or store.config

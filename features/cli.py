@@ -167,11 +167,14 @@ def cmd_search(args):
     from .search import Searcher
     if args.k < 1:
         raise UserError(f"-k must be >= 1, got {args.k}")
+    if args.expand < 0:
+        raise UserError(f"--expand must be >= 0, got {args.expand}")
     results = []
     with Searcher(args.store) as searcher:
         for q in args.query:
             query = searcher.query(q)
-            results.append({"query": q, "results": searcher.search(query, args.k, args.rerank)})
+            results.append({"query": q, "results": searcher.search(
+                query, args.k, args.rerank or args.expand > 0, expand=args.expand)})
     if args.json:
         print(json.dumps(results, indent=1))
         return 0
@@ -245,7 +248,7 @@ def cmd_baseline(args):
 
 
 def cmd_verify(args):
-    from .verify import verify_store
+    from .integrity import verify_store
     result = verify_store(args.store)
     if args.json:
         print(json.dumps(result, indent=1))
@@ -342,6 +345,9 @@ def build_parser():
     sp.add_argument("query", nargs="+", help="an image file or the key of an image in the store")
     sp.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     sp.add_argument("--rerank", action="store_true", help="geometric re-ranking of a shortlist")
+    sp.add_argument("--expand", type=int, default=0, metavar="N",
+                    help="average query expansion with the N best verified results "
+                         "(implies --rerank)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp = add("serve", cmd_serve, "HTTP API and web page for query-by-image search")
     sp.add_argument("store")

@@ -18,6 +18,7 @@ from .sift import extract_image
 from .isolate import inject_fault, run_isolated
 from .store import (EXTRACT_FAILED, NO_FEATURES, OK, REFUSED, UNDECODABLE, UNREADABLE,
                     ImageResult, merge, write_shard)
+from .verify import keeps_geometry, pack_geometry
 
 
 def single_threaded_libraries():
@@ -83,6 +84,7 @@ def process_shard(config, centroids, items, shard_path, first, parallel=False, *
         single_threaded_libraries()
     skip = skip or {}
     quantizer = Assigner(centroids)
+    geometry = keeps_geometry(config)
     results = []
     for i, item in enumerate(items):
         if on_item is not None:
@@ -96,11 +98,15 @@ def process_shard(config, centroids, items, shard_path, first, parallel=False, *
             result.word_ids, result.word_counts = word_counts(result.words, quantizer.k)
             if config.store_descriptors:
                 result.descriptors = descriptors
+            if geometry:
+                result.geometry = pack_geometry(result.frames, result.words, result.width,
+                                                result.height, units=config.frame_units,
+                                                n_words=quantizer.k)
         results.append(result)
     if on_item is not None:
         on_item(len(items))
     return write_shard(shard_path, results, n_words=quantizer.k, first=first,
-                       keep_descriptors=config.store_descriptors)
+                       keep_descriptors=config.store_descriptors, geometry=geometry)
 
 
 def sample_batch(config, items, parallel=False, *, skip=None, on_item=None, fault=None):

@@ -19,11 +19,12 @@ def average_precision(relevant_ranked, n_relevant) -> float:
     return float(precision_at_hits.sum() / n_relevant)
 
 
-def retrieval_map(searcher, groups=None) -> tuple[float, list[float]]:
+def retrieval_map(searcher, groups=None, **search_options) -> tuple[float, list[float]]:
     """Mean AP with every ok image of a store as a query against all the others.
 
     ``groups`` gives each image's group (images of one group are relevant to each other);
-    by default the store's labels.
+    by default the store's labels. ``search_options`` go to ``searcher.search`` (``rerank``,
+    ``expand``).
     """
     store = searcher.store
     status = store.column("status")
@@ -35,6 +36,6 @@ def retrieval_map(searcher, groups=None) -> tuple[float, list[float]]:
         if n_rel <= 0:
             continue
         q = searcher.query_from_key(str(store.keys[i]))
-        hits = searcher.search(q, k=len(ok) - 1)
+        hits = searcher.search(q, k=len(ok) - 1, **search_options)
         aps.append(average_precision([groups[h["index"]] == groups[i] for h in hits], n_rel))
     return (float(np.mean(aps)) if aps else 0.0), aps

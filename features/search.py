@@ -2,10 +2,10 @@
 optionally re-rank the shortlist by geometric verification."""
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from .assign import Assigner
@@ -14,6 +14,13 @@ from .encode import encode_words
 from .index import load_index, search_vectors
 from .sift import extract_image
 from .store import OK, Store
+from .verify import (VerifyParams, frame_geometry, keeps_geometry, transform_matrix,
+                     unpack_geometry, verify_many, verify_pair)
+
+# Re-ranking: a candidate is verified when at least this many features agree one to one
+# with a similarity transform. Unrelated pairs of the copy-detection set (11,000 of them,
+# 1000 words) reach at most 5 by chance; copies have a median of 56.
+MIN_INLIERS = 8
 
 
 class QueryError(ValueError):
@@ -27,6 +34,11 @@ class Query:
     frames: np.ndarray      # in the original image's pixel coordinates
     words: np.ndarray
     self_index: int | None  # the query's own row when it is a key of the store
+    width: int = 0          # of the original image (0: unknown)
+    height: int = 0
+    geometry: tuple | None = None  # (words, features) sorted by word, for verification
+    units: str = "pixels"   # of frames: the store's frame_units
+    oriented: bool = True   # frames[:, 3] is an orientation (sparse SIFT)
 
 
 class Searcher:
@@ -39,7 +51,9 @@ class Searcher:
         self.idf = self.store.idf
         self.labels = self.store.column("label")
         self.classes = self.store.classes
+        self.verify_params = VerifyParams()
         self._bovw = None
+        self._sizes = None
 
     def close(self):
         self.store.close()
@@ -64,7 +78,9 @@ class Searcher:
             raise QueryError(f"{key}: this image has no features in the store ({reason}) "
                              f"and cannot be a query")
         f = self.store.image_features(i)
-        return Query(key, self._stored_row(i), f["frames"], f["words"], i)
+        width, height = self._image_sizes()
+        return Query(key, self._stored_row(i), f["frames"], f["words"], i,
+                     int(width[i]), int(height[i]), **self._frame_kind())
 
     def query_from_bytes(self, name, data) -> Query:
         config = self.store.config
@@ -82,7 +98,12 @@ class Searcher:
                                    config.power)
         vector = np.zeros((1, self.quantizer.k), np.float32)
         vector[0, ids] = values
-        return Query(name, vector, frames, words, None)
+        return Query(name, vector, frames, words, None, decoded.width, decoded.height,
+                     **self._frame_kind())
+
+    def _frame_kind(self):
+        config = self.store.config
+        return {"units": config.frame_units, "oriented": keeps_geometry(config)}
 
     def query(self, q: str) -> Query:
         if os.path.isfile(q):
@@ -94,20 +115,28 @@ class Searcher:
             return self.query_from_bytes(q, data)
         return self.query_from_key(q)
 
-    def search(self, query: Query, k=10, rerank=False, shortlist=100):
-        """Best k images for a query: list of dicts with key, label, score (and inliers)."""
+    def search(self, query: Query, k=10, rerank=False, shortlist=100, expand=0):
+        """Best k images for a query: list of dicts with key, label, score (and inliers).
+
+        ``rerank`` verifies the best ``shortlist`` results geometrically (see
+        ``features.verify``): those with at least ``MIN_INLIERS`` inliers come first, most
+        inliers first, the others keep their order. ``expand`` (with ``rerank``) is average
+        query expansion: the query vector plus those of its ``expand`` best verified
+        results, normalized, is searched again and its shortlist verified too.
+        """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k!r}")
-        want = k + (query.self_index is not None)
-        n = max(want, shortlist) if rerank else want
-        scores, ids = search_vectors(self.index, query.vector, n)
-        hits = [(float(s), int(i)) for s, i in zip(scores[0], ids[0])
-                if i >= 0 and i != query.self_index]
+        if shortlist < 1:
+            raise ValueError(f"shortlist must be >= 1, got {shortlist!r}")
+        if expand < 0:
+            raise ValueError(f"expand must be >= 0, got {expand!r}")
+        n = max(k, shortlist) if rerank else k
+        hits = self._search_vector(query.vector, n, query.self_index)
         inliers = {}
-        if rerank and len(query.frames):
-            for _, i in hits:
-                inliers[i] = verify(query, self.store.image_features(i))
-            hits.sort(key=lambda h: (-inliers[h[1]], -h[0]))
+        if rerank:
+            hits = self._rerank(query, hits, inliers)
+            if expand:
+                hits = self._expand(query, hits, inliers, expand, n)
         keys = self.store.keys
         out = []
         for score, i in hits[:k]:
@@ -120,52 +149,150 @@ class Searcher:
             out.append(hit)
         return out
 
+    def _search_vector(self, vector, n, exclude):
+        scores, ids = search_vectors(self.index, vector, n + (exclude is not None))
+        return [(float(s), int(i)) for s, i in zip(scores[0], ids[0])
+                if i >= 0 and i != exclude][:n]
 
-def verify(query: Query, candidate: dict, max_per_word=4, threshold=None) -> int:
-    """Inliers of a similarity transform (RANSAC) between features sharing a visual word.
+    def _rerank(self, query, hits, inliers):
+        todo = [i for _, i in hits if i not in inliers]
+        if todo:
+            counts, _ = self.verify(query, todo)
+            inliers.update(zip(todo, counts.tolist()))
+        verified = sorted((h for h in hits if inliers[h[1]] >= MIN_INLIERS),
+                          key=lambda h: (-inliers[h[1]], -h[0]))
+        return verified + [h for h in hits if inliers[h[1]] < MIN_INLIERS]
 
-    Words that occur more than ``max_per_word`` times in either image are left out: they
-    are texture, and their correspondences are mostly wrong.
-    """
-    return len(verified_matches(query, candidate, max_per_word, threshold)[0])
+    def _expand(self, query, hits, inliers, expand, n):
+        top = [i for _, i in hits if inliers[i] >= MIN_INLIERS][:expand]
+        if not top:
+            return hits
+        vector = query.vector.astype(np.float32).copy()
+        for i in top:
+            vector += self._stored_row(i)
+        vector /= max(float(np.linalg.norm(vector)), 1e-12)
+        more = self._search_vector(vector, n, query.self_index)
+        seen = {i for _, i in hits}
+        # Scores of the first search for the images it found, of the expanded one for new
+        # images: verified images rank by inliers anyway.
+        merged = hits + [h for h in more if h[1] not in seen]
+        return self._rerank(query, merged, inliers)
+
+    # -- geometric verification
+
+    def _image_sizes(self):
+        if self._sizes is None:
+            self._sizes = self.store.column("width"), self.store.column("height")
+        return self._sizes
+
+    def query_geometry(self, query: Query):
+        """The query's (words, features) for verification, computed once."""
+        if query.geometry is None:
+            if query.self_index is not None and self.store.has_geometry:
+                records, _ = self.store.geometry([query.self_index])
+                query.geometry = unpack_geometry(records, query.width, query.height)
+            elif query.width and query.height:
+                query.geometry = frame_geometry(query.frames, query.words, query.width,
+                                                query.height, units=query.units,
+                                                oriented=query.oriented)
+            else:
+                raise ValueError(f"{query.name}: the query's image size is unknown")
+        return query.geometry
+
+    def candidate_geometry(self, ids):
+        """(words, features, offsets, larger sides) of images ``ids`` for verification: one
+        read per image from the geometry records, or from frames and words in stores made
+        without them."""
+        ids = np.asarray(ids, np.int64)
+        width, height = self._image_sizes()
+        w, h = width[ids], height[ids]
+        if self.store.has_geometry:
+            records, offsets = self.store.geometry(ids)
+            words, geom = unpack_geometry(records, w, h, offsets)
+        else:
+            config = self.store.config
+            parts = [frame_geometry(f["frames"], f["words"], int(w[j]), int(h[j]),
+                                    units=config.frame_units, oriented=keeps_geometry(config))
+                     for j, f in enumerate(self.store.image_features(int(i)) for i in ids)]
+            offsets = np.zeros(len(ids) + 1, np.int64)
+            np.cumsum([len(p[0]) for p in parts], out=offsets[1:])
+            words = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
+            geom = (np.concatenate([p[1] for p in parts]) if parts
+                    else np.zeros((0, 4), np.float32))
+        return words, geom, offsets, np.maximum(w, h).astype(np.float32)
+
+    def verify(self, query: Query, ids, n_threads=1):
+        """Inlier counts (int32) and similarity transforms (n x 4: a, b, tx, ty, mapping query
+        pixels to candidate pixels) of images ``ids`` against the query."""
+        q_words, q_geom = self.query_geometry(query)
+        words, geom, offsets, sides = self.candidate_geometry(ids)
+        return verify_many(q_words, q_geom, words, geom, offsets, sides, self.verify_params,
+                           n_threads)
+
+    def matches(self, query: Query, index: int) -> dict:
+        """The verified matches between the query and image ``index``, for drawing:
+        ``inliers`` (their count), ``query_points`` and ``result_points`` (lists of [x, y]
+        in pixels of each original image, pair by pair), ``transform`` (the 2 x 3 similarity
+        mapping query pixels to result pixels, or None when nothing was verified), and
+        ``query_size`` / ``result_size`` ([width, height])."""
+        if not 0 <= index < self.store.n_images:
+            raise ValueError(f"index must lie in [0, {self.store.n_images}), got {index!r}")
+        q_words, q_geom = self.query_geometry(query)
+        words, geom, _, sides = self.candidate_geometry([index])
+        rows_q, rows_c, t = verify_pair(q_words, q_geom, words, geom, sides[0],
+                                        self.verify_params)
+        width, height = self._image_sizes()
+        return {"inliers": int(len(rows_q)),
+                "query_points": q_geom[rows_q, :2].round(2).tolist(),
+                "result_points": geom[rows_c, :2].round(2).tolist(),
+                "transform": transform_matrix(t).round(6).tolist() if len(rows_q) else None,
+                "query_size": [int(query.width), int(query.height)],
+                "result_size": [int(width[index]), int(height[index])]}
+
+
+def _extent(frames, units, width=None, height=None):
+    """Width and height of an image: given, else 1 x 1 for normalized frames, else the
+    extent of its frames (a dict from ``Store.image_features`` may not say)."""
+    if width and height:
+        return int(width), int(height)
+    if units == "normalized" or not len(frames):
+        return 1, 1
+    return (max(int(np.ceil(float(frames[:, 0].max()))), 1),
+            max(int(np.ceil(float(frames[:, 1].max()))), 1))
 
 
 def verified_matches(query: Query, candidate: dict, max_per_word=4, threshold=None):
     """The correspondences that :func:`verify` counts as inliers.
 
     Returns ``(qi, ci)``: int arrays of equal length, rows of ``query.frames`` and of
-    ``candidate["frames"]`` that the similarity transform maps onto each other (what a
-    viewer draws as lines between the two images).
+    ``candidate["frames"]`` (a dict of ``frames``, ``words`` and optionally ``width`` and
+    ``height``) that the verified similarity transform maps onto each other (what a viewer
+    draws as lines between the two images). ``threshold``: the inlier distance in pixels
+    of the candidate (default: 2% of its larger side). :meth:`Searcher.matches` does the
+    same from the store's geometry records, and gives the transform too.
     """
-    none = (np.zeros(0, np.int64), np.zeros(0, np.int64))
-    qw, cw = query.words, candidate["words"]
-    if len(qw) < 3 or len(cw) < 3:
-        return none
-    pairs_q, pairs_c = [], []
+    if max_per_word < 1:
+        raise ValueError(f"max_per_word must be >= 1, got {max_per_word!r}")
+    cf, cw = np.asarray(candidate["frames"]), np.asarray(candidate["words"])
+    qw_, qh_ = _extent(query.frames, query.units, query.width, query.height)
+    cw_, ch_ = _extent(cf, query.units, candidate.get("width"), candidate.get("height"))
+    order_q = np.argsort(query.words, kind="stable")
     order_c = np.argsort(cw, kind="stable")
-    sorted_c = cw[order_c]
-    for word in np.intersect1d(qw, cw):
-        qi = np.flatnonzero(qw == word)
-        lo, hi = np.searchsorted(sorted_c, [word, word + 1])
-        ci = order_c[lo:hi]
-        if len(qi) > max_per_word or len(ci) > max_per_word:
-            continue
-        pairs_q.append(np.repeat(qi, len(ci)))
-        pairs_c.append(np.tile(ci, len(qi)))
-    if not pairs_q:
-        return none
-    qi, ci = np.concatenate(pairs_q), np.concatenate(pairs_c)
-    if len(qi) < 3:
-        return none
-    src = query.frames[qi, :2].astype(np.float32)
-    dst = candidate["frames"][ci, :2].astype(np.float32)
-    if threshold is None:
-        extent = max(float(np.ptp(dst[:, 0])), float(np.ptp(dst[:, 1])), 1.0)
-        threshold = 0.015 * extent
-    _, mask = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC,
-                                          ransacReprojThreshold=threshold, maxIters=500,
-                                          confidence=0.99)
-    if mask is None:
-        return none
-    keep = mask.ravel().astype(bool)
-    return qi[keep].astype(np.int64), ci[keep].astype(np.int64)
+    q_words, q_geom = frame_geometry(query.frames[order_q], query.words[order_q], qw_, qh_,
+                                     units=query.units, oriented=query.oriented)
+    c_words, c_geom = frame_geometry(cf[order_c], cw[order_c], cw_, ch_, units=query.units,
+                                     oriented=query.oriented)
+    side = max(cw_, ch_)
+    params = VerifyParams(max_per_word=int(max_per_word))
+    if threshold is not None:
+        if not threshold > 0:
+            raise ValueError(f"threshold must be > 0, got {threshold!r}")
+        params = dataclasses.replace(params, tolerance=float(threshold) / side)
+    rows_q, rows_c, _ = verify_pair(q_words, q_geom, c_words, c_geom, side, params)
+    return order_q[rows_q].astype(np.int64), order_c[rows_c].astype(np.int64)
+
+
+def verify(query: Query, candidate: dict, max_per_word=4, threshold=None) -> int:
+    """One-to-one inliers of the similarity transform verified between the query and a
+    candidate (see :func:`verified_matches`)."""
+    return len(verified_matches(query, candidate, max_per_word, threshold)[0])

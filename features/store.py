@@ -27,6 +27,8 @@ import numpy as np
 
 from .encode import CSR, counts_csr, document_frequency, idf_weights, weight_rows
 from .presets import Config
+from .verify import COLUMNS as GEOMETRY_COLUMNS
+from .verify import record_dtype
 
 FORMAT = "features-store"
 VERSION = 1
@@ -63,6 +65,7 @@ class ImageResult:
     scale: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     word_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     word_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
+    geometry: np.ndarray | None = None     # packed record for verification (features.verify)
 
 
 def word_dtype(n_words):
@@ -135,7 +138,8 @@ def atomic_file(path):
         raise
 
 
-def _shard_image(results: list[ImageResult], *, n_words, first, keep_descriptors) -> bytes:
+def _shard_image(results: list[ImageResult], *, n_words, first, keep_descriptors,
+                 geometry=False) -> bytes:
     """The bytes of one shard file, built in memory (HDF5's core driver).
 
     HDF5 never writes to the disk here, so a full disk or a read-only folder gives a plain
@@ -171,6 +175,9 @@ def _shard_image(results: list[ImageResult], *, n_words, first, keep_descriptors
         if keep_descriptors:
             _chunked(f, "descriptors",
                      cat("descriptors", np.zeros((0, 128), np.uint8)).astype(np.uint8), 4096)
+        if geometry:
+            f.create_dataset("geometry", data=cat("geometry", np.zeros(
+                (0, len(GEOMETRY_COLUMNS)), record_dtype(n_words))))
         _write_csr(f.create_group("counts"), counts)
         f.flush()
         return f.id.get_file_image()
@@ -188,14 +195,18 @@ def file_checksum(path, block=1 << 22) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def write_shard(path, results: list[ImageResult], *, n_words, first, keep_descriptors) -> dict:
+def write_shard(path, results: list[ImageResult], *, n_words, first, keep_descriptors,
+                geometry=False) -> dict:
     """Write one shard to a temporary file, then rename it into place (atomic on POSIX).
+
+    With ``geometry``, the images' geometry records (``ImageResult.geometry``) go to an
+    uncompressed, contiguous dataset: a reader gets one image's record with one read.
 
     Returns its manifest record, with the file's size and checksum (``features verify``
     and reruns check them)."""
     path = Path(path)
     image = _shard_image(results, n_words=n_words, first=first,
-                         keep_descriptors=keep_descriptors)
+                         keep_descriptors=keep_descriptors, geometry=geometry)
     with atomic_file(path) as tmp:
         with open(tmp, "wb") as f:
             f.write(image)
@@ -378,7 +389,8 @@ def merge(directory, config: Config, shard_files: list[str], *, centroids, codeb
             df += document_frequency(indices[keep], n_words)
             n_images += len(ok)
             n_ok += int(ok.sum())
-            sizes.append((int(s["offsets"][-1]), "descriptors" in s))
+            sizes.append((int(s["offsets"][-1]), "descriptors" in s,
+                          s["geometry"].dtype if "geometry" in s else None))
     idf = idf_weights(df, max(n_ok, 1)) if config.tfidf else np.ones(n_words, np.float32)
 
     with _h5_writing(tmp) as f:
@@ -418,7 +430,7 @@ def merge(directory, config: Config, shard_files: list[str], *, centroids, codeb
         row = desc_at = nnz = 0
         offsets[0] = 0
         failures = []
-        for p, (n_desc, _) in zip(paths, sizes):
+        for p, (n_desc, _, _) in zip(paths, sizes):
             with h5py.File(p, "r") as s:
                 m = int(s.attrs["count"])
                 for name in cols:
@@ -440,13 +452,16 @@ def merge(directory, config: Config, shard_files: list[str], *, centroids, codeb
             row += m
             desc_at += n_desc
 
-        parts = [(f"shards/{name}", n) for name, (n, _) in zip(shard_files, sizes)]
+        parts = [(f"shards/{name}", n) for name, (n, _, _) in zip(shard_files, sizes)]
         _vds(f, "frames", parts, np.float32, (4,))
         _vds(f, "words", parts, word_dtype(n_words), ())
         f["frames"].attrs["units"] = config.frame_units
         _vds(f, "scale", parts, np.int8, ())
-        if sizes and all(has for _, has in sizes):
+        if sizes and all(has for _, has, _ in sizes):
             _vds(f, "descriptors", parts, np.uint8, (128,))
+        if sizes and all(dt is not None for _, _, dt in sizes):
+            _vds(f, "geometry", parts, sizes[0][2], (len(GEOMETRY_COLUMNS),))
+            f["geometry"].attrs["columns"] = ",".join(GEOMETRY_COLUMNS)
 
         fg = f.create_group("failures")
         fg.create_dataset("index", data=np.array([i for i, _, _ in failures], np.int64))
@@ -579,6 +594,7 @@ class Store:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 raise StoreError(f"{self.dir}: shard {p['shard']} is {p['problem']}{more}; "
                                  f"{repair_hint(self.dir)}")
+        self._records = None
 
     def close(self):
         for s in self._shards.values():
@@ -640,14 +656,33 @@ class Store:
         if not self.shard_records:
             a, b = self.h5["offsets"][i:i + 2]
             return {"frames": self.h5["frames"][a:b],
-                    "words": self.h5["words"][a:b].astype(np.int32)}
+                    "words": self.h5["words"][a:b].astype(np.int32), **self._size(i)}
         if self._starts is None:
             self._starts = np.cumsum([0] + [int(r["count"]) for r in self.shard_records])
         k = int(np.searchsorted(self._starts, i, side="right")) - 1
         j = i - int(self._starts[k])
         s = self._shard(k)
         a, b = s["offsets"][j:j + 2]
-        return {"frames": s["frames"][a:b], "words": s["words"][a:b].astype(np.int32)}
+        return {"frames": s["frames"][a:b], "words": s["words"][a:b].astype(np.int32),
+                **self._size(i)}
+
+    def _size(self, i) -> dict:
+        return {"width": int(self.h5["images/width"][i]),
+                "height": int(self.h5["images/height"][i])}
+
+    @property
+    def has_geometry(self) -> bool:
+        return "geometry" in self.h5
+
+    def geometry(self, ids) -> tuple[np.ndarray, np.ndarray]:
+        """Geometry records (``features.verify``) of images ``ids``, concatenated, and the
+        offsets (len(ids) + 1) that split them; one read per image."""
+        if not self.has_geometry:
+            raise StoreError(f"{self.path} has no geometry records (made before they existed, "
+                             f"or by a dense recipe); re-ranking reads frames and words instead")
+        if self._records is None:
+            self._records = _RecordReader(self, "geometry")
+        return self._records.read(np.asarray(ids, np.int64))
 
     def _shard(self, k):
         if k not in self._shards:
@@ -663,3 +698,68 @@ class Store:
     def failures(self) -> list[tuple[int, str, str]]:
         g = self.h5["failures"]
         return list(zip(g["index"][:].tolist(), g["key"].asstr()[:], g["reason"].asstr()[:]))
+
+
+class _RecordReader:
+    """Rows ``offsets[i]:offsets[i + 1]`` of a virtual dataset whose shard parts are
+    contiguous (uncompressed): one ``pread`` per image, straight from the shard file, rather
+    than HDF5's virtual-dataset and chunk machinery (which costs milliseconds per read)."""
+
+    def __init__(self, store: Store, name: str):
+        ds = store.h5[name]
+        self.store, self.name, self.dtype = store, name, ds.dtype
+        self.tail = ds.shape[1:]
+        self.row_bytes = int(np.prod(self.tail, dtype=np.int64)) * ds.dtype.itemsize
+        self.offsets = store.h5["offsets"][:]
+        parts = []
+        if ds.is_virtual:
+            for m in ds.virtual_sources():
+                (start, *_), (stop, *_) = m.vspace.get_select_bounds()
+                parts.append((start, stop + 1, store.dir / m.file_name, m.dset_name))
+        parts.sort(key=lambda p: p[0])
+        self.starts = np.array([p[0] for p in parts], np.int64)
+        self.parts = parts
+        self.base = {}          # part -> byte offset of the dataset in its file (None: not raw)
+
+    def _base(self, k):
+        if k not in self.base:
+            _, _, path, name = self.parts[k]
+            try:
+                with h5py.File(path, "r") as f:
+                    d = f[name]
+                    ok = d.chunks is None and d.compression is None and d.dtype == self.dtype
+                    self.base[k] = d.id.get_offset() if ok else None
+            except (OSError, KeyError) as e:
+                raise StoreError(f"{path}: cannot read {name} ({e})") from None
+        return self.base[k]
+
+    def read(self, ids):
+        n = self.store.n_images
+        if len(ids) and (ids.min() < 0 or ids.max() >= n):
+            raise ValueError(f"image numbers must lie in [0, {n}), got {ids.min()}..{ids.max()}")
+        lo, hi = self.offsets[ids], self.offsets[ids + 1]
+        out_offsets = np.zeros(len(ids) + 1, np.int64)
+        np.cumsum(hi - lo, out=out_offsets[1:])
+        out = np.empty((int(out_offsets[-1]),) + self.tail, self.dtype)
+        flat = out.reshape(-1).view(np.uint8)
+        part = np.searchsorted(self.starts, lo, side="right") - 1
+        for k in np.unique(part[hi > lo]):
+            rows = np.flatnonzero((part == k) & (hi > lo))
+            base = self._base(int(k)) if k >= 0 else None
+            if base is None:
+                ds = self.store.h5[self.name]
+                for j in rows:
+                    out[out_offsets[j]:out_offsets[j + 1]] = ds[lo[j]:hi[j]]
+                continue
+            path, first = self.parts[k][2], self.parts[k][0]
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                for j in rows:
+                    a, b = out_offsets[j] * self.row_bytes, out_offsets[j + 1] * self.row_bytes
+                    got = os.preadv(fd, [flat[a:b]], base + (lo[j] - first) * self.row_bytes)
+                    if got != b - a:
+                        raise StoreError(f"{path}: shard is truncated ({self.name} of image "
+                                         f"{ids[j]} is cut short)")
+            finally:
+                os.close(fd)
+        return out, out_offsets

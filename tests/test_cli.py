@@ -32,6 +32,11 @@ def test_run_then_search_then_info(tmp_path, small_set, cli_env):
     hits = json.loads(proc.stdout)[0]["results"]
     assert all(h["key"].startswith("coins/") for h in hits) and hits[0]["inliers"] >= 10
 
+    proc = run_cli("search", out, "chelsea/half.jpg", "-k", 4, "--expand", 2, env=cli_env,
+                   check=True)
+    lines = proc.stdout.splitlines()[1:]
+    assert len(lines) == 4 and all("chelsea/" in line and "inliers" in line for line in lines)
+
     proc = run_cli("search", out, "chelsea/half.jpg", "-k", 2, env=cli_env, check=True)
     assert "chelsea/" in proc.stdout.splitlines()[1]
 

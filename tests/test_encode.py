@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from features.encode import (CSR, counts_csr, document_frequency, encode_words, idf_weights,
-                             weight_rows, word_counts)
+from features.encodings.bovw import (CSR, counts_csr, document_frequency, encode_words,
+                                     idf_weights, weight_rows, word_counts)
 
 
 def test_word_counts():

@@ -58,7 +58,7 @@ def _assert_same_store(a, b):
 def _verify(store, env=None):
     """verify in this process (the command is run by test_verify_a_sound_store and where
     its exit status matters)."""
-    from features.verify import verify_store
+    from features.integrity import verify_store
     result = verify_store(store)
     return (0 if result["sound"] else 1), result
 

@@ -38,7 +38,7 @@ import re
 import numpy as np
 
 from .._ext import load
-from ..encode import CSR
+from .bovw import CSR
 from .kernel_map import HomogeneousKernelMap
 
 __all__ = ["parse_grids", "level_weights", "spatial_pyramid", "spatial_pyramid_reference",
