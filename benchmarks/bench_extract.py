@@ -45,6 +45,7 @@ sys.path.insert(0, str(HERE.parent))
 from _vlfeat import VLFeat  # noqa: E402
 from corpus import corpus_stats, make_corpus  # noqa: E402
 
+from features.codebook import quantization_error  # noqa: E402
 from features.pipeline import encode_images, sample_descriptors, train_codebook  # noqa: E402
 from features.presets import get_preset  # noqa: E402
 from features.sources import open_source  # noqa: E402
@@ -88,17 +89,6 @@ def peer_job(paths, vl, out_path, words=1000, sample_images=200, sample_size=220
     km.train(desc.astype(np.float32))
     peer_pipeline(paths, km.centroids, vl, out_path)
     return km.centroids
-
-
-def quantization_error(centroids, x):
-    """Mean squared distance of the rows of x to their nearest centroid (exact)."""
-    from features.assign import Assigner
-    words = Assigner(centroids).assign(x)
-    err = 0.0
-    for s in range(0, len(x), 65536):
-        b = x[s:s + 65536].astype(np.float64) - centroids[words[s:s + 65536]]
-        err += float(np.einsum("ij,ij->", b, b))
-    return err / len(x)
 
 
 def end_to_end(args, vl):

@@ -28,8 +28,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from corpus import make_corpus  # noqa: E402
 
-from features.assign import Assigner  # noqa: E402
-from features.codebook import kmeans_fit  # noqa: E402
+from features.codebook import kmeans_fit, quantization_error  # noqa: E402
 from features.jobs import features_of  # noqa: E402
 from features.presets import get_preset  # noqa: E402
 from features.sources import open_source  # noqa: E402
@@ -47,15 +46,6 @@ def descriptors(root, n_images, skip=0):
         if d is not None:
             parts.append(d)
     return np.concatenate(parts)
-
-
-def quantization_error(centroids, x):
-    words = Assigner(centroids).assign(x)
-    err = 0.0
-    for s in range(0, len(x), 65536):
-        b = x[s:s + 65536].astype(np.float64) - centroids[words[s:s + 65536]]
-        err += float(np.einsum("ij,ij->", b, b))
-    return err / len(x)
 
 
 def timed(fn):

@@ -284,11 +284,7 @@ class Assigner:
         rows = min(n, _BLOCK_ROWS)
         t = self.n_threads
         bounds = np.empty((rows, self.k), np.float32)
-        xbuf = np.empty((t, self.d), np.float32)
-        bmin = np.empty((t, -(-self.k // 32)), np.float32)
-        cand_h = np.empty((t, self.k), np.float32)
-        cand_j = np.empty((t, self.k), np.int32)
-        cand_d = np.empty((t, self.k), np.float32)
+        xbuf, bmin, cand_h, cand_j, cand_d = self._scratch(t)
         for start in range(0, n, rows):
             m = min(rows, n - start)
             np.matmul(aug[start:start + m], self._weights, out=bounds[:m])
@@ -298,6 +294,12 @@ class Assigner:
                                self._zero_word, out[start:start + m],
                                xbuf, bmin, cand_h, cand_j, cand_d, t)
         return out
+
+    def _scratch(self, t):
+        """Per-thread work buffers of the pruned kernel."""
+        return (np.empty((t, self.d), np.float32), np.empty((t, -(-self.k // 32)), np.float32),
+                np.empty((t, self.k), np.float32), np.empty((t, self.k), np.int32),
+                np.empty((t, self.k), np.float32))
 
     def _search(self, kern, x, out=None):
         n = x.shape[0]
@@ -310,11 +312,7 @@ class Assigner:
         bounds = np.empty((rows, self.k), np.float32)
         norm2 = np.empty(rows, np.float64)
         radius = np.empty(rows, np.float64)
-        xbuf = np.empty((t, self.d), np.float32)
-        bmin = np.empty((t, -(-self.k // 32)), np.float32)
-        cand_h = np.empty((t, self.k), np.float32)
-        cand_j = np.empty((t, self.k), np.int32)
-        cand_d = np.empty((t, self.k), np.float32)
+        xbuf, bmin, cand_h, cand_j, cand_d = self._scratch(t)
         for start in range(0, n, rows):
             xb = x[start:start + rows]
             m = xb.shape[0]

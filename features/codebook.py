@@ -67,6 +67,17 @@ class KMeansResult(NamedTuple):
     history: tuple          # inertia after each assignment step
 
 
+def quantization_error(centroids, x, block=65536) -> float:
+    """Mean squared distance of the rows of ``x`` to their nearest centroid (exact), the
+    measure of a codebook's quality on held-out descriptors."""
+    words = Assigner(centroids).assign(x)
+    err = 0.0
+    for s in range(0, len(x), block):
+        b = x[s:s + block].astype(np.float64) - centroids[words[s:s + block]]
+        err += float(np.einsum("ij,ij->", b, b))
+    return err / len(x)
+
+
 def _check_int(value, name, low):
     if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)
             or value < low):
