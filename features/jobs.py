@@ -1,9 +1,11 @@
 """Work done per image and per shard, and running it on local worker processes.
 
 Workers get plain data (items, the configuration, the centroids) and return plain data;
-shards are written by the worker that computed them, atomically. Workers are child
-processes also for ``--jobs 1`` (see ``isolate``): a native crash on an image is a failed
-item, not the end of the job.
+shards are written by the worker that computed them, atomically. Tasks that decode images
+run in child processes also for ``--jobs 1`` (see ``isolate``): a native crash on an image
+is a failed item, not the end of the job. Other tasks (aggregation) run on joblib's worker
+processes: joblib cannot tell which item of a task killed its worker, which is the only
+reason decoding has a pool of its own.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from .codebook import sample_priority, subsample_rows
 from .decode import DecodeError, decode_gray
 from .encode import word_counts
 from .sift import extract_image
-from .isolate import inject_fault, run_isolated
+from .isolate import WorkerDied, inject_fault, run_isolated
 from .store import (EXTRACT_FAILED, NO_FEATURES, OK, REFUSED, UNDECODABLE, UNREADABLE,
                     ImageResult, merge, write_shard)
 from .verify import keeps_geometry, pack_geometry
@@ -165,8 +167,8 @@ def run_tasks(func, tasks, jobs):
 
     ``process_shard`` and ``sample_batch`` (decoding: native code) get the crash isolation
     of single items; any other ``func`` runs in this process for ``jobs`` = 1, else as
-    ``func(*task, parallel=True)`` in workers, a worker that dies ending the job with one
-    line."""
+    ``func(*task, parallel=True)`` in joblib's workers, a worker that dies ending the job
+    with one line."""
     if hasattr(jobs, "map"):
         yield from jobs.map(func, tasks)
         return
@@ -178,12 +180,18 @@ def run_tasks(func, tasks, jobs):
         for task in tasks:
             yield func(*task)
     else:
-        yield from run_isolated(_plain_task, ((func, task) for task in tasks), jobs,
-                                n_items=lambda _: 0, what=f"running {func.__name__}")
+        yield from _run_joblib(func, tasks, jobs)
 
 
-def _plain_task(func, task, *, skip=None, on_item=None, fault=None):
-    return func(*task, parallel=True)
+def _run_joblib(func, tasks, jobs):
+    from joblib import Parallel, delayed
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+    parallel = Parallel(n_jobs=jobs, return_as="generator", pre_dispatch="2*n_jobs")
+    try:
+        yield from parallel(delayed(func)(*task, parallel=True) for task in tasks)
+    except TerminatedWorkerError:
+        raise WorkerDied(f"a worker process died while running {func.__name__}; rerun the "
+                         f"same command to resume") from None
 
 
 # where the items are among the arguments of a task

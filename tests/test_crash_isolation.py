@@ -22,3 +22,25 @@ def test_worker_crash_becomes_a_failed_item(tmp_path, small_set, cli_env, kind, 
         assert (f["images/status"][:] != 0).sum() == 1
     assert run_cli("verify", out, env=cli_env).returncode == 0
     assert not list(out.rglob(".*.tmp-*"))
+
+
+def _square_or_die(x, parallel=False):
+    import os
+    import signal
+    if x == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x * x, parallel, os.getpid()
+
+
+def test_tasks_without_images_run_on_joblib_workers_and_a_dead_one_is_one_error():
+    """Aggregation tasks go to joblib's processes (in order, flagged parallel); a worker
+    killed under one ends the job with the WorkerDied error the command prints as a line."""
+    import os
+    from features.isolate import WorkerDied
+    from features.jobs import run_tasks
+    out = list(run_tasks(_square_or_die, [(0,), (1,), (2,), (4,)], 2))
+    assert [r[0] for r in out] == [0, 1, 4, 16] and all(r[1] for r in out)
+    assert os.getpid() not in {r[2] for r in out}
+    with pytest.raises(WorkerDied, match="_square_or_die; rerun the same command"):
+        list(run_tasks(_square_or_die, [(x,) for x in range(6)], 2))
+    assert [r[:2] for r in run_tasks(_square_or_die, [(2,)], 1)] == [(4, False)]
