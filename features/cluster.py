@@ -18,6 +18,7 @@ complete, so a task that ran twice writes the same file twice.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import socket
@@ -34,6 +35,13 @@ class ClusterError(ValueError):
 
 # Arrays above this size are sent to every worker once, not with each task.
 _SCATTER_BYTES = 1 << 16
+
+
+def _with_test_fault(func, *task, parallel=True):
+    """Run an image task on a Dask worker, with the test hook of a local worker
+    (``FEATURES_TEST_CRASH_ON``, see ``isolate.inject_fault``) read on the worker."""
+    from .isolate import FAULT_ENV
+    return func(*task, parallel=parallel, fault=os.environ.get(FAULT_ENV))
 
 
 def _worker_version():
@@ -140,34 +148,46 @@ class Cluster:
 
         At most two tasks per worker are in flight, so the driver holds a few shards'
         worth of inputs and results whatever the size of the job.
+
+        A task that decodes images (``jobs.decodes_images``) and kills every worker that
+        runs it (a file that crashes native code) is run once more by the driver in an
+        isolated local process, which finds the image and makes it a failed item, as a
+        local run does; the driver reads the same source and writes the same store.
         """
         from distributed import KilledWorker
+        from .jobs import decodes_images, run_tasks
         scattered = {}
         pending = collections.deque()
         limit = 2 * self.n_workers
         tag = uuid.uuid4().hex[:8]
+        remote = functools.partial(_with_test_fault, func) if decodes_images(func) else func
 
         def submit(number, task):
             args = [self._scatter(a, scattered) for a in task]
-            return self.client.submit(func, *args, parallel=True, pure=False,
-                                      key=f"{func.__name__}-{tag}-{number}")
+            future = self.client.submit(remote, *args, parallel=True, pure=False,
+                                        key=f"{func.__name__}-{tag}-{number}")
+            return future, task
 
-        def result(future):
+        def result(future, task):
             try:
                 return future.result()
             except KilledWorker as e:
-                raise ClusterError(f"task {future.key} killed every worker that ran it "
-                                   f"({_first_line(e)}); see the workers' logs") from None
+                if not decodes_images(func):
+                    raise ClusterError(f"task {future.key} killed every worker that ran it "
+                                       f"({_first_line(e)}); see the workers' logs") from None
+            print(f"cluster: task {future.key} killed every worker that ran it; running it "
+                  f"here in an isolated process to find the image", file=self.stream)
+            return next(run_tasks(func, [task], 1))
 
         try:
             for number, task in enumerate(tasks):
                 pending.append(submit(number, task))
                 if len(pending) >= limit:
-                    yield result(pending.popleft())
+                    yield result(*pending.popleft())
             while pending:
-                yield result(pending.popleft())
+                yield result(*pending.popleft())
         finally:
-            for future in pending:
+            for future, _ in pending:
                 future.cancel()
 
     def _scatter(self, arg, scattered):

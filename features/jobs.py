@@ -183,6 +183,11 @@ def run_tasks(func, tasks, jobs):
         yield from _run_joblib(func, tasks, jobs)
 
 
+def decodes_images(func) -> bool:
+    """Whether the tasks of ``func`` decode images (and so get crash isolation)."""
+    return func in _ITEMS_ARGUMENT
+
+
 def _run_joblib(func, tasks, jobs):
     from joblib import Parallel, delayed
     from joblib.externals.loky.process_executor import TerminatedWorkerError

@@ -244,3 +244,23 @@ def test_store_the_workers_cannot_write(tmp_path, small_set, cli_env, dask_proce
     proc = run_cli("run", small_set, "-o", hidden / "store", *RECIPE,
                    "--cluster", dask_processes.address, env=cli_env)
     _assert_one_line_error(proc, "cannot write", "filesystem the workers share")
+
+
+def test_image_that_crashes_every_worker_is_one_failed_item(tmp_path, small_set, cli_env):
+    """A file that kills each Dask worker that decodes it (the test hook segfaults on it):
+    the driver runs that shard in an isolated process, the image fails with its reason,
+    the job goes on and the store verifies."""
+    out = tmp_path / "store"
+    env = dict(cli_env, FEATURES_TEST_CRASH_ON="segv:coins/half.jpg")
+    proc = run_cli("run", small_set, "-o", out, *RECIPE, "--failure-budget", 0.5,
+                   "--cluster", "local:2", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "24 images, 1 failed" in proc.stdout
+    assert "killed every worker that ran it; running it here" in proc.stderr
+    with h5py.File(out / "store.h5", "r") as f:
+        keys = list(f["images/key"].asstr()[:])
+        status = f["images/status"][:]
+        i = keys.index("coins/half.jpg")
+        assert f["images/reason"].asstr()[i].startswith("crashed the decoder")
+        assert (status != 0).sum() == 1
+    run_cli("verify", out, env=cli_env, check=True)
