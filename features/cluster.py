@@ -36,6 +36,18 @@ class ClusterError(ValueError):
 # Arrays above this size are sent to every worker once, not with each task.
 _SCATTER_BYTES = 1 << 16
 
+# The worker processes of ``local:N`` run as joblib's do. Dask's nanny starts workers with
+# MALLOC_TRIM_THRESHOLD_=65536, which also fixes glibc's mmap threshold at 128 KiB: every
+# larger array (an image, its descriptors, the assignment's bound matrix) is then a fresh
+# mmap, page-faulted and zeroed, about 1,100 page faults per sbow image; pass 2 ran at 0.63x
+# joblib's speed with it (benchmarks/results/cluster.md). The statistical profiler samples
+# the task thread every 10 ms, a few percent of a core per worker; the dashboard's task
+# stream does not need it.
+_LOCAL_WORKER_CONFIG = {
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+    "distributed.worker.profile.enabled": False,
+}
+
 
 def _with_test_fault(func, *task, parallel=True):
     """Run an image task on a Dask worker, with the test hook of a local worker
@@ -47,6 +59,10 @@ def _with_test_fault(func, *task, parallel=True):
 def _worker_version():
     from . import __version__
     return __version__
+
+
+def _worker_malloc_trim():
+    return os.environ.get("MALLOC_TRIM_THRESHOLD_")
 
 
 def _worker_can_write(directory):
@@ -87,6 +103,7 @@ class Cluster:
 
     def __init__(self, spec: str, *, store=None, timeout: float = 10.0, stream=None):
         try:
+            import dask
             import distributed
         except ImportError:
             raise ClusterError("--cluster needs Dask distributed: pip install 'features[cluster]'")
@@ -96,9 +113,10 @@ class Cluster:
         self._local = None
         try:
             if kind == "local":
-                self._local = distributed.LocalCluster(
-                    n_workers=arg, threads_per_worker=1, processes=True,
-                    dashboard_address=":0", silence_logs=logging.ERROR)
+                with dask.config.set(_LOCAL_WORKER_CONFIG):
+                    self._local = distributed.LocalCluster(
+                        n_workers=arg, threads_per_worker=1, processes=True,
+                        dashboard_address=":0", silence_logs=logging.ERROR)
                 self.client = distributed.Client(self._local, timeout=timeout)
             else:
                 self.client = distributed.Client(arg, timeout=timeout)
@@ -114,6 +132,12 @@ class Cluster:
         link = self.client.dashboard_link if self.client.scheduler_info().get("services") else None
         print(f"cluster: {self.n_workers} workers at {self.client.scheduler.address}"
               + (f", dashboard {link}" if link else ""), file=self.stream)
+        trimmed = self.client.run(_worker_malloc_trim, on_error="return")
+        trimmed = [w for w, value in trimmed.items() if isinstance(value, str)]
+        if trimmed:
+            print(f"cluster: {len(trimmed)} of {self.n_workers} workers run with "
+                  f"MALLOC_TRIM_THRESHOLD_ set (Dask's nanny sets it), which makes pass 2 about "
+                  f"1.5x slower; see README, 'On a Dask cluster'", file=self.stream)
 
     def _check_workers(self, store):
         from . import __version__

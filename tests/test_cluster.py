@@ -116,6 +116,9 @@ def test_local_cluster_equals_local_workers(tmp_path, small_set, cli_env, local_
     proc = run_cli("run", small_set, "-o", out, *RECIPE, "--cluster", "local:2", env=cli_env,
                    check=True)
     assert "cluster: 2 workers at tcp://" in proc.stderr and "dashboard http" in proc.stderr
+    if "MALLOC_TRIM_THRESHOLD_" not in cli_env:
+        # local:N workers run with glibc's default malloc, as joblib's do
+        assert "MALLOC_TRIM_THRESHOLD_" not in proc.stderr
     assert "24 images, 0 failed" in proc.stdout
     _assert_same_store(local_reference, out)
 
@@ -186,6 +189,17 @@ def test_driver_killed_then_resumed(tmp_path, small_set, cli_env, dask_processes
     assert 2 <= len(done) < 8
     run_cli(*args, env=cli_env, check=True)
     _assert_same_store(local_reference, out)
+
+
+def test_workers_with_malloc_trim_are_named(dask_processes):
+    import io
+    from features.cluster import Cluster
+    dask_processes.worker("trimmed", MALLOC_TRIM_THRESHOLD_=65536)
+    dask_processes.wait_for_workers(1)
+    stream = io.StringIO()
+    with Cluster(dask_processes.address, stream=stream, timeout=30):
+        pass
+    assert "1 of 1 workers run with MALLOC_TRIM_THRESHOLD_ set" in stream.getvalue()
 
 
 def _assert_one_line_error(proc, *fragments):
