@@ -2,16 +2,20 @@
 
 Both run the same tasks (``jobs.sample_batch``, ``jobs.process_shard``) with two
 single-threaded workers, on a 5,000-image ImageNet-like corpus (benchmarks/corpus.py),
-alternating, median of ``--repeats`` runs. The cluster's start-up is timed apart. The
-scheduler's overhead per shard is measured with tasks that carry a real shard's inputs
-(1,000 items and the codebook) and do nothing. Writes results/cluster.{json,md}.
+alternating (and which goes first), median of ``--repeats`` runs, with the CPU seconds of
+the process tree per image and the load average of each run (on a shared machine the rates
+move with the load; the ratios and the CPU per image much less). The cluster's start-up is
+timed apart. The scheduler's overhead per shard is measured with tasks that carry a real
+shard's inputs (a shard's items and the codebook) and do nothing. Writes
+results/cluster.{json,md}.
 
-    python benchmarks/bench_cluster.py [--images 5000] [--repeats 3]
+    python benchmarks/bench_cluster.py [--images 5000] [--repeats 5]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -34,14 +38,30 @@ from features.sources import open_source  # noqa: E402
 ILSVRC_TRAIN = 1_281_167
 
 
+def _tree_cpu():
+    """CPU seconds (user + system) of this process and all its descendants alive now: the
+    driver, the in-process scheduler, joblib's and Dask's worker processes."""
+    import psutil
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.Error:
+            pass
+    return total
+
+
 def _encode(config, source, codebook, out, jobs):
+    """(seconds, CPU seconds of the process tree, 1-minute load average at the end)."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     shutil.copy(codebook.parent / "manifest.json", out / "manifest.json")
     shutil.copy(codebook, out / codebook.name)
+    cpu = _tree_cpu()
     start = time.perf_counter()
     encode_images(config, source, out / codebook.name, out, jobs=jobs, progress=False)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _tree_cpu() - cpu, os.getloadavg()[0]
 
 
 def _sample(config, source, out, jobs):
@@ -53,6 +73,30 @@ def _sample(config, source, out, jobs):
 
 def _noop_shard(config, centroids, items, path, first, parallel=False):
     return {"first": first, "count": len(items)}
+
+
+def _counted_shard(config, centroids, items, path, first, parallel=False):
+    """process_shard, with the minor page faults and CPU seconds of the task's thread."""
+    import resource
+    from features.jobs import process_shard
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    cpu = time.thread_time()
+    process_shard(config, centroids, items, path, first, parallel=parallel)
+    return {"count": len(items), "thread_cpu_s": time.thread_time() - cpu,
+            "minor_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults}
+
+
+def task_costs(jobs, config, source, centroids, out, n_shards=4):
+    """Per image, inside the shard tasks of one side: page faults and thread CPU ms. Both
+    depend little on the machine's load, unlike the rates."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    tasks = [(config, centroids, items, out / f"{i}.h5", i)
+             for i, items in enumerate(batched(source, config.shard_size)) if i < n_shards]
+    got = list(run_tasks(_counted_shard, tasks, jobs))
+    images = sum(g["count"] for g in got)
+    return {"minor_faults_per_image": sum(g["minor_faults"] for g in got) / images,
+            "thread_cpu_ms_per_image": sum(g["thread_cpu_s"] for g in got) / images * 1e3}
 
 
 def scheduler_overhead(cluster, config, source, centroids, n_tasks):
@@ -68,7 +112,7 @@ def scheduler_overhead(cluster, config, source, centroids, n_tasks):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--images", type=int, default=5000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--shard-size", type=int, default=250,
                     help="images per shard (20 shards for 5,000 images, so that the last "
                          "round of shards does not leave a worker idle for long)")
@@ -94,15 +138,26 @@ def main():
     # joblib's worker processes are warm from the codebook sample above; warm Dask's the same
     _sample(config, source, work / "s-warm", cluster)
     times = {"joblib": {"sample": [], "encode": []}, "dask": {"sample": [], "encode": []}}
+    cpu = {"joblib": [], "dask": []}
+    loads = []
     try:
         for r in range(args.repeats):
-            for name, jobs in (("joblib", 2), ("dask", cluster)):
+            # Alternate which side goes first, so that a load change favours neither.
+            order = (("joblib", 2), ("dask", cluster))
+            for name, jobs in (order if r % 2 == 0 else order[::-1]):
                 times[name]["sample"].append(_sample(config, source, work / f"s-{name}", jobs))
-                times[name]["encode"].append(_encode(config, source, codebook,
-                                                     work / f"e-{name}", jobs))
+                seconds, cpu_seconds, load = _encode(config, source, codebook,
+                                                     work / f"e-{name}", jobs)
+                times[name]["encode"].append(seconds)
+                cpu[name].append(cpu_seconds)
+                loads.append(load)
             print(f"run {r + 1}: " + ", ".join(
-                f"{name} encode {args.images / t['encode'][-1]:.1f} images/s, sample "
-                f"{t['sample'][-1]:.1f} s" for name, t in times.items()), flush=True)
+                f"{name} encode {args.images / t['encode'][-1]:.1f} images/s "
+                f"({cpu[name][-1] / args.images * 1e3:.2f} CPU ms/image), sample "
+                f"{t['sample'][-1]:.1f} s" for name, t in times.items())
+                + f"; load {loads[-1]:.1f}", flush=True)
+        costs = {name: task_costs(jobs, config, source, centroids, work / f"c-{name}")
+                 for name, jobs in (("joblib", 2), ("dask", cluster))}
         n_tasks = 40
         overhead = scheduler_overhead(cluster, config, source, centroids, n_tasks)
     finally:
@@ -111,16 +166,30 @@ def main():
     med = {name: {step: float(np.median(v)) for step, v in t.items()} for name, t in times.items()}
     rate = {name: args.images / m["encode"] for name, m in med.items()}
     ratio = rate["dask"] / rate["joblib"]
+    # Per run, Dask's rate over joblib's in the same run: less sensitive to load drifts.
+    paired = float(np.median([j / d for j, d in zip(times["joblib"]["encode"],
+                                                     times["dask"]["encode"])]))
+    cpu_ms = {name: float(np.median(v)) / args.images * 1e3 for name, v in cpu.items()}
+    task_cpu = {name: c["thread_cpu_ms_per_image"] for name, c in costs.items()}
     sample_ratio = med["joblib"]["sample"] / med["dask"]["sample"]
     per_worker = rate["dask"] / 2
-    projection = {n: ILSVRC_TRAIN / (n * per_worker) / 3600 for n in (2, 8, 32, 128)}
+    # A worker with a core to itself: the cluster run's CPU (workers, scheduler and driver)
+    # per image. On a loaded machine the wall-clock rate measures the other work as well.
+    per_core = 1e3 / cpu_ms["dask"]
+    projection = {n: ILSVRC_TRAIN / (n * per_core) / 3600 for n in (8, 32, 128)}
     result = {
         "machine": f"{platform.machine()}, 2 cores", "images": args.images, "corpus": stats,
         "recipe": "sbow", "shard_size": args.shard_size, "workers": 2, "repeats": args.repeats,
         "seconds": times, "median_seconds": med, "encode_images_per_s": rate,
-        "dask_over_joblib_encode": ratio, "dask_over_joblib_sample": sample_ratio,
+        "dask_over_joblib_encode": ratio, "dask_over_joblib_encode_paired_median": paired,
+        "dask_over_joblib_sample": sample_ratio,
+        "encode_cpu_ms_per_image_process_tree": cpu_ms, "shard_task_costs": costs,
+        "encode_cpu_seconds": cpu,
+        "load_average_1min": {"min": min(loads), "median": float(np.median(loads)),
+                              "max": max(loads)},
         "cluster_startup_s": startup, "scheduler_overhead_ms_per_shard": overhead * 1e3,
-        "per_worker_images_per_s": per_worker, "ilsvrc2012_train_hours_by_workers": projection,
+        "per_worker_images_per_s": per_worker, "per_core_images_per_cpu_s": per_core,
+        "ilsvrc2012_train_hours_by_workers": projection,
     }
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "cluster.json").write_text(json.dumps(result, indent=1))
@@ -133,17 +202,33 @@ def main():
         "|---|---:|---:|---:|",
         f"| pass 2 (extract, quantize, encode, write shards, merge) | {rate['joblib']:.1f} "
         f"images/s | {rate['dask']:.1f} images/s | {ratio:.2f} |",
+        f"| pass 2, CPU of the whole process tree per image | {cpu_ms['joblib']:.2f} ms | "
+        f"{cpu_ms['dask']:.2f} ms | {cpu_ms['dask'] / cpu_ms['joblib']:.2f} |",
+        f"| pass 2, inside the shard tasks: minor page faults per image | "
+        f"{costs['joblib']['minor_faults_per_image']:.0f} | "
+        f"{costs['dask']['minor_faults_per_image']:.0f} | |",
+        f"| pass 2, inside the shard tasks: thread CPU per image | "
+        f"{costs['joblib']['thread_cpu_ms_per_image']:.2f} ms | "
+        f"{costs['dask']['thread_cpu_ms_per_image']:.2f} ms | "
+        f"{task_cpu['dask'] / task_cpu['joblib']:.2f} |",
         f"| pass 1 (codebook sample of {config.images_to_sample} images) | "
         f"{med['joblib']['sample']:.1f} s | {med['dask']['sample']:.1f} s | {sample_ratio:.2f} |",
         "",
+        f"Pass 2 ratio of the medians {ratio:.2f}; median of the per-run ratios {paired:.2f}. "
+        f"1-minute load average at the end of each pass 2: {min(loads):.1f} to "
+        f"{max(loads):.1f} (median {np.median(loads):.1f}) on 2 cores shared with other "
+        f"work, so the rates are below a quiet machine's; the ratios and the CPU per image "
+        f"are the figures to compare.", "",
         f"Scheduler overhead: {overhead * 1e3:.1f} ms per shard task carrying a real shard's "
         f"inputs ({args.shard_size} items and the codebook, scattered once), measured over "
         f"{n_tasks} tasks that do nothing; cluster start-up (scheduler, 2 worker processes, "
         f"version and write checks) {startup:.1f} s, once per job.", "",
-        f"Per-worker rate {per_worker:.1f} images/s: ILSVRC-2012 train "
+        f"Per-worker rate: {per_worker:.1f} images/s of wall clock here (2 workers on "
+        f"2 busy cores); {per_core:.0f} images per CPU second of the cluster run, the rate "
+        f"of a worker with a core to itself. At that rate ILSVRC-2012 train "
         f"({ILSVRC_TRAIN:,} images) would take " + ", ".join(
-            f"{h:.2f} h on {n} workers" for n, h in projection.items())
-        + " of this machine's cores, if the shared filesystem keeps up.",
+            f"{h:.2f} h on {n}" for n, h in projection.items())
+        + " such workers, if the shared filesystem keeps up.",
     ]
     (HERE / "results" / "cluster.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
