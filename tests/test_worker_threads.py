@@ -1,0 +1,21 @@
+"""Worker processes run their libraries single-threaded: one worker per core, and no
+BLAS, OpenMP or OpenCV pool inside it to oversubscribe the cores."""
+import pytest
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+
+def _pools(**hooks):
+    import cv2
+    return cv2.getNumThreads(), [(p["internal_api"], p["num_threads"])
+                                 for p in threadpoolctl.threadpool_info()]
+
+
+def test_isolated_workers_are_single_threaded():
+    # The forked workers of --jobs (features.isolate) inherit no OPENBLAS_NUM_THREADS from a
+    # pool manager: they must limit the BLAS themselves.
+    from features.isolate import call_isolated
+    cv2_threads, pools = call_isolated(_pools)
+    assert cv2_threads == 1
+    assert pools, "no BLAS or OpenMP library found to check"
+    assert all(n == 1 for _, n in pools), pools
