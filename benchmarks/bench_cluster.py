@@ -1,7 +1,8 @@
-"""Dask LocalCluster against joblib: the sbow batch job's two passes on the same corpus.
+"""Dask LocalCluster against local workers: the sbow batch job's two passes on the same corpus.
 
 Both run the same tasks (``jobs.sample_batch``, ``jobs.process_shard``) with two
-single-threaded workers, on a 5,000-image ImageNet-like corpus (benchmarks/corpus.py),
+single-threaded worker processes (``--jobs 2``: forked workers, see features.isolate; joblib's
+before crash isolation), on a 5,000-image ImageNet-like corpus (benchmarks/corpus.py),
 alternating (and which goes first), median of ``--repeats`` runs, with the CPU seconds of
 the process tree per image and the load average of each run (on a shared machine the rates
 move with the load; the ratios and the CPU per image much less). The cluster's start-up is
@@ -39,14 +40,20 @@ ILSVRC_TRAIN = 1_281_167
 
 
 def _tree_cpu():
-    """CPU seconds (user + system) of this process and all its descendants alive now: the
-    driver, the in-process scheduler, joblib's and Dask's worker processes."""
+    """CPU seconds (user + system) of this process and all its descendants: the driver, the
+    in-process scheduler, the local and the Dask worker processes. Those that have exited
+    (the local side forks workers per job) count in their parent's children times."""
     import psutil
+
+    def cpu(process):
+        t = process.cpu_times()
+        return t.user + t.system + t.children_user + t.children_system
+
     me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
+    total = cpu(me)
     for child in me.children(recursive=True):
         try:
-            total += sum(child.cpu_times()[:2])
+            total += cpu(child)
         except psutil.Error:
             pass
     return total
@@ -86,14 +93,18 @@ def _counted_shard(config, centroids, items, path, first, parallel=False):
             "minor_faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults}
 
 
-def task_costs(jobs, config, source, centroids, out, n_shards=4):
-    """Per image, inside the shard tasks of one side: page faults and thread CPU ms. Both
-    depend little on the machine's load, unlike the rates."""
+def task_costs(cluster, config, source, centroids, out, n_shards=4):
+    """Per image, inside shard tasks: minor page faults and thread CPU ms, on the cluster's
+    workers or (``cluster`` None) in this process, whose environment the local workers
+    (forked, see features.isolate) share. Both depend little on the machine's load."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     tasks = [(config, centroids, items, out / f"{i}.h5", i)
              for i, items in enumerate(batched(source, config.shard_size)) if i < n_shards]
-    got = list(run_tasks(_counted_shard, tasks, jobs))
+    if cluster is None:
+        got = [_counted_shard(*task, parallel=True) for task in tasks]
+    else:
+        got = list(run_tasks(_counted_shard, tasks, cluster))
     images = sum(g["count"] for g in got)
     return {"minor_faults_per_image": sum(g["minor_faults"] for g in got) / images,
             "thread_cpu_ms_per_image": sum(g["thread_cpu_s"] for g in got) / images * 1e3}
@@ -135,15 +146,17 @@ def main():
     start = time.perf_counter()
     cluster = Cluster("local:2", timeout=60)
     startup = time.perf_counter() - start
-    # joblib's worker processes are warm from the codebook sample above; warm Dask's the same
+    # the local side's fork server is warm from the codebook sample above; warm Dask's workers
     _sample(config, source, work / "s-warm", cluster)
-    times = {"joblib": {"sample": [], "encode": []}, "dask": {"sample": [], "encode": []}}
-    cpu = {"joblib": [], "dask": []}
+    times = {"local": {"sample": [], "encode": []}, "dask": {"sample": [], "encode": []}}
+    cpu = {"local": [], "dask": []}
     loads = []
     try:
+        costs = {name: task_costs(on, config, source, centroids, work / f"c-{name}")
+                 for name, on in (("local", None), ("dask", cluster))}
         for r in range(args.repeats):
             # Alternate which side goes first, so that a load change favours neither.
-            order = (("joblib", 2), ("dask", cluster))
+            order = (("local", 2), ("dask", cluster))
             for name, jobs in (order if r % 2 == 0 else order[::-1]):
                 times[name]["sample"].append(_sample(config, source, work / f"s-{name}", jobs))
                 seconds, cpu_seconds, load = _encode(config, source, codebook,
@@ -156,8 +169,6 @@ def main():
                 f"({cpu[name][-1] / args.images * 1e3:.2f} CPU ms/image), sample "
                 f"{t['sample'][-1]:.1f} s" for name, t in times.items())
                 + f"; load {loads[-1]:.1f}", flush=True)
-        costs = {name: task_costs(jobs, config, source, centroids, work / f"c-{name}")
-                 for name, jobs in (("joblib", 2), ("dask", cluster))}
         n_tasks = 40
         overhead = scheduler_overhead(cluster, config, source, centroids, n_tasks)
     finally:
@@ -165,13 +176,13 @@ def main():
 
     med = {name: {step: float(np.median(v)) for step, v in t.items()} for name, t in times.items()}
     rate = {name: args.images / m["encode"] for name, m in med.items()}
-    ratio = rate["dask"] / rate["joblib"]
-    # Per run, Dask's rate over joblib's in the same run: less sensitive to load drifts.
-    paired = float(np.median([j / d for j, d in zip(times["joblib"]["encode"],
+    ratio = rate["dask"] / rate["local"]
+    # Per run, Dask's rate over the local one in the same run: less sensitive to load drifts.
+    paired = float(np.median([j / d for j, d in zip(times["local"]["encode"],
                                                      times["dask"]["encode"])]))
     cpu_ms = {name: float(np.median(v)) / args.images * 1e3 for name, v in cpu.items()}
     task_cpu = {name: c["thread_cpu_ms_per_image"] for name, c in costs.items()}
-    sample_ratio = med["joblib"]["sample"] / med["dask"]["sample"]
+    sample_ratio = med["local"]["sample"] / med["dask"]["sample"]
     per_worker = rate["dask"] / 2
     # A worker with a core to itself: the cluster run's CPU (workers, scheduler and driver)
     # per image. On a loaded machine the wall-clock rate measures the other work as well.
@@ -181,8 +192,8 @@ def main():
         "machine": f"{platform.machine()}, 2 cores", "images": args.images, "corpus": stats,
         "recipe": "sbow", "shard_size": args.shard_size, "workers": 2, "repeats": args.repeats,
         "seconds": times, "median_seconds": med, "encode_images_per_s": rate,
-        "dask_over_joblib_encode": ratio, "dask_over_joblib_encode_paired_median": paired,
-        "dask_over_joblib_sample": sample_ratio,
+        "dask_over_local_encode": ratio, "dask_over_local_encode_paired_median": paired,
+        "dask_over_local_sample": sample_ratio,
         "encode_cpu_ms_per_image_process_tree": cpu_ms, "shard_task_costs": costs,
         "encode_cpu_seconds": cpu,
         "load_average_1min": {"min": min(loads), "median": float(np.median(loads)),
@@ -194,25 +205,25 @@ def main():
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "cluster.json").write_text(json.dumps(result, indent=1))
     lines = [
-        "# Dask LocalCluster against joblib (sbow recipe)", "",
+        "# Dask LocalCluster against local workers (sbow recipe)", "",
         f"`python benchmarks/bench_cluster.py`: {args.images} ImageNet-like JPEGs (mean "
         f"{stats['mean_kb']:.0f} KB), shards of {args.shard_size}, 2 single-threaded workers "
         f"each way, same codebook, median of {args.repeats} alternating runs.", "",
-        "| step | joblib, 2 processes | Dask LocalCluster, 2 workers | Dask / joblib |",
+        "| step | local, `--jobs 2` | Dask LocalCluster, 2 workers | Dask / local |",
         "|---|---:|---:|---:|",
-        f"| pass 2 (extract, quantize, encode, write shards, merge) | {rate['joblib']:.1f} "
+        f"| pass 2 (extract, quantize, encode, write shards, merge) | {rate['local']:.1f} "
         f"images/s | {rate['dask']:.1f} images/s | {ratio:.2f} |",
-        f"| pass 2, CPU of the whole process tree per image | {cpu_ms['joblib']:.2f} ms | "
-        f"{cpu_ms['dask']:.2f} ms | {cpu_ms['dask'] / cpu_ms['joblib']:.2f} |",
+        f"| pass 2, CPU of the whole process tree per image | {cpu_ms['local']:.2f} ms | "
+        f"{cpu_ms['dask']:.2f} ms | {cpu_ms['dask'] / cpu_ms['local']:.2f} |",
         f"| pass 2, inside the shard tasks: minor page faults per image | "
-        f"{costs['joblib']['minor_faults_per_image']:.0f} | "
+        f"{costs['local']['minor_faults_per_image']:.0f} | "
         f"{costs['dask']['minor_faults_per_image']:.0f} | |",
         f"| pass 2, inside the shard tasks: thread CPU per image | "
-        f"{costs['joblib']['thread_cpu_ms_per_image']:.2f} ms | "
+        f"{costs['local']['thread_cpu_ms_per_image']:.2f} ms | "
         f"{costs['dask']['thread_cpu_ms_per_image']:.2f} ms | "
-        f"{task_cpu['dask'] / task_cpu['joblib']:.2f} |",
+        f"{task_cpu['dask'] / task_cpu['local']:.2f} |",
         f"| pass 1 (codebook sample of {config.images_to_sample} images) | "
-        f"{med['joblib']['sample']:.1f} s | {med['dask']['sample']:.1f} s | {sample_ratio:.2f} |",
+        f"{med['local']['sample']:.1f} s | {med['dask']['sample']:.1f} s | {sample_ratio:.2f} |",
         "",
         f"Pass 2 ratio of the medians {ratio:.2f}; median of the per-run ratios {paired:.2f}. "
         f"1-minute load average at the end of each pass 2: {min(loads):.1f} to "

@@ -136,8 +136,8 @@ class Cluster:
         trimmed = [w for w, value in trimmed.items() if isinstance(value, str)]
         if trimmed:
             print(f"cluster: {len(trimmed)} of {self.n_workers} workers run with "
-                  f"MALLOC_TRIM_THRESHOLD_ set (Dask's nanny sets it), which makes pass 2 about "
-                  f"1.5x slower; see README, 'On a Dask cluster'", file=self.stream)
+                  f"MALLOC_TRIM_THRESHOLD_ set (Dask's nanny sets it), which costs pass 2 about "
+                  f"1.6x the CPU per image; see README, 'On a Dask cluster'", file=self.stream)
 
     def _check_workers(self, store):
         from . import __version__
