@@ -83,7 +83,7 @@ class Plan:
     models: dict = field(default_factory=dict)
 
 
-def _check_options(method, options):
+def _check_options(method, options, defaults=None):
     if method not in METHODS:
         raise StoreError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     options = {k: v for k, v in (options or {}).items() if v is not None}
@@ -92,7 +92,7 @@ def _check_options(method, options):
         flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
         raise StoreError(f"{flags} does not apply to --method {method} (its options: "
                          f"{', '.join('--' + k.replace('_', '-') for k in DEFAULTS[method])})")
-    params = dict(DEFAULTS[method], **options)
+    params = {**DEFAULTS[method], **(defaults or {}), **options}
     from .encodings.kernel_map import HomogeneousKernelMap
     from .encodings.spm import parse_grids
     if params.get("grids") is not None:
@@ -178,9 +178,14 @@ def aggregate(config, store_dir, method, name=None, options=None, jobs=1, *, rep
     source, with its ``limit``) re-extracts descriptors for stores kept without them.
     ``report`` receives the one-line size estimate.
     """
+    from .like import like_params
     store_dir = Path(store_dir)
-    params = _check_options(method, options)
     name = name or method
+    # a store encoded --like another: the other store's options for this encoding by default
+    defaults = like_params(store_dir, method, name)
+    if defaults is not None:
+        defaults = {k: v for k, v in defaults.items() if k in DEFAULTS[method]}
+    params = _check_options(method, options, defaults)
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name):
         raise StoreError(f"--name must be letters, digits, '_', '-', '.' or '+', got {name!r}")
     if name in RESERVED:
@@ -342,13 +347,15 @@ def _models(method, params, store_dir, stored, desc_dim, replace, seed) -> dict:
     learned from the descriptor sample. Stored models of another size are refused."""
     if method in ("bovw", "spm"):
         return {}
-    if method == "vlad":
-        want = {"kmeans-vlad": {"centers": params["centers"], "dim": desc_dim, "seed": seed}}
-    else:
-        want = {"pca": {"dims": params["pca_dims"], "dim": desc_dim, "whiten": params["whiten"],
-                        "seed": seed},
-                "gmm": {"components": params["components"], "dim": params["pca_dims"],
-                        "seed": seed}}
+    from .like import models_from_like
+    reused = models_from_like(store_dir, method, stored)
+    if reused is not None:         # encoded --like another store: its models, never new ones
+        for model, have in reused.items():
+            _check_stored(model, have, _model_spec(method, params, desc_dim, seed)[model],
+                          store_dir, hint=f"give the options of {have['attrs']['like']}'s "
+                                          f"encoding")
+        return reused
+    want = _model_spec(method, params, desc_dim, seed)
     models = {}
     for model, spec in want.items():
         have = stored.get(model)
@@ -358,6 +365,21 @@ def _models(method, params, store_dir, stored, desc_dim, replace, seed) -> dict:
     missing = [m for m in want if m not in models]
     if not missing:
         return models
+    return _learn_models(method, params, store_dir, models, missing, desc_dim, seed)
+
+
+def _model_spec(method, params, desc_dim, seed):
+    if method == "vlad":
+        want = {"kmeans-vlad": {"centers": params["centers"], "dim": desc_dim, "seed": seed}}
+    else:
+        want = {"pca": {"dims": params["pca_dims"], "dim": desc_dim, "whiten": params["whiten"],
+                        "seed": seed},
+                "gmm": {"components": params["components"], "dim": params["pca_dims"],
+                        "seed": seed}}
+    return want
+
+
+def _learn_models(method, params, store_dir, models, missing, desc_dim, seed):
     if "kmeans-vlad" in missing:
         from .codebook import kmeans
         k = params["centers"]
@@ -404,7 +426,7 @@ def _learn(fit, what):
         raise StoreError(f"learning models/{what}: {e}") from None
 
 
-def _check_stored(model, have, spec, store_dir):
+def _check_stored(model, have, spec, store_dir, hint="pass --replace to learn new models"):
     a = have["arrays"]
     if model == "kmeans-vlad":
         shape, want = a["centers"].shape, (spec["centers"], spec["dim"])
@@ -420,8 +442,7 @@ def _check_stored(model, have, spec, store_dir):
                              f"and priors {a['priors'].shape} for means {shape}")
     if shape != want:
         raise StoreError(f"{store_dir}: models/{model}/{label} is {shape[0]} x {shape[1]}, the "
-                         f"options need {want[0]} x {want[1]}; pass --replace to learn new "
-                         f"models")
+                         f"options need {want[0]} x {want[1]}; {hint}")
 
 
 def _project(x, pca_model):
@@ -433,6 +454,7 @@ def _project(x, pca_model):
 
 
 def _write_models(group, models):
+    from .like import model_checksum
     for model, m in models.items():
         if model in group:
             del group[model]
@@ -441,6 +463,9 @@ def _write_models(group, models):
             g.create_dataset(k, data=v)
         for k, v in m["attrs"].items():
             g.attrs[k] = v
+        # what `features baseline --val` compares: a val store encoded --like this one
+        # holds the same arrays, hence the same checksum
+        g.attrs["checksum"] = model_checksum(m["arrays"])
 
 
 def _write_models_file(path, models):
@@ -653,6 +678,10 @@ def _attach(store_dir, name, record, records, models) -> Path:
             _add_encoding(f, name, record, records)
             if models:
                 _write_models(f.require_group("models"), models)
+            # the models this encoding was computed with, by checksum (`baseline --val`)
+            f["encodings/" + name].attrs["models"] = json.dumps(
+                {m: str(f["models/" + m].attrs["checksum"]) for m in sorted(models)},
+                sort_keys=True)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

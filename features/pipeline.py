@@ -284,7 +284,8 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
     from the source for ``vlad`` and ``fisher``.
 
     With ``like`` (another store) there is no sampling and no k-means: the recipe and the
-    codebook are those of ``like`` (``config`` is ignored).
+    codebook are those of ``like`` (``config`` is ignored), and the ``encodings`` use its
+    models and options (``features.like``).
     """
     from .aggregate import METHODS, aggregate
     unknown = [m for m in encodings if m not in METHODS]
@@ -292,6 +293,8 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
         raise StoreError(f"unknown encoding(s) {', '.join(unknown)}; choose from "
                          f"{', '.join(METHODS)}")
     if like is not None:
+        from .like import check_like_models
+        check_like_models(like, encodings)   # its models are reused, never learned here
         config, codebook = reuse_codebook(like, out)
     else:
         sample = sample_descriptors(config, source, out, jobs=jobs, limit=limit,

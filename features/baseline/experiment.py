@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 
+from ..like import array_checksum, encoding_models
 from . import hedging, metrics
 from .linear import CLASSIFIERS, DEFAULT_LAMBDAS, decision_blocks, feature_stats, train_sgd
 from .reader import EncodingReader, list_encodings
@@ -61,35 +62,37 @@ def _per_class_pick(rows, labels, keys, seed, fraction=None, count=None, at_leas
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
 
 
-def array_checksum(*arrays):
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(str(a.dtype).encode() + str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+def codebook_checksum(h5):
+    """The codebook's recorded checksum (computed for stores written before it was)."""
+    if "codebook/centroids" not in h5:
+        return None
+    ds = h5["codebook/centroids"]
+    return str(ds.attrs.get("checksum", "")) or array_checksum(ds[:])
 
 
-def model_checksums(h5):
-    """Checksums of what a store's encodings learned: the codebook and ``models/*``.
-
-    Recorded ones (attribute ``checksum``) are used when present, else computed.
-    """
-    out = {}
-    if "codebook/centroids" in h5:
-        ds = h5["codebook/centroids"]
-        out["codebook"] = str(ds.attrs.get("checksum", "")) or array_checksum(ds[:])
-    if "models" in h5:
-        for name, g in h5["models"].items():
-            recorded = g.attrs.get("checksum")
-            if recorded:
-                out["models/" + name] = str(recorded)
-            elif hasattr(g, "keys"):
-                out["models/" + name] = array_checksum(*[g[k][:] for k in sorted(g.keys())
-                                                         if hasattr(g[k], "shape")])
-            else:
-                out["models/" + name] = array_checksum(g[:])
-    return out
+def check_same_models(store, val_store, names):
+    """A val store must be encoded as the train store: the same codebook and, for each
+    encoding scored, the same options and the same models (``models/*``, by the checksums
+    both stores recorded for it; see ``features.like``)."""
+    hint = f"(encode it with `features run VAL -o VALSTORE --like {store.dir}`)"
+    ours, theirs = codebook_checksum(store.h5), codebook_checksum(val_store.h5)
+    if ours != theirs:
+        what = f"has no codebook, unlike {store.dir}" if theirs is None else \
+            f"was encoded with another codebook than {store.dir}"
+        raise BaselineError(f"val store {val_store.dir} {what} {hint}")
+    for name in names:
+        a, b = store.h5["encodings/" + name], val_store.h5["encodings/" + name]
+        if a.attrs.get("params") != b.attrs.get("params"):
+            raise BaselineError(f"val store {val_store.dir} computed encodings/{name} with other "
+                                f"options than {store.dir} {hint}")
+        ours, theirs = encoding_models(store.h5, name), encoding_models(val_store.h5, name)
+        for model in sorted(set(ours) | set(theirs)):
+            if ours.get(model) != theirs.get(model):
+                what = (f"computed encodings/{name} without the models/{model} of "
+                        f"{store.dir}" if model not in theirs else
+                        f"computed encodings/{name} with another models/{model} than "
+                        f"{store.dir}")
+                raise BaselineError(f"val store {val_store.dir} {what} {hint}")
 
 
 class _Side:
@@ -115,14 +118,6 @@ def _splits(store, val_store, seed, val_fraction, train_per_class):
     keys = store.keys
     if val_store is not None:
         val_classes, val_labels, val_ok = _labelled(val_store, "val store")
-        ours, theirs = model_checksums(store.h5), model_checksums(val_store.h5)
-        for name in sorted(set(ours) | set(theirs)):
-            if ours.get(name) != theirs.get(name):
-                what = "has no " + name if name not in theirs else (
-                    "was encoded with another " + name)
-                raise BaselineError(
-                    f"val store {val_store.dir} {what} than {store.dir} "
-                    f"(encode it with `features run VAL -o VALSTORE --like {store.dir}`)")
         where = {c: i for i, c in enumerate(classes)}
         unknown = [c for c in val_classes if c not in where]
         used = set(val_labels[val_ok].tolist())
@@ -209,6 +204,7 @@ def evaluate(store, val_store=None, *, encoding=None, classifiers=CLASSIFIERS, h
         lacking = [n for n in names if n not in theirs]
         if lacking:
             raise BaselineError(f"val store {val_store.dir} has no encoding {lacking[0]!r}")
+        check_same_models(store, val_store, names)
     classes, train, val, split_kind = _splits(store, val_store, seed, val_fraction,
                                               train_per_class)
     stored = store.class_names or [""] * len(classes)
