@@ -35,12 +35,14 @@ minima, candidate scan and heap, norms, float32 distance) take pointers and
 lengths taken from the memoryviews' shapes.
 """
 from cython.parallel cimport prange, threadid
-from libc.math cimport sqrt
+from libc.math cimport sqrt, INFINITY
 
 ctypedef unsigned char uint8
 
 # Twice the float32 unit roundoff.
 cdef double _CAST = 2.0 ** -23
+# bound_filter keeps a row only if upper * _SKIP_MARGIN < lower.
+cdef double _SKIP_MARGIN = 1 + 1e-9
 
 ctypedef fused real_in:
     uint8
@@ -100,6 +102,29 @@ cdef extern from *:
                 v = h[j] < v ? h[j] : v;
             bmin[nfull] = v;
             best = v < best ? v : best;
+        }
+        return best;
+    }
+
+    /* Index of the smallest h[j], j != skip (k >= 2), from the block minima
+       bmin of asg_block_mins: blocks other than skip's are looked into only
+       if their minimum can beat the best so far. */
+    static Py_ssize_t asg_argmin_except(const float *h, Py_ssize_t k,
+                                        const float *bmin, Py_ssize_t skip)
+    {
+        Py_ssize_t nb = (k + ASG_BLOCK - 1) / ASG_BLOCK, sb = skip / ASG_BLOCK;
+        Py_ssize_t b, j, j0, j1, best = -1;
+        float v = FLT_MAX;
+        for (b = 0; b < nb; b++) {
+            if (b != sb && !(bmin[b] < v) && best >= 0)
+                continue;
+            j0 = b * ASG_BLOCK;
+            j1 = j0 + ASG_BLOCK < k ? j0 + ASG_BLOCK : k;
+            for (j = j0; j < j1; j++)
+                if (j != skip && (best < 0 || h[j] < v)) {
+                    v = h[j];
+                    best = j;
+                }
         }
         return best;
     }
@@ -249,6 +274,7 @@ cdef extern from *:
     }
     """
     enum: ASG_BLOCK
+    float FLT_MAX
     float asg_block_mins(const float *h, Py_ssize_t k, float *bmin) noexcept nogil
     float asg_dist_f32(const float *x, const float *c, Py_ssize_t d) noexcept nogil
     Py_ssize_t asg_collect(const float *h, Py_ssize_t k, const float *bmin, float thr,
@@ -257,6 +283,8 @@ cdef extern from *:
     double asg_norm2_f32(const float *x, Py_ssize_t d) noexcept nogil
     void asg_heapify(float *ch, int *cj, Py_ssize_t m) noexcept nogil
     void asg_pop(float *ch, int *cj, Py_ssize_t m, float *h, int *j) noexcept nogil
+    Py_ssize_t asg_argmin_except(const float *h, Py_ssize_t k, const float *bmin,
+                                 Py_ssize_t skip) noexcept nogil
 
 
 cdef inline double _dist_f64(const real_in[:, ::1] x, Py_ssize_t i,
@@ -337,13 +365,25 @@ def augment(const real_in[:, ::1] x, const float[:, ::1] proj, double proj_rtol,
     return 0
 
 
+cdef inline double _lower_of_bound(double hv, double radius, double norm2,
+                                   double slack) noexcept nogil:
+    # The inverse of _threshold: a centroid whose bound is >= hv is at exact
+    # Euclidean distance >= sqrt(hv + ||x~||**2 - slack) - radius.
+    cdef double v = hv + norm2 - slack
+    if v <= 0:
+        return 0
+    v = sqrt(v) - radius
+    return v if v > 0 else 0
+
+
 def assign_pruned(const real_in[:, ::1] x, const float[:, ::1] h,
                   const double[::1] norm2, const double[::1] radius,
                   const float[:, ::1] centroids, double bound_rtol,
                   double dist_rtol, double cnorm2_max, int zero_word,
                   int[::1] out, float[:, ::1] xbuf, float[:, ::1] bmin,
                   float[:, ::1] cand_h, int[:, ::1] cand_j,
-                  float[:, ::1] cand_d, int n_threads=1):
+                  float[:, ::1] cand_d, int n_threads=1,
+                  double[::1] upper=None, double[::1] lower=None):
     """Nearest centroid of each row of ``x`` given its bound row ``h``.
 
     ``norm2`` and ``radius`` come from :func:`augment` (a negative radius
@@ -352,14 +392,23 @@ def assign_pruned(const real_in[:, ::1] x, const float[:, ::1] h,
     (``cnorm2_max`` is that maximum); ``dist_rtol`` bounds the relative error
     of a float32 distance. Scratch arrays have one row per thread: ``xbuf``
     (d), ``bmin`` (ceil(k / 32)), ``cand_h``, ``cand_j``, ``cand_d`` (k).
+
+    If ``upper`` and ``lower`` are given, they receive for each row an upper
+    bound on its exact Euclidean distance (not squared) to its centroid and a
+    lower bound on its exact distance to every other centroid (+inf when
+    k = 1; for an all-zero row, +inf and 0: no information). The search then
+    verifies the centroids whose bound may be below the second-nearest
+    distance rather than the nearest, so that the lower bound is the
+    second-nearest distance up to rounding (what k-means needs to skip rows
+    in later iterations: ``bound_filter``).
     """
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], k = h.shape[1]
     cdef Py_ssize_t nb = (k + ASG_BLOCK - 1) // ASG_BLOCK
-    cdef Py_ssize_t i, t, b, j, m, a, tid, jbest, nver
-    cdef float hmin, thr, dv, best, band, hv
+    cdef Py_ssize_t i, t, b, j, m, a, tid, jbest, nver, j2
+    cdef float hmin, thr, thr_c, dv, best, second, band, hv, h_unv, d_jbest
     cdef int jv
-    cdef double dd, ddbest, slack
-    cdef bint exact
+    cdef double dd, ddbest, slack, lv, lo
+    cdef bint exact, bounds = upper is not None or lower is not None
     cdef const float *xrow
     if (xbuf.shape[1] < d or bmin.shape[1] < nb or cand_h.shape[1] < k
             or cand_j.shape[1] < k or cand_d.shape[1] < k
@@ -369,6 +418,9 @@ def assign_pruned(const real_in[:, ::1] x, const float[:, ::1] h,
             or cand_d.shape[0] < n_threads or norm2.shape[0] < n
             or radius.shape[0] < n or out.shape[0] < n):
         raise ValueError("scratch, centroid or output arrays have the wrong shape")
+    if bounds and (upper is None or lower is None or upper.shape[0] < n
+                   or lower.shape[0] < n):
+        raise ValueError("upper and lower must both be given, of length >= n")
     for i in prange(n, nogil=True, num_threads=n_threads, schedule="static"):
         tid = threadid()
         # Assigned here so that they are thread-private: asg_pop writes them
@@ -377,6 +429,9 @@ def assign_pruned(const real_in[:, ::1] x, const float[:, ::1] h,
         jv = 0
         if radius[i] < 0:
             out[i] = zero_word
+            if bounds:
+                upper[i] = INFINITY
+                lower[i] = 0
             continue
         if real_in is float:
             xrow = &x[i, 0]
@@ -396,40 +451,63 @@ def assign_pruned(const real_in[:, ::1] x, const float[:, ::1] h,
         # Verified candidates are stored from the end of cand_j / cand_d,
         # which the candidate heap (at most k - 1 entries) leaves free.
         best = asg_dist_f32(xrow, &centroids[jbest, 0], d)
+        second = FLT_MAX
         cand_d[tid, k - 1] = best
         cand_j[tid, k - 1] = <int>jbest
         nver = 1
         slack = bound_rtol * (norm2[i] + 2 * cnorm2_max)
         thr = _threshold(best, dist_rtol, radius[i], norm2[i], slack)
-        # Every other centroid whose bound may be below the best distance,
-        # verified smallest bound first until the bounds pass the threshold.
+        if bounds:
+            # Every centroid that may be among the two nearest has a bound
+            # below the threshold of the larger of the first two distances.
+            if k > 1:
+                j2 = asg_argmin_except(&h[i, 0], k, &bmin[tid, 0], jbest)
+                dv = asg_dist_f32(xrow, &centroids[j2, 0], d)
+                thr = _threshold(dv if dv > best else best, dist_rtol, radius[i],
+                                 norm2[i], slack)
+            else:
+                thr = -FLT_MAX
+        thr_c = thr
+        # Every other centroid whose bound may be below the best (with
+        # bounds: the second-best) distance, verified smallest bound first
+        # until the bounds pass the threshold.
         m = asg_collect(&h[i, 0], k, &bmin[tid, 0], thr, jbest,
                         &cand_h[tid, 0], &cand_j[tid, 0])
         asg_heapify(&cand_h[tid, 0], &cand_j[tid, 0], m)
+        h_unv = thr_c
         while m > 0:
             asg_pop(&cand_h[tid, 0], &cand_j[tid, 0], m, &hv, &jv)
             m = m - 1
             if hv > thr:
+                h_unv = hv
                 break
             dv = asg_dist_f32(xrow, &centroids[jv, 0], d)
             nver = nver + 1
             cand_d[tid, k - nver] = dv
             cand_j[tid, k - nver] = jv
             if dv < best:
+                second = best
                 best = dv
-                thr = _threshold(best, dist_rtol, radius[i], norm2[i], slack)
+                if not bounds:
+                    thr = _threshold(best, dist_rtol, radius[i], norm2[i], slack)
+            elif dv < second:
+                second = dv
+            if bounds and second < FLT_MAX:
+                thr = _threshold(second, dist_rtol, radius[i], norm2[i], slack)
         # Candidates within float32 rounding of the best are compared again
         # in float64; ties go to the smallest index.
         band = best * <float>(1 + 3 * dist_rtol)
         jbest = -1
         exact = False
         ddbest = 0
+        d_jbest = 0
         for a in range(k - nver, k):
             if cand_d[tid, a] > band:
                 continue
             j = cand_j[tid, a]
             if jbest < 0:
                 jbest = j
+                d_jbest = cand_d[tid, a]
                 continue
             if not exact:
                 ddbest = _dist_f64(x, i, centroids, jbest)
@@ -438,5 +516,63 @@ def assign_pruned(const real_in[:, ::1] x, const float[:, ::1] h,
             if dd < ddbest or (dd == ddbest and j < jbest):
                 ddbest = dd
                 jbest = j
+                d_jbest = cand_d[tid, a]
         out[i] = <int>jbest
+        if bounds:
+            upper[i] = sqrt(d_jbest * (1 + dist_rtol))
+            # Every unverified centroid has a bound >= h_unv; the verified
+            # ones are at their float32 distance within dist_rtol.
+            if k == 1:
+                lo = INFINITY
+            else:
+                lo = _lower_of_bound(h_unv, radius[i], norm2[i], slack)
+            for a in range(k - nver, k):
+                if cand_j[tid, a] != jbest:
+                    lv = sqrt(cand_d[tid, a] / (1 + dist_rtol))
+                    if lv < lo:
+                        lo = lv
+            lower[i] = lo
     return 0
+
+
+def bound_filter(const real_in[:, ::1] x, const int[::1] labels,
+                 const float[:, ::1] centroids, const double[::1] drift,
+                 Py_ssize_t drift_argmax, double drift_max, double drift_max2,
+                 double[::1] upper, double[::1] lower, uint8[::1] active,
+                 int n_threads=1):
+    """The Hamerly filter of one k-means iteration, after the centroids moved.
+
+    ``drift[j]`` bounds how far centroid ``j`` moved (exact distance, rounded
+    up); ``drift_max`` is its maximum, reached at ``drift_argmax``, and
+    ``drift_max2`` the maximum over the other centroids. For each row, the
+    bounds from the previous assignment (``assign_pruned``'s ``upper`` and
+    ``lower``) are moved by the triangle inequality: ``upper += drift[label]``,
+    ``lower -= max drift of the other centroids``. If they still overlap,
+    ``upper`` is made the exact distance to the row's centroid (computed in
+    float64, rounded up); ``active[i]`` is 1 if they still overlap then (the
+    row's nearest centroid may have changed: search it again), else 0 (its
+    label is the nearest centroid, strictly: keep it). Returns the number of
+    active rows.
+    """
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], k = centroids.shape[0]
+    cdef Py_ssize_t i, j, count = 0
+    cdef double u, lo, tol = (d + 4) * 2.0 ** -52
+    if (labels.shape[0] != n or upper.shape[0] != n or lower.shape[0] != n
+            or active.shape[0] != n or drift.shape[0] != k or centroids.shape[1] != d):
+        raise ValueError("labels, upper, lower, active, drift or centroids have the wrong shape")
+    for i in prange(n, nogil=True, num_threads=n_threads, schedule="static"):
+        j = labels[i]
+        u = upper[i] + drift[j]
+        lo = lower[i] - (drift_max2 if j == drift_argmax else drift_max)
+        lower[i] = lo
+        # A relative margin far above the rounding of these sums and of the
+        # float64 distances keeps "strictly nearer" strict in float64 too.
+        if u * _SKIP_MARGIN >= lo:
+            u = sqrt(_dist_f64(x, i, centroids, j) * (1 + tol))
+        upper[i] = u
+        if u * _SKIP_MARGIN >= lo:
+            active[i] = 1
+            count += 1
+        else:
+            active[i] = 0
+    return count

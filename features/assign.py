@@ -276,23 +276,52 @@ class Assigner:
                          norm2[start:start + m], radius[start:start + m], self.n_threads)
         return aug, norm2, radius
 
-    def _assign_projected(self, x, projected, out):
-        """:meth:`assign` for rows whose :meth:`_project` is given (same axes)."""
+    def _assign_projected(self, x, projected, out, rows=None, upper=None, lower=None):
+        """:meth:`assign` for rows whose :meth:`_project` is given (same axes).
+
+        With ``rows`` (sorted int indices), only those rows are searched (their
+        ``out`` entries written, the others left alone). With ``upper`` and
+        ``lower`` (float64 (n,)), the kernel also writes each searched row's
+        upper bound on its exact distance to its centroid and lower bound on
+        its distance to every other centroid (see ``ext/_assign.pyx``).
+        """
         kern = _kernel()
         aug, norm2, radius = projected
-        n = x.shape[0]
-        rows = min(n, _BLOCK_ROWS)
+        n = x.shape[0] if rows is None else len(rows)
+        if n == 0:
+            return out
+        block = min(n, _BLOCK_ROWS)
         t = self.n_threads
-        bounds = np.empty((rows, self.k), np.float32)
+        bounds = np.empty((block, self.k), np.float32)
         xbuf, bmin, cand_h, cand_j, cand_d = self._scratch(t)
-        for start in range(0, n, rows):
-            m = min(rows, n - start)
-            np.matmul(aug[start:start + m], self._weights, out=bounds[:m])
-            kern.assign_pruned(x[start:start + m], bounds[:m], norm2[start:start + m],
-                               radius[start:start + m], self.centroids,
+        if rows is not None:
+            words = np.empty(block, np.int32)
+            up = np.empty(block, np.float64) if upper is not None else None
+            lo = np.empty(block, np.float64) if upper is not None else None
+        for start in range(0, n, block):
+            m = min(block, n - start)
+            if rows is None:
+                sl = slice(start, start + m)
+                np.matmul(aug[sl], self._weights, out=bounds[:m])
+                kern.assign_pruned(x[sl], bounds[:m], norm2[sl], radius[sl], self.centroids,
+                                   self._bound_rtol, self._dist_rtol, self._cnorm2_max,
+                                   self._zero_word, out[sl], xbuf, bmin, cand_h, cand_j,
+                                   cand_d, t, None if upper is None else upper[sl],
+                                   None if lower is None else lower[sl])
+                continue
+            # The rows to search again are gathered block by block (bounded
+            # memory), searched, and their results scattered back.
+            idx = rows[start:start + m]
+            np.matmul(aug[idx], self._weights, out=bounds[:m])
+            kern.assign_pruned(x[idx], bounds[:m], norm2[idx], radius[idx], self.centroids,
                                self._bound_rtol, self._dist_rtol, self._cnorm2_max,
-                               self._zero_word, out[start:start + m],
-                               xbuf, bmin, cand_h, cand_j, cand_d, t)
+                               self._zero_word, words[:m], xbuf, bmin, cand_h, cand_j,
+                               cand_d, t, None if up is None else up[:m],
+                               None if lo is None else lo[:m])
+            out[idx] = words[:m]
+            if up is not None:
+                upper[idx] = up[:m]
+                lower[idx] = lo[:m]
         return out
 
     def _scratch(self, t):

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import index as _index
 from .aggregate import restore_encodings
-from .codebook import KMEANS_ALGORITHM, kmeans
+from .codebook import KMEANS_ALGORITHM, KMEANS_TOL, kmeans
 from .isolate import call_isolated
 from .jobs import (batched, bottom_k, merge_task, n_workers, process_shard, run_tasks,
                    sample_batch)
@@ -201,7 +201,7 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
     options = dict(centroids=centroids,
                    codebook_attrs={"words": len(centroids), "dim": centroids.shape[1],
                                    "algorithm": KMEANS_ALGORITHM, "iters": config.kmeans_iters,
-                                   "seed": config.seed,
+                                   "tol": KMEANS_TOL, "seed": config.seed,
                                    "sample_images": sample_info.get("images", 0),
                                    "sample_descriptors": sample_info.get("descriptors", 0)},
                    classes=getattr(source, "classes", []), names=getattr(source, "names", []),
