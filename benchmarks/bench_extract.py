@@ -102,7 +102,9 @@ def end_to_end(args, vl):
     # Held-out descriptors: other crops of the same photos (another corpus seed).
     held_root = make_corpus(work / "heldout", 200, seed=1)
     config = get_preset("sbow")
-    held = np.concatenate([features_of(config, it)[1] for it in open_source(str(held_root))])
+    # An image whose extraction fails (a failed item of the job) gives no descriptors.
+    held = [features_of(config, it)[1] for it in open_source(str(held_root))]
+    held = np.concatenate([h for h in held if getattr(h, "ndim", 0) == 2])
     held = held[np.random.default_rng(0).choice(len(held), min(100000, len(held)),
                                                 replace=False)]
     paths = [os.path.join(root, it.key) for it in open_source(str(root))]
