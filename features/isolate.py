@@ -195,6 +195,10 @@ def run_isolated(func, tasks, jobs=1, *, n_items=len, max_ahead=None, what="work
                     t = queue.popleft()
                     w.send(t, func, args_of[t], {"skip": dict(skip_of[t])})
             busy = [w for w in workers if w.task is not None]
+            if not busy:
+                # Every task taken so far is done and yielded: take more (waiting on no
+                # connection would block forever).
+                continue
             ready = multiprocessing.connection.wait(
                 [w.conn for w in busy] + [w.proc.sentinel for w in busy])
             for w in busy:
