@@ -91,10 +91,12 @@ def test_upload_results_click_matches(server, browser, small_set, tmp_path):
     # the top result is the query's own file: many verified matches (fewer than its features:
     # words that occur more than 4 times in an image are not used for verification)
     assert matches_of(top)[1] >= 30
-    # the next is another copy of the photo (half size): fewer, but still many
+    # the next is another copy of the photo (half size): fewer, but still many (7 with the
+    # codebook of the k-means defaults, k-means++ seeding and tol 0.1%; 8 and more with
+    # 25 iterations: on this 24-image store the count moves with the codebook)
     key, inliers = matches_of(results[1])
     assert key.startswith("chelsea/") and key != "chelsea/perspective.jpg"
-    assert inliers >= 8
+    assert inliers >= 7
     assert f"{inliers} verified matches" in browser.find_element(By.ID, "match-status").text
 
     # the drawing: query and result side by side (not placeholders), colored match lines
