@@ -76,6 +76,14 @@ def _try_flock(fd) -> bool | None:
         raise
 
 
+def _flock_wait(fd) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as e:
+        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            raise
+
+
 def _pid_alive(pid) -> bool:
     try:
         os.kill(int(pid), 0)
@@ -104,7 +112,10 @@ def _acquire(directory: Path, command: str, attempts=50):
             pass
         else:
             try:
-                _try_flock(fd)
+                # Wait for the flock rather than try it: a process looking at this new,
+                # still empty file holds it for a moment, and a lock whose holder lacks
+                # its flock would look stale to the next one and be taken over.
+                _flock_wait(fd)
                 info = {"pid": os.getpid(), "host": host, "command": command,
                         "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
                 os.write(fd, json.dumps(info).encode("utf-8"))

@@ -136,3 +136,58 @@ def test_two_runs_at_once_never_mix_a_store(tmp_path, small_set, cli_env):
         assert int(f["words"][:].max()) < 16
         assert json.loads(f.attrs["config"])["words"] == 16
         assert np.asarray(f["encodings/bovw"].attrs["shape"])[1] == 16
+
+
+def test_lock_keeps_its_flock_when_looked_at_while_created(tmp_path, monkeypatch):
+    """Another writer may open the new, still empty lock file and hold its flock for a
+    moment; the creator must still end up holding the flock, or the next writer would
+    take the live lock for a stale one (seen as two winners of a takeover race)."""
+    import fcntl
+    import threading
+    import features.lock as lock_mod
+
+    real_open = os.open
+    peeked, done = threading.Event(), threading.Event()
+
+    def peek(path):
+        fd = real_open(path, os.O_RDWR)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        peeked.set()
+        time.sleep(0.3)
+        os.close(fd)
+        done.set()
+
+    def open_then_peek(path, flags, *args):
+        fd = real_open(path, flags, *args)
+        if flags & os.O_EXCL and not peeked.is_set():
+            threading.Thread(target=peek, args=(path,)).start()
+            assert peeked.wait(10)
+        return fd
+
+    monkeypatch.setattr(lock_mod.os, "open", open_then_peek)
+    with store_lock(tmp_path, "run"):
+        monkeypatch.setattr(lock_mod.os, "open", real_open)
+        assert done.wait(10)
+        fd = os.open(tmp_path / LOCK_FILE, os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+        with pytest.raises(StoreLocked):
+            ctx = _ctx()
+            q = ctx.Queue()
+            p = ctx.Process(target=_try_lock_now, args=(tmp_path, q))
+            p.start()
+            outcome = q.get(timeout=60)
+            p.join(30)
+            if outcome[0] == "lost":
+                raise StoreLocked(outcome[1])
+
+
+def _try_lock_now(directory, results):
+    try:
+        with store_lock(directory, "second"):
+            results.put(("won", os.getpid()))
+    except StoreLocked as e:
+        results.put(("lost", str(e)))
