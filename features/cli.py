@@ -159,7 +159,15 @@ def cmd_encode(args):
 
 def cmd_index(args):
     from . import pipeline
-    print(f"index: {pipeline.build_index(args.store)}")
+    from .index import index_record
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    with _workers(args) as jobs:
+        path = pipeline.build_index(args.store, args.encoding, args.index, force=args.force,
+                                    jobs=jobs)
+    record = index_record(args.store) or {}
+    print(f"index: {path} ({record.get('factory')}, {record.get('rows')} images, "
+          f"{record.get('encoding')})")
     return 0
 
 
@@ -212,7 +220,10 @@ def cmd_info(args):
     for name, e in sorted(info["encoding_details"].items()):
         print(f"encoding:     {name}: {e['method'] or '?'}, {e['layout']}, {e['dim']} dims, "
               f"{e['dtype']}, {e['bytes'] / 1e6:.1f} MB")
-    print(f"index:        {info['index_size'] if info['index'] else 'none'}")
+    ix = info.get("index_info")
+    print("index:        " + (f"{ix['vectors']} images, {ix['factory'] or '?'} on "
+                              f"{ix['encoding'] or '?'}, {ix['bytes'] / 1e6:.1f} MB"
+                              if ix else "none"))
     print(f"size on disk: {info['bytes'] / 1e6:.1f} MB")
     return 0
 
@@ -338,8 +349,16 @@ def build_parser():
     g.add_argument("--dtype", choices=("float16", "float32"),
                    help="vlad, fisher: stored type (default float32 for vlad, float16 "
                         "for fisher)")
-    sp = add("index", cmd_index, "build the FAISS search index")
+    sp = add("index", cmd_index, "build the FAISS search index (kept when current)")
     sp.add_argument("store")
+    sp.add_argument("--encoding", default="bovw", help="stored encoding to index (bovw)")
+    sp.add_argument("--index", metavar="STRING",
+                    help="a FAISS index factory string (default: exact below "
+                         "50,000 images, IVF-PQ with a refine stage above)")
+    sp.add_argument("--force", action="store_true", help="rebuild even when current")
+    sp.add_argument("--jobs", type=int, default=1,
+                    help="local worker processes filling the index shard by shard (default 1)")
+    sp.add_argument("--cluster", metavar="ADDR", help="fill it on Dask (as `features run`)")
     sp = add("search", cmd_search, "nearest images of an image file or an image key")
     sp.add_argument("store")
     sp.add_argument("query", nargs="+", help="an image file or the key of an image in the store")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from .aggregate import encoding_info
-from .index import INDEX_FILE
+from .index import INDEX_FILE, index_header, index_record
 from .store import Store
 
 
@@ -12,10 +12,16 @@ def store_info(path) -> dict:
     with Store(path, open_shards=True) as s:
         status = s.column("status")
         index_path = s.dir / INDEX_FILE
-        index_size = None
+        index_size, index = None, None
         if index_path.exists():
-            from .index import load_index
-            index_size = int(load_index(s).ntotal)
+            # the header only: the index itself can be gigabytes
+            header = index_header(index_path)
+            index_size = header["ntotal"]
+            record = index_record(s.dir) or {}
+            index = {"vectors": header["ntotal"], "dim": header["dim"],
+                     "bytes": index_path.stat().st_size, "factory": record.get("factory"),
+                     "kind": record.get("kind"), "encoding": record.get("encoding"),
+                     "params": record.get("params")}
         size = sum(p.stat().st_size for p in s.dir.rglob("*") if p.is_file())
         return {
             "store": str(s.dir),
@@ -30,6 +36,7 @@ def store_info(path) -> dict:
             "has_descriptors": "descriptors" in s.h5,
             "index": index_path.exists(),
             "index_size": index_size,
+            "index_info": index,
             "bytes": size,
             "config": asdict(s.config),
             "versions": s.versions,

@@ -245,10 +245,14 @@ def _write_failure_report(out, failures):
 
 
 @_writer("index")
-def build_index(out) -> Path:
-    """FAISS index over the store's normalized BoVW encodings."""
+def build_index(out, encoding="bovw", factory=None, *, force=False,
+                exact_below=_index.EXACT_BELOW, jobs=1) -> Path:
+    """FAISS index over one of the store's encodings; kept as it is when it is current (built
+    from the same rows with the same request), unless ``force``. ``jobs``: worker processes
+    or a Dask cluster for the fill tasks (one per run of whole shards)."""
     with Store(out) as store:
-        return _index.build_index(store)
+        return _index.build_index(store, encoding, factory, force=force, exact_below=exact_below,
+                                  jobs=jobs)
 
 
 @_writer("codebook")
@@ -308,5 +312,5 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
         needs_source = method in ("vlad", "fisher") and not config.store_descriptors
         aggregate(config, out, method, method, None, jobs, exist_ok=True,
                   source=source if needs_source else None, limit=limit, progress=progress)
-    build_index(out)
+    build_index(out, jobs=jobs)
     return summary

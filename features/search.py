@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,35 +26,87 @@ class QueryError(ValueError):
     """A query that is neither a readable image nor a key of the store."""
 
 
-@dataclass
 class Query:
-    name: str
-    vector: np.ndarray      # (1, n_words) float32, L2-normalized
-    frames: np.ndarray      # in the original image's pixel coordinates
-    words: np.ndarray
-    self_index: int | None  # the query's own row when it is a key of the store
-    width: int = 0          # of the original image (0: unknown)
-    height: int = 0
-    geometry: tuple | None = None  # (words, features) sorted by word, for verification
-    units: str = "pixels"   # of frames: the store's frame_units
-    oriented: bool = True   # frames[:, 3] is an orientation (sparse SIFT)
+    """A query: its row of the indexed encoding, and its frames and words for verification.
+
+    For a key query the frames and words are read from the store on first use only (a plain
+    search never needs them; re-ranking from geometry records does not either)."""
+
+    def __init__(self, name, vector, frames, words, self_index, width=0, height=0, *,
+                 geometry=None, units="pixels", oriented=True, store=None):
+        self.name = name
+        self.vector = vector          # (1, dim) float32, as the indexed encoding
+        self._frames = frames         # in the original image's pixel coordinates
+        self._words = words
+        self.self_index = self_index  # the query's own row when it is a key of the store
+        self.width = width            # of the original image (0: unknown)
+        self.height = height
+        self.geometry = geometry      # (words, features) sorted by word, for verification
+        self.units = units            # of frames: the store's frame_units
+        self.oriented = oriented      # frames[:, 3] is an orientation (sparse SIFT)
+        self._store = store
+
+    def _read(self):
+        f = self._store.image_features(self.self_index)
+        self._frames, self._words = f["frames"], f["words"]
+
+    @property
+    def frames(self) -> np.ndarray:
+        if self._frames is None and self._store is not None:
+            self._read()
+        return self._frames
+
+    @frames.setter
+    def frames(self, value):
+        self._frames = value
+
+    @property
+    def words(self) -> np.ndarray:
+        if self._words is None and self._store is not None:
+            self._read()
+        return self._words
+
+    @words.setter
+    def words(self, value):
+        self._words = value
 
 
 class Searcher:
-    """Holds an open store, its index and codebook for repeated queries."""
+    """Holds an open store, its index and codebook for repeated queries: open it once per
+    process.
 
-    def __init__(self, store_path):
+    The index is memory-mapped; keys are found through the store's on-disk key index and
+    a key query reads only its own row. Single queries run on ``threads`` threads (1 by
+    default: FAISS's and OpenBLAS's thread pools only contend on one query);
+    :meth:`search_batch` uses ``batch_threads`` for many queries at once.
+    """
+
+    def __init__(self, store_path, *, threads=1, batch_threads=None):
+        from .index import EncodingRows, index_record
         self.store = Store(store_path)
-        self.index = load_index(self.store)
-        self.quantizer = Assigner(self.store.centroids)
-        self.idf = self.store.idf
-        self.labels = self.store.column("label")
-        self.classes = self.store.classes
+        try:
+            self.index = load_index(self.store)
+            record = index_record(self.store.dir) or {}
+            self.encoding = record.get("encoding", "bovw")
+            self.rows = EncodingRows(self.store.h5, self.encoding)
+            self.quantizer = Assigner(self.store.centroids)
+            self.idf = self.store.idf
+            self.labels = self.store.column("label")
+            self.status = self.store.column("status")
+            self.classes = self.store.classes
+        except BaseException:
+            self.store.close()
+            raise
         self.verify_params = VerifyParams()
-        self._bovw = None
         self._sizes = None
+        self.threads = int(threads)
+        self.batch_threads = int(batch_threads or os.cpu_count() or 1)
+        self._limits = _thread_limits(self.threads)
 
     def close(self):
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
         self.store.close()
 
     def __enter__(self):
@@ -65,24 +116,26 @@ class Searcher:
         self.close()
 
     def _stored_row(self, i):
-        if self._bovw is None:
-            self._bovw = self.store.encoding("bovw")
-        return self._bovw.to_dense(i, i + 1)
+        return self.rows.row(i)
 
     def query_from_key(self, key) -> Query:
         i = self.store.index_of(key)
         if i is None:
             raise QueryError(f"{key}: no such image file, and no such key in {self.store.dir}")
-        if self.store.column("status")[i] != OK:
+        if self.status[i] != OK:
             reason = self.store.h5["images/reason"].asstr()[i]
             raise QueryError(f"{key}: this image has no features in the store ({reason}) "
                              f"and cannot be a query")
-        f = self.store.image_features(i)
         width, height = self._image_sizes()
-        return Query(key, self._stored_row(i), f["frames"], f["words"], i,
-                     int(width[i]), int(height[i]), **self._frame_kind())
+        # frames and words are read only if they are used (drawing matches, verification
+        # in a store without geometry records)
+        return Query(key, self._stored_row(i), None, None, i, int(width[i]), int(height[i]),
+                     store=self.store, **self._frame_kind())
 
     def query_from_bytes(self, name, data) -> Query:
+        if self.encoding != "bovw":
+            raise QueryError(f"{name}: the index is over the {self.encoding!r} encoding; only "
+                             f"key queries are supported for it")
         config = self.store.config
         try:
             decoded = decode_gray(data, config.max_side)
@@ -137,16 +190,43 @@ class Searcher:
             hits = self._rerank(query, hits, inliers)
             if expand:
                 hits = self._expand(query, hits, inliers, expand, n)
-        keys = self.store.keys
         out = []
         for score, i in hits[:k]:
-            label = int(self.labels[i])
-            hit = {"key": str(keys[i]), "label": label, "score": round(score, 6), "index": i}
-            if self.classes and label >= 0:
-                hit["class"] = self.classes[label]
+            hit = self._hit(score, i)
             if rerank:
                 hit["inliers"] = inliers.get(i, 0)
             out.append(hit)
+        return out
+
+    def _hit(self, score, i):
+        label = int(self.labels[i])
+        hit = {"key": self.store.key_of(i), "label": label, "score": round(float(score), 6),
+               "index": int(i)}
+        if self.classes and label >= 0:
+            hit["class"] = self.classes[label]
+        return hit
+
+    def search_batch(self, queries, k=10):
+        """Best k images for each of many queries at once, on ``batch_threads`` threads
+        (no re-ranking)."""
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k!r}")
+        if not len(queries):
+            return []
+        x = np.concatenate([q.vector for q in queries])
+        import faiss
+        extra = int(any(q.self_index is not None for q in queries))
+        limits = _thread_limits(self.batch_threads)
+        try:
+            scores, ids = search_vectors(self.index, x, k + extra)
+        finally:
+            if limits is not None:
+                limits.restore_original_limits()
+            faiss.omp_set_num_threads(self.threads)
+        out = []
+        for q, s_row, i_row in zip(queries, scores, ids):
+            hits = [(s, i) for s, i in zip(s_row, i_row) if i >= 0 and i != q.self_index]
+            out.append([self._hit(s, i) for s, i in hits[:k]])
         return out
 
     def _search_vector(self, vector, n, exclude):
@@ -248,6 +328,17 @@ class Searcher:
                 "transform": transform_matrix(t).round(6).tolist() if len(rows_q) else None,
                 "query_size": [int(query.width), int(query.height)],
                 "result_size": [int(width[index]), int(height[index])]}
+
+
+def _thread_limits(threads):
+    """Set the threads of FAISS (OpenMP) and of every BLAS loaded in the process."""
+    import faiss
+    faiss.omp_set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # then only FAISS's own threads are set
+        return None
+    return threadpool_limits(limits=threads)
 
 
 def _extent(frames, units, width=None, height=None):
