@@ -2,23 +2,33 @@
 
 Which index: exact (``Flat``) for fewer than ``EXACT_BELOW`` indexable images, where an
 exhaustive scan still answers a query in a few milliseconds; above it, an inverted file
-with product-quantized codes and a refine stage on 8-bit scalar-quantized vectors
-(``IVF<n>,PQ<m>,Refine(SQ8)``): tf-idf scores near rank 10 lie within 0.001 of each other,
-which PQ codes alone cannot order, so the shortlist is re-scored on SQ8 codes. Any FAISS
-factory string can be given instead (``features index STORE --index STRING``). The figures
-behind these choices are in ``benchmarks/results/search.md``.
+with product-quantized codes and a refine stage on half-precision vectors
+(``IVF<n>,PQ<m>,Refine(SQfp16)``): tf-idf scores near rank 10 lie within 0.001 of each
+other, which PQ codes alone cannot order, so a shortlist of 100 k is re-scored. 8-bit codes
+(``SQ8``, half the bytes) are not precise enough for that either: at 1.28M rows their
+recall@10 against exact search stays at 0.93 however long the shortlist, half precision
+reaches 0.97 on the same shortlists (``benchmarks/results/search.md``). Any FAISS factory
+string can be given instead (``features index STORE --index STRING``).
 
-How it is built (the same path a cluster would take, see ``train_index``, ``fill_part``,
-``merge_parts``): an empty index is trained on a seeded sample of the rows; each part of the
-rows (a range of image numbers) is added to its own copy of the trained index, a block of
-rows at a time, straight from ``store.h5``; the parts are merged (FAISS ``merge_from``,
-inverted lists and codes appended) and the result is written atomically. Memory is one block
-of dense rows, the training sample and the index itself (about 1 KB per image compressed).
+How it is built, the same way on one machine and on a cluster (``train_index``,
+``fill_part``, ``_merge_on_disk``): an empty index is trained on a seeded sample of the
+rows and written to a file; each task (whole shards of the store, ``--jobs`` worker
+processes or Dask workers) reads its rows straight from ``store.h5`` (for an encoding added
+by ``aggregate``: from its shard files) a block at a time and adds them to its own copy of
+the trained index, writing the part's inverted lists and flat codes to files; the driver
+merges the parts' inverted lists on disk (FAISS's ``OnDiskInvertedLists``, over the parts
+memory-mapped) and streams the merged lists, the flat codes (refine stage, or the whole
+index when it is flat) and the ids into one FAISS file, written atomically: byte for byte
+the file FAISS writes for the same index filled in memory. Memory: one block of rows per
+task, the training sample and one inverted list; never the index. Indexes that do not
+split into inverted lists and flat codes (HNSW, fast-scan PQ, pre-transforms) are filled
+in memory instead.
 
 Ids of the index are image numbers of the store. Images whose status is not ok, or whose
 encoding row is empty (no features), are left out. The index is opened memory-mapped: the
-flat codes (exact vectors, SQ8 refine codes) with ``IO_FLAG_MMAP_IFC``, inverted lists with
-``IO_FLAG_MMAP``, so a process touches only the pages its queries read.
+flat codes (exact vectors, refine codes) with ``IO_FLAG_MMAP_IFC``, or the inverted lists
+with ``IO_FLAG_MMAP`` for an IVF without a refine stage (FAISS maps one or the other), so
+a process touches only the pages its queries read.
 
 The manifest records what the index was built from (encoding, factory, a fingerprint of
 the rows) so ``features run`` does not rebuild an index that is current.
@@ -149,7 +159,7 @@ def auto_factory(n: int, dim: int, exact_below: int = EXACT_BELOW) -> tuple[str,
     m = _pq_subquantizers(dim)
     if m is None:
         return f"IVF{nlist},SQ8", {"nprobe": max(1, nlist // 16)}
-    return f"IVF{nlist},PQ{m},Refine(SQ8)", {"nprobe": max(1, nlist // 16), "k_factor": 100}
+    return f"IVF{nlist},PQ{m},Refine(SQfp16)", {"nprobe": max(1, nlist // 16), "k_factor": 100}
 
 
 def _pq_subquantizers(dim) -> int | None:
