@@ -121,6 +121,9 @@ def test_local_cluster_equals_local_workers(tmp_path, small_set, cli_env, local_
         assert "MALLOC_TRIM_THRESHOLD_" not in proc.stderr
     assert "24 images, 0 failed" in proc.stdout
     _assert_same_store(local_reference, out)
+    # the index filled by tasks on the workers, merged by the driver
+    index = "index.faiss"
+    assert (out / index).read_bytes() == (local_reference / index).read_bytes()
 
     # features aggregate's tasks on the cluster too
     copy = tmp_path / "reference"
