@@ -270,7 +270,10 @@ def _resize(image, scale):
     size = (max(int(round(width * scale)), 1), max(int(round(height * scale)), 1))
     if size == (width, height):
         return image
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    out = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    # area weights in float32 can sum a white area to 1.0000001, which the input contract
+    # of dense_sift refuses: averages of values in [0, 1] stay there
+    return np.clip(out, 0, 1, out=out)
 
 
 def dense_sift_pyramid(gray, *, bin_size=5, step=10, scales=(1.0, 0.5, 0.25),

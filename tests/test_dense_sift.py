@@ -464,3 +464,15 @@ def test_pyramid_bad_parameters(kwargs, match):
 def test_pyramid_rejects_colour():
     with pytest.raises(ValueError, match="2-D"):
         dense_sift_pyramid(np.zeros((40, 40, 3), np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32, np.float64])
+def test_pyramid_of_an_image_with_white_areas(dtype):
+    """Area averaging of a white 500 x 375 image gives 1.0000001 in float32: the smaller
+    scales must still be accepted by dense_sift (the sbow recipe on any photo with a
+    saturated sky)."""
+    top = {np.uint8: 255, np.uint16: 65535}.get(dtype, 1.0)
+    gray = np.full((375, 500), top, dtype)
+    gray[100:200, 150:300] = np.asarray(_photo(100, 150), np.float64) * top / 255
+    frames, _, index = dense_sift_pyramid(gray)
+    assert len(frames) > 0 and set(index.tolist()) == {0, 1, 2}
