@@ -35,15 +35,16 @@ def tmpfs(tmp_path, request):
     subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
-@pytest.mark.parametrize("tmpfs", ["400k"], indirect=True)
+# 400k fills while the first shard is written; 1200k after two of the four shards.
+@pytest.mark.parametrize("tmpfs", ["400k", "1200k"], indirect=True)
 def test_disk_full_then_resume(tmpfs, small_set, cli_env):
     out = tmpfs / "store"
-    proc = run_cli("run", small_set, "-o", out, *ARGS, env=cli_env)
+    proc = run_cli("run", small_set, "-o", out, *ARGS, "--shard-size", 6, env=cli_env)
     _one_line(proc, "no space left on the device", str(out))
     assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
     assert not (out / "lock").exists()
     subprocess.run(["mount", "-o", "remount,size=200m", str(tmpfs)], check=True)
-    proc = run_cli("run", small_set, "-o", out, *ARGS, env=cli_env)
+    proc = run_cli("run", small_set, "-o", out, *ARGS, "--shard-size", 6, env=cli_env)
     assert proc.returncode == 0, proc.stderr
     assert run_cli("verify", out, env=cli_env).returncode == 0
 
