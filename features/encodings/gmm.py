@@ -38,7 +38,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.sparse
 
-from ..codebook import kmeans_fit
+from ..codebook import _check_int, kmeans_fit
 
 __all__ = ["GMM", "fit_gmm", "gmm_log_likelihood", "gmm_posteriors"]
 
@@ -55,13 +55,6 @@ class GMM(NamedTuple):
     log_likelihood: float    # total log-likelihood at the last E step
     iterations: int          # EM iterations run
     history: tuple           # log-likelihood at each E step
-
-
-def _check_int(value, name, low):
-    if (isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)
-            or value < low):
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 def _rows(x):
