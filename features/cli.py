@@ -223,6 +223,8 @@ def cmd_info(args):
     ix = info.get("index_info")
     print("index:        " + (f"{ix['vectors']} images, {ix['factory'] or '?'} on "
                               f"{ix['encoding'] or '?'}, {ix['bytes'] / 1e6:.1f} MB"
+                              + (f" + refine rows {ix['refine_bytes'] / 1e6:.1f} MB"
+                                 if ix.get("refine_bytes") else "")
                               if ix else "none"))
     print(f"size on disk: {info['bytes'] / 1e6:.1f} MB")
     return 0

@@ -2,13 +2,17 @@
 
 Which index: exact (``Flat``) for fewer than ``EXACT_BELOW`` indexable images, where an
 exhaustive scan still answers a query in a few milliseconds; above it, an inverted file
-with product-quantized codes and a refine stage on half-precision vectors
-(``IVF<n>,PQ<m>,Refine(SQfp16)``): tf-idf scores near rank 10 lie within 0.001 of each
-other, which PQ codes alone cannot order, so a shortlist of 100 k is re-scored. 8-bit codes
-(``SQ8``, half the bytes) are not precise enough for that either: at 1.28M rows their
-recall@10 against exact search stays at 0.93 however long the shortlist, half precision
-reaches 0.97 on the same shortlists (``benchmarks/results/search.md``). Any FAISS factory
-string can be given instead (``features index STORE --index STRING``).
+with product-quantized codes whose shortlist of 100 k is re-scored: tf-idf scores near
+rank 10 lie within 0.001 of each other, which PQ codes alone cannot order. For an
+encoding stored as sparse rows (``bovw``: about a quarter of the words per image) the
+re-scoring is ``Refine(Sparse)`` (``features.refine``): on the rows themselves, kept as
+(column, half-precision value) pairs in ``index.refine``, about 1 KB per image and the
+rows' own scores to half precision. For dense encodings it is FAISS's ``Refine(SQfp16)``,
+half-precision vectors (2 bytes per dimension). 8-bit refine codes are not precise enough:
+at 1.28M rows their recall@10 against exact search stays at 0.93 however long the
+shortlist (``benchmarks/results/search.md``). Any FAISS factory string can be given
+instead (``features index STORE --index STRING``), with ``,Refine(Sparse)`` after it for
+a sparse encoding.
 
 How it is built, the same way on one machine and on a cluster (``train_index``,
 ``fill_part``, ``_merge_on_disk``): an empty index is trained on a seeded sample of the
@@ -19,16 +23,17 @@ the trained index, writing the part's inverted lists and flat codes to files; th
 merges the parts' inverted lists on disk (FAISS's ``OnDiskInvertedLists``, over the parts
 memory-mapped) and streams the merged lists, the flat codes (refine stage, or the whole
 index when it is flat) and the ids into one FAISS file, written atomically: byte for byte
-the file FAISS writes for the same index filled in memory. Memory: one block of rows per
-task, the training sample and one inverted list; never the index. Indexes that do not
-split into inverted lists and flat codes (HNSW, fast-scan PQ, pre-transforms) are filled
-in memory instead.
+the file FAISS writes for the same index filled in memory. A sparse refine stage's rows
+are written by the same tasks, part by part, and concatenated into ``index.refine``.
+Memory: one block of rows per task, the training sample and one inverted list; never the
+index. Indexes that do not split into inverted lists and flat codes (HNSW, fast-scan PQ,
+PQ without IVF, pre-transforms) are filled in memory instead.
 
 Ids of the index are image numbers of the store. Images whose status is not ok, or whose
 encoding row is empty (no features), are left out. The index is opened memory-mapped: the
 flat codes (exact vectors, refine codes) with ``IO_FLAG_MMAP_IFC``, or the inverted lists
-with ``IO_FLAG_MMAP`` for an IVF without a refine stage (FAISS maps one or the other), so
-a process touches only the pages its queries read.
+with ``IO_FLAG_MMAP`` for an IVF without a FAISS refine stage (FAISS maps one or the
+other), and ``index.refine`` too, so a process touches only the pages its queries read.
 
 The manifest records what the index was built from (encoding, factory, a fingerprint of
 the rows) so ``features run`` does not rebuild an index that is current.
@@ -52,6 +57,7 @@ import faiss
 import h5py
 import numpy as np
 
+from .refine import MAX_DIM, REFINE_FILE, RefinedIndex, RefineRows, SparsePart, write_refine
 from .store import OK, Manifest, Store, StoreError, atomic_file, atomic_path
 
 INDEX_FILE = "index.faiss"
@@ -60,6 +66,7 @@ INDEX_FILE = "index.faiss"
 # file would have too few points per list to train well.
 EXACT_BELOW = 50_000
 AUTO = "auto"
+SPARSE_REFINE = "Refine(Sparse)"  # our refine stage (features.refine), after a FAISS factory
 _TRAIN_PER_LIST = 48      # training points per inverted list (FAISS asks for >= 39)
 _TRAIN_DEFAULT = 50_000   # training points when the factory string has no IVF
 _IO_FLAGS = {"mmap": faiss.IO_FLAG_MMAP, "mmap_ifc": faiss.IO_FLAG_MMAP_IFC, "none": 0}
@@ -151,15 +158,32 @@ def indexable(store: Store, rows: EncodingRows, start, stop, status=None) -> np.
 
 
 # ---------------------------------------------------------------------------- choosing
-def auto_factory(n: int, dim: int, exact_below: int = EXACT_BELOW) -> tuple[str, dict]:
-    """The factory string and search parameters for ``n`` vectors of ``dim`` dimensions."""
+def auto_factory(n: int, dim: int, exact_below: int = EXACT_BELOW,
+                 density: float = 1.0) -> tuple[str, dict]:
+    """The factory string and search parameters for ``n`` vectors of ``dim`` dimensions,
+    ``density`` of them nonzero when the encoding is stored as sparse rows (1: dense)."""
     if n < exact_below:
         return "Flat", {}
     nlist = max(64, 2 ** round(math.log2(math.sqrt(n))))
     m = _pq_subquantizers(dim)
     if m is None:
         return f"IVF{nlist},SQ8", {"nprobe": max(1, nlist // 16)}
+    # a stored value takes 4 bytes in the sparse refine stage, 2 in FAISS's SQfp16
+    if density <= 0.5 and dim <= MAX_DIM:
+        return (f"IVF{nlist},PQ{m},{SPARSE_REFINE}",
+                {"nprobe": max(1, nlist // 32), "k_factor": 100})
     return f"IVF{nlist},PQ{m},Refine(SQfp16)", {"nprobe": max(1, nlist // 16), "k_factor": 100}
+
+
+def split_factory(factory: str) -> tuple[str, bool]:
+    """(FAISS factory string, whether a sparse refine stage follows it)."""
+    if factory == SPARSE_REFINE or factory.endswith("," + SPARSE_REFINE):
+        base = factory[:-len(SPARSE_REFINE)].rstrip(",")
+        if not base:
+            raise StoreError(f"{SPARSE_REFINE} refines an index: give one before it, "
+                             f"for example IVF1024,PQ40,{SPARSE_REFINE}")
+        return base, True
+    return factory, False
 
 
 def _pq_subquantizers(dim) -> int | None:
@@ -276,6 +300,7 @@ def _training_sample(rows: EncodingRows, eligible, n, seed, run=32) -> np.ndarra
 # streamed into the index file with the ids. Anything else is filled in memory.
 _PART_SHIFT = 40   # ids in a part's lists: part number << 40 | position in the part
 _PLAIN_IVF = ("IndexIVFFlat", "IndexIVFPQ", "IndexIVFScalarQuantizer", "IndexIVF")
+_PLAIN_FLAT = ("IndexFlat", "IndexFlatIP", "IndexFlatL2", "IndexScalarQuantizer")
 
 
 def _split(index):
@@ -300,7 +325,8 @@ def _split(index):
         if type(ivf).__name__ not in _PLAIN_IVF or not isinstance(
                 faiss.downcast_InvertedLists(ivf.invlists), faiss.ArrayInvertedLists):
             return None
-    if flat is not None and not isinstance(flat, faiss.IndexFlatCodes):
+    # the flat codes must end the flat index's serialization (an IndexPQ's do not)
+    if flat is not None and type(flat).__name__ not in _PLAIN_FLAT:
         return None
     if isinstance(inner, faiss.IndexRefine) and ivf is None:
         return None
@@ -308,13 +334,15 @@ def _split(index):
 
 
 def fill_part(store_dir, encoding, trained_path, start, stop, prefix, number, block=8192,
-              parallel=False) -> dict:
+              refine=False, parallel=False) -> dict:
     """One task of an index build: the indexable rows ``start:stop`` of the store (whole
     shards) added to a copy of the trained index read from ``trained_path``. Writes
     ``PREFIX.ivf`` (the IVF with this part's inverted lists; an id is the part's ``number``
     times 2**40 plus the position in the part, made global when the lists are merged),
     ``PREFIX.codes`` (the part's flat codes, row after row) and ``PREFIX.ids.npy`` (image
-    numbers, in the same order). Memory: one block of rows and the part's IVF codes.
+    numbers, in the same order). With ``refine``, also the part's rows for a sparse refine
+    stage (``features.refine.SparsePart``). Memory: one block of rows and the part's IVF
+    codes.
 
     It opens the store itself, so it runs the same in a joblib worker or on a Dask worker
     that shares the store's filesystem."""
@@ -328,6 +356,7 @@ def fill_part(store_dir, encoding, trained_path, start, stop, prefix, number, bl
         status = store.h5["images/status"][:]
         kept, at = [], 0
         codes_tmp = atomic_path(prefix.with_suffix(".codes"))
+        sparse = SparsePart(prefix, start, stop) if refine else None
         try:
             with open(codes_tmp, "wb") as codes:
                 for a in range(start, stop, block):
@@ -342,6 +371,8 @@ def fill_part(store_dir, encoding, trained_path, start, stop, prefix, number, bl
                     at += len(x)
                     if flat is not None:
                         codes.write(flat.sa_encode(x).tobytes())
+                    if sparse is not None:
+                        sparse.add(ids, x)
                     kept.append(ids)
             ids = np.concatenate(kept).astype(np.int64) if kept else np.zeros(0, np.int64)
             if ivf is not None:
@@ -350,8 +381,13 @@ def fill_part(store_dir, encoding, trained_path, start, stop, prefix, number, bl
                 os.replace(tmp, prefix.with_suffix(".ivf"))
             np.save(prefix.with_suffix(".ids.npy"), ids)
             os.replace(codes_tmp, prefix.with_suffix(".codes"))
+            if sparse is not None:
+                sparse.close()
+                sparse = None
         finally:
             codes_tmp.unlink(missing_ok=True)
+            if sparse is not None:
+                sparse.discard()
     return {"prefix": str(prefix), "rows": int(len(ids))}
 
 
@@ -477,15 +513,18 @@ def _quiet_stdout():
         os.close(saved)
 
 
-def _fill_in_memory(index, store, rows, start, stop, block, status):
+def _fill_in_memory(index, store, rows, start, stop, block, status, sparse=None):
     """Indexes that do not split into inverted lists and flat codes (HNSW, fast-scan, PQ
-    refined IVF, pre-transformed ...) are filled in memory, a block of rows at a time."""
+    refined IVF, pre-transformed ...) are filled in memory, a block of rows at a time (and
+    a sparse refine stage's rows written from the same blocks)."""
     for a in range(start, stop, block):
         b = min(a + block, stop)
         ids = indexable(store, rows, a, b, status)
         if len(ids):
             x = rows.block(a, b)[ids - a]
             index.add_with_ids(x, ids.astype(np.int64))
+            if sparse is not None:
+                sparse.add(ids, x)
 
 
 def _fingerprint(store: Store, rows: EncodingRows) -> str:
@@ -509,6 +548,10 @@ def is_current(store: Store, encoding="bovw", factory=AUTO) -> bool:
     path = store.dir / INDEX_FILE
     if not record or not path.exists() or path.stat().st_size != record.get("bytes"):
         return False
+    if record.get("refine"):
+        refine = store.dir / REFINE_FILE
+        if not refine.exists() or refine.stat().st_size != record.get("refine_bytes"):
+            return False
     if record.get("encoding") != encoding or record.get("requested") != factory:
         return False
     try:
@@ -522,7 +565,8 @@ def build_index(store: Store, encoding="bovw", factory=None, *, exact_below=EXAC
                 block=8192, part_rows=20_000, seed=0, force=False, jobs=1) -> Path:
     """Build (or keep, when current) the store's index; returns its path.
 
-    ``factory``: None or "auto" to choose by size, or any FAISS index factory string.
+    ``factory``: None or "auto" to choose by size, or any FAISS index factory string,
+    optionally followed by ``,Refine(Sparse)`` (``features.refine``; sparse encodings).
     ``jobs``: worker processes, or a ``features.cluster.Cluster``, for the fill tasks (one
     per run of whole shards, at least ``part_rows`` rows).
     """
@@ -540,45 +584,78 @@ def build_index(store: Store, encoding="bovw", factory=None, *, exact_below=EXAC
     eligible = np.concatenate([indexable(store, rows, a, min(a + (1 << 17), rows.n_rows), status)
                                for a in range(0, rows.n_rows, 1 << 17)] or [np.zeros(0, int)])
     if requested == AUTO:
-        factory, params = auto_factory(len(eligible), rows.dim, exact_below)
+        density = (int(rows.indptr[-1]) / max(1, len(eligible) * rows.dim) if rows.sparse
+                   else 1.0)
+        factory, params = auto_factory(len(eligible), rows.dim, exact_below, density)
     else:
         factory, params = requested, {}
-    trained = train_index(store, rows, factory, seed=seed, eligible=eligible, params=params)
+    base_factory, refine = split_factory(factory)
+    if refine:
+        if not rows.sparse:
+            raise StoreError(f"{SPARSE_REFINE} re-scores sparse rows, and encoding "
+                             f"{encoding!r} is stored dense: refine it with FAISS's "
+                             f"Refine(SQfp16) instead")
+        if rows.dim > MAX_DIM:
+            raise StoreError(f"{SPARSE_REFINE} takes encodings of at most {MAX_DIM} "
+                             f"dimensions; {encoding!r} has {rows.dim}")
+        # the refine stage is cheap (a gather per stored value): a long shortlist
+        params = {"k_factor": 100, **params}
+    trained = train_index(store, rows, base_factory, seed=seed, eligible=eligible,
+                          params=params)
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    if _split(trained) is None:
-        index = faiss.clone_index(trained)
-        _fill_in_memory(index, store, rows, 0, rows.n_rows, block, status)
-        with atomic_file(out) as tmp:
+    work = store.dir / f".index-parts-{token}"
+    work.mkdir()
+    try:
+        if _split(trained) is None:
+            index = faiss.clone_index(trained)
+            prefix = work / "part-000000"
+            sparse = SparsePart(prefix, 0, rows.n_rows) if refine else None
             try:
-                faiss.write_index(index, str(tmp))
-            except RuntimeError as e:
-                # FAISS reports a failed write (full disk, read-only folder) as a RuntimeError
-                # with the C library's message: give it back its errno.
-                raise OSError(_errno_in(str(e)), f"cannot write the index: {e}",
-                              str(out)) from None
-        n_vectors = int(index.ntotal)
-        del index
-    else:
-        work = store.dir / f".index-parts-{token}"
-        work.mkdir()
-        try:
+                _fill_in_memory(index, store, rows, 0, rows.n_rows, block, status, sparse)
+            finally:
+                if sparse is not None:
+                    sparse.close()
+            parts = [(0, rows.n_rows, prefix)]
+            if refine:
+                write_refine(store.dir / REFINE_FILE, parts, rows.n_rows, rows.dim)
+            with atomic_file(out) as tmp:
+                try:
+                    faiss.write_index(index, str(tmp))
+                except RuntimeError as e:
+                    # FAISS reports a failed write (full disk, read-only folder) as a
+                    # RuntimeError with the C library's message: give it back its errno.
+                    raise OSError(_errno_in(str(e)), f"cannot write the index: {e}",
+                                  str(out)) from None
+            n_vectors = int(index.ntotal)
+            del index
+        else:
             trained_path = work / "trained.faiss"
             faiss.write_index(trained, str(trained_path))
             ranges = _part_ranges(store, rows.n_rows, part_rows)
             tasks = [(str(store.dir), encoding, str(trained_path), a, b,
-                      str(work / f"part-{n:06d}"), n, block) for n, (a, b) in enumerate(ranges)]
+                      str(work / f"part-{n:06d}"), n, block, refine)
+                     for n, (a, b) in enumerate(ranges)]
             prefixes, counts = [], []
             for done in run_tasks(fill_part, tasks, jobs):
                 prefixes.append(Path(done["prefix"]))
                 counts.append(done["rows"])
+            if refine:
+                write_refine(store.dir / REFINE_FILE,
+                             [(a, b, p) for (a, b), p in zip(ranges, prefixes)],
+                             rows.n_rows, rows.dim)
             _merge_on_disk(trained_path, prefixes, counts, work, out)
             n_vectors = sum(counts)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    refine_path = store.dir / REFINE_FILE
+    if not refine:
+        refine_path.unlink(missing_ok=True)
     manifest = Manifest(store.dir)
     manifest.step_done("index", encoding=encoding, requested=requested, factory=factory,
                        params=params, kind=_kind(factory, requested), rows=n_vectors,
                        dim=rows.dim, bytes=out.stat().st_size, io_flag=_io_flag(trained),
+                       refine="sparse" if refine else None,
+                       refine_bytes=refine_path.stat().st_size if refine else None,
                        source=_fingerprint(store, rows),
                        seconds=round(time.monotonic() - started, 3))
     return out
@@ -601,14 +678,26 @@ def load_index(store: Store, mmap=True):
         else [faiss.IO_FLAG_MMAP_IFC, faiss.IO_FLAG_MMAP]
     if not mmap:
         flags = [0]
-    error = None
+    error = index = None
     for flag in flags + [0]:
         try:
-            return faiss.read_index(str(path), flag)
+            index = faiss.read_index(str(path), flag)
+            break
         except RuntimeError as e:
             error = e
-    raise StoreError(f"{path} is damaged (FAISS cannot read it: {_faiss_message(error)}); "
-                     f"run `features index {store.dir}` to rebuild it")
+    if index is None:
+        raise StoreError(f"{path} is damaged (FAISS cannot read it: {_faiss_message(error)}); "
+                         f"run `features index {store.dir}` to rebuild it")
+    if record.get("refine") == "sparse":
+        try:
+            rows = RefineRows(store.dir / REFINE_FILE)
+        except StoreError as e:
+            raise StoreError(f"{e}; run `features index {store.dir}` to rebuild it") from None
+        if rows.n_rows != store.n_images:
+            raise StoreError(f"{rows.path} holds {rows.n_rows} rows for {store.n_images} "
+                             f"images; run `features index {store.dir}` to rebuild it")
+        index = RefinedIndex(index, rows, record.get("params", {}).get("k_factor", 100))
+    return index
 
 
 _HEADER = struct.Struct("<4sIqqq?I")  # fourcc, d, ntotal, 2 dummies, is_trained, metric

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from .aggregate import encoding_info
-from .index import INDEX_FILE, index_header, index_record
+from .index import INDEX_FILE, REFINE_FILE, index_header, index_record
 from .store import Store
 
 
@@ -18,10 +18,12 @@ def store_info(path) -> dict:
             header = index_header(index_path)
             index_size = header["ntotal"]
             record = index_record(s.dir) or {}
+            refine = s.dir / REFINE_FILE
             index = {"vectors": header["ntotal"], "dim": header["dim"],
                      "bytes": index_path.stat().st_size, "factory": record.get("factory"),
                      "kind": record.get("kind"), "encoding": record.get("encoding"),
-                     "params": record.get("params")}
+                     "params": record.get("params"),
+                     "refine_bytes": refine.stat().st_size if refine.exists() else None}
         size = sum(p.stat().st_size for p in s.dir.rglob("*") if p.is_file())
         return {
             "store": str(s.dir),

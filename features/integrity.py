@@ -13,8 +13,10 @@ Checks, each reported as damage with the path it concerns:
   present with the dataset and shape they map;
 - the codebook: ``K x 128`` float32, K equal to the configured words, to ``codebook.npy``
   and to the width of the encodings;
-- the index: readable, one vector per image that is ok (images without features are left
-  out), ids in range.
+- the index: readable (memory-mapped, as a search opens it), one vector per image that is
+  ok (images without features are left out), ids in range; its sparse refine stage
+  (``index.refine``) of the recorded size, one row per image, nonempty exactly for the
+  indexed images, columns within the dimension and values finite.
 """
 from __future__ import annotations
 
@@ -197,16 +199,23 @@ def _check_vds(directory, path, name, ds, bad):
 
 
 def _check_index(directory, ok_with_features, bad, checked):
-    from .index import INDEX_FILE
+    from .index import _IO_FLAGS, INDEX_FILE, index_record
     path = directory / INDEX_FILE
     if not path.exists():
         return
     try:
+        record = index_record(directory) or {}
+    except StoreError:       # reported as the manifest's damage
+        record = {}
+    try:
         import faiss
-        index = faiss.read_index(str(path))
+        # mapped, not read: the codes of a large index would take gigabytes of memory
+        index = faiss.read_index(str(path), _IO_FLAGS.get(record.get("io_flag"), 0))
     except (RuntimeError, OSError) as e:
         bad(path, f"unreadable ({_first_line(e)})")
         return
+    if record.get("refine") == "sparse":
+        _check_refine(directory, record, ok_with_features, bad)
     checked["index_vectors"] = int(index.ntotal)
     if ok_with_features is None:
         return
@@ -220,3 +229,34 @@ def _check_index(directory, ok_with_features, bad, checked):
         ids = None
     if ids is not None and not np.array_equal(np.sort(ids), ok_with_features):
         bad(path, "its ids are not the images with features")
+
+
+def _check_refine(directory, record, ok_with_features, bad, block=1 << 24):
+    from .index import REFINE_FILE
+    from .refine import RefineRows
+    path = directory / REFINE_FILE
+    try:
+        rows = RefineRows(path)
+    except StoreError as e:
+        bad(path, str(e).replace(f"{path} is ", "").replace(f"{path} ", ""))
+        return
+    if path.stat().st_size != record.get("refine_bytes"):
+        bad(path, f"{path.stat().st_size} bytes, the manifest records "
+                  f"{record.get('refine_bytes')}")
+    indptr = np.asarray(rows.indptr)
+    if indptr[0] != 0 or indptr[-1] != rows.nnz or np.any(np.diff(indptr) < 0):
+        bad(path, "its row pointers are not increasing from 0 to the number of values")
+        return
+    if record.get("dim") is not None and rows.dim != record["dim"]:
+        bad(path, f"rows of {rows.dim} dimensions for an index of {record['dim']}")
+    if ok_with_features is not None:
+        stored = np.flatnonzero(np.diff(indptr) > 0)
+        if rows.n_rows != len(indptr) - 1 or not np.array_equal(stored, ok_with_features):
+            bad(path, "its rows are not those of the images with features")
+    for a in range(0, rows.nnz, block):
+        if int(rows.columns[a:a + block].max()) >= rows.dim:
+            bad(path, f"a column beyond the dimension {rows.dim}")
+            return
+        if not np.isfinite(np.asarray(rows.values[a:a + block]).view(np.float16)).all():
+            bad(path, "values that are not finite")
+            return
