@@ -121,6 +121,11 @@ def test_auto_index_of_sparse_rows_refines_them(tmp_path, rows2k):
     with Store(store) as s:
         index = ix.load_index(s)
         assert isinstance(index, RefinedIndex) and index.ntotal == 2000
+        with open("/proc/self/maps") as f:
+            mapped = f.read()
+        # the rows mapped (the large part), the PQ codes read (FAISS scans them faster)
+        assert str((store / REFINE_FILE).resolve()) in mapped
+        assert str((store / ix.INDEX_FILE).resolve()) not in mapped
         queries = sparse_rows(100, dim=64, seed=9)
         scores, got = ix.search_vectors(index, queries, 10)
     exact = queries @ rows2k.T
