@@ -207,9 +207,16 @@ def build(store_dir, factory=None):
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     record = json.loads((store_dir / "manifest.json").read_text())["steps"]["index"]
     return {"seconds": round(seconds, 1), "peak_rss_mb_children_max": round(peak),
-            "factory": record["factory"], "params": record["params"],
-            "vectors": record["rows"], "bytes": record["bytes"],
-            "bytes_per_image": round(record["bytes"] / record["rows"], 1)}
+            **_sizes(record)}
+
+
+def _sizes(record):
+    """Factory and sizes of an index record: index.faiss plus index.refine, if any."""
+    refine = record.get("refine_bytes") or 0
+    return {"factory": record["factory"], "params": record["params"],
+            "vectors": record["rows"], "bytes": record["bytes"] + refine,
+            "index_bytes": record["bytes"], "refine_bytes": refine,
+            "bytes_per_image": round((record["bytes"] + refine) / record["rows"], 1)}
 
 
 def index_record(store_dir):
@@ -222,10 +229,7 @@ def index_record(store_dir):
         return None
     return {"seconds": round(record["seconds"], 1), "peak_rss_mb_children_max": None,
             "reused": True, "finished": record.get("finished"),
-            "requested": record.get("requested"),
-            "factory": record["factory"], "params": record["params"],
-            "vectors": record["rows"], "bytes": record["bytes"],
-            "bytes_per_image": round(record["bytes"] / record["rows"], 1)}
+            "requested": record.get("requested"), **_sizes(record)}
 
 
 def pick_jpegs(real_images, n):
@@ -515,7 +519,9 @@ def report_index_and_probe(res):
         f"| factory | `{b['factory']}` {json.dumps(b['params'])} |",
         f"| vectors | {b['vectors']:,} |",
         f"| bytes per image | {b['bytes_per_image']:,.0f} |",
-        f"| index file | {b['bytes'] / 2**20:,.0f} MiB |",
+        f"| index files | {b['bytes'] / 2**20:,.0f} MiB (`index.faiss` "
+        f"{b.get('index_bytes', b['bytes']) / 2**20:,.0f}, `index.refine` "
+        f"{b.get('refine_bytes', 0) / 2**20:,.0f}) |",
         f"| build time (`features index`) | {build_time} |",
         f"| build peak RSS | {peak} |",
         f"| recall@10 vs exact ({st['vector']['n']} held-out queries) | {p['recall_at_10']:.3f} |",
@@ -536,7 +542,7 @@ def report_index_and_probe(res):
         f"Opening the store and the index: {p['open_ms']:.0f} ms. RSS after opening: "
         f"{p['rss_mb_after_open']:,} MB; after {p['queries_answered']:,} queries: "
         f"**{p['rss_mb_after_queries']:,} MB** (of which {p['rss_file_mb']:,} MB are pages of "
-        f"the memory-mapped index file, {p['rss_anon_mb']:,} MB anonymous; goal <= 2 GB).",
+        f"memory-mapped index files, {p['rss_anon_mb']:,} MB anonymous; goal <= 2 GB).",
         "",
         "## Peer: the exhaustive flat index (`IndexFlatIP`), same process, interleaved",
         "",
@@ -555,7 +561,7 @@ def report_index_and_probe(res):
     return lines
 
 
-GOAL_RSS_MB = 2048  # 2 GB read as 2 GiB: /proc reports KiB
+GOAL_RSS_MB = 1907  # 2 GB read strictly, as 2e9 bytes (/proc reports KiB)
 
 
 def report_serve(res):

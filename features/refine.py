@@ -53,8 +53,10 @@ class SparsePart:
 
     def add(self, ids, x):
         """Rows ``ids`` (image numbers, increasing) with dense values ``x``."""
-        big = np.abs(x) > _HALF_MAX
-        if big.any():
+        if not np.isfinite(x).all():
+            raise StoreError("the encoding has values that are not finite (NaN or "
+                             "infinite): it cannot be indexed")
+        if (np.abs(x) > _HALF_MAX).any():
             raise StoreError(f"the encoding has values up to {float(np.abs(x).max()):g}, "
                              f"beyond half precision: index it with another --index "
                              f"than a sparse refine stage")
@@ -138,9 +140,10 @@ class RefineRows:
         at += 2 * nnz
         self.values = np.memmap(path, "<u2", "r", at, (nnz,)) if nnz else np.zeros(0, "<u2")
 
-    def scores(self, queries, ids, n_threads=1) -> np.ndarray:
+    def scores(self, queries, ids, n_threads=1, simd=True) -> np.ndarray:
         """Inner products (float32, n x m) of ``queries`` (n x dim) with rows ``ids``
-        (n x m image numbers; -1: none, scored -inf)."""
+        (n x m image numbers; -1: none, scored -inf). ``simd``: the vector path where the
+        CPU has it (False: one pair at a time)."""
         queries = np.ascontiguousarray(queries, np.float32)
         ids = np.ascontiguousarray(ids, np.int64)
         if queries.ndim != 2 or queries.shape[1] != self.dim:
@@ -151,7 +154,7 @@ class RefineRows:
             raise ValueError(f"ids must be below {self.n_rows}, got {int(ids.max())}")
         out = np.empty(ids.shape, np.float32)
         _kernel().sparse_scores(queries, self.indptr, self.columns, self.values, ids, out,
-                                int(n_threads))
+                                int(n_threads), bool(simd))
         return out
 
     def row(self, i) -> tuple[np.ndarray, np.ndarray]:

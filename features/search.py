@@ -116,6 +116,14 @@ class Searcher:
         self.close()
 
     def _stored_row(self, i):
+        refine = getattr(self.index, "rows", None)
+        if refine is not None:
+            # the same row from the index's mapped sparse refine stage (to half precision):
+            # an HDF5 read of its compressed chunk costs about half a millisecond
+            columns, values = refine.row(i)
+            vector = np.zeros((1, refine.dim), np.float32)
+            vector[0, columns] = values
+            return vector
         return self.rows.row(i)
 
     def query_from_key(self, key) -> Query:
@@ -230,6 +238,10 @@ class Searcher:
         return out
 
     def _search_vector(self, vector, n, exclude):
+        import faiss
+        # OpenMP's thread count is per thread: a server's worker threads would otherwise
+        # search one query on every core, the threads contending
+        faiss.omp_set_num_threads(self.threads)
         scores, ids = search_vectors(self.index, vector, n + (exclude is not None))
         return [(float(s), int(i)) for s, i in zip(scores[0], ids[0])
                 if i >= 0 and i != exclude][:n]

@@ -133,6 +133,13 @@ def test_local_cluster_equals_local_workers(tmp_path, small_set, cli_env, local_
             check=True)
     _assert_same_store(copy, out)
 
+    # a compressed index whose sparse refine rows are written by the tasks on the workers
+    factory = "IVF2,Flat,Refine(Sparse)"
+    run_cli("index", copy, "--index", factory, "--jobs", 2, env=cli_env, check=True)
+    run_cli("index", out, "--index", factory, "--cluster", "local:2", env=cli_env, check=True)
+    for name in ("index.faiss", "index.refine"):
+        assert (out / name).read_bytes() == (copy / name).read_bytes(), name
+
 
 def test_worker_killed_while_writing_a_shard(tmp_path, small_set, cli_env, dask_processes,
                                              local_reference):

@@ -49,20 +49,25 @@ def _write(path, x, splits=(0,)):
 
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("signed", [False, True])
-def test_scores_are_inner_products_with_the_half_precision_rows(tmp_path, threads, signed):
+@pytest.mark.parametrize("simd", [True, False])
+def test_scores_are_inner_products_with_the_half_precision_rows(tmp_path, threads, signed,
+                                                                 simd):
     x = sparse_rows(500, dim=300)
     if signed:
         x *= np.where(np.random.default_rng(3).random(x.shape) < 0.5, -1, 1)
     x[7] = 0                       # an empty row
     x[8, 5] = 3e-6                 # subnormal in half precision
+    x[9] = 0
+    x[9, :11] = 0.25               # eight pairs at a time and three left over
     rows = _write(tmp_path / "r", x, splits=(0, 123, 400))
     assert rows.n_rows == 500 and rows.dim == 300 and rows.nnz == np.count_nonzero(x)
     q = np.random.default_rng(1).standard_normal((6, 300)).astype(np.float32)
     ids = np.random.default_rng(2).integers(0, 500, (6, 40))
     ids[:, 0] = 7
     ids[:, 1] = 8
+    ids[:, 2] = 9
     ids[2, 5:9] = -1
-    got = rows.scores(q, ids, threads)
+    got = rows.scores(q, ids, threads, simd)
     x16 = x.astype(np.float16).astype(np.float64)
     want = np.einsum("nd,nmd->nm", q.astype(np.float64), x16[np.maximum(ids, 0)])
     want[ids < 0] = -np.inf
@@ -70,7 +75,8 @@ def test_scores_are_inner_products_with_the_half_precision_rows(tmp_path, thread
     assert got[0, 0] == 0 and np.isneginf(got[2, 5:9]).all()
 
 
-def test_every_finite_half_value_is_converted_exactly(tmp_path):
+@pytest.mark.parametrize("simd", [True, False])
+def test_every_finite_half_value_is_converted_exactly(tmp_path, simd):
     bits = np.arange(1 << 16, dtype=np.uint16)
     values = bits.view(np.float16)
     values = values[np.isfinite(values) & (values != 0)]
@@ -78,7 +84,7 @@ def test_every_finite_half_value_is_converted_exactly(tmp_path):
     x = np.zeros((n, 2), np.float32)
     x[:, 1] = values.astype(np.float32)       # exactly representable: round trip is exact
     rows = _write(tmp_path / "r", x)
-    got = rows.scores(np.ones((1, 2), np.float32), np.arange(n)[None])
+    got = rows.scores(np.ones((1, 2), np.float32), np.arange(n)[None], simd=simd)
     np.testing.assert_array_equal(got[0], values.astype(np.float32))
 
 
@@ -97,6 +103,8 @@ def test_bad_arguments_and_damaged_files(tmp_path):
         RefineRows(tmp_path / "r")
     with pytest.raises(StoreError, match="beyond half precision"):
         SparsePart(tmp_path / "p", 0, 1).add([0], np.array([[1e6]], np.float32))
+    with pytest.raises(StoreError, match="not finite"):
+        SparsePart(tmp_path / "p", 0, 1).add([0], np.array([[np.nan]], np.float32))
 
 
 # ------------------------------------------------------------------ the index
