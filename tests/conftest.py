@@ -115,3 +115,13 @@ def clustered_rows(n, dim=64, clusters=40, seed=0, nonneg=True):
     if not nonneg:
         x -= x.mean()
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture
+def faiss_one_thread():
+    """FAISS training on a busy machine is far slower with spinning OpenMP threads."""
+    import faiss
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)

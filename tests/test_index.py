@@ -16,13 +16,7 @@ def _exact_top(x, q, k):
     return np.argsort(-s, axis=1, kind="stable")[:, :k]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """FAISS training on a busy machine is far slower with spinning OpenMP threads."""
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
 
 
 @pytest.fixture(scope="module")

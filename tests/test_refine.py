@@ -1,5 +1,4 @@
 """The sparse refine stage: the kernel, the file, the index built with it."""
-import faiss
 import numpy as np
 import pytest
 from conftest import run_cli, write_store
@@ -11,12 +10,7 @@ from features.search import Searcher
 from features.store import Store, StoreError
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    yield
-    faiss.omp_set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("faiss_one_thread")
 
 
 def sparse_rows(n, dim=64, keep=0.3, clusters=40, seed=0):
