@@ -1,8 +1,8 @@
 """Stores encoded ``--like`` another: the models they reuse, and the checksums that prove it.
 
 ``features run VAL -o VALSTORE --like TRAINSTORE`` encodes the val images exactly as the train
-images were: the recipe and the codebook are the train store's (``pipeline.reuse_codebook``),
-and so are the models its encodings learned (``models/pca``, ``models/gmm``,
+images were: the recipe, the codebook and the idf weights of ``bovw`` are the train store's
+(``pipeline.reuse_codebook``, ``store.merge``), and so are the models its encodings learned (``models/pca``, ``models/gmm``,
 ``models/kmeans-vlad``): an encoding added to a ``--like`` store, by ``run --encodings`` or
 by ``features aggregate``, takes them from the train store and never learns its own (a val
 set must not shape the features it is scored on).  Its options default to those of the train
@@ -10,8 +10,9 @@ store's encoding of the same name.
 
 Every ``models/NAME`` group carries a ``checksum`` attribute (sha256 of its arrays, in name
 order, with their dtypes and shapes) and every encoding a ``models`` attribute (JSON: model
-name -> checksum of the models it was computed with), so `features baseline --val` compares
-what each scored encoding used without reading the arrays.
+name -> checksum of the models it was computed with; ``bovw``: ``idf``, the checksum of
+``encodings/idf``), so `features baseline --val` compares what each scored encoding used
+without reading the arrays.
 """
 from __future__ import annotations
 

@@ -166,8 +166,9 @@ class EncodeSummary:
 
 @_writer("encode")
 def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
-                  progress=True) -> EncodeSummary:
-    """Pass 2: extract, quantize and count words shard by shard, then merge into store.h5."""
+                  progress=True, idf=None) -> EncodeSummary:
+    """Pass 2: extract, quantize and count words shard by shard, then merge into store.h5
+    (``idf``: the word weights to use, else the collection's own)."""
     manifest = _prepare(config, out)
     manifest.check_job(source, limit)
     out = Path(out)
@@ -206,7 +207,7 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
                                    "sample_descriptors": sample_info.get("descriptors", 0)},
                    classes=getattr(source, "classes", []), names=getattr(source, "names", []),
                    splits=getattr(source, "kind", "") == "split-tree",
-                   shard_records=[manifest.data["shards"][str(n)] for n in numbers])
+                   shard_records=[manifest.data["shards"][str(n)] for n in numbers], idf=idf)
     store = call_isolated(merge_task, out, config, shard_files, options,
                           what="merging the shards into store.h5")
     # store.h5 was rebuilt: encodings added by `features aggregate` come back if their
@@ -296,16 +297,20 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
     if unknown:
         raise StoreError(f"unknown encoding(s) {', '.join(unknown)}; choose from "
                          f"{', '.join(METHODS)}")
+    idf = None
     if like is not None:
         from .like import check_like_models
         check_like_models(like, encodings)   # its models are reused, never learned here
         config, codebook = reuse_codebook(like, out)
+        with Store(like) as other:
+            # the word weights too: a val set must not shape the features it is scored on
+            idf = other.idf
     else:
         sample = sample_descriptors(config, source, out, jobs=jobs, limit=limit,
                                     progress=progress)
         codebook = train_codebook(config, sample, out)
     summary = encode_images(config, source, codebook, out, jobs=jobs, limit=limit,
-                            progress=progress)
+                            progress=progress, idf=idf)
     for method in dict.fromkeys(encodings):
         if method == "bovw":
             continue

@@ -187,6 +187,10 @@ def _shard_image(results: list[ImageResult], *, n_words, first, keep_descriptors
         return f.id.get_file_image()
 
 
+def idf_checksum(idf) -> str:
+    return checksum(np.ascontiguousarray(idf, "<f4").tobytes())
+
+
 def checksum(data) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
@@ -370,11 +374,12 @@ def _h5_writing(tmp):
 
 
 def merge(directory, config: Config, shard_files: list[str], *, centroids, codebook_attrs: dict,
-          classes=(), names=(), splits=False, shard_records=()) -> Path:
+          classes=(), names=(), splits=False, shard_records=(), idf=None) -> Path:
     """Build ``store.h5`` from finished shards, one shard in memory at a time.
 
     Two passes over the shards' word counts: document frequencies first, then the tf-idf
-    rows, so the idf is that of the whole collection.
+    rows, so the idf is that of the whole collection; or one pass with a given ``idf``
+    (a store encoded ``--like`` another weighs its words by the other's).
     """
     directory = Path(directory)
     out = directory / "store.h5"
@@ -395,7 +400,14 @@ def merge(directory, config: Config, shard_files: list[str], *, centroids, codeb
             n_ok += int(ok.sum())
             sizes.append((int(s["offsets"][-1]), "descriptors" in s,
                           s["geometry"].dtype if "geometry" in s else None))
-    idf = idf_weights(df, max(n_ok, 1)) if config.tfidf else np.ones(n_words, np.float32)
+    if idf is not None:
+        idf = np.asarray(idf, np.float32)
+        if idf.shape != (n_words,):
+            raise StoreError(f"an idf of shape {idf.shape} for a codebook of {n_words} words")
+    elif config.tfidf:
+        idf = idf_weights(df, max(n_ok, 1))
+    else:
+        idf = np.ones(n_words, np.float32)
 
     with _h5_writing(tmp) as f:
         f.attrs["format"] = FORMAT
@@ -429,7 +441,9 @@ def merge(directory, config: Config, shard_files: list[str], *, centroids, codeb
         bovw.attrs["weighting"] = "tf-idf" if config.tfidf else "tf"
         bovw.attrs["power"] = config.power
         bovw.attrs["normalization"] = "l2"
-        enc.create_dataset("idf", data=idf)
+        enc.create_dataset("idf", data=idf).attrs["checksum"] = idf_checksum(idf)
+        # what `features baseline --val` compares (features.like.encoding_models)
+        bovw.attrs["models"] = json.dumps({"idf": idf_checksum(idf)})
 
         row = desc_at = nnz = 0
         offsets[0] = 0

@@ -72,6 +72,12 @@ def test_like_reuses_the_train_models(stores):
             assert used == json.loads(a["encodings/" + name].attrs["models"])
             assert set(used) == ({"pca", "gmm"} if name == "fisher" else {"kmeans-vlad"})
         assert b["encodings/fisher"].shape[1] == 2 * 4 * 8
+    # bovw: the train store's idf weights, not the val images' own
+    with h5py.File(train / "store.h5") as a, h5py.File(val / "store.h5") as b:
+        np.testing.assert_array_equal(a["encodings/idf"][:], b["encodings/idf"][:])
+        assert b["encodings/bovw"].attrs["models"] == a["encodings/bovw"].attrs["models"]
+        assert json.loads(b["encodings/bovw"].attrs["models"]) == {
+            "idf": b["encodings/idf"].attrs["checksum"]}
     proc = run_cli("baseline", train, "--val", val, "--json", "--epochs", "2",
                    "--classifier", "svm", env=stores[3], check=True)
     r = json.loads(proc.stdout)
@@ -132,3 +138,18 @@ def test_baseline_refuses_a_val_store_with_other_models(stores, tmp_path):
         f["codebook/centroids"].attrs["checksum"] = "0" * 64
     proc = run_cli("baseline", train, "--val", other, "--encoding", "vlad", env=env)
     _one_line_exit_2(proc, "another codebook")
+
+
+def test_baseline_refuses_a_val_store_weighed_by_its_own_idf(stores, tmp_path):
+    train, val, _, env = stores
+    with h5py.File(train / "store.h5") as f:
+        own_idf = f["encodings/idf"][:] * 2   # not the train store's
+    other = tmp_path / "other"
+    shutil.copytree(val, other)
+    from features.store import idf_checksum
+    with h5py.File(other / "store.h5", "r+") as f:
+        f["encodings/idf"][:] = own_idf
+        f["encodings/bovw"].attrs["models"] = json.dumps({"idf": idf_checksum(own_idf)})
+    proc = run_cli("baseline", train, "--val", other, "--encoding", "bovw", "--epochs", "2",
+                   env=env)
+    _one_line_exit_2(proc, "computed encodings/bovw with another encodings/idf")

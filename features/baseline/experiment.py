@@ -88,9 +88,11 @@ def check_same_models(store, val_store, names):
         ours, theirs = encoding_models(store.h5, name), encoding_models(val_store.h5, name)
         for model in sorted(set(ours) | set(theirs)):
             if ours.get(model) != theirs.get(model):
-                what = (f"computed encodings/{name} without the models/{model} of "
+                # bovw's word weights are encodings/idf, the other models under models/
+                path = "encodings/idf" if model == "idf" else f"models/{model}"
+                what = (f"computed encodings/{name} without the {path} of "
                         f"{store.dir}" if model not in theirs else
-                        f"computed encodings/{name} with another models/{model} than "
+                        f"computed encodings/{name} with another {path} than "
                         f"{store.dir}")
                 raise BaselineError(f"val store {val_store.dir} {what} {hint}")
 
