@@ -1,7 +1,8 @@
 """FAISS inner-product index over a stored encoding (cosine similarity for L2-normalized rows).
 
-Which index: exact (``Flat``) for fewer than ``EXACT_BELOW`` indexable images, where an
-exhaustive scan still answers a query in a few milliseconds; above it, an inverted file
+Which index: exact (``Flat``) for fewer than ``EXACT_BELOW`` indexable images of 1000
+dimensions (as many values in all for other dimensions), where an exhaustive scan still
+answers a query in a few milliseconds; above it, an inverted file
 with product-quantized codes whose shortlist of 100 k is re-scored: tf-idf scores near
 rank 10 lie within 0.001 of each other, which PQ codes alone cannot order. For an
 encoding stored as sparse rows (``bovw``: about a quarter of the words per image) the
@@ -65,6 +66,7 @@ INDEX_FILE = "index.faiss"
 # still answers in a few ms on one thread (benchmarks/results/search.md), and an inverted
 # file would have too few points per list to train well.
 EXACT_BELOW = 50_000
+_EXACT_DIM = 1000         # the dimension EXACT_BELOW was measured at (1000-word tf-idf)
 AUTO = "auto"
 SPARSE_REFINE = "Refine(Sparse)"  # our refine stage (features.refine), after a FAISS factory
 _TRAIN_PER_LIST = 48      # training points per inverted list (FAISS asks for >= 39)
@@ -162,7 +164,9 @@ def auto_factory(n: int, dim: int, exact_below: int = EXACT_BELOW,
                  density: float = 1.0) -> tuple[str, dict]:
     """The factory string and search parameters for ``n`` vectors of ``dim`` dimensions,
     ``density`` of them nonzero when the encoding is stored as sparse rows (1: dense)."""
-    if n < exact_below:
+    # the threshold is for 1000-d rows: a scan costs as many values, so wider rows (a Fisher
+    # vector of 32k dimensions) switch at fewer images
+    if n < exact_below and n * dim < exact_below * _EXACT_DIM:
         return "Flat", {}
     nlist = max(64, 2 ** round(math.log2(math.sqrt(n))))
     m = _pq_subquantizers(dim)

@@ -55,6 +55,11 @@ def test_auto_factory_scales_with_size():
     assert ix.auto_factory(300_000, 1000)[0].startswith("IVF512,PQ40")
     assert ix.auto_factory(200_000, 8192)[0] == "IVF512,PQ64,Refine(SQfp16)"
     assert ix.auto_factory(200_000, 127)[0] == "IVF512,SQ8"   # prime: no PQ split
+    # the exact threshold counts values: 10,000 Fisher vectors of 32k dimensions are
+    # compressed, 10,000 rows of 1000 words are not
+    assert ix.auto_factory(10_000, 1000) == ("Flat", {})
+    assert ix.auto_factory(10_000, 32_768)[0] == "IVF128,PQ64,Refine(SQfp16)"
+    assert ix.auto_factory(1_500, 32_768) == ("Flat", {})
 
 
 def test_compressed_index_recall_against_exact(tmp_path, rows3k):
