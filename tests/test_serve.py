@@ -101,6 +101,18 @@ def test_matches_land_on_the_same_scene_points(server, small_set):
     assert by_key["inliers"] >= 10
 
 
+def test_matches_drawn_are_those_that_ranked_the_results(server):
+    """The inliers /api/matches draws are the ones the re-ranking counted for that result."""
+    status, body = get_json(server.url + "api/search?key=coins/half.jpg&k=6&rerank=1")
+    assert status == 200, body
+    for hit in body["results"]:
+        _, m = get_json(server.url + "api/matches?query=coins/half.jpg&key="
+                        + quote(hit["key"]))
+        assert m["inliers"] == hit["inliers"], hit["key"]
+        assert len(m["matches"]) == min(m["inliers"], 500)
+    assert body["results"][0]["inliers"] >= 10
+
+
 def test_matches_between_different_photos_are_few(server):
     _, same = get_json(server.url + "api/matches?query=coins/jpeg15.jpg&key=coins/original.jpg")
     _, other = get_json(server.url + "api/matches?query=coins/jpeg15.jpg"

@@ -31,7 +31,7 @@ import numpy as np
 from aiohttp import BodyPartReader, web
 
 from ..decode import MAX_PIXELS, DecodeError, decode_gray, image_size, sniff_format
-from ..search import QueryError, Searcher, verified_matches
+from ..search import QueryError, Searcher
 from ..store import OK
 from .thumbs import LRUCache, SourceFiles, ThumbnailError, render_thumbnail
 
@@ -207,19 +207,19 @@ class Service:
         info = self.image_info(i)
         if info["status"] != OK:
             raise ApiError(400, f"{key}: this image failed in the store and has no features")
-        candidate = self.store.image_features(i)
         t1 = time.perf_counter()
-        qi, ci = verified_matches(query, candidate)
+        # the verification re-ranking runs (Searcher.verify): the inliers drawn are those
+        # that ranked the result, read from the geometry records where the store has them
+        m = self.searcher.matches(query, i)
         t2 = time.perf_counter()
-        normalized = self.store.config.frame_units == "normalized"
-        qscale = np.float32([1, 1] if normalized else [1 / max(qw, 1), 1 / max(qh, 1)])
-        cscale = np.float32([1, 1] if normalized else
-                            [1 / max(info["width"], 1), 1 / max(info["height"], 1)])
-        pairs = np.hstack([query.frames[qi, :2] * qscale, candidate["frames"][ci, :2] * cscale])
-        shown = pairs[:self.options.max_matches]
+        scale = np.float32([1 / max(qw, 1), 1 / max(qh, 1),
+                            1 / max(info["width"], 1), 1 / max(info["height"], 1)])
+        pairs = np.hstack([np.float32(m["query_points"]).reshape(-1, 2),
+                           np.float32(m["result_points"]).reshape(-1, 2)]) * scale
+        shown = np.clip(pairs[:self.options.max_matches], 0, 1)
         info.pop("status")
         info["thumbnail"] = "/api/thumb?key=" + quote(info["key"])
-        return {"query": {"width": qw, "height": qh}, "result": info, "inliers": int(len(qi)),
+        return {"query": {"width": qw, "height": qh}, "result": info, "inliers": m["inliers"],
                 "matches": np.round(shown.astype(np.float64), 5).tolist(),
                 "timing_ms": {"features": _ms(t1 - t0), "verify": _ms(t2 - t1)}}
 
