@@ -31,33 +31,37 @@ cdef extern from *:
         return f;
     }
 
-    static float rf_dot_scalar(const float *q, const uint16_t *cols, const uint16_t *vals,
-                               int64_t n)
+    /* Columns at or beyond dim (only in a damaged file) count as zeros: a query is never
+       read out of bounds, whatever the file holds. */
+    static float rf_dot_scalar(const float *q, int dim, const uint16_t *cols,
+                               const uint16_t *vals, int64_t n)
     {
         float s = 0;
         for (int64_t p = 0; p < n; p++)
-            s += q[cols[p]] * rf_half(vals[p]);
+            s += (cols[p] < dim ? q[cols[p]] : 0.0f) * rf_half(vals[p]);
         return s;
     }
 
     #if defined(__GNUC__) && defined(__x86_64__)
     #include <immintrin.h>
     __attribute__((target("avx2,f16c,fma")))
-    static float rf_dot_avx2(const float *q, const uint16_t *cols, const uint16_t *vals,
-                             int64_t n)
+    static float rf_dot_avx2(const float *q, int dim, const uint16_t *cols,
+                             const uint16_t *vals, int64_t n)
     {
         __m256 acc = _mm256_setzero_ps();
+        const __m256i limit = _mm256_set1_epi32(dim);
         int64_t p = 0;
         for (; p + 8 <= n; p += 8) {
             __m256i c = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(cols + p)));
-            __m256 x = _mm256_i32gather_ps(q, c, 4);
+            __m256 in = _mm256_castsi256_ps(_mm256_cmpgt_epi32(limit, c));
+            __m256 x = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), q, c, in, 4);
             __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(vals + p)));
             acc = _mm256_fmadd_ps(x, v, acc);
         }
         __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
         h = _mm_add_ps(h, _mm_movehl_ps(h, h));
         h = _mm_add_ss(h, _mm_movehdup_ps(h));
-        return _mm_cvtss_f32(h) + rf_dot_scalar(q, cols + p, vals + p, n - p);
+        return _mm_cvtss_f32(h) + rf_dot_scalar(q, dim, cols + p, vals + p, n - p);
     }
 
     static int rf_have_simd(void)
@@ -67,10 +71,10 @@ cdef extern from *:
                && __builtin_cpu_supports("fma");
     }
     #else
-    static float rf_dot_avx2(const float *q, const uint16_t *cols, const uint16_t *vals,
-                             int64_t n)
+    static float rf_dot_avx2(const float *q, int dim, const uint16_t *cols,
+                             const uint16_t *vals, int64_t n)
     {
-        return rf_dot_scalar(q, cols, vals, n);
+        return rf_dot_scalar(q, dim, cols, vals, n);
     }
     static int rf_have_simd(void) { return 0; }
     #endif
@@ -79,9 +83,9 @@ cdef extern from *:
        gigabytes: the start of the row a few candidates ahead is prefetched while this one
        is scored (and its row pointer further ahead), so the loads overlap. */
     #define RF_AHEAD 4
-    static void rf_score_query(const float *q, const int64_t *indptr, const uint16_t *cols,
-                               const uint16_t *vals, const int64_t *ids, float *out,
-                               int64_t m, int vector)
+    static void rf_score_query(const float *q, int dim, const int64_t *indptr,
+                               const uint16_t *cols, const uint16_t *vals,
+                               const int64_t *ids, float *out, int64_t m, int vector)
     {
         for (int64_t j = 0; j < m; j++) {
     #if defined(__GNUC__)
@@ -100,14 +104,14 @@ cdef extern from *:
             }
             int64_t a = indptr[row], b = indptr[row + 1];
             out[j] = b == a ? 0.0f
-                     : vector ? rf_dot_avx2(q, cols + a, vals + a, b - a)
-                     : rf_dot_scalar(q, cols + a, vals + a, b - a);
+                     : vector ? rf_dot_avx2(q, dim, cols + a, vals + a, b - a)
+                     : rf_dot_scalar(q, dim, cols + a, vals + a, b - a);
         }
     }
     """
-    void rf_score_query(const float *q, const int64_t *indptr, const uint16_t *cols,
-                        const uint16_t *vals, const int64_t *ids, float *out, int64_t m,
-                        int vector) noexcept nogil
+    void rf_score_query(const float *q, int dim, const int64_t *indptr,
+                        const uint16_t *cols, const uint16_t *vals, const int64_t *ids,
+                        float *out, int64_t m, int vector) noexcept nogil
     float rf_dot_scalar(const float *q, const uint16_t *cols, const uint16_t *vals,
                         int64_t n) noexcept nogil
     float rf_dot_avx2(const float *q, const uint16_t *cols, const uint16_t *vals,
@@ -125,12 +129,16 @@ def sparse_scores(const float[:, ::1] queries, const int64_t[::1] indptr,
                   const int64_t[:, ::1] ids, float[:, ::1] out, int n_threads=1,
                   bint simd=True):
     """out[i, j] = queries[i] . row ids[i, j]; -inf where ids[i, j] < 0 (no candidate).
-    ``simd``: use the vector path when the CPU has it."""
+    ``indptr`` must be non-decreasing within ``columns`` (the caller checks it); columns
+    beyond the queries' width count as zeros. ``simd``: the vector path where the CPU has
+    it."""
     cdef Py_ssize_t n = ids.shape[0], m = ids.shape[1], i
+    cdef int dim = <int>queries.shape[1]
     cdef int vector = simd and rf_have_simd()
     if m == 0 or n == 0:
         return
     for i in prange(n, nogil=True, num_threads=n_threads, schedule="static"):
-        rf_score_query(&queries[i, 0], &indptr[0], &columns[0] if columns.shape[0] else NULL,
+        rf_score_query(&queries[i, 0], dim, &indptr[0],
+                       &columns[0] if columns.shape[0] else NULL,
                        &values[0] if values.shape[0] else NULL, &ids[i, 0], &out[i, 0], m,
                        vector)

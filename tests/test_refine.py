@@ -4,6 +4,7 @@ import pytest
 from conftest import run_cli, write_store
 
 from features import index as ix
+from features._ext import _refine
 from features.integrity import verify_store
 from features.refine import REFINE_FILE, RefinedIndex, RefineRows, SparsePart, write_refine
 from features.search import Searcher
@@ -41,6 +42,13 @@ def _write(path, x, splits=(0,)):
     return RefineRows(path)
 
 
+def _kernel_scores(rows, queries, ids, simd):
+    """The kernel called on queries narrower than the rows (what a damaged file amounts to)."""
+    out = np.empty(ids.shape, np.float32)
+    _refine.sparse_scores(queries, rows.indptr, rows.columns, rows.values, ids, out, 1, simd)
+    return out
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("signed", [False, True])
 @pytest.mark.parametrize("simd", [True, False])
@@ -54,6 +62,13 @@ def test_scores_are_inner_products_with_the_half_precision_rows(tmp_path, thread
     x[9] = 0
     x[9, :11] = 0.25               # eight pairs at a time and three left over
     rows = _write(tmp_path / "r", x, splits=(0, 123, 400))
+    # columns beyond the queries' width (a damaged file) count as zeros
+    wide = _write(tmp_path / "w", np.hstack([x[:20], np.ones((20, 700), np.float32)]))
+    narrow = np.random.default_rng(4).standard_normal((1, 1000)).astype(np.float32)
+    narrow[0, 300:] = 0
+    np.testing.assert_allclose(
+        _kernel_scores(wide, narrow[:, :300], np.arange(20)[None], simd),
+        rows.scores(narrow[:, :300], np.arange(20)[None], 1, simd), rtol=1e-5, atol=1e-6)
     assert rows.n_rows == 500 and rows.dim == 300 and rows.nnz == np.count_nonzero(x)
     q = np.random.default_rng(1).standard_normal((6, 300)).astype(np.float32)
     ids = np.random.default_rng(2).integers(0, 500, (6, 40))
@@ -218,12 +233,17 @@ def test_damaged_or_missing_refine_file(tmp_path, rows2k, cli_env):
     raw[64 + 8 * 10:64 + 8 * 11] = (10**6).to_bytes(8, "little")
     path.write_bytes(bytes(raw))
     assert any("row pointers" in p for p in refine_damage())
+    with pytest.raises(StoreError, match="row pointers"):
+        RefineRows(path)
     # a column beyond the dimension (the first stored column)
     raw = bytearray(good)
     at = 64 + 8 * 801
     raw[at:at + 2] = (64).to_bytes(2, "little")
     path.write_bytes(bytes(raw))
     assert any("beyond the dimension" in p for p in refine_damage())
+    # searched anyway: the column counts as a zero, nothing is read out of bounds
+    with Searcher(store) as searcher:
+        assert len(searcher.search(searcher.query_from_key("c0/img_000000.jpg"), 5)) == 5
     # truncated: verify, search and a rebuild
     path.write_bytes(good[:-6])
     assert any("header says" in p for p in refine_damage())
