@@ -378,8 +378,8 @@ def merge(directory, config: Config, shard_files: list[str], *, centroids, codeb
     """Build ``store.h5`` from finished shards, one shard in memory at a time.
 
     Two passes over the shards' word counts: document frequencies first, then the tf-idf
-    rows, so the idf is that of the whole collection; or one pass with a given ``idf``
-    (a store encoded ``--like`` another weighs its words by the other's).
+    rows, so the idf is that of the whole collection, unless an ``idf`` is given (a store
+    encoded ``--like`` another weighs its words by the other's).
     """
     directory = Path(directory)
     out = directory / "store.h5"
