@@ -81,10 +81,8 @@ class SparsePart:
 
 def write_refine(out, parts, n_rows, dim):
     """Write ``index.refine`` from parts ``[(start, stop, prefix)]`` covering rows
-    ``0:n_rows`` in order, streamed: memory holds one part's row lengths."""
-    if dim > MAX_DIM:
-        raise StoreError(f"a sparse refine stage takes encodings of at most {MAX_DIM} "
-                         f"dimensions, not {dim}")
+    ``0:n_rows`` in order, streamed: memory holds one part's row lengths. ``dim`` is at
+    most ``MAX_DIM`` (``index.build_index`` refuses wider encodings)."""
     parts = sorted(parts)
     at = 0
     for start, stop, _ in parts:
