@@ -2,16 +2,44 @@
 
 SIFT descriptors (dense multi-scale SIFT of our own, OpenCV's DoG SIFT), bag-of-visual-words
 codebooks and encodings, an HDF5 store and FAISS similarity search.
+
+The names below are loaded on first use (PEP 562): ``import features`` imports no FAISS,
+h5py, OpenCV or SciPy, so a command or a script pays only for what it uses.
 """
+import importlib
+
 __version__ = "0.1.0"
 
-from .dense import dense_sift, dense_sift_pyramid
-from .encodings import fisher_vector, vlad
-from .pipeline import build_index, encode_images, run, sample_descriptors, train_codebook
-from .presets import PRESETS, Config, get_preset
-from .sift import rootsift, sift
-from .store import Store
+# public name -> the module that defines it
+_API = {
+    "dense_sift": "features.extract.dense",
+    "dense_sift_pyramid": "features.extract.dense",
+    "sift": "features.extract.dog",
+    "rootsift": "features.extract.dog",
+    "fisher_vector": "features.encodings.fisher",
+    "vlad": "features.encodings.vlad",
+    "Config": "features.presets",
+    "PRESETS": "features.presets",
+    "get_preset": "features.presets",
+    "Store": "features.store.reader",
+    "run": "features.pipeline.steps",
+    "sample_descriptors": "features.pipeline.steps",
+    "train_codebook": "features.pipeline.steps",
+    "encode_images": "features.pipeline.steps",
+    "build_index": "features.pipeline.steps",
+}
 
-__all__ = ["dense_sift", "dense_sift_pyramid", "sift", "rootsift", "Config", "PRESETS",
-           "get_preset", "Store", "run", "sample_descriptors", "train_codebook",
-           "encode_images", "build_index", "fisher_vector", "vlad"]
+__all__ = sorted(_API)
+
+
+def __getattr__(name):
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'features' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value       # later lookups do not come here again
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_API))

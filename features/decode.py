@@ -62,6 +62,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from .exceptions import DecodeError, ParameterError
+
 __all__ = ["DecodeError", "Decoded", "decode_gray", "sniff_format", "image_size",
            "target_size", "MAX_PIXELS"]
 
@@ -78,10 +80,6 @@ _REDUCED_FLAGS = {
     4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
     8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
 }
-
-
-class DecodeError(ValueError):
-    """The bytes are not a decodable image; ``str(e)`` is a short readable reason."""
 
 
 @dataclass(frozen=True)
@@ -429,9 +427,9 @@ def decode_gray(data: bytes, max_side: int | None = None, *,
     """
     if max_side is not None and (isinstance(max_side, bool) or int(max_side) != max_side
                                  or max_side < 1):
-        raise ValueError(f"max_side must be a positive integer or None, got {max_side!r}")
+        raise ParameterError(f"max_side must be a positive integer or None, got {max_side!r}")
     if isinstance(max_pixels, bool) or int(max_pixels) != max_pixels or max_pixels < 1:
-        raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
+        raise ParameterError(f"max_pixels must be a positive integer, got {max_pixels!r}")
     if not isinstance(data, bytes):
         data = bytes(memoryview(data))  # TypeError for str and other non-buffers
     if len(data) == 0:

@@ -76,7 +76,7 @@ def run_demo(out="features-demo", *, jobs=1, progress=True, query_edit="perspect
              query_photo="chelsea") -> int:
     """Write the copy-detection set, run the `sift` recipe on it, and print a query's results
     and the mean average precision with every image as a query."""
-    from .metrics import retrieval_map
+    from .search.metrics import retrieval_map
     from .pipeline import run
     from .presets import get_preset
     from .search import Searcher

@@ -10,7 +10,9 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-EXTRACTORS = ("sift", "dense", "dense-pyramid")
+from .exceptions import ParameterError
+
+EXTRACTORS = ("sift", "dense", "dense-pyramid")   # as features.extract.EXTRACTORS
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class Config:
     def replace(self, **changes) -> "Config":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
         if unknown:
-            raise ValueError(f"unknown configuration option(s): {', '.join(sorted(unknown))}")
+            raise ParameterError(f"unknown configuration option(s): {', '.join(sorted(unknown))}")
         for name in ("sizes", "scales"):
             if name in changes:
                 changes[name] = tuple(changes[name])
@@ -103,7 +105,7 @@ class Config:
 
 def _check(ok, name, value, expected):
     if not ok:
-        raise ValueError(f"{name} must be {expected}, got {value!r}")
+        raise ParameterError(f"{name} must be {expected}, got {value!r}", name)
 
 
 PRESETS = {
@@ -123,6 +125,7 @@ PRESETS = {
 
 def get_preset(name: str, **overrides) -> Config:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+        raise ParameterError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}",
+                             "preset")
     overrides = {k: v for k, v in overrides.items() if v is not None}
     return PRESETS[name].replace(**overrides) if overrides else PRESETS[name]

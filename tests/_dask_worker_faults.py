@@ -16,7 +16,7 @@ if os.environ.get("FEATURES_TEST_NO_PACKAGE"):
     sys.modules["features"] = None       # import features -> ImportError
 else:
     import features
-    import features.jobs as jobs
+    import features.pipeline.tasks as jobs
     from features.store import atomic_path
 
     if os.environ.get("FEATURES_TEST_VERSION"):

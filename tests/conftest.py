@@ -63,7 +63,7 @@ def write_store(directory, rows, *, status=None, keys=None, dense=None, chunk=25
     import h5py
     import numpy as np
 
-    from features.keys import KeyTableWriter
+    from features.store.keys import KeyTableWriter
     from features.presets import get_preset
     from features.store import FORMAT, VERSION
 

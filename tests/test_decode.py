@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from features.decode import (MAX_PIXELS, Decoded, DecodeError, _reduction, decode_gray,
-                             image_size, sniff_format, target_size)
+from features.decode import MAX_PIXELS, Decoded, _reduction, decode_gray, image_size, sniff_format, target_size
+from features.exceptions import DecodeError
 
 
 def _rgb(w=240, h=180):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
-from .experiment import BaselineError, evaluate, to_json
+from ..exceptions import BaselineError
+from .experiment import evaluate, to_json
 
 
 def run_baseline(args):

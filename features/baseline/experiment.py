@@ -23,7 +23,9 @@ import time
 
 import numpy as np
 
-from ..like import array_checksum, encoding_models
+from .._shared.hashing import array_sha256
+from ..exceptions import BaselineError, ParameterError
+from ..store.models import encoding_models
 from . import hedging, metrics
 from .linear import CLASSIFIERS, DEFAULT_LAMBDAS, decision_blocks, feature_stats, train_sgd
 from .reader import EncodingReader, list_encodings
@@ -31,10 +33,6 @@ from .wordnet import WNID, ClassHierarchy, IsA
 
 OK = 0
 HEDGE_TARGETS = (0.5, 0.7, 0.9)
-
-
-class BaselineError(ValueError):
-    """Input that cannot give a meaningful number (reported as one line, exit 2)."""
 
 
 def _priority(seed, key):
@@ -67,13 +65,13 @@ def codebook_checksum(h5):
     if "codebook/centroids" not in h5:
         return None
     ds = h5["codebook/centroids"]
-    return str(ds.attrs.get("checksum", "")) or array_checksum(ds[:])
+    return str(ds.attrs.get("checksum", "")) or array_sha256(ds[:])
 
 
 def check_same_models(store, val_store, names):
     """A val store must be encoded as the train store: the same codebook and, for each
     encoding scored, the same options and the same models (``models/*``, by the checksums
-    both stores recorded for it; see ``features.like``)."""
+    both stores recorded for it; see :mod:`features.store.models`)."""
     hint = f"(encode it with `features run VAL -o VALSTORE --like {store.dir}`)"
     ours, theirs = codebook_checksum(store.h5), codebook_checksum(val_store.h5)
     if ours != theirs:
@@ -146,7 +144,8 @@ def _splits(store, val_store, seed, val_fraction, train_per_class):
         split_kind = f"seeded split ({val_fraction:g} of each class scores)"
     if train_per_class is not None:
         if train_per_class < 1:
-            raise BaselineError(f"--train-per-class must be >= 1, got {train_per_class}")
+            raise ParameterError(f"train_per_class must be >= 1, got {train_per_class}",
+                                 "train_per_class")
         train_rows = _per_class_pick(train_rows, labels, keys, seed + 1, count=train_per_class)
     n_train = np.bincount(labels[train_rows], minlength=len(classes))
     if len(classes) < 2 or np.count_nonzero(n_train) < 2:
@@ -168,9 +167,9 @@ def class_hierarchy(classes, names, spec=None):
         isa = IsA.load(spec)
         try:
             return isa.hierarchy(classes), isa.source
-        except ValueError as exc:
+        except BaselineError as exc:
             if spec is not None:
-                raise BaselineError(str(exc)) from None
+                raise
             return ClassHierarchy.flat(classes, names), f"flat ({exc})"
     return ClassHierarchy.flat(classes, names), "flat (class ids are not WordNet ids)"
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..exceptions import ParameterError
+
 
 def node_posteriors(proba, hierarchy):
     """p(v | x) for every node: the sum of the class posteriors below it (N x V)."""
@@ -25,7 +27,7 @@ def node_posteriors(proba, hierarchy):
 def predict(proba, hierarchy, lam):
     """DARTS predictions (node indices) for one ``lambda``."""
     if lam < 0:
-        raise ValueError(f"lambda must be >= 0, got {lam}")
+        raise ParameterError(f"lambda must be >= 0, got {lam}")
     return _predict(node_posteriors(proba, hierarchy), hierarchy, lam)
 
 
@@ -70,7 +72,7 @@ def curve(proba, y, hierarchy, n=40):
 def darts_lambda(proba, y, hierarchy, target, iters=40):
     """The smallest ``lambda`` whose DARTS accuracy on (proba, y) reaches ``target``."""
     if not 0 < target <= 1:
-        raise ValueError(f"target accuracy must be in (0, 1], got {target}")
+        raise ParameterError(f"target accuracy must be in (0, 1], got {target}")
     post, y = node_posteriors(proba, hierarchy), np.asarray(y)
     if _evaluate(post, y, hierarchy, 0.0)[0] >= target:
         return 0.0

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..exceptions import ParameterError
+
 CLASSIFIERS = ("svm", "logreg")
 DEFAULT_LAMBDAS = (1e-6, 1e-5, 1e-4, 1e-3)
 
@@ -102,9 +104,9 @@ def train_sgd(reader, idx, y, n_classes, loss="svm", lambdas=DEFAULT_LAMBDAS, ep
     """
     import scipy.sparse as sp
     if loss not in CLASSIFIERS:
-        raise ValueError(f"unknown classifier {loss!r}: expected one of {', '.join(CLASSIFIERS)}")
+        raise ParameterError(f"unknown classifier {loss!r}: expected one of {', '.join(CLASSIFIERS)}")
     if epochs < 1 or batch < 1:
-        raise ValueError(f"epochs and batch must be >= 1, got {epochs} and {batch}")
+        raise ParameterError(f"epochs and batch must be >= 1, got {epochs} and {batch}")
     lambdas = np.asarray(lambdas, dtype=np.float32)
     L, D, C = len(lambdas), reader.dim, n_classes
     mean, scale = stats if stats is not None else feature_stats(reader, idx)

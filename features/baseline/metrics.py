@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..exceptions import ParameterError
+
 
 def top_guesses(scores, k=5):
     """The ``k`` highest-scoring classes of each row, best first (N x k int32)."""
     scores = np.asarray(scores)
     if scores.ndim != 2:
-        raise ValueError(f"scores must be 2-D (images x classes), got shape {scores.shape}")
+        raise ParameterError(f"scores must be 2-D (images x classes), got shape {scores.shape}")
     k = min(k, scores.shape[1])
     part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     order = np.argsort(-np.take_along_axis(scores, part, 1), axis=1, kind="stable")
@@ -30,9 +32,9 @@ def top_guesses(scores, k=5):
 def _check(guesses, y):
     guesses, y = np.asarray(guesses), np.asarray(y)
     if guesses.ndim != 2 or len(guesses) != len(y):
-        raise ValueError(f"guesses of shape {guesses.shape} do not match {len(y)} labels")
+        raise ParameterError(f"guesses of shape {guesses.shape} do not match {len(y)} labels")
     if len(y) == 0:
-        raise ValueError("no images to score")
+        raise ParameterError("no images to score")
     return guesses, y
 
 
@@ -40,7 +42,7 @@ def topk_error(guesses, y, k):
     """Fraction of images whose label is not among their first ``k`` guesses."""
     guesses, y = _check(guesses, y)
     if not 1 <= k <= guesses.shape[1]:
-        raise ValueError(f"k must be in 1..{guesses.shape[1]}, got {k}")
+        raise ParameterError(f"k must be in 1..{guesses.shape[1]}, got {k}")
     return float(1.0 - np.mean((guesses[:, :k] == y[:, None]).any(1)))
 
 

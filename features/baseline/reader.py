@@ -10,6 +10,8 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
+from ..exceptions import StoreError
+
 # about this many bytes of dense float32 rows per block
 BLOCK_BYTES = 32 << 20
 
@@ -33,7 +35,7 @@ class EncodingReader:
     def __init__(self, h5, name):
         if name not in list_encodings(h5):
             have = ", ".join(list_encodings(h5)) or "none"
-            raise ValueError(f"the store has no encoding {name!r} (it has: {have})")
+            raise StoreError(f"the store has no encoding {name!r} (it has: {have})")
         self.name = name
         obj = h5["encodings/" + name]
         self.sparse = isinstance(obj, h5py.Group)

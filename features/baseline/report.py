@@ -112,8 +112,9 @@ def _fig_confusion(best, cm, names, path, n=10):
 
 def _read_thumbnails(store, keys, side=96):
     """{key: gray uint8 thumbnail} read from the store's source; (thumbs, reason if none)."""
-    from ..decode import DecodeError, decode_gray
-    from ..sources import SourceError, open_source
+    from ..decode import decode_gray
+    from ..exceptions import DecodeError, SourceError
+    from ..sources import open_source
     job = {}
     manifest = Path(store.dir) / "manifest.json"
     if manifest.exists():

@@ -15,7 +15,8 @@ import h5py
 import numpy as np
 
 from ..presets import get_preset
-from ..store import FORMAT, VERSION, library_versions
+from .._shared.versions import library_versions
+from ..store import FORMAT, VERSION
 
 _STR = h5py.string_dtype("utf-8")
 

@@ -19,6 +19,8 @@ from importlib import resources
 
 import numpy as np
 
+from ..exceptions import BaselineError
+
 WNID = re.compile(r"^n\d{8}$")
 _TABLE = "wordnet30_nouns.npz"
 
@@ -61,13 +63,13 @@ class IsA:
             children = [np.atleast_1d(s["children"]).astype(np.int64).tolist()
                         if int(s["num_children"]) else [] for s in synsets]
         except (OSError, KeyError, ValueError, TypeError, IndexError, StopIteration) as exc:
-            raise ValueError(f"cannot read {path}: not a devkit meta.mat ({exc})") from None
+            raise BaselineError(f"cannot read {path}: not a devkit meta.mat ({exc})") from None
         row = {i: r for r, i in enumerate(ids)}
         parents = [[] for _ in wnids]
         for r, kids in enumerate(children):
             for k in kids:
                 if k not in row:
-                    raise ValueError(f"{path}: synset {wnids[r]} has an unknown child id {k}")
+                    raise BaselineError(f"{path}: synset {wnids[r]} has an unknown child id {k}")
                 parents[row[k]].append(r)
         indptr = np.cumsum([0] + [len(p) for p in parents])
         index = [p for ps in parents for p in ps]
@@ -80,7 +82,7 @@ class IsA:
             return cls.wordnet()
         if str(spec).lower().endswith(".mat"):
             return cls.from_meta_mat(spec)
-        raise ValueError(f"unknown hierarchy {spec!r}: expected 'wordnet' or a devkit meta.mat")
+        raise BaselineError(f"unknown hierarchy {spec!r}: expected 'wordnet' or a devkit meta.mat")
 
     def __len__(self):
         return len(self.wnids)
@@ -125,7 +127,7 @@ class IsA:
         """The :class:`ClassHierarchy` of ``classes`` (wnids) and all their ancestors."""
         missing = [c for c in classes if c not in self._where]
         if missing:
-            raise ValueError(f"class {missing[0]!r} is not a synset of "
+            raise BaselineError(f"class {missing[0]!r} is not a synset of "
                              f"{self.source or 'the hierarchy'}"
                              + (f" ({len(missing)} such classes)" if len(missing) > 1 else ""))
         rows = [self._where[c] for c in classes]
@@ -232,5 +234,5 @@ def _topological(children, n):
                 state[nxt] = 1
                 stack.append((nxt, iter(children[nxt])))
             elif state[nxt] == 1:
-                raise ValueError("the is-a graph has a cycle")
+                raise BaselineError("the is-a graph has a cycle")
     return order

@@ -1,13 +1,16 @@
-"""Image encodings (one module each) and the models they learn.
+"""Image encodings (one module each), the models they learn, and the table of methods.
 
-Models (learned from the store's descriptor sample; seeded, so reruns are identical):
+Arrays in, arrays out: nothing here reads a store.
 
-- :func:`fit_pca` -> :class:`PCA` (mean, components, explained variances, whitening),
-  ``PCA.transform``;
-- :func:`fit_gmm` -> :class:`GMM` (means, diagonal covariances, priors; EM initialized
-  from k-means);
-- :func:`fit_kmeans` -> float32 (k, d) centers (the VLAD codebook: the same exact Lloyd
-  k-means as the BoVW codebook, :func:`features.codebook.kmeans`).
+- :mod:`.methods`: what each method (``bovw``, ``spm``, ``vlad``, ``fisher``) reads, how it
+  is stored, its models and options;
+- :mod:`.bovw` (tf-idf word histograms), :mod:`.spm` (spatial pyramids), :mod:`.vlad`,
+  :mod:`.fisher` (improved Fisher vectors), :mod:`.kernel_map` (homogeneous kernel maps);
+- models, learned from a store's descriptor sample (seeded, so reruns are identical):
+  :func:`fit_pca` -> :class:`PCA` (``PCA.transform``); :func:`fit_gmm` -> :class:`GMM`
+  (means, diagonal covariances, priors; EM initialized from k-means); :func:`fit_kmeans`
+  -> float32 (k, d) centers (the VLAD codebook: the same exact Lloyd k-means as the BoVW
+  codebook, :func:`features.codebook.kmeans`).
 """
 from ..codebook import kmeans as fit_kmeans
 from .fisher import fisher_vector, fisher_vector_batch

@@ -5,6 +5,7 @@ import numbers
 
 import numpy as np
 
+from ..exceptions import ParameterError
 # Rows per block of the BLAS products: bounds the scratch memory (rows x k float32,
 # 1 MB for k = 256, which the kernel then reads from cache); an image of more rows is
 # encoded in several blocks.
@@ -13,32 +14,32 @@ BLOCK_ROWS = 1024
 
 def check_flag(value, name):
     if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
+        raise ParameterError(f"{name} must be True or False, got {value!r}")
     return bool(value)
 
 
 def check_threads(n_threads):
     if (isinstance(n_threads, (bool, np.bool_))
             or not isinstance(n_threads, numbers.Integral) or n_threads < 1):
-        raise ValueError(f"n_threads must be a positive integer, got {n_threads!r}")
+        raise ParameterError(f"n_threads must be a positive integer, got {n_threads!r}")
     return int(n_threads)
 
 
 def check_finite(a, name):
     """Raise if ``a`` holds NaN or infinite values (min/max: one vectorized pass each)."""
     if a.size and not (np.isfinite(a.min()) and np.isfinite(a.max())):
-        raise ValueError(f"{name} contain NaN or infinite values")
+        raise ParameterError(f"{name} contain NaN or infinite values")
 
 
 def as_matrix(a, name, *, rows=None, cols=None):
     """A real (rows, cols) array as C-contiguous float32, finite."""
     a = np.asarray(a)
     if a.dtype.kind not in "iuf":
-        raise ValueError(f"{name} must be a real numeric array, got dtype {a.dtype}")
+        raise ParameterError(f"{name} must be a real numeric array, got dtype {a.dtype}")
     want = (rows if rows is not None else "n", cols if cols is not None else "d")
     if (a.ndim != 2 or (rows is not None and a.shape[0] != rows)
             or (cols is not None and a.shape[1] != cols)):
-        raise ValueError(f"{name} must have shape ({want[0]}, {want[1]}), got {a.shape}")
+        raise ParameterError(f"{name} must have shape ({want[0]}, {want[1]}), got {a.shape}")
     a = np.ascontiguousarray(a, dtype=np.float32)
     check_finite(a, name)
     return a
@@ -56,15 +57,15 @@ def check_offsets(offsets, n_rows):
     """int64 (n + 1,) offsets: 0 first, ``n_rows`` last, non-decreasing."""
     o = np.asarray(offsets)
     if o.ndim != 1 or o.shape[0] < 1 or o.dtype.kind not in "iu":
-        raise ValueError(f"offsets must be a 1-D integer array of n_images + 1 values, "
+        raise ParameterError(f"offsets must be a 1-D integer array of n_images + 1 values, "
                          f"got shape {o.shape} and dtype {o.dtype}")
     o = o.astype(np.int64)
     if o[0] != 0 or o[-1] != n_rows:
-        raise ValueError(f"offsets must start at 0 and end at the number of descriptors "
+        raise ParameterError(f"offsets must start at 0 and end at the number of descriptors "
                          f"({n_rows}), got {int(o[0])} and {int(o[-1])}")
     if o.shape[0] > 1 and np.any(np.diff(o) < 0):
         bad = int(np.flatnonzero(np.diff(o) < 0)[0])
-        raise ValueError(f"offsets must be non-decreasing, got {int(o[bad])} then "
+        raise ParameterError(f"offsets must be non-decreasing, got {int(o[bad])} then "
                          f"{int(o[bad + 1])} at index {bad}")
     return o
 
@@ -74,7 +75,7 @@ def check_out(out, n, width):
         return np.empty((n, width), np.float32)
     if (not isinstance(out, np.ndarray) or out.dtype != np.float32
             or out.shape != (n, width) or not out.flags.c_contiguous):
-        raise ValueError(f"out must be a C-contiguous float32 array of shape ({n}, {width})")
+        raise ParameterError(f"out must be a C-contiguous float32 array of shape ({n}, {width})")
     return out
 
 

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..exceptions import ParameterError
 from .._ext import load
 from ._common import (BLOCK_ROWS, as_descriptors, as_matrix, blocks, check_finite, check_flag,
                       check_offsets, check_out, check_threads)
@@ -89,25 +90,25 @@ class _Model:
     def __init__(self, means, covariances, priors):
         mu = np.asarray(means)
         if mu.ndim != 2 or mu.shape[0] < 1 or mu.shape[1] < 1:
-            raise ValueError(f"means must be a non-empty (k, d) array, got shape {mu.shape}")
+            raise ParameterError(f"means must be a non-empty (k, d) array, got shape {mu.shape}")
         k, d = mu.shape
         self.k, self.d = k, d
         self.means = as_matrix(mu, "means")
         var = as_matrix(covariances, "covariances", rows=k, cols=d).astype(np.float64)
         if var.min() <= 0:
-            raise ValueError(f"covariances (variances) must be positive, got minimum "
+            raise ParameterError(f"covariances (variances) must be positive, got minimum "
                              f"{var.min():.3g}")
         pri = np.asarray(priors)
         if pri.dtype.kind not in "iuf" or pri.shape != (k,):
-            raise ValueError(f"priors must be a real ({k},) array, got shape {pri.shape} "
+            raise ParameterError(f"priors must be a real ({k},) array, got shape {pri.shape} "
                              f"and dtype {pri.dtype}")
         pri = pri.astype(np.float32).astype(np.float64)
         check_finite(pri, "priors")
         if pri.min() < 0:
-            raise ValueError(f"priors must be non-negative, got minimum {pri.min():.3g}")
+            raise ParameterError(f"priors must be non-negative, got minimum {pri.min():.3g}")
         active = pri >= MIN_PRIOR
         if not active.any():
-            raise ValueError(f"at least one prior must be >= {MIN_PRIOR:g}, got maximum "
+            raise ParameterError(f"at least one prior must be >= {MIN_PRIOR:g}, got maximum "
                              f"{pri.max():.3g}")
         # float32 variances as VLFeat sees them; 1/sigma rounded to float32 as it does
         var = var.astype(np.float32).astype(np.float64)
@@ -125,7 +126,7 @@ class _Model:
         c = np.full(k, -np.inf)
         spread = (mus[active] ** 2 * inv[active]).sum(axis=1)
         if spread.max() > _FLOAT32_LIMIT:
-            raise ValueError(f"means are too far apart for their covariances (squared "
+            raise ParameterError(f"means are too far apart for their covariances (squared "
                              f"Mahalanobis distance {spread.max():.3g} between a mean and "
                              f"the mixture's center overflows float32)")
         c[active] = logc[active] - 0.5 * spread
@@ -151,7 +152,7 @@ class _Model:
                            np.abs(x.min(axis=0) - self.shift.astype(np.float64)))
         worst = float((reach ** 2 * self._amax.astype(np.float64)).sum() * 2.0)
         if worst > _FLOAT32_LIMIT:
-            raise ValueError(f"descriptors have values up to {float(np.abs(x).max()):.3g}, "
+            raise ParameterError(f"descriptors have values up to {float(np.abs(x).max()):.3g}, "
                              f"too large for the model's covariances (squared Mahalanobis "
                              f"distances up to {worst:.3g} overflow float32)")
 
@@ -256,7 +257,7 @@ def fisher_vector(x, means, covariances, priors, improved=True, normalized=None,
     x = np.asarray(x)
     d = np.shape(means)[1] if np.ndim(means) == 2 else None
     if x.ndim != 2:
-        raise ValueError(f"descriptors must have shape (n, {d if d else 'd'}), "
+        raise ParameterError(f"descriptors must have shape (n, {d if d else 'd'}), "
                          f"got {x.shape}")
     return fisher_vector_batch(x, [0, x.shape[0]], means, covariances, priors,
                                improved=improved, normalized=normalized,

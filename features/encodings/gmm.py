@@ -36,9 +36,10 @@ import numbers
 from typing import NamedTuple
 
 import numpy as np
-import scipy.sparse
 
-from ..codebook import _check_int, kmeans_fit
+from ..exceptions import ParameterError
+from .._shared.checks import check_int
+from ..codebook import kmeans_fit
 
 __all__ = ["GMM", "fit_gmm", "gmm_log_likelihood", "gmm_posteriors"]
 
@@ -60,9 +61,9 @@ class GMM(NamedTuple):
 def _rows(x):
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"x must be a non-empty (n, d) array, got shape {x.shape}")
+        raise ParameterError(f"x must be a non-empty (n, d) array, got shape {x.shape}")
     if x.dtype.kind not in "biuf":
-        raise ValueError(f"x must be numeric, got dtype {x.dtype}")
+        raise ParameterError(f"x must be numeric, got dtype {x.dtype}")
     return x
 
 
@@ -89,26 +90,26 @@ def fit_gmm(x, k, *, iters=100, seed=0, tol=1e-5, variance_floor=VARIANCE_FLOOR,
     """
     x = _rows(x)
     n, d = x.shape
-    k = _check_int(k, "k", 1)
-    iters = _check_int(iters, "iters", 1)
-    kmeans_iters = _check_int(kmeans_iters, "kmeans_iters", 1)
+    k = check_int(k, "k", 1)
+    iters = check_int(iters, "iters", 1)
+    kmeans_iters = check_int(kmeans_iters, "kmeans_iters", 1)
     if k > n:
-        raise ValueError(f"cannot learn {k} components from {n} rows")
+        raise ParameterError(f"cannot learn {k} components from {n} rows")
     if not (isinstance(tol, numbers.Real) and tol >= 0):
-        raise ValueError(f"tol must be a number >= 0, got {tol!r}")
+        raise ParameterError(f"tol must be a number >= 0, got {tol!r}")
     floor = np.asarray(variance_floor, dtype=np.float64)
     if floor.ndim > 1 or (floor.ndim == 1 and floor.shape != (d,)):
-        raise ValueError(f"variance_floor must be a number or an array of {d} values, "
+        raise ParameterError(f"variance_floor must be a number or an array of {d} values, "
                          f"got shape {floor.shape}")
     if not (np.isfinite(floor).all() and (floor > 0).all()):
-        raise ValueError(f"variance_floor must be > 0 and finite, got {variance_floor!r}")
+        raise ParameterError(f"variance_floor must be > 0 and finite, got {variance_floor!r}")
     floor = np.broadcast_to(floor, (d,))
 
     center = np.zeros(d)
     for start in range(0, n, _BLOCK_ROWS):
         center += x[start:start + _BLOCK_ROWS].sum(axis=0, dtype=np.float64)
     if not np.isfinite(center).all():
-        raise ValueError("x contains NaN or infinite values")
+        raise ParameterError("x contains NaN or infinite values")
     center /= n
 
     means, variances, priors = _init_from_kmeans(x, k, center, floor, seed, kmeans_iters,
@@ -133,6 +134,7 @@ def _init_from_kmeans(x, k, center, floor, seed, kmeans_iters, n_threads):
         labels = np.zeros(n, np.int64)
     else:
         labels = kmeans_fit(x, k, iters=kmeans_iters, seed=seed, n_threads=n_threads).labels
+    import scipy.sparse  # only here: `import features` stays light
     onehot = scipy.sparse.csr_matrix((np.ones(n), (labels, np.arange(n))), shape=(k, n))
     counts = np.asarray(onehot.sum(axis=1)).ravel()
     sx = np.zeros((k, d))

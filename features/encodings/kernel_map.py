@@ -35,6 +35,7 @@ import numbers
 
 import numpy as np
 
+from ..exceptions import ParameterError
 from .._ext import load
 
 __all__ = ["KERNELS", "WINDOWS", "HomogeneousKernelMap", "homogeneous_kernel_map",
@@ -89,7 +90,7 @@ def _smoothed_spectrum(kernel, window, period, omega):
 
 def _check_choice(name, value, choices):
     if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+        raise ParameterError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 class HomogeneousKernelMap:
@@ -112,13 +113,13 @@ class HomogeneousKernelMap:
         _check_choice("kernel", kernel, KERNELS)
         _check_choice("window", window, WINDOWS)
         if not isinstance(order, numbers.Integral) or order < 0:
-            raise ValueError(f"order must be an integer >= 0, got {order!r}")
+            raise ParameterError(f"order must be an integer >= 0, got {order!r}")
         if not gamma > 0:
-            raise ValueError(f"gamma must be > 0, got {gamma!r}")
+            raise ParameterError(f"gamma must be > 0, got {gamma!r}")
         if period is None:
             period = default_period(kernel, order, window)
         elif not period > 0:
-            raise ValueError(f"period must be > 0, got {period!r}")
+            raise ParameterError(f"period must be > 0, got {period!r}")
         self.kernel, self.order, self.window = kernel, int(order), window
         self.period, self.gamma = float(period), float(gamma)
         self.L = 2.0 * math.pi / self.period
@@ -150,10 +151,10 @@ class HomogeneousKernelMap:
         each value's expansion consecutive (VLFeat's layout)."""
         x = np.asarray(x)
         if not np.issubdtype(x.dtype, np.number):
-            raise ValueError(f"x must be numeric, got dtype {x.dtype}")
+            raise ParameterError(f"x must be numeric, got dtype {x.dtype}")
         flat = np.ascontiguousarray(x, np.float32).reshape(-1)
         if not np.isfinite(flat).all():
-            raise ValueError("x holds NaN or infinite values")
+            raise ParameterError("x holds NaN or infinite values")
         out = np.empty((len(flat), self.dimension), np.float32)
         load("_homkermap", "kernel map").homkermap(flat, self.kappa, self.freq, self.L,
                                                    self.gamma, out, int(n_threads))

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from ..exceptions import ParameterError
 __all__ = ["PCA", "fit_pca", "pca_transform"]
 
 # Rows per block of the covariance and of the projection: bounds the float64
@@ -48,9 +49,9 @@ class PCA(NamedTuple):
 def _rows(x, name="x"):
     x = np.asarray(x)
     if x.ndim != 2 or x.shape[1] == 0:
-        raise ValueError(f"{name} must be a (n, d) array, got shape {x.shape}")
+        raise ParameterError(f"{name} must be a (n, d) array, got shape {x.shape}")
     if x.dtype.kind not in "biuf":
-        raise ValueError(f"{name} must be numeric, got dtype {x.dtype}")
+        raise ParameterError(f"{name} must be numeric, got dtype {x.dtype}")
     return x
 
 
@@ -75,25 +76,25 @@ def fit_pca(x, dims, *, whiten=False, eps=None, seed=0, max_rows=None) -> PCA:
     n, d = x.shape
     if (isinstance(dims, (bool, np.bool_)) or not isinstance(dims, numbers.Integral)
             or not 1 <= dims <= d):
-        raise ValueError(f"dims must be an integer in [1, {d}], got {dims!r}")
+        raise ParameterError(f"dims must be an integer in [1, {d}], got {dims!r}")
     if n < 2:
-        raise ValueError(f"need at least 2 rows to learn a PCA, got {n}")
+        raise ParameterError(f"need at least 2 rows to learn a PCA, got {n}")
     if max_rows is not None:
         if isinstance(max_rows, bool) or not isinstance(max_rows, numbers.Integral) or max_rows < 2:
-            raise ValueError(f"max_rows must be an integer >= 2, got {max_rows!r}")
+            raise ParameterError(f"max_rows must be an integer >= 2, got {max_rows!r}")
         if max_rows < n:
             rng = np.random.default_rng(seed)
             x = x[np.sort(rng.choice(n, int(max_rows), replace=False))]
             n = x.shape[0]
     if eps is not None and not (np.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be a finite number >= 0, got {eps!r}")
+        raise ParameterError(f"eps must be a finite number >= 0, got {eps!r}")
 
     # Mean, then the scatter matrix of the centred rows, block by block in float64.
     total = np.zeros(d)
     for start in range(0, n, _BLOCK_ROWS):
         total += x[start:start + _BLOCK_ROWS].sum(axis=0, dtype=np.float64)
     if not np.isfinite(total).all():
-        raise ValueError("x contains NaN or infinite values")
+        raise ParameterError("x contains NaN or infinite values")
     mean = total / n
     scatter = np.zeros((d, d))
     for start in range(0, n, _BLOCK_ROWS):
@@ -119,13 +120,13 @@ def pca_transform(x, model: PCA, out=None):
     x = _rows(x)
     d = model.components.shape[1]
     if x.shape[1] != d:
-        raise ValueError(f"x must have shape (n, {d}), got {x.shape}")
+        raise ParameterError(f"x must have shape (n, {d}), got {x.shape}")
     n, dims = x.shape[0], model.components.shape[0]
     if out is None:
         out = np.empty((n, dims), np.float32)
     elif (not isinstance(out, np.ndarray) or out.dtype != np.float32
           or out.shape != (n, dims) or not out.flags.c_contiguous):
-        raise ValueError(f"out must be a C-contiguous float32 array of shape ({n}, {dims})")
+        raise ParameterError(f"out must be a C-contiguous float32 array of shape ({n}, {dims})")
     proj = model.components.T
     shift = model.mean @ proj
     if model.whiten:

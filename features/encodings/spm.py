@@ -37,6 +37,7 @@ import re
 
 import numpy as np
 
+from ..exceptions import ParameterError
 from .._ext import load
 from .bovw import CSR
 from .kernel_map import HomogeneousKernelMap
@@ -59,15 +60,15 @@ def parse_grids(spec) -> tuple[tuple[int, int], ...]:
         if isinstance(p, str):
             m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", p)
             if not m:
-                raise ValueError(f"grid must look like RxC (e.g. 2x2), got {p!r}")
+                raise ParameterError(f"grid must look like RxC (e.g. 2x2), got {p!r}")
             rows, cols = int(m.group(1)), int(m.group(2))
         else:
             rows, cols = (int(v) for v in p)
         if rows < 1 or cols < 1 or rows * cols > 4096:
-            raise ValueError(f"grid must have between 1 and 4096 cells, got {rows}x{cols}")
+            raise ParameterError(f"grid must have between 1 and 4096 cells, got {rows}x{cols}")
         grids.append((rows, cols))
     if not grids:
-        raise ValueError(f"grids must name at least one grid, got {spec!r}")
+        raise ParameterError(f"grids must name at least one grid, got {spec!r}")
     return tuple(grids)
 
 
@@ -75,11 +76,11 @@ def level_weights(n_levels, scheme="lazebnik") -> np.ndarray:
     """Per-grid weights: ``"lazebnik"`` (1/2**L, then 1/2**(L - l + 1); they sum to 1) or
     ``"uniform"`` (1 / n_levels each)."""
     if n_levels < 1:
-        raise ValueError(f"n_levels must be >= 1, got {n_levels}")
+        raise ParameterError(f"n_levels must be >= 1, got {n_levels}")
     if scheme == "uniform":
         return np.full(n_levels, 1.0 / n_levels)
     if scheme != "lazebnik":
-        raise ValueError(f"weights must be 'lazebnik' or 'uniform', got {scheme!r}")
+        raise ParameterError(f"weights must be 'lazebnik' or 'uniform', got {scheme!r}")
     top = n_levels - 1
     return np.array([0.5 ** top if lv == 0 else 0.5 ** (top - lv + 1)
                      for lv in range(n_levels)])
@@ -96,11 +97,11 @@ def _check(words, frames, offsets, widths, heights, n_words):
     offsets = np.asarray(offsets, np.int64)
     n = len(offsets) - 1
     if n < 0 or offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(words):
-        raise ValueError(f"offsets must rise from 0 to len(words) = {len(words)}")
+        raise ParameterError(f"offsets must rise from 0 to len(words) = {len(words)}")
     if frames.ndim != 2 or frames.shape[0] != len(words) or frames.shape[1] < 2:
-        raise ValueError(f"frames must be (len(words), >= 2), got {frames.shape}")
+        raise ParameterError(f"frames must be (len(words), >= 2), got {frames.shape}")
     if len(words) and (words.min() < 0 or words.max() >= n_words):
-        raise ValueError(f"words must lie in [0, {n_words}), got {words.min()}..{words.max()}")
+        raise ParameterError(f"words must lie in [0, {n_words}), got {words.min()}..{words.max()}")
     widths = np.broadcast_to(np.asarray(widths, np.float64), (n,))
     heights = np.broadcast_to(np.asarray(heights, np.float64), (n,))
     return words, frames, offsets, widths, heights
@@ -134,16 +135,16 @@ def spatial_pyramid(words, frames, offsets, widths, heights, n_words, grids=DEFA
     """
     grids = parse_grids(grids)
     if normalization not in NORMALIZATIONS:
-        raise ValueError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, "
+        raise ParameterError(f"normalization must be one of {', '.join(NORMALIZATIONS)}, "
                          f"got {normalization!r}")
     if units not in ("pixels", "normalized"):
-        raise ValueError(f"units must be 'pixels' or 'normalized', got {units!r}")
+        raise ParameterError(f"units must be 'pixels' or 'normalized', got {units!r}")
     if isinstance(weights, str):
         w = level_weights(len(grids), weights)
     else:
         w = np.asarray(weights, np.float64)
         if w.shape != (len(grids),) or np.any(w < 0):
-            raise ValueError(f"weights must be {len(grids)} non-negative values, got {weights!r}")
+            raise ParameterError(f"weights must be {len(grids)} non-negative values, got {weights!r}")
     words, frames, offsets, widths, heights = _check(words, frames, offsets, widths, heights,
                                                      n_words)
     n = len(offsets) - 1

@@ -23,7 +23,7 @@ encoded as the zero vector (what ``vl_vlad_encode`` returns for ``numData = 0``)
 ``assignments``:
 
 - ``None``: hard assignment of each descriptor to its nearest center (exact Euclidean,
-  ties to the smallest index: :class:`features.assign.Assigner`);
+  ties to the smallest index: :class:`features.codebook.Assigner`);
 - an integer array (N,): the index of each descriptor's center (hard assignment);
 - a float array (N, K): soft assignment weights; weights <= 0 are ignored, as VLFeat
   does.
@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..exceptions import ParameterError
 from .._ext import load
-from ..assign import Assigner
+from ..codebook import Assigner
 from ._common import (BLOCK_ROWS, as_descriptors, as_matrix, blocks, check_finite,
                       check_flag, check_offsets, check_out, check_threads)
 
@@ -58,21 +59,21 @@ def _check_assignments(assignments, n, k):
     a = np.asarray(assignments)
     if a.ndim == 1 and a.dtype.kind in "iu":
         if a.shape[0] != n:
-            raise ValueError(f"assignments must have {n} entries (one per descriptor), "
+            raise ParameterError(f"assignments must have {n} entries (one per descriptor), "
                              f"got {a.shape[0]}")
         if n and (a.min() < 0 or a.max() >= k):
             bad = int(a.min()) if a.min() < 0 else int(a.max())
-            raise ValueError(f"assignments must be center indices in [0, {k}), got {bad}")
+            raise ParameterError(f"assignments must be center indices in [0, {k}), got {bad}")
         return np.ascontiguousarray(a, dtype=np.int32)
     if a.ndim == 2 and a.dtype.kind in "iuf" and a.dtype != np.bool_:
         if a.shape != (n, k):
-            raise ValueError(f"soft assignments must have shape ({n}, {k}), got {a.shape}")
+            raise ParameterError(f"soft assignments must have shape ({n}, {k}), got {a.shape}")
         if a.dtype not in (np.float32, np.float64):
             a = a.astype(np.float64)
         a = np.ascontiguousarray(a)
         check_finite(a, "assignments")
         return a
-    raise ValueError(f"assignments must be None, integer indices ({n},) or weights "
+    raise ParameterError(f"assignments must be None, integer indices ({n},) or weights "
                      f"({n}, {k}), got shape {a.shape} and dtype {a.dtype}")
 
 
@@ -100,7 +101,7 @@ def vlad_batch(x, offsets, centers, assignments=None, *, normalize_components=Tr
     """
     c = np.asarray(centers)
     if c.ndim != 2 or c.shape[0] < 1 or c.shape[1] < 1:
-        raise ValueError(f"centers must be a non-empty (k, d) array, got shape {c.shape}")
+        raise ParameterError(f"centers must be a non-empty (k, d) array, got shape {c.shape}")
     centers = as_matrix(c, "centers")
     k, d = centers.shape
     flags = [check_flag(v, name) for v, name in
@@ -175,7 +176,7 @@ def vlad(x, centers, assignments=None, normalize_components=True, square_root=Tr
     """
     x = np.asarray(x)
     if x.ndim != 2:
-        raise ValueError(f"descriptors must have shape (n, d), got {x.shape}")
+        raise ParameterError(f"descriptors must have shape (n, d), got {x.shape}")
     return vlad_batch(x, [0, x.shape[0]], centers, assignments,
                       normalize_components=normalize_components, square_root=square_root,
                       normalize_mass=normalize_mass, normalized=normalized,

@@ -8,16 +8,14 @@ from __future__ import annotations
 import socket
 import sys
 
-
-class ServeError(ValueError):
-    """The server cannot start (port in use, missing dependency); one readable line."""
+from ..exceptions import ParameterError, ServeError
 
 
 def _listen(host: str, port: int) -> socket.socket:
     """A listening socket, bound before the event loop starts so that a port in use is one
     clear error rather than a traceback from inside the server."""
     if not 0 <= port <= 65535:
-        raise ServeError(f"--port must be between 0 and 65535, got {port}")
+        raise ParameterError(f"port must be between 0 and 65535, got {port}", "port")
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
                                    flags=socket.AI_PASSIVE)
@@ -48,18 +46,18 @@ def serve(store, host: str = "127.0.0.1", port: int = 8000, **limits) -> int:
     the line says which). `limits` are fields of :class:`features.serve.app.ServeOptions`
     (threads, max_body, max_pixels, timeout, max_concurrent, ...). Raises StoreError for a
     path that is not a store or a store without an index, ServeError when the port cannot be
-    bound, ValueError for a bad limit.
+    bound, ParameterError for a bad limit.
     """
     try:
         from aiohttp import web
     except ImportError:
-        raise ServeError("features serve needs aiohttp: pip install 'features[serve]'") from None
+        raise ServeError("features serve needs aiohttp: pip install '.[serve]'") from None
     import cv2
     import faiss
 
     from .app import ServeOptions, Service, create_app
 
-    options = ServeOptions(**limits)  # ValueError naming a bad limit, before opening anything
+    options = ServeOptions(**limits)  # ParameterError naming a bad limit, before opening anything
     service = Service(store, options)
     try:
         sock = _listen(host, port)

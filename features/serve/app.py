@@ -30,10 +30,11 @@ from urllib.parse import quote
 import numpy as np
 from aiohttp import BodyPartReader, web
 
-from ..decode import MAX_PIXELS, DecodeError, decode_gray, image_size, sniff_format
-from ..search import QueryError, Searcher
+from ..decode import MAX_PIXELS, decode_gray, image_size, sniff_format
+from ..exceptions import DecodeError, ParameterError, QueryError, ThumbnailError
+from ..search import Searcher
 from ..store import OK
-from .thumbs import LRUCache, SourceFiles, ThumbnailError, render_thumbnail
+from .thumbs import LRUCache, SourceFiles, render_thumbnail
 
 STATIC_DIR = Path(__file__).parent / "static"
 # The page's assets, read once: a request path is never used to open a file.
@@ -61,11 +62,11 @@ class ServeOptions:
                      "thumb_side", "thumb_cache", "query_cache", "max_matches"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise ParameterError(f"{name} must be a positive integer, got {value!r}", name)
         if not (isinstance(self.timeout, (int, float)) and math.isfinite(self.timeout)
                 and self.timeout > 0):
-            raise ValueError(f"timeout must be a positive number of seconds, "
-                             f"got {self.timeout!r}")
+            raise ParameterError(f"timeout must be a positive number of seconds, "
+                                 f"got {self.timeout!r}", "timeout")
 
 
 class ApiError(Exception):

@@ -10,6 +10,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
+from ..exceptions import ParameterError
+
 
 @dataclass
 class LoadResult:
@@ -84,7 +86,7 @@ def run_load(base_url: str, plan: list, *, clients: int = 8, deadline: float = 1
     `check` is given, ``check(expected, body)`` is true; requests left unsent at the deadline
     count as errors."""
     if clients < 1:
-        raise ValueError(f"clients must be >= 1, got {clients}")
+        raise ParameterError(f"clients must be >= 1, got {clients}", "clients")
     if not plan:
-        raise ValueError("the plan holds no requests")
+        raise ParameterError("the plan holds no requests")
     return asyncio.run(_run(base_url, plan, clients, deadline, check))

@@ -21,8 +21,9 @@ from threading import Lock
 import cv2
 import numpy as np
 
-from ..decode import DecodeError, image_size, sniff_format
-from ..store import Manifest, StoreError
+from ..decode import image_size, sniff_format
+from ..exceptions import DecodeError, StoreError, ThumbnailError
+from ..store import Manifest
 
 # Source kinds whose keys are paths relative to a folder on disk.
 _FILE_KINDS = frozenset({"tree", "flat", "list", "ilsvrc-train", "ilsvrc-val", "tiny-imagenet",
@@ -31,10 +32,6 @@ _FILE_KINDS = frozenset({"tree", "flat", "list", "ilsvrc-train", "ilsvrc-val", "
 _DECODED = frozenset({"jpeg", "png", "gif", "bmp", "tiff", "webp", "pnm", "jp2", "avif", "ras"})
 # Larger files are not thumbnailed: a source image is read whole into memory.
 MAX_FILE_BYTES = 64 * 1024 * 1024
-
-
-class ThumbnailError(ValueError):
-    """No thumbnail for this image; ``str(e)`` says why."""
 
 
 def render_thumbnail(data: bytes, side: int, max_pixels: int, quality: int = 85) -> bytes:

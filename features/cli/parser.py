@@ -1,0 +1,178 @@
+"""The argument parser of the `features` command."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import commands as c
+from .commands import EXIT_ERROR
+
+
+def _config_options(p):
+    g = p.add_argument_group("recipe (defaults come from the preset)")
+    g.add_argument("--preset", default="sift", help="sift, phow or sbow (default: sift)")
+    g.add_argument("--words", type=int, help="codebook size")
+    g.add_argument("--max-side", type=int, help="resize images to this max side (never enlarged)")
+    g.add_argument("--step", type=int, help="dense SIFT grid step in pixels")
+    g.add_argument("--points-per-word", type=int,
+                   help="codebook sample size per word: k-means runs on words x this many "
+                        "descriptors (128)")
+    g.add_argument("--sample-per-image", type=int,
+                   help="at most this many descriptors from each sampled image (200)")
+    g.add_argument("--sample-images", type=int,
+                   help="images sampled for the codebook (default: enough for the sample "
+                        "size at --sample-per-image each)")
+    g.add_argument("--seed", type=int, help="random seed of sampling and k-means")
+    g.add_argument("--shard-size", type=int, help="images per shard file")
+    g.add_argument("--failure-budget", type=float,
+                   help="fraction of failed images above which the job exits non-zero (0.01)")
+    g.add_argument("--no-descriptors", action="store_true",
+                   help="do not keep raw descriptors in the store")
+
+
+def _job_options(p):
+    p.add_argument("-o", "--out", required=True, metavar="STORE", help="store directory")
+    p.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--cluster", metavar="ADDR",
+                   help="run the tasks on Dask: a scheduler address (tcp://host:8786) or "
+                        "local:N for a local cluster of N single-threaded workers")
+    p.add_argument("--limit", type=int, help="only the first N images of the source")
+    p.add_argument("--kind", default="auto",
+                   help="source kind, when auto-detection is not what you want: tree, flat, "
+                        "list, ilsvrc-train, ilsvrc-val, tar, ilsvrc-train-tar, ilsvrc-val-tar, "
+                        "tiny-imagenet, tiny-imagenet-val, tiny-imagenet-test, split-tree")
+    p.add_argument("--labels", help="ground-truth labels file for sources that need one")
+    p.add_argument("--synsets", help="synset names file (meta.mat or a mapping text file)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments are bad input like any other: one line and exit status 2."""
+
+    def error(self, message):
+        print(f"features: error: {message} (see `{self.prog} --help`)", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+
+
+def build_parser():
+    p = _Parser(prog="features", description=(
+        "Classic-vision features for image collections: SIFT, bag of visual words, "
+        "an HDF5 store and FAISS search."))
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name, func, help):
+        sp = sub.add_parser(name, help=help, description=help)
+        # the command's own parser: an error naming a parameter shows the flag that sets it
+        sp.set_defaults(func=func, parser=sp)
+        return sp
+
+    sp = add("run", c.cmd_run, "all steps: sample, codebook, encode, index")
+    sp.add_argument("source", help="image folder, ImageNet layout, archive or list file")
+    sp.add_argument("--encodings", help="comma-separated encodings to add after encode, with "
+                                        "their defaults: bovw, spm, vlad, fisher")
+    sp.add_argument("--like", metavar="STORE",
+                    help="encode with the recipe and codebook of STORE (e.g. val images like "
+                         "the train store); learns no codebook")
+    _job_options(sp)
+    _config_options(sp)
+    sp = add("extract", c.cmd_extract, "pass 1: sample descriptors for the codebook")
+    sp.add_argument("source")
+    _job_options(sp)
+    _config_options(sp)
+    sp = add("codebook", c.cmd_codebook, "learn the codebook from the sample (k-means)")
+    sp.add_argument("store")
+    sp = add("encode", c.cmd_encode, "pass 2: extract, quantize and encode every image")
+    sp.add_argument("source")
+    _job_options(sp)
+    sp = add("aggregate", c.cmd_aggregate, "add an encoding (bovw, spm, vlad, fisher) to a store")
+    sp.add_argument("store")
+    sp.add_argument("--method", required=True, choices=("bovw", "spm", "vlad", "fisher"))
+    sp.add_argument("--name", help="encodings/NAME in store.h5 (default: the method)")
+    sp.add_argument("--replace", action="store_true", help="recompute an existing encoding")
+    sp.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    sp.add_argument("--cluster", metavar="ADDR", help="run the tasks on Dask (as `features run`)")
+    sp.add_argument("--source", help="the store's source, to extract descriptors again when "
+                                     "the store was kept without them (vlad, fisher)")
+    sp.add_argument("--kind", default="auto", help="source kind (see `features run --help`)")
+    sp.add_argument("--labels", help=argparse.SUPPRESS)
+    sp.add_argument("--synsets", help=argparse.SUPPRESS)
+    sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    g = sp.add_argument_group("method options (defaults from the literature)")
+    g.add_argument("--grids", help="spm, fisher: pyramid grids RxC (R bands by C columns), "
+                                   "e.g. 1x1,2x2,4x4 (spm default) or 1x1,3x1")
+    g.add_argument("--weights", choices=("lazebnik", "uniform"),
+                   help="spm: grid weights (default lazebnik: 1/4, 1/4, 1/2 for 3 grids)")
+    g.add_argument("--normalization", choices=("l1", "l2", "none"),
+                   help="bovw, spm: row normalization (default l1)")
+    g.add_argument("--kernel-map", choices=("chi2", "intersection", "js"),
+                   help="bovw, spm: homogeneous kernel map applied last")
+    g.add_argument("--kernel-order", type=int, help="bovw, spm: kernel map order (default 1)")
+    g.add_argument("--centers", type=int, help="vlad: k-means centers (default 64)")
+    g.add_argument("--components", type=int, help="fisher: GMM components (default 256)")
+    g.add_argument("--pca-dims", type=int, help="fisher: PCA dimensions (default 64)")
+    g.add_argument("--whiten", action="store_true", help="fisher: whiten after PCA")
+    g.add_argument("--dtype", choices=("float16", "float32"),
+                   help="vlad, fisher: stored type (default float32 for vlad, float16 "
+                        "for fisher)")
+    sp = add("index", c.cmd_index, "build the FAISS search index (kept when current)")
+    sp.add_argument("store")
+    sp.add_argument("--encoding", default="bovw", help="stored encoding to index (bovw)")
+    sp.add_argument("--index", metavar="STRING",
+                    help="a FAISS index factory string (default: exact below "
+                         "50,000 images, IVF-PQ with a refine stage above)")
+    sp.add_argument("--force", action="store_true", help="rebuild even when current")
+    sp.add_argument("--jobs", type=int, default=1,
+                    help="local worker processes filling the index shard by shard (default 1)")
+    sp.add_argument("--cluster", metavar="ADDR", help="fill it on Dask (as `features run`)")
+    sp = add("search", c.cmd_search, "nearest images of an image file or an image key")
+    sp.add_argument("store")
+    sp.add_argument("query", nargs="+", help="an image file or the key of an image in the store")
+    sp.add_argument("-k", type=int, default=10, help="results per query (default 10)")
+    sp.add_argument("--rerank", action="store_true", help="geometric re-ranking of a shortlist")
+    sp.add_argument("--expand", type=int, default=0, metavar="N",
+                    help="average query expansion with the N best verified results "
+                         "(implies --rerank)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp = add("serve", c.cmd_serve, "HTTP API and web page for query-by-image search")
+    sp.add_argument("store")
+    sp.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8000, help="port (8000; 0: any free port)")
+    sp.add_argument("--threads", type=int, default=2,
+                    help="worker threads for decoding, extraction and search (2)")
+    sp.add_argument("--max-concurrent", type=int, default=64,
+                    help="requests admitted at once, running or queued; more get 503 (64)")
+    sp.add_argument("--timeout", type=float, default=30.0,
+                    help="seconds a request may take before it gets 503 (30)")
+    sp.add_argument("--max-body-mb", type=float, default=16.0,
+                    help="largest accepted upload in MiB; larger gets 413 (16)")
+    sp.add_argument("--max-pixels", type=int,
+                    help="largest accepted image in pixels; larger gets 400 (the decoder's "
+                         "limit: 178,956,970)")
+    sp = add("info", c.cmd_info, "what a store holds")
+    sp.add_argument("store")
+    sp.add_argument("--json", action="store_true")
+    sp = add("baseline", c.cmd_baseline,
+             "train and score linear classifiers on a store's encodings (ImageNet metrics)")
+    sp.add_argument("store", help="the training store (and the val images, without --val)")
+    sp.add_argument("--val", metavar="STORE", help="a val store encoded --like the train store")
+    sp.add_argument("--encoding", help="only this encoding (default: every encoding)")
+    sp.add_argument("--classifier", choices=["svm", "logreg"],
+                    help="only this classifier (default: both)")
+    sp.add_argument("--train-per-class", type=int, metavar="N", help="at most N per class")
+    sp.add_argument("--val-fraction", type=float, default=0.2,
+                    help="without --val or splits: fraction of each class that scores (0.2)")
+    sp.add_argument("--epochs", type=int, default=10, help="SGD passes (default 10)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--hierarchy", metavar="META_MAT",
+                    help="a devkit meta.mat (default: the shipped WordNet 3.0 nouns)")
+    sp.add_argument("--report", metavar="DIR", help="write an HTML report and a markdown summary")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.add_argument("-q", "--quiet", action="store_true")
+    sp = add("verify", c.cmd_verify, "check every part of a store (exit 0 sound, 1 damaged)")
+    sp.add_argument("store")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp = add("demo", c.cmd_demo, "build a small copy-detection set from shipped photos and run it")
+    sp.add_argument("-o", "--out", default="features-demo", help="output folder (features-demo)")
+    sp.add_argument("--jobs", type=int, default=1)
+    sp.add_argument("-q", "--quiet", action="store_true")
+    return p

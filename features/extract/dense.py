@@ -1,0 +1,314 @@
+"""Dense multi-scale SIFT, compatible with VLFeat's ``vl_phow`` / ``vl_dsift``.
+
+The hot loop is the Cython kernel ``features._ext._dsift``; this module checks
+the input, works out the geometry that ``vl_phow`` uses and allocates the
+outputs.
+
+What is computed, for each bin size ``s`` (``vl_phow`` with ``'fast'``):
+
+1. the image, scaled to [0, 1], is smoothed by a Gaussian of standard deviation
+   ``sqrt((s / magnif)**2 - 0.25)`` (the 0.25 removes the nominal 0.5 px blur
+   of the image itself; ``vl_phow``'s code passes ``s / magnif``), truncated at
+   ``ceil(3 sigma)`` with continuity padding, as ``vl_imsmooth_f`` does;
+2. the gradient by central differences (one-sided at the image border); its
+   magnitude is split linearly between the two nearest of 8 orientation bins;
+3. each orientation plane, padded by continuity, is filtered by a unit-height
+   triangle of half-width ``s`` (bilinear spatial binning, VLFeat's flat
+   window) and sampled at the 4 x 4 bin centres of every frame; spatial bin
+   ``b`` is then weighted by the mean of a Gaussian window of standard
+   deviation ``window_size * s`` over the bin (VLFeat's ``windowSize``);
+4. the contrast of a frame is the sum of its 128 values divided by
+   ``(3 s + 1)**2`` (VLFeat's frame "norm"); the descriptor is L2-normalised,
+   clamped at 0.2, L2-normalised again and stored as ``uint8(min(512 v, 255))``
+   (truncated, as the MATLAB ``vl_dsift`` does); descriptors whose contrast is
+   below ``contrast_threshold`` are set to zero (their frames are kept).
+
+Frames of one size form a grid with ``step`` pixels between centres. The first
+frame's top-left bin centre is at ``floor(1.5 (max(sizes) - s))`` from the
+bounds' corner, so that the centres of all sizes coincide (``vl_phow``'s
+``bounds`` offset; exact when all sizes are even or all odd).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+
+import numpy as np
+
+from .._ext import load
+from .._shared.checks import check_gray, check_int, check_real
+from ..exceptions import ParameterError
+
+__all__ = ["dense_sift", "dense_sift_pyramid"]
+
+N_BINS = 4          # spatial bins per side
+N_ORIENTATIONS = 8  # orientation bins
+DESCRIPTOR_SIZE = N_BINS * N_BINS * N_ORIENTATIONS
+
+_WINDOWS = ("flat",)
+
+
+def _kernel():
+    return load("_dsift", "dense SIFT")
+
+
+def _empty():
+    return (np.zeros((0, 4), np.float32),
+            np.zeros((0, DESCRIPTOR_SIZE), np.uint8))
+
+
+def _as_float_image(gray, name="gray"):
+    """2-D image as C-contiguous float32 in VLFeat's [0, 1] intensity scale.
+
+    uint8 is divided by 255 and uint16 by 65535; float values are used as they
+    are, in [0, 1] (the contrast threshold is in that scale). The input contract,
+    the same as ``features.sift``'s, is ``features._shared.checks.check_gray``.
+    """
+    image = check_gray(gray, name)
+    if image.dtype == np.uint8:
+        out = np.multiply(image, np.float32(1.0 / 255.0), dtype=np.float32)
+    elif image.dtype == np.uint16:
+        out = np.multiply(image, np.float32(1.0 / 65535.0), dtype=np.float32)
+    else:
+        out = image.astype(np.float32)
+    return np.ascontiguousarray(out)
+
+
+def _check_sizes(sizes):
+    if isinstance(sizes, numbers.Integral) and not isinstance(sizes, bool):
+        sizes = (sizes,)
+    try:
+        sizes = tuple(sizes)
+    except TypeError:
+        raise ParameterError(f"sizes must be a sequence of integers, got {sizes!r}") from None
+    if not sizes:
+        raise ParameterError("sizes must not be empty")
+    return tuple(check_int(s, "each of sizes", 1) for s in sizes)
+
+
+@functools.lru_cache(maxsize=256)
+def _size_parameters(size, magnif, window_size, max_radius):
+    """Gaussian taps (centre first), their radius and the 4 window means of
+    one bin size; cached because every image of a run asks for the same."""
+    taps, radius = _gaussian_taps(smoothing_sigma(size, magnif), max_radius)
+    taps = taps.astype(np.float32)
+    means = _window_means(size, window_size).astype(np.float32)
+    taps.flags.writeable = False
+    means.flags.writeable = False
+    return taps, radius, means
+
+
+def smoothing_sigma(size, magnif=6.0):
+    """Gaussian sigma used before computing the descriptors of bin size ``size``."""
+    return math.sqrt(max((size / magnif) ** 2 - 0.25, 0.0))
+
+
+def _gaussian_taps(sigma, max_radius):
+    """Half of a normalised Gaussian kernel truncated at ceil(3 sigma) (and at
+    max_radius), centre first."""
+    radius = min(int(math.ceil(3.0 * sigma)), max_radius) if sigma > 0 else 0
+    x = np.arange(radius + 1, dtype=np.float64)
+    taps = np.exp(-0.5 * (x / sigma) ** 2) if radius else np.ones(1)
+    return taps / (taps[0] + 2.0 * taps[1:].sum()), radius
+
+
+def _window_means(size, window_size):
+    """Mean of the Gaussian window over each of the 4 spatial bins (VLFeat's
+    flat-window reweighting, ``_vl_dsift_get_bin_window_mean``)."""
+    x = np.arange(-size + 1, size, dtype=np.float64)
+    centres = size * (np.arange(N_BINS) - 0.5 * (N_BINS - 1))
+    z = (x[None, :] - centres[:, None]) / (size * window_size)
+    return np.exp(-0.5 * z * z).mean(axis=1)
+
+
+def _frame_grid(lo, hi, size, step):
+    """Number of frames whose 3 s + 1 pixel support fits in [lo, hi]."""
+    span = hi - lo - (N_BINS - 1) * size
+    return span // step + 1 if span >= 0 else 0
+
+
+def dense_sift(gray, *, step=4, sizes=(4, 6, 8, 10), magnif=6.0,
+               contrast_threshold=0.005, window="flat", bounds=None,
+               window_size=1.5, n_threads=1):
+    """Dense multi-scale SIFT, as VLFeat's ``vl_phow`` (gray, fast mode).
+
+    Parameters
+    ----------
+    gray : (H, W) array
+        Grayscale image: uint8 (divided by 255), uint16 (divided by 65535),
+        or float with intensities in [0, 1] (VLFeat's convention for
+        single images; ``contrast_threshold`` is in this scale). Any strides.
+    step : int
+        Grid step in pixels between the centres of neighbouring frames.
+    sizes : sequence of int
+        Spatial bin sizes in pixels; a descriptor covers 4 x 4 bins.
+    magnif : float
+        Smoothing before the descriptors of size ``s``: Gaussian of standard
+        deviation ``sqrt((s / magnif)**2 - 0.25)``.
+    contrast_threshold : float
+        Descriptors whose contrast (frame column 3) is below this are zero.
+    window : {"flat"}
+        Spatial weighting; only VLFeat's fast flat-window mode is provided.
+    bounds : (x_min, y_min, x_max, y_max) or None
+        Inclusive 0-based pixel box that the bin centres of every descriptor
+        (a square of 3 s + 1 pixels) must lie in, clipped to the image, as
+        ``vl_dsift``'s bounds; None is the whole image. The per-size
+        ``vl_phow`` alignment offset is added to the minimum corner.
+    window_size : float
+        Standard deviation of the Gaussian window, in bins, used to reweight
+        the spatial bins (``vl_phow``'s ``WindowSize``, 1.5).
+    n_threads : int
+        Threads sharing the sizes (needs the kernel built with OpenMP; the
+        result does not depend on it).
+
+    Returns
+    -------
+    frames : float32 (N, 4)
+        x, y (0-based column and row of the descriptor centre; ``vl_phow``
+        reports them 1-based), size (the bin size ``s``), contrast norm.
+        Ordered by size as given, then row-major (y, then x) on the grid.
+    descriptors : uint8 (N, 128)
+        Element ``8 * (4 * by + bx) + t`` is the histogram of spatial bin
+        (``bx`` along x, ``by`` along y, from the top-left) and orientation
+        ``t``, the bin centred on angle ``2 pi t / 8`` of ``atan2(dy, dx)``
+        with x to the right and y down the rows. This is the layout of VLFeat's
+        ``vl_dsift``/``vl_phow`` output after their transpose to image axes.
+    """
+    step = check_int(step, "step", 1)
+    sizes = _check_sizes(sizes)
+    magnif = check_real(magnif, "magnif", positive=True)
+    contrast_threshold = check_real(contrast_threshold, "contrast_threshold")
+    window_size = check_real(window_size, "window_size", positive=True)
+    n_threads = check_int(n_threads, "n_threads", 1)
+    if window not in _WINDOWS:
+        raise ParameterError(f"window must be one of {_WINDOWS}, got {window!r}")
+    image = _as_float_image(gray)
+    height, width = image.shape
+    if bounds is None:
+        x_min, y_min, x_max, y_max = 0, 0, width - 1, height - 1
+    else:
+        try:
+            x_min, y_min, x_max, y_max = (check_int(b, "each of bounds", -math.inf)
+                                          for b in bounds)
+        except (TypeError, ValueError) as exc:
+            raise ParameterError(f"bounds must be four integers (x_min, y_min, x_max, "
+                             f"y_max), got {bounds!r}") from exc
+        if x_min > x_max or y_min > y_max:
+            raise ParameterError(f"bounds must have x_min <= x_max and y_min <= y_max, "
+                             f"got {bounds!r}")
+        x_min, y_min = max(x_min, 0), max(y_min, 0)
+        x_max, y_max = min(x_max, width - 1), min(y_max, height - 1)
+    if image.size == 0:
+        return _empty()
+
+    n = len(sizes)
+    max_size = max(sizes)
+    # Sizes without a frame (larger than the image or the bounds) are passed
+    # to the kernel as empty placeholders: no smoothing kernel, no window.
+    kernel_sizes = np.ones(n, np.int32)
+    bmin_x = np.zeros(n, np.int32)
+    bmin_y = np.zeros(n, np.int32)
+    n_x = np.zeros(n, np.int32)
+    n_y = np.zeros(n, np.int32)
+    radius = np.zeros(n, np.int32)
+    window_mean = np.ones((n, N_BINS), np.float32)
+    taps_list = [np.ones(1, np.float32)] * n
+    # a Gaussian wider than the image only ever sees the replicated border
+    max_radius = max(height, width)
+    for i, size in enumerate(sizes):
+        offset = int(math.floor(1.5 * (max_size - size)))
+        frames_x = _frame_grid(x_min + offset, x_max, size, step)
+        frames_y = _frame_grid(y_min + offset, y_max, size, step)
+        if frames_x == 0 or frames_y == 0:
+            continue
+        taps_list[i], radius[i], window_mean[i] = _size_parameters(
+            size, magnif, window_size, max_radius)
+        kernel_sizes[i] = size
+        bmin_x[i], bmin_y[i] = x_min + offset, y_min + offset
+        n_x[i], n_y[i] = frames_x, frames_y
+    taps = np.zeros((n, int(radius.max()) + 1), np.float32)
+    for i, size_taps in enumerate(taps_list):
+        taps[i, :len(size_taps)] = size_taps
+
+    total = int((n_x.astype(np.int64) * n_y).sum())
+    frames = np.empty((total, 4), np.float32)
+    descriptors = np.empty((total, DESCRIPTOR_SIZE), np.uint8)
+    if total:
+        # with more than one frame per axis step <= the image size; beyond
+        # that only its gcd with the sizes matters, which does not change the
+        # result, so keep it in the range of a C int
+        kernel_step = min(step, max(height, width) + 1)
+        _kernel().dsift(image, kernel_step, kernel_sizes, bmin_x, bmin_y,
+                        n_x, n_y, taps, radius, window_mean,
+                        contrast_threshold, frames, descriptors, min(n_threads, n))
+    return frames, descriptors
+
+
+def _resize(image, scale):
+    """Downscale with area averaging (pixel-centre aligned, as cv2.resize)."""
+    import cv2
+
+    height, width = image.shape
+    size = (max(int(round(width * scale)), 1), max(int(round(height * scale)), 1))
+    if size == (width, height):
+        return image
+    out = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    # area weights in float32 can sum a white area to 1.0000001, which the input contract
+    # of dense_sift refuses: averages of values in [0, 1] stay there
+    return np.clip(out, 0, 1, out=out)
+
+
+def dense_sift_pyramid(gray, *, bin_size=5, step=10, scales=(1.0, 0.5, 0.25),
+                       contrast_threshold=0.005, magnif=6.0, n_threads=1):
+    """Dense SIFT at several image scales: the ILSVRC-2010 ``sbow`` geometry.
+
+    The image is resized by each factor of ``scales`` (area averaging) and
+    :func:`dense_sift` runs with one bin size ``bin_size`` and grid ``step``
+    (defaults: 20 x 20 pixel patches every 10 pixels at full, half and
+    quarter size).
+
+    Returns
+    -------
+    frames : float32 (N, 4)
+        x, y, size in the coordinates of the input image (a frame found at
+        ``(x, y)`` in an image resized by ``f`` is reported at
+        ``((x + 0.5) / f - 0.5, (y + 0.5) / f - 0.5)`` with size
+        ``bin_size / f``), then the contrast norm.
+    descriptors : uint8 (N, 128), as :func:`dense_sift`.
+    scale_index : int8 (N,)
+        Index into ``scales`` of the scale each descriptor comes from.
+    """
+    bin_size = check_int(bin_size, "bin_size", 1)
+    step = check_int(step, "step", 1)
+    try:
+        scales = tuple(scales)
+    except TypeError:
+        raise ParameterError(f"scales must be a sequence of numbers, got {scales!r}") from None
+    if not scales or len(scales) > 127:
+        raise ParameterError(f"scales must have 1 to 127 entries, got {len(scales)}")
+    scales = tuple(check_real(f, "each of scales", positive=True) for f in scales)
+    if any(f > 1 for f in scales):
+        raise ParameterError(f"scales must be in (0, 1], got {scales!r}")
+    image = _as_float_image(gray)
+    all_frames, all_descriptors, all_index = [], [], []
+    for index, factor in enumerate(scales):
+        if image.size == 0:
+            break
+        resized = _resize(image, factor)
+        frames, descriptors = dense_sift(
+            resized, step=step, sizes=(bin_size,), magnif=magnif,
+            contrast_threshold=contrast_threshold, n_threads=n_threads)
+        fx = resized.shape[1] / image.shape[1]
+        fy = resized.shape[0] / image.shape[0]
+        frames[:, 0] = (frames[:, 0] + 0.5) / fx - 0.5
+        frames[:, 1] = (frames[:, 1] + 0.5) / fy - 0.5
+        frames[:, 2] = bin_size / factor
+        all_frames.append(frames)
+        all_descriptors.append(descriptors)
+        all_index.append(np.full(len(frames), index, np.int8))
+    if not all_frames:
+        frames, descriptors = _empty()
+        return frames, descriptors, np.zeros(0, np.int8)
+    return (np.concatenate(all_frames), np.concatenate(all_descriptors),
+            np.concatenate(all_index))

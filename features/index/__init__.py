@@ -1,0 +1,19 @@
+"""The search index of a store: a FAISS index over one stored encoding.
+
+- :mod:`.factory`: which index (exact below 50,000 images, IVF-PQ with a refine stage
+  above, or any factory string), made, trained and parametrized;
+- :mod:`.builder`: built from the store's shards as tasks, kept when current;
+- :mod:`.ondisk`: FAISS's file format written part by part and merged on disk;
+- :mod:`.refine`: the sparse refine stage (``index.refine``);
+- :mod:`.load`: opened memory-mapped for search;
+- :mod:`.verify`: the index half of ``features verify``.
+"""
+from .builder import build, fill_part, index_record, indexable, is_current, train_index
+from .factory import AUTO, EXACT_BELOW, SPARSE_REFINE, auto_factory, split_factory
+from .layout import INDEX_FILE, REFINE_FILE
+from .load import load_index, search_vectors
+from .ondisk import index_header
+
+__all__ = ["build", "fill_part", "train_index", "indexable", "is_current", "index_record",
+           "auto_factory", "split_factory", "AUTO", "EXACT_BELOW", "SPARSE_REFINE",
+           "INDEX_FILE", "REFINE_FILE", "load_index", "search_vectors", "index_header"]

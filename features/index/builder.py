@@ -1,0 +1,347 @@
+"""FAISS inner-product index over a stored encoding (cosine similarity for L2-normalized rows).
+
+Which index: exact (``Flat``) for fewer than ``EXACT_BELOW`` indexable images of 1000
+dimensions (as many values in all for other dimensions), where an exhaustive scan still
+answers a query in a few milliseconds; above it, an inverted file
+with product-quantized codes whose shortlist of 100 k is re-scored: tf-idf scores near
+rank 10 lie within 0.001 of each other, which PQ codes alone cannot order. For an
+encoding stored as sparse rows (``bovw``: about a quarter of the words per image) the
+re-scoring is ``Refine(Sparse)`` (``features.index.refine``): on the rows themselves, kept as
+(column, half-precision value) pairs in ``index.refine``, about 1 KB per image and the
+rows' own scores to half precision. For dense encodings it is FAISS's ``Refine(SQfp16)``,
+half-precision vectors (2 bytes per dimension). 8-bit refine codes are not precise enough:
+at 1.28M rows their recall@10 against exact search stays at 0.93 however long the
+shortlist (``benchmarks/results/search.md``). Any FAISS factory string can be given
+instead (``features index STORE --index STRING``), with ``,Refine(Sparse)`` after it for
+a sparse encoding.
+
+How it is built, the same way on one machine and on a cluster (``train_index``,
+``fill_part``, ``ondisk.merge_on_disk``): an empty index is trained on a seeded sample of the
+rows and written to a file; each task (whole shards of the store, ``--jobs`` worker
+processes or Dask workers) reads its rows straight from ``store.h5`` (for an encoding added
+by ``aggregate``: from its shard files) a block at a time and adds them to its own copy of
+the trained index, writing the part's inverted lists and flat codes to files; the driver
+merges the parts' inverted lists on disk (FAISS's ``OnDiskInvertedLists``, over the parts
+memory-mapped) and streams the merged lists, the flat codes (refine stage, or the whole
+index when it is flat) and the ids into one FAISS file, written atomically: byte for byte
+the file FAISS writes for the same index filled in memory. A sparse refine stage's rows
+are written by the same tasks, part by part, and concatenated into ``index.refine``.
+Memory: one block of rows per task, the training sample and one inverted list; never the
+index. Indexes that do not split into inverted lists and flat codes (HNSW, fast-scan PQ,
+PQ without IVF, pre-transforms) are filled in memory instead.
+
+Ids of the index are image numbers of the store. Images whose status is not ok, or whose
+encoding row is empty (no features), are left out. The index is opened memory-mapped: the
+flat codes (exact vectors, refine codes) with ``IO_FLAG_MMAP_IFC``, or the inverted lists
+with ``IO_FLAG_MMAP`` for an IVF without a FAISS refine stage (FAISS maps one or the
+other), and ``index.refine`` too, so a process touches only the pages its queries read.
+
+The manifest records what the index was built from (encoding, factory, a fingerprint of
+the rows) so ``features run`` does not rebuild an index that is current.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from ..exceptions import StoreError
+from ..store import OK, Manifest, Store
+from ..store.atomic import atomic_file, atomic_path
+from ..store.encodings import EncodingRows
+from .factory import (AUTO, EXACT_BELOW, SPARSE_REFINE, auto_factory, faiss_message,
+                      io_flag, make_index, set_params, split_factory, train_size, walk)
+from .layout import INDEX_FILE, REFINE_FILE
+from .ondisk import PART_SHIFT, errno_in, merge_on_disk, split_index
+from .refine import MAX_DIM, SparsePart, write_refine
+
+
+def indexable(store: Store, rows: EncodingRows, start, stop, status=None) -> np.ndarray:
+    """Image numbers in ``start:stop`` that go into the index: status ok, features present."""
+    status = store.h5["images/status"][start:stop] if status is None else status[start:stop]
+    keep = (status == OK) & rows.nonempty(start, stop)
+    return np.flatnonzero(keep) + start
+
+
+def train_index(store: Store, rows: EncodingRows, factory: str, *, seed=0, eligible=None,
+                params=None):
+    """An empty index trained on a seeded sample of the indexable rows."""
+    index = make_index(factory, rows.dim)
+    set_params(index, params or {})
+    for sub in walk(index):
+        # Polysemous training orders PQ centroids for Hamming-distance filtering, which
+        # these searches never use (ADC distances do not depend on the order); it is
+        # simulated annealing that costs a minute even for a 768-point training set.
+        if isinstance(sub, (faiss.IndexPQ, faiss.IndexIVFPQ)):
+            sub.do_polysemous_training = False
+    if index.is_trained:
+        return index
+    if eligible is None:
+        eligible = indexable(store, rows, 0, rows.n_rows)
+    n = train_size(factory, len(eligible))
+    if n == 0:
+        raise StoreError("no indexable images (status ok, with features) to train the index on")
+    sample = _training_sample(rows, eligible, n, seed)
+    try:
+        index.train(sample)
+    except RuntimeError as e:
+        raise StoreError(f"cannot train the index {factory!r} on {len(sample)} vectors: "
+                         f"{faiss_message(e)}") from None
+    return index
+
+
+def _training_sample(rows: EncodingRows, eligible, n, seed, run=32) -> np.ndarray:
+    """``n`` rows drawn as seeded random runs of ``run`` consecutive eligible rows (a run
+    reads one or two compressed chunks; single scattered rows would each read their own)."""
+    rng = np.random.default_rng(seed)
+    if n >= len(eligible):
+        starts = np.arange(0, len(eligible), run)
+    else:
+        n_runs = max(1, len(eligible) // run)
+        starts = np.sort(rng.choice(n_runs, min(n_runs, -(-n // run)), replace=False)) * run
+    out = np.empty((sum(len(eligible[s:s + run]) for s in starts), rows.dim), np.float32)
+    at = 0
+    for s in starts:
+        r = eligible[s:s + run]
+        out[at:at + len(r)] = rows.block(int(r[0]), int(r[-1]) + 1)[r - r[0]]
+        at += len(r)
+    return out
+
+
+def fill_part(store_dir, encoding, trained_path, start, stop, prefix, number, block=8192,
+              refine=False, parallel=False) -> dict:
+    """One task of an index build: the indexable rows ``start:stop`` of the store (whole
+    shards) added to a copy of the trained index read from ``trained_path``. Writes
+    ``PREFIX.ivf`` (the IVF with this part's inverted lists; an id is the part's ``number``
+    times 2**40 plus the position in the part, made global when the lists are merged),
+    ``PREFIX.codes`` (the part's flat codes, row after row) and ``PREFIX.ids.npy`` (image
+    numbers, in the same order). With ``refine``, also the part's rows for a sparse refine
+    stage (``features.index.refine.SparsePart``). Memory: one block of rows and the part's IVF
+    codes.
+
+    It opens the store itself, so it runs the same in a joblib worker or on a Dask worker
+    that shares the store's filesystem."""
+    if parallel:
+        faiss.omp_set_num_threads(1)
+    trained = faiss.read_index(str(trained_path))
+    ivf, flat = split_index(trained)
+    prefix = Path(prefix)
+    with Store(store_dir) as store:
+        rows = EncodingRows(store.h5, encoding)
+        status = store.h5["images/status"][:]
+        kept, at = [], 0
+        codes_tmp = atomic_path(prefix.with_suffix(".codes"))
+        sparse = SparsePart(prefix, start, stop) if refine else None
+        try:
+            with open(codes_tmp, "wb") as codes:
+                for a in range(start, stop, block):
+                    b = min(a + block, stop)
+                    ids = indexable(store, rows, a, b, status)
+                    if not len(ids):
+                        continue
+                    x = np.ascontiguousarray(rows.block(a, b)[ids - a])
+                    if ivf is not None:
+                        ivf.add_with_ids(x, (int(number) << PART_SHIFT)
+                                         + np.arange(at, at + len(x), dtype=np.int64))
+                    at += len(x)
+                    if flat is not None:
+                        codes.write(flat.sa_encode(x).tobytes())
+                    if sparse is not None:
+                        sparse.add(ids, x)
+                    kept.append(ids)
+            ids = np.concatenate(kept).astype(np.int64) if kept else np.zeros(0, np.int64)
+            if ivf is not None:
+                tmp = atomic_path(prefix.with_suffix(".ivf"))
+                faiss.write_index(ivf, str(tmp))
+                os.replace(tmp, prefix.with_suffix(".ivf"))
+            np.save(prefix.with_suffix(".ids.npy"), ids)
+            os.replace(codes_tmp, prefix.with_suffix(".codes"))
+            if sparse is not None:
+                sparse.close()
+                sparse = None
+        finally:
+            codes_tmp.unlink(missing_ok=True)
+            if sparse is not None:
+                sparse.discard()
+    return {"prefix": str(prefix), "rows": int(len(ids))}
+
+
+def _part_ranges(store: Store, n_rows, part_rows):
+    """Row ranges of whole shards (the encode step's, ``config.shard_size`` images each),
+    at least ``part_rows`` rows each: one task reads its shards' rows and nothing else."""
+    shard = max(1, int(getattr(store.config, "shard_size", 0) or 1000))
+    step = shard * max(1, -(-part_rows // shard))
+    return [(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
+
+
+def _fill_in_memory(index, store, rows, start, stop, block, status, sparse=None):
+    """Indexes that do not split into inverted lists and flat codes (HNSW, fast-scan, PQ
+    refined IVF, pre-transformed ...) are filled in memory, a block of rows at a time (and
+    a sparse refine stage's rows written from the same blocks)."""
+    for a in range(start, stop, block):
+        b = min(a + block, stop)
+        ids = indexable(store, rows, a, b, status)
+        if len(ids):
+            x = rows.block(a, b)[ids - a]
+            index.add_with_ids(x, ids.astype(np.int64))
+            if sparse is not None:
+                sparse.add(ids, x)
+
+
+def _fingerprint(store: Store, rows: EncodingRows) -> str:
+    status = store.h5["images/status"][:]
+    manifest = Manifest(store.dir).data.get("shards", {})
+    shards = sorted((k, v.get("count"), v.get("first_key"), v.get("last_key"))
+                    for k, v in manifest.items())
+    h = hashlib.sha256(json.dumps({"rows": rows.fingerprint(), "shards": shards},
+                                  sort_keys=True, default=str).encode())
+    h.update(status.tobytes())
+    return h.hexdigest()
+
+
+def index_record(directory) -> dict | None:
+    return Manifest(directory).data.get("steps", {}).get("index")
+
+
+def is_current(store: Store, encoding="bovw", factory=AUTO) -> bool:
+    """Whether ``index.faiss`` was built from these rows with this request."""
+    record = index_record(store.dir)
+    path = store.dir / INDEX_FILE
+    if not record or not path.exists() or path.stat().st_size != record.get("bytes"):
+        return False
+    if record.get("refine"):
+        refine = store.dir / REFINE_FILE
+        if not refine.exists() or refine.stat().st_size != record.get("refine_bytes"):
+            return False
+    if record.get("encoding") != encoding or record.get("requested") != factory:
+        return False
+    try:
+        rows = EncodingRows(store.h5, encoding)
+    except StoreError:
+        return False
+    return record.get("source") == _fingerprint(store, rows)
+
+
+def build(store: Store, encoding="bovw", factory=None, *, exact_below=EXACT_BELOW,
+          block=8192, part_rows=20_000, seed=0, force=False, run_tasks=None) -> Path:
+    """Build (or keep, when current) the store's index; returns its path.
+
+    ``factory``: None or "auto" to choose by size, or any FAISS index factory string,
+    optionally followed by ``,Refine(Sparse)`` (``features.index.refine``; sparse encodings).
+    ``run_tasks(func, tasks)`` runs the fill tasks (one per run of whole shards, at least
+    ``part_rows`` rows), yielding ``func(*task)`` in task order: the pipeline's runner
+    (worker processes, a Dask cluster); by default they run here, one after another.
+    """
+    if run_tasks is None:
+        run_tasks = _run_here
+    requested = factory or AUTO
+    out = store.dir / INDEX_FILE
+    if not force and is_current(store, encoding, requested):
+        return out
+    started = time.monotonic()
+    rows = EncodingRows(store.h5, encoding)
+    status = store.h5["images/status"][:]
+    if len(status) != rows.n_rows:
+        raise StoreError(f"encoding {encoding!r} has {rows.n_rows} rows for "
+                         f"{len(status)} images")
+    eligible = np.concatenate([indexable(store, rows, a, min(a + (1 << 17), rows.n_rows), status)
+                               for a in range(0, rows.n_rows, 1 << 17)] or [np.zeros(0, int)])
+    if requested == AUTO:
+        density = (int(rows.indptr[-1]) / max(1, len(eligible) * rows.dim) if rows.sparse
+                   else 1.0)
+        factory, params = auto_factory(len(eligible), rows.dim, exact_below, density)
+    else:
+        factory, params = requested, {}
+    base_factory, refine = split_factory(factory)
+    if refine:
+        if not rows.sparse:
+            raise StoreError(f"{SPARSE_REFINE} re-scores sparse rows, and encoding "
+                             f"{encoding!r} is stored dense: refine it with FAISS's "
+                             f"Refine(SQfp16) instead")
+        if rows.dim > MAX_DIM:
+            raise StoreError(f"{SPARSE_REFINE} takes encodings of at most {MAX_DIM} "
+                             f"dimensions; {encoding!r} has {rows.dim}")
+        # the refine stage is cheap (a gather per stored value): a long shortlist
+        params = {"k_factor": 100, **params}
+    trained = train_index(store, rows, base_factory, seed=seed, eligible=eligible,
+                          params=params)
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    work = store.dir / f".index-parts-{token}"
+    work.mkdir()
+    try:
+        if split_index(trained) is None:
+            index = faiss.clone_index(trained)
+            prefix = work / "part-000000"
+            sparse = SparsePart(prefix, 0, rows.n_rows) if refine else None
+            try:
+                _fill_in_memory(index, store, rows, 0, rows.n_rows, block, status, sparse)
+            finally:
+                if sparse is not None:
+                    sparse.close()
+            parts = [(0, rows.n_rows, prefix)]
+            if refine:
+                write_refine(store.dir / REFINE_FILE, parts, rows.n_rows, rows.dim)
+            with atomic_file(out) as tmp:
+                try:
+                    faiss.write_index(index, str(tmp))
+                except RuntimeError as e:
+                    # FAISS reports a failed write (full disk, read-only folder) as a
+                    # RuntimeError with the C library's message: give it back its errno.
+                    raise OSError(errno_in(str(e)), f"cannot write the index: {e}",
+                                  str(out)) from None
+            n_vectors = int(index.ntotal)
+            del index
+        else:
+            trained_path = work / "trained.faiss"
+            faiss.write_index(trained, str(trained_path))
+            ranges = _part_ranges(store, rows.n_rows, part_rows)
+            tasks = [(str(store.dir), encoding, str(trained_path), a, b,
+                      str(work / f"part-{n:06d}"), n, block, refine)
+                     for n, (a, b) in enumerate(ranges)]
+            prefixes, counts = [], []
+            for done in run_tasks(fill_part, tasks):
+                prefixes.append(Path(done["prefix"]))
+                counts.append(done["rows"])
+            if refine:
+                write_refine(store.dir / REFINE_FILE,
+                             [(a, b, p) for (a, b), p in zip(ranges, prefixes)],
+                             rows.n_rows, rows.dim)
+            merge_on_disk(trained_path, prefixes, counts, work, out)
+            n_vectors = sum(counts)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    refine_path = store.dir / REFINE_FILE
+    if not refine:
+        refine_path.unlink(missing_ok=True)
+    manifest = Manifest(store.dir)
+    manifest.step_done("index", encoding=encoding, requested=requested, factory=factory,
+                       params=params, kind=_kind(factory, requested), rows=n_vectors,
+                       dim=rows.dim, bytes=out.stat().st_size,
+                       # with a sparse refine stage the FAISS part is the small one (PQ codes
+                       # and ids, 48 bytes per image): read, since FAISS scans mapped lists
+                       # at half the speed (1.6 against 3.0-3.4 ms at 1.28M, nprobe 32);
+                       # index.refine, 20 times larger, is mapped
+                       io_flag="none" if refine else io_flag(trained),
+                       refine="sparse" if refine else None,
+                       refine_bytes=refine_path.stat().st_size if refine else None,
+                       source=_fingerprint(store, rows),
+                       seconds=round(time.monotonic() - started, 3))
+    return out
+
+
+def _run_here(func, tasks):
+    for task in tasks:
+        yield func(*task)
+
+
+def _kind(factory, requested):
+    if requested != AUTO:
+        return "custom"
+    return "exact" if factory == "Flat" else "compressed"

@@ -1,0 +1,46 @@
+"""What a store holds, as a plain dict (for `features info`)."""
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from ..index import INDEX_FILE, REFINE_FILE, index_header, index_record
+from ..store import Store
+from ..store.encodings import encoding_info
+
+
+def store_info(path) -> dict:
+    with Store(path, open_shards=True) as s:
+        status = s.column("status")
+        index_path = s.dir / INDEX_FILE
+        index_size, index = None, None
+        if index_path.exists():
+            # the header only: the index itself can be gigabytes
+            header = index_header(index_path)
+            index_size = header["ntotal"]
+            record = index_record(s.dir) or {}
+            refine = s.dir / REFINE_FILE
+            index = {"vectors": header["ntotal"], "dim": header["dim"],
+                     "bytes": index_path.stat().st_size, "factory": record.get("factory"),
+                     "kind": record.get("kind"), "encoding": record.get("encoding"),
+                     "params": record.get("params"),
+                     "refine_bytes": refine.stat().st_size if refine.exists() else None}
+        size = sum(p.stat().st_size for p in s.dir.rglob("*") if p.is_file())
+        return {
+            "store": str(s.dir),
+            "images": s.n_images,
+            "failed": int((status != 0).sum()),
+            "descriptors": int(s.h5["offsets"][-1]) if s.n_images else 0,
+            "words": int(s.h5["codebook/centroids"].shape[0]),
+            "classes": len(s.classes),
+            "encodings": sorted(s.h5["encodings"].keys()),
+            # per encoding: method, layout (dense or csr), dim, dtype, bytes of its values
+            "encoding_details": encoding_info(s.h5),
+            "has_descriptors": "descriptors" in s.h5,
+            "index": index_path.exists(),
+            "index_size": index_size,
+            "index_info": index,
+            "bytes": size,
+            "config": asdict(s.config),
+            "versions": s.versions,
+            "created": str(s.h5.attrs["created"]),
+        }

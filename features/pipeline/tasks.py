@@ -1,0 +1,138 @@
+"""The tasks of the batch steps: work done per image, per batch of images and per shard.
+
+How they run is in :mod:`.runner`. Workers get plain data (items, the configuration, the centroids) and return plain data;
+shards are written by the worker that computed them, atomically. Tasks that decode images
+run in child processes also for ``--jobs 1`` (see :mod:`.isolate`): a native crash on an image
+is a failed item, not the end of the job. Other tasks (aggregation) run on joblib's worker
+processes: joblib cannot tell which item of a task killed its worker, which is the only
+reason decoding has a pool of its own.
+"""
+from __future__ import annotations
+
+import functools
+
+from ..codebook import Assigner, subsample_rows
+from ..decode import decode_gray
+from ..encodings.bovw import word_counts
+from ..exceptions import DecodeError
+from ..extract import Extraction, extract_image, pack_geometry
+from ..store import (EXTRACT_FAILED, NO_FEATURES, OK, REFUSED, UNDECODABLE, UNREADABLE,
+                     ImageResult, merge, write_shard)
+from .._shared.threads import single_threaded_libraries
+from .isolate import inject_fault
+from .runner import task
+
+
+@functools.lru_cache(maxsize=8)
+def _extraction(config) -> Extraction:
+    return Extraction.of(config)
+
+
+def features_of(config, item, fault=None):
+    """Decode and extract one item. Returns (ImageResult without words, descriptors)."""
+    result = ImageResult(key=item.key, label=item.label)
+    inject_fault(item.key, fault)
+    if item.error:
+        result.status, result.reason = REFUSED, item.error
+        return result, None
+    try:
+        data = item.read()
+    except OSError as e:
+        result.status, result.reason = UNREADABLE, f"cannot read: {e.strerror or e}"
+        return result, None
+    try:
+        decoded = decode_gray(data, config.max_side)
+    except DecodeError as e:
+        result.status, result.reason = UNDECODABLE, str(e)
+        return result, None
+    result.width, result.height = decoded.width, decoded.height
+    try:
+        result.frames, descriptors, result.scale = extract_image(_extraction(config), decoded)
+    except (ValueError, MemoryError) as e:
+        result.status, result.reason = EXTRACT_FAILED, f"{type(e).__name__}: {e}"
+        return result, None
+    if not len(descriptors):
+        result.status = NO_FEATURES
+        size = f"{decoded.width}x{decoded.height}"
+        if min(decoded.gray.shape) < 16:
+            result.reason = f"no features: {size} is too small for the {config.preset} recipe"
+        elif _is_blank(decoded.gray):
+            result.reason = "no features: blank image"
+        else:
+            result.reason = f"no features: the {config.preset} recipe finds none in this image"
+        return result, None
+    return result, descriptors
+
+
+def _is_blank(gray):
+    return gray.size == 0 or int(gray.min()) == int(gray.max())
+
+
+def _crashed(item, reason):
+    return ImageResult(key=item.key, label=item.label, status=UNDECODABLE, reason=reason)
+
+
+@task(items=2)
+def process_shard(config, centroids, items, shard_path, first, parallel=False, *, skip=None,
+                  on_item=None, fault=None) -> dict:
+    """Pass 2 for one shard: extract, quantize, count words, write the shard file.
+
+    ``skip`` maps item positions to the reason they are left out (they crashed a worker
+    before); ``on_item(i)`` is called before item ``i`` (see ``isolate.run_isolated``);
+    ``parallel``: this is one of several worker processes (a cluster's)."""
+    if parallel:
+        single_threaded_libraries()
+    skip = skip or {}
+    quantizer = Assigner(centroids)
+    geometry = _extraction(config).keeps_geometry
+    results = []
+    for i, item in enumerate(items):
+        if on_item is not None:
+            on_item(i)
+        if i in skip:
+            results.append(_crashed(item, skip[i]))
+            continue
+        result, descriptors = features_of(config, item, fault)
+        if descriptors is not None:
+            result.words = quantizer.assign(descriptors)
+            result.word_ids, result.word_counts = word_counts(result.words, quantizer.k)
+            if config.store_descriptors:
+                result.descriptors = descriptors
+            if geometry:
+                result.geometry = pack_geometry(result.frames, result.words, result.width,
+                                                result.height, units=config.frame_units,
+                                                n_words=quantizer.k)
+        results.append(result)
+    if on_item is not None:
+        on_item(len(items))
+    return write_shard(shard_path, results, n_words=quantizer.k, first=first,
+                       keep_descriptors=config.store_descriptors, geometry=geometry)
+
+
+@task(items=1)
+def sample_batch(config, items, parallel=False, *, skip=None, on_item=None, fault=None):
+    """Pass 1 for a few images: (key, a seeded subset of its descriptors) per image, and
+    failures."""
+    if parallel:
+        single_threaded_libraries()
+    skip = skip or {}
+    parts, failed = [], []
+    for i, item in enumerate(items):
+        if on_item is not None:
+            on_item(i)
+        if i in skip:
+            failed.append((item.key, skip[i]))
+            continue
+        result, descriptors = features_of(config, item, fault)
+        if result.status != OK:
+            failed.append((item.key, result.reason))
+            continue
+        rows = subsample_rows(len(descriptors), config.sample_per_image, item.key, config.seed)
+        parts.append((item.key, descriptors[rows]))
+    return parts, failed
+
+
+def merge_task(directory, config, shard_files, options, *, skip=None, on_item=None, fault=None):
+    """``store.merge`` as a worker task (:func:`.isolate.call_isolated`): HDF5 may crash the
+    process that fails to write a big file (a full disk), so the merge runs in a worker."""
+    return merge(directory, config, shard_files, **options)

@@ -1,0 +1,74 @@
+"""A query: an image encoded as the collection was, or an image of the store by its key."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..codebook import Assigner
+from ..decode import decode_gray
+from ..encodings.bovw import encode_words
+from ..exceptions import DecodeError, QueryError
+from ..extract import Extraction, extract_image
+
+
+class Query:
+    """A query: its row of the indexed encoding, and its frames and words for verification.
+
+    For a key query the frames and words are read from the store on first use only (a plain
+    search never needs them; re-ranking from geometry records does not either)."""
+
+    def __init__(self, name, vector, frames, words, self_index, width=0, height=0, *,
+                 geometry=None, units="pixels", oriented=True, store=None):
+        self.name = name
+        self.vector = vector          # (1, dim) float32, as the indexed encoding
+        self._frames = frames         # in the original image's pixel coordinates
+        self._words = words
+        self.self_index = self_index  # the query's own row when it is a key of the store
+        self.width = width            # of the original image (0: unknown)
+        self.height = height
+        self.geometry = geometry      # (words, features) sorted by word, for verification
+        self.units = units            # of frames: the store's frame_units
+        self.oriented = oriented      # frames[:, 3] is an orientation (sparse SIFT)
+        self._store = store
+
+    def _read(self):
+        f = self._store.image_features(self.self_index)
+        self._frames, self._words = f["frames"], f["words"]
+
+    @property
+    def frames(self) -> np.ndarray:
+        if self._frames is None and self._store is not None:
+            self._read()
+        return self._frames
+
+    @frames.setter
+    def frames(self, value):
+        self._frames = value
+
+    @property
+    def words(self) -> np.ndarray:
+        if self._words is None and self._store is not None:
+            self._read()
+        return self._words
+
+    @words.setter
+    def words(self, value):
+        self._words = value
+
+
+def encode_query(name, data, config, quantizer: Assigner, idf):
+    """The bytes of an image file as a query, encoded with the store's recipe ``config``:
+    (vector (1, words) float32, frames, words, decoded image)."""
+    try:
+        decoded = decode_gray(data, config.max_side)
+    except DecodeError as e:
+        raise QueryError(f"{name}: not a usable image ({e})") from None
+    frames, descriptors, _ = extract_image(Extraction.of(config), decoded)
+    if not len(descriptors):
+        raise QueryError(f"{name}: no features ({decoded.width}x{decoded.height}, too "
+                         f"small for the {config.preset} recipe or blank); nothing to "
+                         f"search with")
+    words = quantizer.assign(descriptors)
+    ids, values = encode_words(words, quantizer.k, idf if config.tfidf else None, config.power)
+    vector = np.zeros((1, quantizer.k), np.float32)
+    vector[0, ids] = values
+    return vector, frames, words, decoded

@@ -1,0 +1,285 @@
+"""Query by image: :class:`Searcher` holds a store, its index and its codebook; it encodes a
+query as the collection was encoded (:mod:`.query`), searches the index, and optionally
+re-ranks the shortlist by spatial verification (:mod:`.rerank`, :mod:`.spatial`)."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..codebook import Assigner
+from ..exceptions import ParameterError, QueryError
+from ..extract.geometry import frame_geometry, keeps_geometry, unpack_geometry
+from ..index import index_record, load_index, search_vectors
+from ..store import OK, Store
+from ..store.encodings import EncodingRows
+from .query import Query, encode_query
+from .rerank import expansion_images, order_by_inliers
+from .spatial import VerifyParams, transform_matrix, verify_many, verify_pair
+
+
+class Searcher:
+    """Holds an open store, its index and codebook for repeated queries: open it once per
+    process.
+
+    The index is memory-mapped; keys are found through the store's on-disk key index and
+    a key query reads only its own row. Single queries run on ``threads`` threads (1 by
+    default: FAISS's and OpenBLAS's thread pools only contend on one query);
+    :meth:`search_batch` uses ``batch_threads`` for many queries at once.
+    """
+
+    def __init__(self, store_path, *, threads=1, batch_threads=None):
+        self.store = Store(store_path)
+        try:
+            self.index = load_index(self.store)
+            record = index_record(self.store.dir) or {}
+            self.encoding = record.get("encoding", "bovw")
+            self.rows = EncodingRows(self.store.h5, self.encoding)
+            self.quantizer = Assigner(self.store.centroids)
+            self.idf = self.store.idf
+            self.labels = self.store.column("label")
+            self.status = self.store.column("status")
+            self.classes = self.store.classes
+        except BaseException:
+            self.store.close()
+            raise
+        self.verify_params = VerifyParams()
+        self._sizes = None
+        self.threads = int(threads)
+        self.batch_threads = int(batch_threads or os.cpu_count() or 1)
+        self._limits = _thread_limits(self.threads)
+
+    def close(self):
+        if self._limits is not None:
+            self._limits.restore_original_limits()
+            self._limits = None
+        self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _stored_row(self, i):
+        refine = getattr(self.index, "rows", None)
+        if refine is not None:
+            # the same row from the index's mapped sparse refine stage (to half precision):
+            # an HDF5 read of its compressed chunk costs about half a millisecond
+            columns, values = refine.row(i)
+            vector = np.zeros((1, refine.dim), np.float32)
+            vector[0, columns] = values
+            return vector
+        return self.rows.row(i)
+
+    def query_from_key(self, key) -> Query:
+        i = self.store.index_of(key)
+        if i is None:
+            raise QueryError(f"{key}: no such image file, and no such key in {self.store.dir}")
+        if self.status[i] != OK:
+            reason = self.store.h5["images/reason"].asstr()[i]
+            raise QueryError(f"{key}: this image has no features in the store ({reason}) "
+                             f"and cannot be a query")
+        width, height = self._image_sizes()
+        # frames and words are read only if they are used (drawing matches, verification
+        # in a store without geometry records)
+        return Query(key, self._stored_row(i), None, None, i, int(width[i]), int(height[i]),
+                     store=self.store, **self._frame_kind())
+
+    def query_from_bytes(self, name, data) -> Query:
+        if self.encoding != "bovw":
+            raise QueryError(f"{name}: the index is over the {self.encoding!r} encoding; only "
+                             f"key queries are supported for it")
+        vector, frames, words, decoded = encode_query(name, data, self.store.config,
+                                                      self.quantizer, self.idf)
+        return Query(name, vector, frames, words, None, decoded.width, decoded.height,
+                     **self._frame_kind())
+
+    def _frame_kind(self):
+        config = self.store.config
+        return {"units": config.frame_units, "oriented": keeps_geometry(config.extractor)}
+
+    def query(self, q: str) -> Query:
+        if os.path.isfile(q):
+            try:
+                with open(q, "rb") as f:
+                    data = f.read()
+            except OSError as e:
+                raise QueryError(f"{q}: cannot read ({e.strerror})") from None
+            return self.query_from_bytes(q, data)
+        return self.query_from_key(q)
+
+    def search(self, query: Query, k=10, rerank=False, shortlist=100, expand=0):
+        """Best k images for a query: list of dicts with key, label, score (and inliers).
+
+        ``rerank`` verifies the best ``shortlist`` results geometrically (see
+        :mod:`features.search.spatial`): those with at least ``MIN_INLIERS`` inliers come first, most
+        inliers first, the others keep their order. ``expand`` (with ``rerank``) is average
+        query expansion: the query vector plus those of its ``expand`` best verified
+        results, normalized, is searched again and its shortlist verified too.
+        """
+        if k < 1:
+            raise ParameterError(f"k must be >= 1, got {k!r}")
+        if shortlist < 1:
+            raise ParameterError(f"shortlist must be >= 1, got {shortlist!r}")
+        if expand < 0:
+            raise ParameterError(f"expand must be >= 0, got {expand!r}")
+        n = max(k, shortlist) if rerank else k
+        hits = self._search_vector(query.vector, n, query.self_index)
+        inliers = {}
+        if rerank:
+            hits = self._rerank(query, hits, inliers)
+            if expand:
+                hits = self._expand(query, hits, inliers, expand, n)
+        out = []
+        for score, i in hits[:k]:
+            hit = self._hit(score, i)
+            if rerank:
+                hit["inliers"] = inliers.get(i, 0)
+            out.append(hit)
+        return out
+
+    def _hit(self, score, i):
+        label = int(self.labels[i])
+        hit = {"key": self.store.key_of(i), "label": label, "score": round(float(score), 6),
+               "index": int(i)}
+        if self.classes and label >= 0:
+            hit["class"] = self.classes[label]
+        return hit
+
+    def search_batch(self, queries, k=10):
+        """Best k images for each of many queries at once, on ``batch_threads`` threads
+        (no re-ranking)."""
+        if k < 1:
+            raise ParameterError(f"k must be >= 1, got {k!r}")
+        if not len(queries):
+            return []
+        x = np.concatenate([q.vector for q in queries])
+        import faiss
+        extra = int(any(q.self_index is not None for q in queries))
+        limits = _thread_limits(self.batch_threads)
+        try:
+            scores, ids = search_vectors(self.index, x, k + extra)
+        finally:
+            if limits is not None:
+                limits.restore_original_limits()
+            faiss.omp_set_num_threads(self.threads)
+        out = []
+        for q, s_row, i_row in zip(queries, scores, ids):
+            hits = [(s, i) for s, i in zip(s_row, i_row) if i >= 0 and i != q.self_index]
+            out.append([self._hit(s, i) for s, i in hits[:k]])
+        return out
+
+    def _search_vector(self, vector, n, exclude):
+        import faiss
+        # OpenMP's thread count is per thread: a server's worker threads would otherwise
+        # search one query on every core, the threads contending
+        faiss.omp_set_num_threads(self.threads)
+        scores, ids = search_vectors(self.index, vector, n + (exclude is not None))
+        return [(float(s), int(i)) for s, i in zip(scores[0], ids[0])
+                if i >= 0 and i != exclude][:n]
+
+    def _rerank(self, query, hits, inliers):
+        todo = [i for _, i in hits if i not in inliers]
+        if todo:
+            counts, _ = self.verify_candidates(query, todo)
+            inliers.update(zip(todo, counts.tolist()))
+        return order_by_inliers(hits, inliers)
+
+    def _expand(self, query, hits, inliers, expand, n):
+        top = expansion_images(hits, inliers, expand)
+        if not top:
+            return hits
+        vector = query.vector.astype(np.float32).copy()
+        for i in top:
+            vector += self._stored_row(i)
+        vector /= max(float(np.linalg.norm(vector)), 1e-12)
+        more = self._search_vector(vector, n, query.self_index)
+        seen = {i for _, i in hits}
+        # Scores of the first search for the images it found, of the expanded one for new
+        # images: verified images rank by inliers anyway.
+        merged = hits + [h for h in more if h[1] not in seen]
+        return self._rerank(query, merged, inliers)
+
+    # -- geometric verification
+
+    def _image_sizes(self):
+        if self._sizes is None:
+            self._sizes = self.store.column("width"), self.store.column("height")
+        return self._sizes
+
+    def query_geometry(self, query: Query):
+        """The query's (words, features) for verification, computed once."""
+        if query.geometry is None:
+            if query.self_index is not None and self.store.has_geometry:
+                records, _ = self.store.geometry([query.self_index])
+                query.geometry = unpack_geometry(records, query.width, query.height)
+            elif query.width and query.height:
+                query.geometry = frame_geometry(query.frames, query.words, query.width,
+                                                query.height, units=query.units,
+                                                oriented=query.oriented)
+            else:
+                raise ParameterError(f"{query.name}: the query's image size is unknown")
+        return query.geometry
+
+    def candidate_geometry(self, ids):
+        """(words, features, offsets, larger sides) of images ``ids`` for verification: one
+        read per image from the geometry records, or from frames and words in stores made
+        without them."""
+        ids = np.asarray(ids, np.int64)
+        width, height = self._image_sizes()
+        w, h = width[ids], height[ids]
+        if self.store.has_geometry:
+            records, offsets = self.store.geometry(ids)
+            words, geom = unpack_geometry(records, w, h, offsets)
+        else:
+            config = self.store.config
+            parts = [frame_geometry(f["frames"], f["words"], int(w[j]), int(h[j]),
+                                    units=config.frame_units,
+                                    oriented=keeps_geometry(config.extractor))
+                     for j, f in enumerate(self.store.image_features(int(i)) for i in ids)]
+            offsets = np.zeros(len(ids) + 1, np.int64)
+            np.cumsum([len(p[0]) for p in parts], out=offsets[1:])
+            words = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
+            geom = (np.concatenate([p[1] for p in parts]) if parts
+                    else np.zeros((0, 4), np.float32))
+        return words, geom, offsets, np.maximum(w, h).astype(np.float32)
+
+    def verify_candidates(self, query: Query, ids, n_threads=1):
+        """Inlier counts (int32) and similarity transforms (n x 4: a, b, tx, ty, mapping query
+        pixels to candidate pixels) of images ``ids`` against the query."""
+        q_words, q_geom = self.query_geometry(query)
+        words, geom, offsets, sides = self.candidate_geometry(ids)
+        return verify_many(q_words, q_geom, words, geom, offsets, sides, self.verify_params,
+                           n_threads)
+
+    def matches(self, query: Query, index: int) -> dict:
+        """The verified matches between the query and image ``index``, for drawing:
+        ``inliers`` (their count), ``query_points`` and ``result_points`` (lists of [x, y]
+        in pixels of each original image, pair by pair), ``transform`` (the 2 x 3 similarity
+        mapping query pixels to result pixels, or None when nothing was verified), and
+        ``query_size`` / ``result_size`` ([width, height])."""
+        if not 0 <= index < self.store.n_images:
+            raise ParameterError(f"index must lie in [0, {self.store.n_images}), got {index!r}")
+        q_words, q_geom = self.query_geometry(query)
+        words, geom, _, sides = self.candidate_geometry([index])
+        rows_q, rows_c, t = verify_pair(q_words, q_geom, words, geom, sides[0],
+                                        self.verify_params)
+        width, height = self._image_sizes()
+        return {"inliers": int(len(rows_q)),
+                "query_points": q_geom[rows_q, :2].round(2).tolist(),
+                "result_points": geom[rows_c, :2].round(2).tolist(),
+                "transform": transform_matrix(t).round(6).tolist() if len(rows_q) else None,
+                "query_size": [int(query.width), int(query.height)],
+                "result_size": [int(width[index]), int(height[index])]}
+
+
+def _thread_limits(threads):
+    """Set the threads of FAISS (OpenMP) and of every BLAS loaded in the process."""
+    import faiss
+    faiss.omp_set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # then only FAISS's own threads are set
+        return None
+    return threadpool_limits(limits=threads)

@@ -1,0 +1,65 @@
+"""The layout of a store: file names, the format tag, image status codes, how datasets are
+compressed. One directory::
+
+    store.h5        the merged view that readers open (plain h5py works)
+    shards/         one HDF5 file per shard of images, written atomically by the workers
+    manifest.json   finished steps and shards, so that a rerun resumes
+    sample.npy      pass 1's descriptor sample; codebook.npy, the codebook learned from it
+    failures.tsv    the failed images with their reason
+    encodings/NAME/ the per-shard files of an encoding added by ``features aggregate``
+    index.faiss     the search index, and index.refine its sparse refine stage
+                    (``features.index``)
+
+Ragged per-image data (frames, descriptors, words, scale, geometry) lives in the shards as
+one concatenated dataset each plus ``offsets``; ``store.h5`` stitches the shards together as
+HDF5 virtual datasets (no copy, paths relative to the store so it can be moved), and keeps
+small real copies of the per-image tables, the codebook and the encodings.
+"""
+from __future__ import annotations
+
+import h5py
+import numpy as np
+
+STORE_FILE = "store.h5"
+MANIFEST_FILE = "manifest.json"
+SHARDS_DIR = "shards"
+SAMPLE_FILE, CODEBOOK_FILE = "sample.npy", "codebook.npy"
+FAILURES_FILE = "failures.tsv"
+ENCODINGS_DIR = "encodings"
+
+FORMAT = "features-store"
+
+VERSION = 1
+
+# Status codes of images/status; the reason column says more.
+# NO_FEATURES: decoded, but the recipe finds nothing in it (too small, or blank); such
+# images are left out of the index like the failed ones.
+OK, UNREADABLE, UNDECODABLE, REFUSED, EXTRACT_FAILED, NO_FEATURES = 0, 1, 2, 3, 4, 5
+
+STATUS_NAMES = {OK: "ok", UNREADABLE: "unreadable", UNDECODABLE: "undecodable",
+                REFUSED: "refused by source", EXTRACT_FAILED: "extraction failed",
+                NO_FEATURES: "no features"}
+
+# gzip is the codec every HDF5 reader has (lzf and blosc need plugins outside h5py);
+# level 1 with shuffle keeps most of the gain of higher levels at a fraction of the cost.
+COMPRESS = dict(compression="gzip", compression_opts=1, shuffle=True)
+STR = h5py.string_dtype("utf-8")
+# Encoding rows are read one at a time by key queries: a 32 KB chunk (about 30 rows of
+# 1000-word tf-idf) decompresses in a fraction of the time of a 256 KB one.
+ENCODING_CHUNK = 1 << 13
+
+
+def word_dtype(n_words):
+    """int16 as the ILSVRC-2010 devkit stored words, while the codebook fits in it."""
+    return np.int16 if n_words <= np.iinfo(np.int16).max + 1 else np.int32
+
+
+def chunked(f, name, data, chunk_rows):
+    """``data`` as a compressed dataset chunked by ``chunk_rows`` rows (growable; a
+    contiguous empty one when ``data`` is empty)."""
+    data = np.asarray(data)
+    rows = max(1, min(chunk_rows, len(data)))
+    chunks = (rows,) + data.shape[1:]
+    return f.create_dataset(name, data=data, chunks=chunks if len(data) else None,
+                            maxshape=(None,) + data.shape[1:] if len(data) else None,
+                            **(COMPRESS if len(data) else {}))

@@ -1,0 +1,125 @@
+"""``manifest.json``: the finished steps and shards of a store, rewritten atomically after
+each change, so that a rerun resumes; and the repair a damaged store needs."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ..exceptions import StoreError
+from .atomic import atomic_file
+from .layout import FORMAT, MANIFEST_FILE, VERSION
+
+
+class Manifest:
+    """Finished steps and shards of one store, rewritten atomically after each change."""
+
+    def __init__(self, directory):
+        self.path = Path(directory) / MANIFEST_FILE
+        self.data = {"format": FORMAT, "version": VERSION, "config": None, "steps": {},
+                     "shards": {}}
+        if self.path.exists():
+            fix = ("move it away (or delete it) and rerun the same command: the store is then "
+                   "rebuilt from the start")
+            try:
+                data = json.loads(self.path.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as e:
+                cause = getattr(e, "strerror", None) or type(e).__name__
+                raise StoreError(f"{self.path}: unreadable manifest ({cause}); {fix}") from None
+            problem = _manifest_problem(data)
+            if problem:
+                raise StoreError(f"{self.path}: not a features manifest ({problem}); {fix}")
+            self.data = data
+
+    def check_config(self, config):
+        saved = self.data.get("config")
+        new = json.loads(config.to_json())
+        if saved == new:
+            return
+        if saved is not None and not self.data["shards"] and "codebook" not in self.data["steps"]:
+            # Nothing was built from the old configuration but perhaps the descriptor sample
+            # (for example a first run that stopped on a bad --words): the store takes the new
+            # configuration, and keeps the sample only if it would come out the same.
+            changed = {k for k in set(saved) | set(new) if saved.get(k) != new.get(k)}
+            if not changed <= _NOT_IN_SAMPLE:
+                self.data["steps"] = {}
+            saved = None
+        if saved is None:
+            self.data["config"] = new
+            self.save()
+        else:
+            changed = sorted(k for k in set(saved) | set(new) if saved.get(k) != new.get(k))
+            raise StoreError(f"{self.path.parent} was started with another configuration "
+                             f"(differs in: {', '.join(changed)}); use a new output directory")
+
+    def check_job(self, source, limit):
+        """A store is one job over one source: resuming it with another source or limit would
+        mix images of two jobs, so it is refused."""
+        job = {"source": str(getattr(source, "root", "")), "kind": getattr(source, "kind", ""),
+               "limit": limit}
+        saved = self.data.get("job")
+        if saved is None:
+            self.data["job"] = job
+            self.save()
+        elif saved != job:
+            was = f"{saved['source']} ({saved['kind']}" + (
+                f", --limit {saved['limit']})" if saved["limit"] else ")")
+            raise StoreError(f"{self.path.parent} was started on {was}; rerun with the same "
+                             f"source and limit to resume, or use a new output directory")
+
+    def save(self):
+        with atomic_file(self.path) as tmp:
+            tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True), encoding="utf-8")
+
+    def shard_done(self, number: int, summary: dict):
+        self.data["shards"][str(number)] = summary
+        self.save()
+
+    def step_done(self, step: str, **info):
+        self.data["steps"][step] = dict(info, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        self.save()
+
+    def is_done(self, step: str) -> bool:
+        return step in self.data["steps"]
+
+
+# Options that do not change pass 1's descriptor sample.
+_NOT_IN_SAMPLE = {"words", "kmeans_iters", "tfidf", "power", "store_descriptors", "shard_size",
+                  "failure_budget"}
+
+_SHARD_FIELDS = {"file": str, "first": int, "count": int, "failed": int}
+
+
+def _manifest_problem(data) -> str | None:
+    """What is wrong with the shape of a manifest, or None."""
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    if data.get("format") != FORMAT:
+        return f"format is {data.get('format')!r}"
+    if not isinstance(data.get("config"), (dict, type(None))):
+        return "config is not an object"
+    for part in ("steps", "shards"):
+        if not isinstance(data.get(part), dict):
+            return f"{part} is not an object"
+    for number, record in data["shards"].items():
+        if not number.isdigit() or not isinstance(record, dict):
+            return f"shard {number!r} is not a shard record"
+        for k, t in _SHARD_FIELDS.items():
+            if not isinstance(record.get(k), t):
+                return f"shard {number} has no valid {k!r}"
+    return None
+
+
+def repair_hint(directory) -> str:
+    """The commands that rebuild a store's damaged or missing files, from its manifest."""
+    directory = Path(directory)
+    job = {}
+    try:
+        job = json.loads((directory / MANIFEST_FILE).read_text(encoding="utf-8")).get("job") or {}
+    except (OSError, ValueError, AttributeError):
+        pass
+    source = job.get("source") or "SOURCE"
+    extra = (f" --kind {job['kind']}" if job.get("kind") else "") + (
+        f" --limit {job['limit']}" if job.get("limit") else "")
+    return (f"rerun `features encode {source} -o {directory}{extra}` and "
+            f"`features index {directory}` to recompute it")

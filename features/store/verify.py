@@ -1,0 +1,197 @@
+"""The store half of ``features verify``: is every part of the store what was written?
+
+Checks, each reported as damage with the path it concerns:
+
+- ``manifest.json`` readable and of the right shape;
+- every shard recorded present, of the recorded size and checksum (SHA-256), and holding
+  the number of images and descriptors recorded;
+- ``store.h5`` readable throughout: per-image tables of one length, ``offsets`` starting
+  at 0, non-decreasing and ending at the number of descriptors, each image's word counts
+  adding up to its number of descriptors (offsets against counts), the shards it was merged
+  from equal to those of the manifest;
+- the virtual datasets (frames, words, scale, descriptors) resolving: every source file
+  present with the dataset and shape they map;
+- the codebook: ``K x 128`` float32, K equal to the configured words, to ``codebook.npy``
+  and to the width of the encodings.
+
+The index half is :mod:`features.index.verify`; ``features.pipeline.verify`` runs both.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from .._shared.hashing import file_sha256
+from ..exceptions import StoreError, first_line
+from .layout import CODEBOOK_FILE, MANIFEST_FILE, OK, SHARDS_DIR, STORE_FILE, word_dtype
+from .manifest import Manifest
+
+
+class Damage:
+    """The damage found so far, and what was checked."""
+
+    def __init__(self):
+        self.found = []
+        self.checked = {"shards": 0, "images": 0, "descriptors": 0, "index_vectors": None}
+
+    def __call__(self, path, problem):
+        self.found.append({"path": str(path), "problem": problem})
+
+
+def check_store(directory, bad: Damage):
+    """Check the manifest, the shards and ``store.h5`` of a store, reporting to ``bad``.
+
+    Returns the image numbers that are ok and have features (what the index must hold), or
+    None when ``store.h5`` is missing or too damaged to tell."""
+    directory = Path(directory)
+    checked = bad.checked
+    if not (directory / MANIFEST_FILE).exists() and not (directory / STORE_FILE).exists():
+        raise StoreError(f"{directory} is not a features store (no manifest.json or store.h5)")
+    records, config, steps = {}, {}, {}
+    try:
+        manifest = Manifest(directory)
+        records, steps = manifest.data["shards"], manifest.data["steps"]
+        config = manifest.data.get("config") or {}
+    except StoreError as e:
+        bad(directory / MANIFEST_FILE, str(e).split(": ", 1)[-1])
+
+    for number, r in sorted(records.items(), key=lambda kv: int(kv[0])):
+        _check_shard(directory / SHARDS_DIR / r["file"], r, bad)
+        checked["shards"] += 1
+
+    store_path = directory / STORE_FILE
+    if not store_path.exists():
+        if "encode" in steps:
+            bad(store_path, "missing")
+        return None
+    try:
+        return _check_store_h5(directory, store_path, records, config, bad, checked)
+    except (OSError, RuntimeError, KeyError, ValueError) as e:
+        bad(store_path, f"unreadable ({first_line(e)})")
+    return None
+
+
+def _check_shard(path, record, bad):
+    try:
+        size = path.stat().st_size
+    except OSError:
+        bad(path, "missing")
+        return
+    if "size" in record and size != record["size"]:
+        bad(path, f"size {size} bytes, {record['size']} when written")
+        return
+    if "checksum" in record and file_sha256(path) != record["checksum"]:
+        bad(path, "checksum differs from when written")
+        return
+    try:
+        with h5py.File(path, "r") as s:
+            count = int(s.attrs["count"])
+            offsets = s["offsets"][:]
+            if count != record["count"] or len(offsets) != count + 1:
+                bad(path, f"holds {count} images, {record['count']} recorded")
+            elif "descriptors" in record and int(offsets[-1]) != record["descriptors"]:
+                bad(path, f"holds {int(offsets[-1])} descriptors, {record['descriptors']} recorded")
+    except (OSError, KeyError, RuntimeError) as e:
+        bad(path, f"unreadable ({first_line(e)})")
+
+
+def _check_store_h5(directory, path, records, config, bad, checked):
+    with h5py.File(path, "r") as f:
+        n = int(f.attrs["n_images"])
+        checked["images"] = n
+        for name in ("key", "label", "width", "height", "status", "reason"):
+            column = f["images/" + name]
+            column[:]                       # reads every chunk: a damaged one raises
+            if len(column) != n:
+                bad(path, f"images/{name} has {len(column)} rows, {n} images")
+        status = f["images/status"][:]
+        offsets = f["offsets"][:]
+        if len(offsets) != n + 1 or offsets[0] != 0 or (np.diff(offsets) < 0).any():
+            bad(path, "offsets are not 0, non-decreasing, one per image + 1")
+            return None
+        m = int(offsets[-1])
+        checked["descriptors"] = m
+
+        merged = json.loads(f.attrs.get("shards", "[]"))
+        recorded = [records[k]["file"] for k in sorted(records, key=int)
+                    if int(k) < len(merged)] if records else []
+        if records and [r["file"] for r in merged] != recorded:
+            bad(path, "merged from other shards than the manifest records; rerun the job")
+        for r in merged:
+            rec = next((x for x in records.values() if x.get("file") == r["file"]), None)
+            if rec is not None and rec.get("checksum") and r.get("checksum") != rec["checksum"]:
+                bad(directory / SHARDS_DIR / r["file"], "differs from the shard store.h5 was "
+                                                     "merged from")
+
+        counts = f["encodings/bovw_counts"]
+        indptr = counts["indptr"][:]
+        if len(indptr) != n + 1:
+            bad(path, f"encodings/bovw_counts has {len(indptr) - 1} rows, {n} images")
+            return None
+        cumulative = np.concatenate([[0], np.cumsum(counts["data"][:], dtype=np.int64)])
+        per_image = cumulative[indptr[1:]] - cumulative[indptr[:-1]]
+        lengths = np.diff(offsets)
+        wrong = np.flatnonzero((per_image != lengths) & (status == OK))
+        if len(wrong):
+            bad(path, f"word counts differ from offsets for {len(wrong)} images "
+                      f"(first: image {int(wrong[0])})")
+        f["encodings/bovw/data"][:]
+
+        for name, tail in (("frames", (4,)), ("words", ()), ("scale", ()), ("descriptors", (128,))):
+            if name not in f:
+                if name != "descriptors":
+                    bad(path, f"{name} is missing")
+                continue
+            ds = f[name]
+            if ds.shape != (m,) + tail:
+                bad(path, f"{name} has shape {ds.shape}, expected {(m,) + tail}")
+            if ds.is_virtual:
+                _check_vds(directory, path, name, ds, bad)
+
+        k = config.get("words")
+        centroids = f["codebook/centroids"]
+        if centroids.ndim != 2 or centroids.shape[1] != 128 or centroids.dtype != np.float32:
+            bad(path, f"codebook/centroids has shape {centroids.shape} {centroids.dtype}, "
+                      f"expected K x 128 float32")
+        else:
+            if k is not None and centroids.shape[0] != k:
+                bad(path, f"codebook has {centroids.shape[0]} words, the configuration {k}")
+            npy = directory / CODEBOOK_FILE
+            if npy.exists():
+                try:
+                    c = np.load(npy, mmap_mode="r")
+                    if c.shape != centroids.shape:
+                        bad(npy, f"shape {c.shape}, store.h5's codebook {centroids.shape}")
+                except (OSError, ValueError) as e:
+                    bad(npy, f"unreadable ({first_line(e)})")
+            width = int(np.asarray(f["encodings/bovw"].attrs["shape"])[1])
+            if width != centroids.shape[0]:
+                bad(path, f"encodings are {width} words wide, the codebook has "
+                          f"{centroids.shape[0]}")
+            if "words" in f and len(f["words"]):
+                if f["words"].dtype != word_dtype(centroids.shape[0]):
+                    bad(path, f"words are {f['words'].dtype}")
+        return np.flatnonzero((status == OK) & (lengths > 0))
+
+
+def _check_vds(directory, path, name, ds, bad):
+    for vs in ds.virtual_sources():
+        src = Path(vs.file_name)
+        src = src if src.is_absolute() else directory / src
+        try:
+            with h5py.File(src, "r") as s:
+                if vs.dset_name.lstrip("/") not in s:
+                    bad(src, f"has no {vs.dset_name} (mapped by {name})")
+                    continue
+                shape = s[vs.dset_name].shape
+                mapped = vs.vspace.get_select_npoints()
+                if int(np.prod(shape)) != mapped:
+                    bad(src, f"{vs.dset_name} has {int(np.prod(shape))} values, {name} maps "
+                             f"{mapped}")
+        except FileNotFoundError:
+            bad(src, f"missing (mapped by {name} of store.h5)")
+        except (OSError, RuntimeError) as e:
+            bad(src, f"unreadable ({first_line(e)}), mapped by {name}")

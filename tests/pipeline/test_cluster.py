@@ -1,0 +1,290 @@
+"""The job on a real Dask cluster: `dask scheduler` and `dask worker` processes on loopback,
+faults put into real workers (see _dask_worker_faults.py), the real `features` command."""
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+pytest.importorskip("distributed")
+
+HERE = Path(__file__).resolve().parents[1]   # tests/
+FAULTS = HERE / "_dask_worker_faults.py"
+RECIPE = ["--words", 32, "--max-side", 200, "--shard-size", 3, "-q"]
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(predicate, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class DaskProcesses:
+    """A scheduler and workers as separate processes, started the way a user would."""
+
+    def __init__(self, tmp_path, env):
+        self.tmp_path, self.env = tmp_path, env
+        self.port = _free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        self.procs = []
+        log = open(tmp_path / "scheduler.log", "w")
+        self.scheduler = self._start([sys.executable, "-m", "distributed.cli.dask_scheduler",
+                                      "--host", "127.0.0.1", "--port", str(self.port),
+                                      "--dashboard-address", ":0"], env, log)
+
+    def _start(self, argv, env, log, prefix=()):
+        proc = subprocess.Popen([*prefix, *argv], env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def worker(self, name, *, prefix=(), **fault_env):
+        env = dict(self.env, **{k: str(v) for k, v in fault_env.items()})
+        log = open(self.tmp_path / f"worker-{name}.log", "w")
+        return self._start([sys.executable, "-m", "distributed.cli.dask_worker", self.address,
+                            "--nthreads", "1", "--no-nanny", "--name", name,
+                            "--dashboard-address", ":0", "--preload", str(FAULTS)],
+                           env, log, prefix)
+
+    def wait_for_workers(self, n, timeout=60):
+        from distributed import Client
+        with Client(self.address, timeout=30) as client:
+            client.wait_for_workers(n, timeout=timeout)
+
+    def close(self):
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@pytest.fixture
+def dask_processes(tmp_path, cli_env):
+    cluster = DaskProcesses(tmp_path, cli_env)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def local_reference(tmp_path_factory, small_set):
+    """The same job run by local joblib workers: what every cluster run must equal."""
+    import os
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent))
+    out = tmp_path_factory.mktemp("reference") / "store"
+    run_cli("run", small_set, "-o", out, *RECIPE, "--jobs", 2, env=env, check=True)
+    return out
+
+
+def _assert_same_store(a, b):
+    """Every dataset of store.h5 equal, and the same shard files (no leftovers)."""
+    with h5py.File(Path(a) / "store.h5") as fa, h5py.File(Path(b) / "store.h5") as fb:
+        names = []
+        fa.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        assert names
+        for name in names:
+            assert np.array_equal(fa[name][()], fb[name][()]), name
+    assert sorted(os.listdir(Path(a) / "shards")) == sorted(os.listdir(Path(b) / "shards"))
+
+
+def test_local_cluster_equals_local_workers(tmp_path, small_set, cli_env, local_reference):
+    out = tmp_path / "store"
+    proc = run_cli("run", small_set, "-o", out, *RECIPE, "--cluster", "local:2", env=cli_env,
+                   check=True)
+    assert "cluster: 2 workers at tcp://" in proc.stderr and "dashboard http" in proc.stderr
+    if "MALLOC_TRIM_THRESHOLD_" not in cli_env:
+        # local:N workers run with glibc's default malloc, as joblib's do
+        assert "MALLOC_TRIM_THRESHOLD_" not in proc.stderr
+    assert "24 images, 0 failed" in proc.stdout
+    _assert_same_store(local_reference, out)
+    # the index filled by tasks on the workers, merged by the driver
+    index = "index.faiss"
+    assert (out / index).read_bytes() == (local_reference / index).read_bytes()
+
+    # features aggregate's tasks on the cluster too
+    copy = tmp_path / "reference"
+    shutil.copytree(local_reference, copy)
+    run_cli("aggregate", copy, "--method", "spm", "--jobs", 2, "-q", env=cli_env, check=True)
+    run_cli("aggregate", out, "--method", "spm", "--cluster", "local:2", "-q", env=cli_env,
+            check=True)
+    _assert_same_store(copy, out)
+
+    # a compressed index whose sparse refine rows are written by the tasks on the workers
+    factory = "IVF2,Flat,Refine(Sparse)"
+    run_cli("index", copy, "--index", factory, "--jobs", 2, env=cli_env, check=True)
+    run_cli("index", out, "--index", factory, "--cluster", "local:2", env=cli_env, check=True)
+    for name in ("index.faiss", "index.refine"):
+        assert (out / name).read_bytes() == (copy / name).read_bytes(), name
+
+
+def test_worker_killed_while_writing_a_shard(tmp_path, small_set, cli_env, dask_processes,
+                                             local_reference):
+    held = tmp_path / "held"
+    held.mkdir()
+    dask_processes.worker("doomed", FEATURES_TEST_HOLD_DIR=held)
+    dask_processes.worker("healthy", FEATURES_TEST_SHARD_DELAY=0.2)
+    dask_processes.wait_for_workers(2)
+    out = tmp_path / "store"
+    job = subprocess.Popen([sys.executable, "-m", "features", "run", str(small_set), "-o",
+                            str(out), *map(str, RECIPE), "--cluster", dask_processes.address],
+                           env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: any(held.iterdir()), 240, "the doomed worker to start a shard")
+        marker = next(held.iterdir())
+        shard = Path(marker.read_text())
+        temporaries = list(shard.parent.glob(f".{shard.name}.tmp-*"))
+        assert temporaries, "the doomed worker left no half-written shard"
+        os.kill(int(marker.name), signal.SIGKILL)
+        stdout, stderr = job.communicate(timeout=240)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 0, stderr
+    assert "24 images, 0 failed" in stdout
+    assert not list((out / "shards").glob(".*")), "a temporary was left in the store"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert sorted(int(n) for n in manifest["shards"]) == list(range(8))
+    _assert_same_store(local_reference, out)
+    if "verify" in run_cli("--help", env=cli_env).stdout:
+        run_cli("verify", out, env=cli_env, check=True)
+
+
+def test_driver_killed_then_resumed(tmp_path, small_set, cli_env, dask_processes,
+                                    local_reference):
+    for name in ("a", "b"):
+        dask_processes.worker(name, FEATURES_TEST_SHARD_DELAY=0.5)
+    dask_processes.wait_for_workers(2)
+    out = tmp_path / "store"
+    args = ["run", str(small_set), "-o", str(out), *map(str, RECIPE),
+            "--cluster", dask_processes.address]
+    job = subprocess.Popen([sys.executable, "-m", "features", *args], env=cli_env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def some_shards_done():
+        with contextlib.suppress(OSError, ValueError):
+            return len(json.loads((out / "manifest.json").read_text())["shards"]) >= 2
+        return False
+    try:
+        _wait_for(some_shards_done, 240, "two finished shards")
+        job.kill()
+        job.wait()
+    finally:
+        if job.poll() is None:
+            job.kill()
+    done = json.loads((out / "manifest.json").read_text())["shards"]
+    assert 2 <= len(done) < 8
+    run_cli(*args, env=cli_env, check=True)
+    _assert_same_store(local_reference, out)
+
+
+def test_workers_with_malloc_trim_are_named(dask_processes):
+    import io
+    from features.pipeline.cluster import Cluster
+    dask_processes.worker("trimmed", MALLOC_TRIM_THRESHOLD_=65536)
+    dask_processes.wait_for_workers(1)
+    stream = io.StringIO()
+    with Cluster(dask_processes.address, stream=stream, timeout=30):
+        pass
+    assert "1 of 1 workers run with MALLOC_TRIM_THRESHOLD_ set" in stream.getvalue()
+
+
+def _assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("features: error:"), proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_unreachable_scheduler_fails_fast(tmp_path, small_set, cli_env):
+    start = time.monotonic()
+    proc = run_cli("run", small_set, "-o", tmp_path / "s", *RECIPE,
+                   "--cluster", f"tcp://127.0.0.1:{_free_port()}", env=cli_env)
+    _assert_one_line_error(proc, "cannot reach the Dask scheduler")
+    assert time.monotonic() - start < 60
+
+
+@pytest.mark.parametrize("spec", ["local:0", "local:x", "127.0.0.1:8786"])
+def test_bad_cluster_spec(tmp_path, small_set, cli_env, spec):
+    proc = run_cli("run", small_set, "-o", tmp_path / "s", *RECIPE, "--cluster", spec,
+                   env=cli_env)
+    _assert_one_line_error(proc, "--cluster")
+
+
+@pytest.mark.parametrize("fault, fragment", [
+    ({"FEATURES_TEST_VERSION": "0.0.0+other"}, "has features 0.0.0+other"),
+    ({"FEATURES_TEST_NO_PACKAGE": "1"}, "cannot run features"),
+])
+def test_mismatched_worker_refused_before_any_task(tmp_path, small_set, cli_env,
+                                                   dask_processes, fault, fragment):
+    dask_processes.worker("odd", **fault)
+    dask_processes.wait_for_workers(1)
+    out = tmp_path / "store"
+    proc = run_cli("run", small_set, "-o", out, *RECIPE, "--cluster", dask_processes.address,
+                   env=cli_env)
+    _assert_one_line_error(proc, fragment, "install")
+    assert not (out / "sample.npy").exists()
+
+
+@pytest.mark.skipif(not shutil.which("unshare") or os.geteuid() != 0,
+                    reason="needs root and unshare to hide the store from a worker")
+def test_store_the_workers_cannot_write(tmp_path, small_set, cli_env, dask_processes):
+    # The worker runs in its own mount namespace, where the store's folder is covered by a
+    # read-only filesystem: the store is not on a filesystem it shares with the driver.
+    hidden = tmp_path / "shared"
+    hidden.mkdir()
+    probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"])
+    if probe.returncode:
+        pytest.skip("unshare --mount is not permitted here")
+    wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f"mount -t tmpfs -o ro none {hidden} && exec \"$@\"", "sh"]
+    dask_processes.worker("elsewhere", prefix=wrap)
+    dask_processes.wait_for_workers(1)
+    proc = run_cli("run", small_set, "-o", hidden / "store", *RECIPE,
+                   "--cluster", dask_processes.address, env=cli_env)
+    _assert_one_line_error(proc, "cannot write", "filesystem the workers share")
+
+
+def test_image_that_crashes_every_worker_is_one_failed_item(tmp_path, small_set, cli_env):
+    """A file that kills each Dask worker that decodes it (the test hook segfaults on it):
+    the driver runs that shard in an isolated process, the image fails with its reason,
+    the job goes on and the store verifies."""
+    out = tmp_path / "store"
+    env = dict(cli_env, FEATURES_TEST_CRASH_ON="segv:coins/half.jpg")
+    proc = run_cli("run", small_set, "-o", out, *RECIPE, "--failure-budget", 0.5,
+                   "--cluster", "local:2", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "24 images, 1 failed" in proc.stdout
+    assert "killed every worker that ran it; running it here" in proc.stderr
+    with h5py.File(out / "store.h5", "r") as f:
+        keys = list(f["images/key"].asstr()[:])
+        status = f["images/status"][:]
+        i = keys.index("coins/half.jpg")
+        assert f["images/reason"].asstr()[i].startswith("crashed the decoder")
+        assert (status != 0).sum() == 1
+    run_cli("verify", out, env=cli_env, check=True)

@@ -1,0 +1,35 @@
+"""Worker processes run their libraries single-threaded: one worker per core, and no
+BLAS, OpenMP or OpenCV pool inside it to oversubscribe the cores."""
+import pytest
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+
+def _pools(**hooks):
+    import cv2
+    return cv2.getNumThreads(), [(p["internal_api"], p["num_threads"])
+                                 for p in threadpoolctl.threadpool_info()]
+
+
+def test_isolated_workers_are_single_threaded():
+    # The forked workers of --jobs (features.isolate) inherit no OPENBLAS_NUM_THREADS from a
+    # pool manager: they must limit the BLAS themselves.
+    from features.pipeline.isolate import call_isolated
+    cv2_threads, pools = call_isolated(_pools)
+    assert cv2_threads == 1
+    assert pools, "no BLAS or OpenMP library found to check"
+    assert all(n == 1 for _, n in pools), pools
+
+
+def _task(number, delay, *, skip=None, on_item=None, fault=None):
+    import time
+    time.sleep(delay)
+    return number
+
+
+def test_isolated_tasks_finishing_out_of_order_then_more():
+    # The first task finishes last: the job catches up with every task it has taken at once,
+    # while the source still has more (it used to wait on no worker forever).
+    from features.pipeline.isolate import run_isolated
+    tasks = [(0, 1.0)] + [(i, 0.0) for i in range(1, 9)]
+    assert list(run_isolated(_task, iter(tasks), 2, n_items=lambda _: 0)) == list(range(9))
