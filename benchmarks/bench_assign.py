@@ -36,10 +36,10 @@ import numpy as np  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from features.assign import Assigner  # noqa: E402
+from features.codebook import Assigner  # noqa: E402
 from features.codebook import kmeans  # noqa: E402
-from features.dense import dense_sift_pyramid  # noqa: E402
-from features.sift import sift  # noqa: E402
+from features.extract.dense import dense_sift_pyramid  # noqa: E402
+from features.extract import sift  # noqa: E402
 
 TRAIN = ("brick.png", "cell.png", "chelsea.png", "clock_motion.png", "coffee.png",
          "coins.png", "grass.png", "gravel.png", "hubble_deep_field.jpg", "ihc.png",

@@ -30,8 +30,8 @@ sys.path.insert(0, str(HERE))
 
 from corpus import corpus_stats, make_corpus  # noqa: E402
 
-from features.cluster import Cluster  # noqa: E402
-from features.jobs import batched, run_tasks  # noqa: E402
+from features.pipeline.cluster import Cluster  # noqa: E402
+from features.pipeline.runner import batched, run_tasks  # noqa: E402
 from features.pipeline import encode_images, sample_descriptors, train_codebook  # noqa: E402
 from features.presets import get_preset  # noqa: E402
 from features.sources import open_source  # noqa: E402
@@ -85,7 +85,7 @@ def _noop_shard(config, centroids, items, path, first, parallel=False):
 def _counted_shard(config, centroids, items, path, first, parallel=False):
     """process_shard, with the minor page faults and CPU seconds of the task's thread."""
     import resource
-    from features.jobs import process_shard
+    from features.pipeline.tasks import process_shard
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     cpu = time.thread_time()
     process_shard(config, centroids, items, path, first, parallel=parallel)

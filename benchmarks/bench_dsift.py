@@ -50,7 +50,7 @@ sys.path.insert(0, str(HERE.parent))
 from _vlfeat import VLFeat, load_libvl, phow_bound_offset  # noqa: E402
 
 from features._ext import _dsift  # noqa: E402
-from features.dense import dense_sift, smoothing_sigma  # noqa: E402
+from features.extract.dense import dense_sift, smoothing_sigma  # noqa: E402
 
 PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "brick", "coins",
           "page", "moon", "immunohistochemistry")

@@ -54,7 +54,7 @@ from encoding_reference import (fisher_reference, gmm_from_kmeans,  # noqa: E402
 
 from features import fisher_vector, vlad  # noqa: E402
 from features.codebook import kmeans  # noqa: E402
-from features.dense import dense_sift  # noqa: E402
+from features.extract.dense import dense_sift  # noqa: E402
 
 TRAIN = ("brick.png", "grass.png", "gravel.png", "coins.png", "moon.png", "page.png",
          "clock_motion.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png")

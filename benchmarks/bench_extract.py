@@ -93,7 +93,7 @@ def peer_job(paths, vl, out_path, words=1000, sample_images=200, sample_size=220
 
 def end_to_end(args, vl):
     """The whole sbow job, codebook included, against the peer script with its codebook."""
-    from features.jobs import features_of
+    from features.pipeline.tasks import features_of
     from features.pipeline import run
     from features.store import Manifest
     work = args.work
@@ -325,7 +325,7 @@ def main():
     peer_rate, ours_rate = n / np.median(peer_t), n / np.median(ours_t)
 
     # assignment agreement: our stored words against exact FAISS search of the same descriptors
-    from features.jobs import features_of
+    from features.pipeline.tasks import features_of
     exact = faiss.IndexFlatL2(centroids.shape[1])
     exact.add(centroids)
     same = total = 0

@@ -33,7 +33,7 @@ sys.path.insert(0, str(HERE.parent))
 from corpus import make_corpus  # noqa: E402
 
 from features.codebook import kmeans_fit, quantization_error  # noqa: E402
-from features.jobs import features_of  # noqa: E402
+from features.pipeline.tasks import features_of  # noqa: E402
 from features.presets import get_preset  # noqa: E402
 from features.sources import open_source  # noqa: E402
 

@@ -47,12 +47,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from features.demo import write_copy_set  # noqa: E402
-from features.metrics import average_precision  # noqa: E402
+from features.search.metrics import average_precision  # noqa: E402
 from features.pipeline import run  # noqa: E402
 from features.presets import get_preset  # noqa: E402
 from features.search import Searcher  # noqa: E402
 from features.sources import open_source  # noqa: E402
-from features.verify import frame_geometry, keeps_geometry, verify_many  # noqa: E402
+from features.extract.geometry import frame_geometry, keeps_geometry  # noqa: E402
+from features.search.spatial import verify_many  # noqa: E402
 
 SHORTLIST = 100
 EXPAND = 5
@@ -106,7 +107,7 @@ def rerank_frames_words(searcher, query, hits):
     """Our verification on features read as the peer reads them (frames + words)."""
     store, config = searcher.store, searcher.store.config
     width, height = searcher._image_sizes()
-    oriented = keeps_geometry(config)
+    oriented = keeps_geometry(config.extractor)
 
     def geometry(i):
         f = store.image_features(int(i))

@@ -54,8 +54,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from corpus import make_corpus  # noqa: E402
 
-from features.keys import KeyTableWriter  # noqa: E402
-from features.store import _COMPRESS, _STR, ENCODING_CHUNK, FORMAT, VERSION  # noqa: E402
+from features.store.keys import KeyTableWriter  # noqa: E402
+from features.store.layout import COMPRESS as _COMPRESS, STR as _STR, ENCODING_CHUNK  # noqa: E402
+from features.store import FORMAT, VERSION  # noqa: E402
 
 ILSVRC_TRAIN = 1_281_167
 WORK = HERE / "_work"
@@ -82,7 +83,7 @@ def real_store(n_images):
 
 
 def real_rows(store_dir):
-    from features.index import EncodingRows
+    from features.store.encodings import EncodingRows
     from features.store import Store
     with Store(store_dir) as s:
         rows = EncodingRows(s.h5, "bovw")
@@ -253,7 +254,7 @@ def probe(args):
     """Runs in a fresh process: open once, answer queries, report timings and RSS."""
     import faiss
 
-    from features.index import EncodingRows
+    from features.store.encodings import EncodingRows
     from features.search import Searcher
 
     store_dir = Path(args.probe)
