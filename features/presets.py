@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .exceptions import ParameterError
 
-EXTRACTORS = ("sift", "dense", "dense-pyramid")   # as features.extract.EXTRACTORS
+EXTRACTORS = ("sift", "dense", "dense-pyramid")   # implemented in features.extract
 
 
 @dataclass(frozen=True)

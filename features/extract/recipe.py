@@ -12,28 +12,27 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..exceptions import ParameterError
+from ..presets import EXTRACTORS
 from .dense import dense_sift, dense_sift_pyramid
 from .geometry import keeps_geometry
 from .dog import sift
 
-EXTRACTORS = ("sift", "dense", "dense-pyramid")
-
-
 @dataclass(frozen=True)
 class Extraction:
-    """The extractor of a recipe and its parameters (the fields of the same names of
-    ``features.presets.Config``; :meth:`of` takes them from any object that has them)."""
-    extractor: str = "sift"
-    rootsift: bool = True
-    max_keypoints: int = 2000
-    peak_threshold: float = 0.04
-    edge_threshold: float = 10.0
-    step: int = 4
-    sizes: tuple = (4, 6, 8, 10)
-    magnif: float = 6.0
-    dense_contrast_threshold: float = 0.005
-    scales: tuple = (1.0, 0.5, 0.25)
-    frame_units: str = "pixels"
+    """The extractor of a recipe and its parameters: the fields of the same names of
+    ``features.presets.Config``, where their defaults and meaning are (:meth:`of` takes
+    them from a recipe)."""
+    extractor: str
+    rootsift: bool
+    max_keypoints: int
+    peak_threshold: float
+    edge_threshold: float
+    step: int
+    sizes: tuple
+    magnif: float
+    dense_contrast_threshold: float
+    scales: tuple
+    frame_units: str
 
     def __post_init__(self):
         if self.extractor not in EXTRACTORS:
