@@ -1,7 +1,6 @@
 """How the command reports errors: the library's errors (features.exceptions) and the
 system's as one line and exit status 2, a parameter's name as the flag that sets it, and
 anything else, a bug, with its traceback."""
-
 import pytest
 
 from conftest import run_cli
