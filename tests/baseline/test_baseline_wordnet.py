@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from features.baseline.wordnet import ClassHierarchy, IsA
+from features.exceptions import BaselineError
 
 DOG, CAR, FISH = "n02084071", "n02958343", "n02512053"
 BREEDS = ["n02085620", "n02085782", "n02086240", "n02099601", "n02110958", "n02106662"]
@@ -49,7 +50,7 @@ def test_lca_heights(wn):
 
 
 def test_unknown_class_is_refused(wn):
-    with pytest.raises(ValueError, match="n99999999"):
+    with pytest.raises(BaselineError, match="n99999999"):
         wn.hierarchy(["n02085620", "n99999999"])
 
 
@@ -84,5 +85,5 @@ def test_meta_mat(tmp_path):
 def test_meta_mat_rejects_other_files(tmp_path):
     import scipy.io
     scipy.io.savemat(tmp_path / "x.mat", {"other": np.zeros(3)})
-    with pytest.raises(ValueError, match="meta.mat"):
+    with pytest.raises(BaselineError, match="meta.mat"):
         IsA.load(str(tmp_path / "x.mat"))
