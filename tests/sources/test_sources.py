@@ -516,24 +516,24 @@ def test_sources_pickle(tmp_path, tree):
 
 
 def test_item_read_limit(tmp_path, monkeypatch):
-    import features.sources as sources
+    import features.sources.base as base
     path = _write(tmp_path / "big.jpg", _jpeg(0))
-    monkeypatch.setattr(sources, "MAX_ITEM_BYTES", 100)
+    monkeypatch.setattr(base, "MAX_ITEM_BYTES", 100)
     with pytest.raises(OSError, match="too large"):
         Item("big.jpg", -1, str(path)).read()
     assert Item("m", 3, data=b"abc").read() == b"abc"
 
 
 def test_unreadable_folder_is_reported(tree, monkeypatch):
-    import features.sources as sources
-    real = sources._scandir_sorted
+    import features.sources.folders as folders
+    real = folders.scandir_sorted
 
     def scandir(path):
         if os.path.basename(path) == "sub":
             raise PermissionError(13, "Permission denied")
         return real(path)
 
-    monkeypatch.setattr(sources, "_scandir_sorted", scandir)
+    monkeypatch.setattr(folders, "scandir_sorted", scandir)
     src = open_source(tree)
     items = list(src)
     bad = [i for i in items if i.error]
