@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -179,6 +180,59 @@ def _select(scores_by_lambda, y):
     return int(np.argmin(errors)), errors
 
 
+@dataclass(frozen=True)
+class _Options:
+    """How :func:`evaluate` trains and scores (its keyword arguments but the encoding, the
+    hierarchy and the log); the classifiers are checked."""
+    classifiers: tuple = CLASSIFIERS
+    seed: int = 0
+    val_fraction: float = 0.2
+    heldout_fraction: float = 0.1
+    train_per_class: int | None = None
+    epochs: int = 10
+    lambdas: tuple = DEFAULT_LAMBDAS
+    keep_scores: bool = False
+
+    def __post_init__(self):
+        for c in self.classifiers:
+            if c not in CLASSIFIERS:
+                raise BaselineError(f"unknown classifier {c!r}: expected one of "
+                                    f"{', '.join(CLASSIFIERS)}")
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Which images fit the models, choose among them (held out) and score, and the
+    classes: what every (encoding, classifier) of one experiment shares."""
+    store: object
+    classes: list
+    class_names: list
+    split: str                   # how the scored images were chosen
+    hierarchy: ClassHierarchy
+    hierarchy_source: str
+    fit: _Side
+    held: _Side
+    val: _Side
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def hierarchical(self) -> bool:
+        """Whether the classes have a real hierarchy (hierarchical error is reported)."""
+        return not self.hierarchy_source.startswith("flat")
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """One encoding's rows in both stores, and the feature statistics of the fit rows."""
+    name: str
+    train: EncodingReader
+    val: EncodingReader
+    stats: object
+
+
 def evaluate(store, val_store=None, *, encoding=None, classifiers=CLASSIFIERS, hierarchy=None,
              seed=0, val_fraction=0.2, heldout_fraction=0.1, train_per_class=None, epochs=10,
              lambdas=DEFAULT_LAMBDAS, keep_scores=False, log=None):
@@ -186,10 +240,30 @@ def evaluate(store, val_store=None, *, encoding=None, classifiers=CLASSIFIERS, h
 
     ``store`` and ``val_store`` are open :class:`features.store.Store` objects.
     """
-    for c in classifiers:
-        if c not in CLASSIFIERS:
-            raise BaselineError(f"unknown classifier {c!r}: expected one of "
-                                f"{', '.join(CLASSIFIERS)}")
+    options = _Options(classifiers, seed, val_fraction, heldout_fraction, train_per_class,
+                       epochs, lambdas, keep_scores)
+    names = _encodings(store, val_store, encoding)
+    plan = _plan(store, val_store, hierarchy, options)
+    out = _header(plan, val_store, options)
+    for name in names:
+        rows = _rows(plan, name)
+        for clf in options.classifiers:
+            result = _train_and_score(plan, rows, clf, options)
+            out["results"].append(result)
+            if log:
+                log(f"{name} / {clf}: top-1 error {result['top1_error']:.4f}, top-5 "
+                    f"{result['top5_error']:.4f} (lambda {result['lambda']:g}, "
+                    f"{result['train_seconds']:.1f} s)")
+    best = min(out["results"], key=lambda r: (r["top1_error"], r["top5_error"]))
+    out["best"] = {"encoding": best["encoding"], "classifier": best["classifier"],
+                   "top1_error": best["top1_error"], "top5_error": best["top5_error"]}
+    out["_val"] = plan.val
+    return out
+
+
+def _encodings(store, val_store, encoding):
+    """The encodings to score: ``encoding``, else all the store's; a val store must hold
+    them, computed as the store's."""
     available = list_encodings(store.h5)
     if encoding is not None:
         if encoding not in available:
@@ -206,82 +280,110 @@ def evaluate(store, val_store=None, *, encoding=None, classifiers=CLASSIFIERS, h
         if lacking:
             raise BaselineError(f"val store {val_store.dir} has no encoding {lacking[0]!r}")
         check_same_models(store, val_store, names)
-    classes, train, val, split_kind = _splits(store, val_store, seed, val_fraction,
-                                              train_per_class)
+    return names
+
+
+def _plan(store, val_store, hierarchy, options) -> _Plan:
+    """The images that train and score (module doc), the held-out part of the training
+    images, and the classes' hierarchy and names."""
+    classes, train, val, split_kind = _splits(store, val_store, options.seed,
+                                              options.val_fraction, options.train_per_class)
     stored = store.class_names or [""] * len(classes)
     hier, hier_source = class_hierarchy(classes, [n or c for n, c in zip(stored, classes)],
                                         hierarchy)
     # a class without a stored name: its WordNet name (first lemma), else its id
     class_names = [n or (hier.names[i].split(",")[0] if not hier_source.startswith("flat")
                          else c) for i, (n, c) in enumerate(zip(stored, classes))]
-    n_classes = len(classes)
+    fit, held = _hold_out(store, train, options.seed, options.heldout_fraction)
+    return _Plan(store, classes, class_names, split_kind, hier, hier_source, fit, held, val)
+
+
+def _hold_out(store, train, seed, fraction):
+    """The training images split into those that fit the models and a seeded held-out
+    ``fraction`` of each class (module doc)."""
     held = _per_class_pick(train.rows, store.column("label").astype(np.int64), store.keys,
-                           seed + 2, fraction=heldout_fraction, at_least=1)
+                           seed + 2, fraction=fraction, at_least=1)
     fit_mask = ~np.isin(train.rows, held)
-    fit_rows, held_rows = train.rows[fit_mask], train.rows[~fit_mask]
-    y_fit, y_held = train.labels[fit_mask], train.labels[~fit_mask]
-    if len(held_rows) == 0:  # every class has a single image: choose on the training rows
-        held_rows, y_held = fit_rows, y_fit
-    out = {
-        "store": str(store.dir), "val_store": str(val_store.dir) if val_store else None,
-        "split": split_kind, "classes": classes, "class_names": class_names,
-        "hierarchy": hier_source, "seed": seed,
-        "train_images": int(len(fit_rows)), "heldout_images": int(len(held_rows)),
-        "val_images": int(len(val.rows)), "train_per_class": train_per_class,
+    fit = _Side(store, train.rows[fit_mask], train.labels[fit_mask])
+    held = _Side(store, train.rows[~fit_mask], train.labels[~fit_mask])
+    if len(held.rows) == 0:  # every class has a single image: choose on the training rows
+        held = fit
+    return fit, held
+
+
+def _header(plan, val_store, options) -> dict:
+    """The result's description of the experiment; its ``results`` still empty."""
+    return {
+        "store": str(plan.store.dir), "val_store": str(val_store.dir) if val_store else None,
+        "split": plan.split, "classes": plan.classes, "class_names": plan.class_names,
+        "hierarchy": plan.hierarchy_source, "seed": options.seed,
+        "train_images": int(len(plan.fit.rows)), "heldout_images": int(len(plan.held.rows)),
+        "val_images": int(len(plan.val.rows)), "train_per_class": options.train_per_class,
         "results": [],
     }
-    for name in names:
-        reader = EncodingReader(store.h5, name)
-        val_reader = reader if val.store is store else EncodingReader(val.store.h5, name)
-        if val_reader.dim != reader.dim:
-            raise BaselineError(f"encoding {name!r} has {val_reader.dim} dimensions in the val "
-                                f"store and {reader.dim} in the train store")
-        stats = feature_stats(reader, fit_rows)
-        for clf in classifiers:
-            t0 = time.perf_counter()
-            models = train_sgd(reader, fit_rows, y_fit, n_classes, loss=clf, lambdas=lambdas,
-                               epochs=epochs, seed=seed, stats=stats)
-            held_scores = [decision_blocks(m, reader, held_rows) for m in models]
-            best, held_errors = _select(held_scores, y_held)
-            model, hs = models[best], held_scores[best]
-            train_time = time.perf_counter() - t0
-            scores = decision_blocks(model, val_reader, val.rows)
-            guesses = metrics.top_guesses(scores, 5)
-            summary, cm = metrics.summarize(guesses, val.labels, n_classes,
-                                            hier if not hier_source.startswith("flat") else None)
-            temperature = hedging.fit_temperature(hs, y_held)
-            proba = hedging.softmax(scores, temperature)
-            curve = hedging.curve(proba, val.labels, hier)
-            held_proba = hedging.softmax(hs, temperature)
-            darts = []
-            for target in HEDGE_TARGETS:
-                lam = hedging.darts_lambda(held_proba, y_held, hier, target)
-                acc, gain = hedging.evaluate(proba, val.labels, hier, lam)
-                darts.append({"target_accuracy": target,
-                              "lambda": lam if np.isfinite(lam) else None, "accuracy": acc,
-                              "info_gain": gain})
-            result = dict(
-                encoding=name, classifier=clf, dims=reader.dim,
-                layout="csr" if reader.sparse else "dense",
-                lambda_=float(model.lam), heldout_top1_error=dict(
-                    zip([f"{lam:g}" for lam in lambdas], held_errors)),
-                temperature=temperature, train_seconds=train_time, epochs=epochs,
-                **summary, hedging=dict(curve=curve, darts=darts))
-            result["lambda"] = result.pop("lambda_")
-            result["_confusion"] = cm
-            result["_guesses"] = guesses
-            if keep_scores:
-                result["_scores"] = scores
-            out["results"].append(result)
-            if log:
-                log(f"{name} / {clf}: top-1 error {summary['top1_error']:.4f}, top-5 "
-                    f"{summary['top5_error']:.4f} (lambda {model.lam:g}, "
-                    f"{train_time:.1f} s)")
-    best = min(out["results"], key=lambda r: (r["top1_error"], r["top5_error"]))
-    out["best"] = {"encoding": best["encoding"], "classifier": best["classifier"],
-                   "top1_error": best["top1_error"], "top5_error": best["top5_error"]}
-    out["_val"] = val
-    return out
+
+
+def _rows(plan, name) -> _Rows:
+    """Encoding ``name`` read from both stores, which must give it the same width."""
+    reader = EncodingReader(plan.store.h5, name)
+    val_reader = (reader if plan.val.store is plan.store
+                  else EncodingReader(plan.val.store.h5, name))
+    if val_reader.dim != reader.dim:
+        raise BaselineError(f"encoding {name!r} has {val_reader.dim} dimensions in the val "
+                            f"store and {reader.dim} in the train store")
+    return _Rows(name, reader, val_reader, feature_stats(reader, plan.fit.rows))
+
+
+def _fit(plan, rows, clf, options):
+    """Classifier ``clf`` trained for every lambda; the one of least held-out top-1 error,
+    its held-out scores, every lambda's held-out error and the seconds taken."""
+    t0 = time.perf_counter()
+    models = train_sgd(rows.train, plan.fit.rows, plan.fit.labels, plan.n_classes, loss=clf,
+                       lambdas=options.lambdas, epochs=options.epochs, seed=options.seed,
+                       stats=rows.stats)
+    held_scores = [decision_blocks(m, rows.train, plan.held.rows) for m in models]
+    best, held_errors = _select(held_scores, plan.held.labels)
+    return models[best], held_scores[best], held_errors, time.perf_counter() - t0
+
+
+def _hedge(plan, held_scores, scores):
+    """Scores calibrated into posteriors (a softmax temperature fit on the held-out
+    images), then the accuracy-specificity curve and DARTS at each target accuracy."""
+    temperature = hedging.fit_temperature(held_scores, plan.held.labels)
+    proba = hedging.softmax(scores, temperature)
+    curve = hedging.curve(proba, plan.val.labels, plan.hierarchy)
+    held_proba = hedging.softmax(held_scores, temperature)
+    darts = []
+    for target in HEDGE_TARGETS:
+        lam = hedging.darts_lambda(held_proba, plan.held.labels, plan.hierarchy, target)
+        acc, gain = hedging.evaluate(proba, plan.val.labels, plan.hierarchy, lam)
+        darts.append({"target_accuracy": target,
+                      "lambda": lam if np.isfinite(lam) else None, "accuracy": acc,
+                      "info_gain": gain})
+    return temperature, dict(curve=curve, darts=darts)
+
+
+def _train_and_score(plan, rows, clf, options) -> dict:
+    """One (encoding, classifier): trained, scored on the val images, hedged."""
+    model, held_scores, held_errors, train_time = _fit(plan, rows, clf, options)
+    scores = decision_blocks(model, rows.val, plan.val.rows)
+    guesses = metrics.top_guesses(scores, 5)
+    summary, cm = metrics.summarize(guesses, plan.val.labels, plan.n_classes,
+                                    plan.hierarchy if plan.hierarchical else None)
+    temperature, hedged = _hedge(plan, held_scores, scores)
+    result = dict(
+        encoding=rows.name, classifier=clf, dims=rows.train.dim,
+        layout="csr" if rows.train.sparse else "dense",
+        lambda_=float(model.lam), heldout_top1_error=dict(
+            zip([f"{lam:g}" for lam in options.lambdas], held_errors)),
+        temperature=temperature, train_seconds=train_time, epochs=options.epochs,
+        **summary, hedging=hedged)
+    result["lambda"] = result.pop("lambda_")
+    result["_confusion"] = cm
+    result["_guesses"] = guesses
+    if options.keep_scores:
+        result["_scores"] = scores
+    return result
 
 
 def to_json(result):

@@ -256,81 +256,122 @@ def _lloyd(x, k, iters, rng, n_threads, verbose, centroids=None, tol=0.0,
            skip=True) -> KMeansResult:
     """Lloyd's iterations; ``skip=False`` searches every row at every iteration (the
     reference that the tests compare the bounds with: same result)."""
-    kern = load("_kmeans", "k-means update")
-    kern_assign = load("_assign", "assignment")
-    n, d = x.shape
+    state = _LloydState(x, k, n_threads)
     if centroids is None:
         centroids = x[_distinct_rows(x, k, rng)].astype(np.float32)
-    labels = np.empty(n, np.int32)
-    previous = np.full(n, -1, np.int32)
-    dist2 = np.empty(n, np.float64)
-    sums = np.empty((k, d), np.float64)
-    counts = np.empty(k, np.int64)
     history = []
-    # The assignment's bound uses fixed axes, recomputed from the centroids at a few
-    # iterations only (the first centroids are random rows, whose axes differ from
-    # those of the converging codebook), so that the rows' side of the bound is
-    # computed once per choice of axes instead of every iteration. All-zero rows
-    # (dense SIFT below its contrast threshold) always go to the centroid of
-    # smallest norm; they are left out of the search.
-    nonzero = np.flatnonzero(x.any(axis=1))
-    xs = x[nonzero] if len(nonzero) < n else x
-    sub_labels = np.empty(len(xs), np.int32)
-    # Hamerly's bounds (exact distances, see ext/_assign.pyx): per row, an upper
-    # bound on the distance to its centroid and a lower bound on the distance to
-    # every other one. After an update they are moved by how far the centroids
-    # moved; a row whose bounds do not overlap keeps its centroid, which is then
-    # strictly its nearest, so only the others are searched again and the
-    # labels are those of the full search.
-    upper = np.empty(len(xs), np.float64)
-    lower = np.empty(len(xs), np.float64)
-    active = np.empty(len(xs), np.uint8)
-    old = None
-    projected = axes = None
     for it in range(iters):
-        if it in _NEW_AXES_AT or axes is None:
-            assigner = Assigner(centroids, n_threads=n_threads)
-            axes = assigner.axes
-            projected = assigner.project(xs)
-        else:
-            assigner = Assigner.with_axes(centroids, axes, n_threads=n_threads)
-        rows = None
-        if old is not None and skip:
-            drift = np.sqrt(np.einsum("ij,ij->i", *(2 * [assigner.centroids.astype(np.float64)
-                                                          - old]))) * (1 + 1e-12)
-            top = int(np.argmax(drift))
-            second = float(np.max(np.delete(drift, top))) if k > 1 else 0.0
-            kern_assign.bound_filter(xs, sub_labels, assigner.centroids, drift, top,
-                                     float(drift[top]), second, upper, lower, active,
-                                     n_threads)
-            rows = np.flatnonzero(active)
-        if skip:
-            assigner.assign_projected(xs, projected, sub_labels, rows=rows, upper=upper,
-                                       lower=lower)
-        else:
-            assigner.assign_projected(xs, projected, sub_labels)
-        old = assigner.centroids.astype(np.float64)
-        if len(xs) < n:
-            labels.fill(assigner.zero_word)
-            labels[nonzero] = sub_labels
-        else:
-            labels[:] = sub_labels
-        sums.fill(0)
-        counts.fill(0)
-        history.append(kern.accumulate(x, labels, centroids, sums, counts, dist2) / n)
+        state.assign(centroids, it, skip)
+        history.append(state.accumulate(centroids))
         if verbose:
             print(f"k-means iteration {it + 1}: inertia {history[-1]:.6g}, "
-                  f"{int((counts == 0).sum())} empty", flush=True)
-        if np.array_equal(labels, previous):
+                  f"{int((state.counts == 0).sum())} empty", flush=True)
+        if np.array_equal(state.labels, state.previous):
             break   # a fixed point: the update would give the same centroids
-        previous, labels = labels, previous
-        full = counts > 0
+        state.previous, state.labels = state.labels, state.previous
+        centroids = state.update(centroids, rng)
+        if _converged(history, tol):
+            break   # converged: this iteration's update is kept
+    # ``state.previous`` holds the last assignment in both exits of the loop.
+    return KMeansResult(centroids, state.previous, float(history[-1]), len(history),
+                        tuple(history))
+
+
+def _converged(history, tol) -> bool:
+    """Whether the last assignment lowered the mean squared distance by less than ``tol``
+    relative."""
+    return len(history) > 1 and history[-2] - history[-1] < tol * history[-1]
+
+
+class _LloydState:
+    """What Lloyd's iterations on ``x`` keep from one to the next: buffers allocated once,
+    the last two assignments, and the bounded search's axes, projected rows and bounds."""
+
+    def __init__(self, x, k, n_threads):
+        self.kern = load("_kmeans", "k-means update")
+        self.kern_assign = load("_assign", "assignment")
+        n, d = x.shape
+        self.x, self.k, self.n_threads = x, k, n_threads
+        self.labels = np.empty(n, np.int32)
+        self.previous = np.full(n, -1, np.int32)
+        self.dist2 = np.empty(n, np.float64)
+        self.sums = np.empty((k, d), np.float64)
+        self.counts = np.empty(k, np.int64)
+        # The assignment's bound uses fixed axes, recomputed from the centroids at a few
+        # iterations only (the first centroids are random rows, whose axes differ from
+        # those of the converging codebook), so that the rows' side of the bound is
+        # computed once per choice of axes instead of every iteration. All-zero rows
+        # (dense SIFT below its contrast threshold) always go to the centroid of
+        # smallest norm; they are left out of the search.
+        self.nonzero = np.flatnonzero(x.any(axis=1))
+        self.xs = x[self.nonzero] if len(self.nonzero) < n else x
+        self.sub_labels = np.empty(len(self.xs), np.int32)
+        # Hamerly's bounds (exact distances, see ext/_assign.pyx): per row, an upper
+        # bound on the distance to its centroid and a lower bound on the distance to
+        # every other one. After an update they are moved by how far the centroids
+        # moved; a row whose bounds do not overlap keeps its centroid, which is then
+        # strictly its nearest, so only the others are searched again and the
+        # labels are those of the full search.
+        self.upper = np.empty(len(self.xs), np.float64)
+        self.lower = np.empty(len(self.xs), np.float64)
+        self.active = np.empty(len(self.xs), np.uint8)
+        self.old = None
+        self.axes = self.projected = None
+
+    def assign(self, centroids, it, skip):
+        """One assignment step: ``labels`` <- the nearest centroid of every row (exact);
+        with ``skip``, only the rows whose bounds overlap are searched again."""
+        assigner = self._assigner(centroids, it)
+        if skip:
+            rows = None if self.old is None else self._active_rows(assigner)
+            assigner.assign_projected(self.xs, self.projected, self.sub_labels, rows=rows,
+                                      upper=self.upper, lower=self.lower)
+        else:
+            assigner.assign_projected(self.xs, self.projected, self.sub_labels)
+        self.old = assigner.centroids.astype(np.float64)
+        if len(self.xs) < len(self.x):
+            self.labels.fill(assigner.zero_word)
+            self.labels[self.nonzero] = self.sub_labels
+        else:
+            self.labels[:] = self.sub_labels
+
+    def _assigner(self, centroids, it):
+        """The search over ``centroids``; at the iterations of new axes the rows are
+        projected on them again."""
+        if it in _NEW_AXES_AT or self.axes is None:
+            assigner = Assigner(centroids, n_threads=self.n_threads)
+            self.axes = assigner.axes
+            self.projected = assigner.project(self.xs)
+            return assigner
+        return Assigner.with_axes(centroids, self.axes, n_threads=self.n_threads)
+
+    def _active_rows(self, assigner):
+        """The rows whose bounds, moved by how far each centroid moved since the last
+        assignment, overlap: those whose centroid may change."""
+        drift = np.sqrt(np.einsum("ij,ij->i", *(2 * [assigner.centroids.astype(np.float64)
+                                                      - self.old]))) * (1 + 1e-12)
+        top = int(np.argmax(drift))
+        second = float(np.max(np.delete(drift, top))) if self.k > 1 else 0.0
+        self.kern_assign.bound_filter(self.xs, self.sub_labels, assigner.centroids, drift, top,
+                                      float(drift[top]), second, self.upper, self.lower,
+                                      self.active, self.n_threads)
+        return np.flatnonzero(self.active)
+
+    def accumulate(self, centroids) -> float:
+        """The clusters' sums and counts and each row's squared distance to its centroid,
+        for the assignment in ``labels``; returns the mean squared distance."""
+        self.sums.fill(0)
+        self.counts.fill(0)
+        return self.kern.accumulate(self.x, self.labels, centroids, self.sums, self.counts,
+                                    self.dist2) / len(self.x)
+
+    def update(self, centroids, rng):
+        """One update step: each cluster's mean, from the sums of :meth:`accumulate`; an
+        empty cluster's centroid is re-seeded (module doc)."""
+        full = self.counts > 0
         centroids = centroids.copy()
-        centroids[full] = (sums[full] / counts[full, None]).astype(np.float32)
+        centroids[full] = (self.sums[full] / self.counts[full, None]).astype(np.float32)
         empty = np.flatnonzero(~full)
         if len(empty):
-            _reseed(x, centroids, empty, dist2, rng)
-        if len(history) > 1 and history[-2] - history[-1] < tol * history[-1]:
-            break   # converged: this iteration's update is kept
-    # ``previous`` holds the last assignment in both exits of the loop.
-    return KMeansResult(centroids, previous, float(history[-1]), len(history), tuple(history))
+            _reseed(self.x, centroids, empty, self.dist2, rng)
+        return centroids

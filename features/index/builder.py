@@ -246,6 +246,32 @@ def build(store: Store, encoding="bovw", factory=None, *, exact_below=EXACT_BELO
     if not force and is_current(store, encoding, requested):
         return out
     started = time.monotonic()
+    plan = _plan(store, encoding, requested, exact_below, block)
+    trained = train_index(store, plan.rows, plan.base_factory, seed=seed,
+                          eligible=plan.eligible, params=plan.params)
+    n_vectors = _fill(plan, trained, part_rows, run_tasks)
+    _record(plan, trained, n_vectors, started)
+    return out
+
+
+class _Plan:
+    """What one build reads and makes, passed from step to step: the encoding's rows, the
+    images' status and the indexable image numbers, the index chosen for them, and the
+    block of rows read at a time."""
+
+    def __init__(self, store, encoding, rows, status, eligible, requested, factory, params,
+                 block):
+        self.store, self.encoding, self.rows, self.status = store, encoding, rows, status
+        self.eligible = eligible
+        self.requested = requested          # "auto" or the factory string given
+        self.factory, self.params = factory, params
+        self.base_factory, self.refine = split_factory(factory)
+        self.block = block
+        self.out = store.dir / INDEX_FILE
+
+
+def _plan(store, encoding, requested, exact_below, block) -> _Plan:
+    """Read the rows' status, list the indexable images and choose the index."""
     rows = EncodingRows(store.h5, encoding)
     status = store.h5["images/status"][:]
     if len(status) != rows.n_rows:
@@ -253,14 +279,20 @@ def build(store: Store, encoding="bovw", factory=None, *, exact_below=EXACT_BELO
                          f"{len(status)} images")
     eligible = np.concatenate([indexable(store, rows, a, min(a + (1 << 17), rows.n_rows), status)
                                for a in range(0, rows.n_rows, 1 << 17)] or [np.zeros(0, int)])
+    factory, params = _choose_factory(rows, encoding, requested, len(eligible), exact_below)
+    return _Plan(store, encoding, rows, status, eligible, requested, factory, params, block)
+
+
+def _choose_factory(rows, encoding, requested, n_eligible, exact_below):
+    """The factory string and its search parameters: chosen by size for "auto", else the
+    one requested; a sparse refine stage is checked against the encoding."""
     if requested == AUTO:
-        density = (int(rows.indptr[-1]) / max(1, len(eligible) * rows.dim) if rows.sparse
+        density = (int(rows.indptr[-1]) / max(1, n_eligible * rows.dim) if rows.sparse
                    else 1.0)
-        factory, params = auto_factory(len(eligible), rows.dim, exact_below, density)
+        factory, params = auto_factory(n_eligible, rows.dim, exact_below, density)
     else:
         factory, params = requested, {}
-    base_factory, refine = split_factory(factory)
-    if refine:
+    if split_factory(factory)[1]:
         if not rows.sparse:
             raise StoreError(f"{SPARSE_REFINE} re-scores sparse rows, and encoding "
                              f"{encoding!r} is stored dense: refine it with FAISS's "
@@ -270,60 +302,91 @@ def build(store: Store, encoding="bovw", factory=None, *, exact_below=EXACT_BELO
                              f"dimensions; {encoding!r} has {rows.dim}")
         # the refine stage is cheap (a gather per stored value): a long shortlist
         params = {"k_factor": 100, **params}
-    trained = train_index(store, rows, base_factory, seed=seed, eligible=eligible,
-                          params=params)
+    return factory, params
+
+
+def _fill(plan, trained, part_rows, run_tasks) -> int:
+    """Fill a copy of the trained index with the indexable rows and write ``index.faiss``
+    (and a sparse refine stage's ``index.refine``; an earlier build's is removed when this
+    one has none), through a work folder removed after; returns the number of vectors."""
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    work = store.dir / f".index-parts-{token}"
+    work = plan.store.dir / f".index-parts-{token}"
     work.mkdir()
     try:
         if split_index(trained) is None:
-            index = faiss.clone_index(trained)
-            prefix = work / "part-000000"
-            sparse = SparsePart(prefix, 0, rows.n_rows) if refine else None
-            try:
-                _fill_in_memory(index, store, rows, 0, rows.n_rows, block, status, sparse)
-            finally:
-                if sparse is not None:
-                    sparse.close()
-            parts = [(0, rows.n_rows, prefix)]
-            if refine:
-                write_refine(store.dir / REFINE_FILE, parts, rows.n_rows, rows.dim)
-            with atomic_file(out) as tmp:
-                try:
-                    faiss.write_index(index, str(tmp))
-                except RuntimeError as e:
-                    # FAISS reports a failed write (full disk, read-only folder) as a
-                    # RuntimeError with the C library's message: give it back its errno.
-                    raise OSError(errno_in(str(e)), f"cannot write the index: {e}",
-                                  str(out)) from None
-            n_vectors = int(index.ntotal)
-            del index
+            n_vectors = _fill_whole(plan, trained, work)
         else:
-            trained_path = work / "trained.faiss"
-            faiss.write_index(trained, str(trained_path))
-            ranges = _part_ranges(store, rows.n_rows, part_rows)
-            tasks = [(str(store.dir), encoding, str(trained_path), a, b,
-                      str(work / f"part-{n:06d}"), n, block, refine)
-                     for n, (a, b) in enumerate(ranges)]
-            prefixes, counts = [], []
-            for done in run_tasks(fill_part, tasks):
-                prefixes.append(Path(done["prefix"]))
-                counts.append(done["rows"])
-            if refine:
-                write_refine(store.dir / REFINE_FILE,
-                             [(a, b, p) for (a, b), p in zip(ranges, prefixes)],
-                             rows.n_rows, rows.dim)
-            merge_on_disk(trained_path, prefixes, counts, work, out)
-            n_vectors = sum(counts)
+            n_vectors = _fill_by_parts(plan, trained, work, part_rows, run_tasks)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    refine_path = store.dir / REFINE_FILE
-    if not refine:
-        refine_path.unlink(missing_ok=True)
-    manifest = Manifest(store.dir)
-    manifest.step_done("index", encoding=encoding, requested=requested, factory=factory,
-                       params=params, kind=_kind(factory, requested), rows=n_vectors,
-                       dim=rows.dim, bytes=out.stat().st_size,
+    if not plan.refine:
+        (plan.store.dir / REFINE_FILE).unlink(missing_ok=True)
+    return n_vectors
+
+
+def _fill_whole(plan, trained, work) -> int:
+    """An index that does not split into inverted lists and flat codes: filled in memory
+    and written in one piece."""
+    rows = plan.rows
+    index = faiss.clone_index(trained)
+    prefix = work / "part-000000"
+    sparse = SparsePart(prefix, 0, rows.n_rows) if plan.refine else None
+    try:
+        _fill_in_memory(index, plan.store, rows, 0, rows.n_rows, plan.block, plan.status,
+                        sparse)
+    finally:
+        if sparse is not None:
+            sparse.close()
+    if plan.refine:
+        write_refine(plan.store.dir / REFINE_FILE, [(0, rows.n_rows, prefix)], rows.n_rows,
+                     rows.dim)
+    _write_index(index, plan.out)
+    return int(index.ntotal)
+
+
+def _write_index(index, out):
+    """``index.faiss`` written atomically (a temporary file, then renamed)."""
+    with atomic_file(out) as tmp:
+        try:
+            faiss.write_index(index, str(tmp))
+        except RuntimeError as e:
+            # FAISS reports a failed write (full disk, read-only folder) as a
+            # RuntimeError with the C library's message: give it back its errno.
+            raise OSError(errno_in(str(e)), f"cannot write the index: {e}",
+                          str(out)) from None
+
+
+def _fill_by_parts(plan, trained, work, part_rows, run_tasks) -> int:
+    """An index of inverted lists and flat codes: each task of whole shards fills its part
+    (``fill_part``), and the parts are merged on disk into ``index.faiss``."""
+    store, rows = plan.store, plan.rows
+    trained_path = work / "trained.faiss"
+    faiss.write_index(trained, str(trained_path))
+    ranges = _part_ranges(store, rows.n_rows, part_rows)
+    tasks = [(str(store.dir), plan.encoding, str(trained_path), a, b,
+              str(work / f"part-{n:06d}"), n, plan.block, plan.refine)
+             for n, (a, b) in enumerate(ranges)]
+    prefixes, counts = [], []
+    for done in run_tasks(fill_part, tasks):
+        prefixes.append(Path(done["prefix"]))
+        counts.append(done["rows"])
+    if plan.refine:
+        write_refine(store.dir / REFINE_FILE,
+                     [(a, b, p) for (a, b), p in zip(ranges, prefixes)],
+                     rows.n_rows, rows.dim)
+    merge_on_disk(trained_path, prefixes, counts, work, plan.out)
+    return sum(counts)
+
+
+def _record(plan, trained, n_vectors, started):
+    """The manifest's record of the build: what it was built from, which ``is_current``
+    compares with the next request."""
+    refine, refine_path = plan.refine, plan.store.dir / REFINE_FILE
+    manifest = Manifest(plan.store.dir)
+    manifest.step_done("index", encoding=plan.encoding, requested=plan.requested,
+                       factory=plan.factory, params=plan.params,
+                       kind=_kind(plan.factory, plan.requested), rows=n_vectors,
+                       dim=plan.rows.dim, bytes=plan.out.stat().st_size,
                        # with a sparse refine stage the FAISS part is the small one (PQ codes
                        # and ids, 48 bytes per image): read, since FAISS scans mapped lists
                        # at half the speed (1.6 against 3.0-3.4 ms at 1.28M, nprobe 32);
@@ -331,9 +394,8 @@ def build(store: Store, encoding="bovw", factory=None, *, exact_below=EXACT_BELO
                        io_flag="none" if refine else io_flag(trained),
                        refine="sparse" if refine else None,
                        refine_bytes=refine_path.stat().st_size if refine else None,
-                       source=_fingerprint(store, rows),
+                       source=_fingerprint(plan.store, plan.rows),
                        seconds=round(time.monotonic() - started, 3))
-    return out
 
 
 def _run_here(func, tasks):

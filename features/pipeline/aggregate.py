@@ -122,6 +122,36 @@ def _same_images(a, b):
     return all(a.get(k) == b.get(k) for k in ("count", "first_key", "last_key", "first"))
 
 
+@dataclass(frozen=True)
+class _Request:
+    """One :func:`aggregate` call, its options checked: what its steps share."""
+    store_dir: Path
+    method: str
+    name: str
+    params: dict
+    replace: bool
+    exist_ok: bool
+    jobs: int
+    source: object
+    limit: object
+    progress: bool
+
+    @property
+    def enc_dir(self) -> Path:
+        return self.store_dir / ENCODINGS_DIR / self.name
+
+
+@dataclass(frozen=True)
+class _Held:
+    """What the store holds that an aggregation depends on, read once under the lock."""
+    config: object
+    n_images: int
+    n_words: int        # 0 without a codebook
+    desc_dim: int
+    total_desc: int     # descriptors of all images
+    models: dict        # models/* of store.h5
+
+
 def aggregate(config, store_dir, method, name=None, options=None, jobs=1, *, replace=False,
               source=None, limit=None, exist_ok=False, progress=True, report=print) -> Path:
     """Compute encoding ``method`` for every image of the store and add it as
@@ -146,101 +176,169 @@ def aggregate(config, store_dir, method, name=None, options=None, jobs=1, *, rep
     if name in RESERVED:
         raise StoreError(f"encodings/{name} is built by the encode step and cannot be replaced; "
                          f"choose another --name")
+    request = _Request(store_dir, method, name, params, replace, exist_ok, jobs, source, limit,
+                       progress)
     with store_lock(store_dir, "aggregate"):
-        return _aggregate(config, store_dir, method, name, params, jobs, replace, source, limit,
-                          exist_ok, progress, report)
+        return _aggregate(request, config, report)
 
 
-def _aggregate(config, store_dir, method, name, params, jobs, replace, source, limit, exist_ok,
-               progress, report):
-    remove_stale_temporaries(store_dir)          # a killed run's copy of store.h5
-    with Store(store_dir) as store:
+def _aggregate(request, config, report):
+    """:func:`aggregate` under the store's lock: read, plan, models, shards, attach."""
+    remove_stale_temporaries(request.store_dir)          # a killed run's copy of store.h5
+    path, held = _read_store(request, config)
+    if held is None:
+        return path
+    manifest = Manifest(request.store_dir)
+    records = _shard_records(manifest, held.n_images, held.config.shard_size)
+    plan = _plan(request, held)
+    record = _earlier_run(request, manifest)
+    estimate, what = _size(plan, held)
+    _check_space(request, estimate - _done_bytes(request, record, records), what, report)
+    plan.models = _models(request.method, request.params, request.store_dir, held.models,
+                          held.desc_dim, request.replace, held.config.seed)
+    record = _start(request, plan, manifest, record)
+    _encode_shards(plan, held.config, request.store_dir, request.enc_dir, records, record,
+                   manifest, request.jobs, request.source, request.limit, request.progress)
+    return _finish(request, record, records, manifest, plan.models)
+
+
+def _read_store(request, config):
+    """The path of store.h5 and what it holds (``_Held``; None when it already has
+    encodings/NAME of this method and these options, and ``exist_ok``). Refuses an
+    encoding of that name without ``replace``, and an encoding the store cannot give the
+    input of."""
+    with Store(request.store_dir) as store:
         h5 = store.h5
         config = config or store.config
         n_images = store.n_images
-        existing = h5.get("encodings/" + name)
-        if existing is not None:
-            same = (existing.attrs.get("method") == method
-                    and json.loads(existing.attrs.get("params", "{}")) == params)
-            if exist_ok and same and not replace:
-                return store.path
-            if not replace:
-                raise StoreError(f"{store.path} already has encodings/{name}; pass --replace "
-                                 f"to compute it again, or choose another --name")
-        if "codebook/centroids" not in h5 and METHODS[method].reads == "words":
+        if _keep_existing(h5.get("encodings/" + request.name), store.path, request):
+            return store.path, None
+        reads = METHODS[request.method].reads
+        if "codebook/centroids" not in h5 and reads == "words":
             raise StoreError(f"{store.path} has no codebook; run `features codebook` and "
                              f"`features encode` first")
-        n_words = int(h5["codebook/centroids"].shape[0]) if "codebook/centroids" in h5 else 0
         has_descriptors = "descriptors" in h5
-        desc_dim = int(h5["descriptors"].shape[1]) if has_descriptors else 128
-        total_desc = int(h5["offsets"][-1]) if n_images else 0
-        stored_models = read_models(h5)
-    if METHODS[method].reads == "descriptors" and not has_descriptors and source is None:
-        raise StoreError(f"{store_dir} was kept without descriptors, which --method {method} "
-                         f"needs: rerun with descriptors, or give --source to extract them again")
-    manifest = Manifest(store_dir)
-    records = _shard_records(manifest, n_images, config.shard_size)
+        held = _Held(
+            config=config, n_images=n_images,
+            n_words=int(h5["codebook/centroids"].shape[0]) if "codebook/centroids" in h5 else 0,
+            desc_dim=int(h5["descriptors"].shape[1]) if has_descriptors else 128,
+            total_desc=int(h5["offsets"][-1]) if n_images else 0,
+            models=read_models(h5))
+        path = store.path
+    if reads == "descriptors" and not has_descriptors and request.source is None:
+        raise StoreError(f"{request.store_dir} was kept without descriptors, which --method "
+                         f"{request.method} needs: rerun with descriptors, or give --source to "
+                         f"extract them again")
+    return path, held
 
-    dim = dimension(method, params, n_words, desc_dim)
+
+def _keep_existing(existing, path, request) -> bool:
+    """Whether an encodings/NAME already in store.h5 (``existing``, or None) is kept: with
+    ``exist_ok``, when it has the same method and options. Without ``replace`` it is never
+    computed again."""
+    if existing is None:
+        return False
+    same = (existing.attrs.get("method") == request.method
+            and json.loads(existing.attrs.get("params", "{}")) == request.params)
+    if request.exist_ok and same and not request.replace:
+        return True
+    if not request.replace:
+        raise StoreError(f"{path} already has encodings/{request.name}; pass --replace "
+                         f"to compute it again, or choose another --name")
+    return False
+
+
+def _plan(request, held) -> Plan:
+    """What a worker computes: the encoding's width and type (the models are added once
+    they are learned or read)."""
+    method, params = request.method, request.params
+    dim = dimension(method, params, held.n_words, held.desc_dim)
     sparse = METHODS[method].sparse
     dtype = "float32" if sparse else params["dtype"]
-    if sparse:
+    return Plan(method, request.name, params, dim, dtype, sparse, held.config.frame_units,
+                held.n_words)
+
+
+def _size(plan, held):
+    """The bytes the encoding takes (at most, for sparse rows) and a line saying so."""
+    n_images, dim, params = held.n_images, plan.dim, plan.params
+    if plan.sparse:
         map_dim = 2 * params["kernel_order"] + 1 if params["kernel_map"] else 1
-        cells = dim // max(n_words * map_dim, 1)
+        cells = dim // max(plan.n_words * map_dim, 1)
         n_grids = len(params.get("grids", "1x1").split(","))
-        nnz = min(total_desc * n_grids, n_images * cells * n_words) * map_dim
+        nnz = min(held.total_desc * n_grids, n_images * cells * plan.n_words) * map_dim
         estimate = nnz * 8 + (n_images + 1) * 8
         what = f"{n_images} x {dim} sparse float32, at most {_fmt_bytes(estimate)}"
     else:
-        estimate = n_images * dim * np.dtype(dtype).itemsize
-        what = f"{n_images} x {dim} {dtype} = {_fmt_bytes(estimate)}"
+        estimate = n_images * dim * np.dtype(plan.dtype).itemsize
+        what = f"{n_images} x {dim} {plan.dtype} = {_fmt_bytes(estimate)}"
+    return estimate, what
 
+
+def _earlier_run(request, manifest):
+    """The manifest's record of an earlier, unfinished run of this name, to resume; None
+    when there is none, or when it is replaced."""
     # A record of an earlier, unfinished run of this name: resumed if it had the same
     # method and options, else it is another aggregation's and needs --replace.
-    agg = manifest.data.setdefault("aggregate", {})
-    record = agg.get(name)
-    enc_dir = store_dir / ENCODINGS_DIR / name
-    if record is not None and (record["method"] != method or record["params"] != params
-                               or replace):
-        if not replace:
-            raise StoreError(f"{store_dir} holds an unfinished aggregation {name!r} with other "
-                             f"options; rerun it with the same options, or pass --replace")
+    record = manifest.data.setdefault("aggregate", {}).get(request.name)
+    if record is not None and (record["method"] != request.method
+                               or record["params"] != request.params or request.replace):
+        if not request.replace:
+            raise StoreError(f"{request.store_dir} holds an unfinished aggregation "
+                             f"{request.name!r} with other options; rerun it with the same "
+                             f"options, or pass --replace")
         record = None
-    done_bytes = 0
+    return record
+
+
+def _done_bytes(request, record, records) -> int:
+    """The bytes of the shards a resumed run has finished."""
+    done = 0
     if record is not None:
         for number, rec in enumerate(records):
             got = record["shards"].get(str(number))
-            if got and _same_images(got, rec) and (enc_dir / got["file"]).exists():
-                done_bytes += got.get("bytes", 0)
-    free = shutil.disk_usage(store_dir).free
-    report(f"encodings/{name}: {what}")
-    if estimate - done_bytes > free:
-        raise StoreError(f"not enough disk space for encodings/{name}: it needs "
-                         f"{_fmt_bytes(estimate - done_bytes)}, {_fmt_bytes(free)} free in "
-                         f"{store_dir}")
+            if got and _same_images(got, rec) and (request.enc_dir / got["file"]).exists():
+                done += got.get("bytes", 0)
+    return done
 
-    models = _models(method, params, store_dir, stored_models, desc_dim, replace, config.seed)
 
+def _check_space(request, needed, what, report):
+    """Reports the encoding's size, and refuses to start when the disk cannot hold the
+    ``needed`` bytes left to write."""
+    free = shutil.disk_usage(request.store_dir).free
+    report(f"encodings/{request.name}: {what}")
+    if needed > free:
+        raise StoreError(f"not enough disk space for encodings/{request.name}: it needs "
+                         f"{_fmt_bytes(needed)}, {_fmt_bytes(free)} free in "
+                         f"{request.store_dir}")
+
+
+def _start(request, plan, manifest, record):
+    """The run's record (a new one, saved, unless an earlier run is resumed), its folder,
+    and the file of the models it uses."""
     # Validation is over: from here on files are written. A new run gets a new token in its
     # file names, so the files a store.h5 in use points to are never overwritten (--replace).
     if record is None:
-        record = {"method": method, "params": params, "dim": dim, "dtype": dtype,
-                  "sparse": sparse, "shards": {}, "state": "running",
-                  "token": os.urandom(4).hex()}
-        agg[name] = record
+        record = {"method": plan.method, "params": plan.params, "dim": plan.dim,
+                  "dtype": plan.dtype, "sparse": plan.sparse, "shards": {},
+                  "state": "running", "token": os.urandom(4).hex()}
+        manifest.data.setdefault("aggregate", {})[request.name] = record
         manifest.save()
+    enc_dir = request.enc_dir
     enc_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(enc_dir)
-    if models:
-        write_models_file(enc_dir / f"models-{record['token']}.h5", models)
+    if plan.models:
+        write_models_file(enc_dir / f"models-{record['token']}.h5", plan.models)
+    return record
 
-    plan = Plan(method, name, params, dim, dtype, sparse, config.frame_units, n_words, models)
-    _encode_shards(plan, config, store_dir, enc_dir, records, record, manifest, jobs, source,
-                   limit, progress)
-    path = _attach(store_dir, name, record, records, models)
+
+def _finish(request, record, records, manifest, models) -> Path:
+    """All shards are in: store.h5 replaced by one holding encodings/NAME, the run recorded
+    as done, and the files of earlier runs of this name removed."""
+    path = _attach(request.store_dir, request.name, record, records, models)
     record["state"] = "done"
     manifest.save()
-    _remove_unreferenced(enc_dir, record)
+    _remove_unreferenced(request.enc_dir, record)
     return path
 
 
