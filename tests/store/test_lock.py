@@ -23,12 +23,14 @@ def _hold_lock(directory, ready, release):
         release.wait(30)
 
 
-def _try_lock(directory, start, results):
+def _try_lock(directory, start, results, everyone_tried):
     start.wait(30)
     try:
         with store_lock(directory, "race"):
             results.put(("won", os.getpid()))
-            time.sleep(0.5)
+            # held until every racer has had its try: on a loaded machine a racer that
+            # starts late would otherwise find the lock released and rightly win it too
+            everyone_tried.wait(60)
     except StoreLocked as e:
         results.put(("lost", str(e)))
 
@@ -99,13 +101,15 @@ def test_takeover_race_has_one_winner(tmp_path):
     (tmp_path / LOCK_FILE).write_text(json.dumps(
         {"pid": dead.pid, "host": socket.gethostname(), "since": "then", "command": "run"}))
     ctx = _ctx()
-    start, results = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=_try_lock, args=(tmp_path, start, results)) for _ in range(4)]
+    start, results, everyone_tried = ctx.Event(), ctx.Queue(), ctx.Event()
+    procs = [ctx.Process(target=_try_lock, args=(tmp_path, start, results, everyone_tried))
+             for _ in range(4)]
     for p in procs:
         p.start()
     time.sleep(1.0)
     start.set()
     outcomes = [results.get(timeout=60) for _ in procs]
+    everyone_tried.set()
     for p in procs:
         p.join(30)
     assert [o for o, _ in outcomes].count("won") == 1, outcomes
