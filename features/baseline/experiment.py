@@ -25,10 +25,10 @@ import numpy as np
 
 from .._shared.hashing import array_sha256
 from ..exceptions import BaselineError, ParameterError
+from ..store.encodings import EncodingRows, list_encodings
 from ..store.models import encoding_models
 from . import hedging, metrics
 from .linear import CLASSIFIERS, DEFAULT_LAMBDAS, decision_blocks, feature_stats, train_sgd
-from .reader import EncodingReader, list_encodings
 from .wordnet import WNID, ClassHierarchy, IsA
 
 OK = 0
@@ -231,8 +231,8 @@ def evaluate(store, val_store=None, *, encoding=None, classifiers=CLASSIFIERS, h
         "results": [],
     }
     for name in names:
-        reader = EncodingReader(store.h5, name)
-        val_reader = reader if val.store is store else EncodingReader(val.store.h5, name)
+        reader = EncodingRows(store.h5, name)
+        val_reader = reader if val.store is store else EncodingRows(val.store.h5, name)
         if val_reader.dim != reader.dim:
             raise BaselineError(f"encoding {name!r} has {val_reader.dim} dimensions in the val "
                                 f"store and {reader.dim} in the train store")
