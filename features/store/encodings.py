@@ -20,6 +20,10 @@ one weight per word) is not an encoding but the word weights of ``bovw``.
 
 Failed images and images without features have an all-zero row (an empty CSR row).
 
+Written here, and nowhere else: :func:`write_csr` (a whole small encoding: a shard's word
+counts, a shard of ``features aggregate``), :class:`CSRWriter` and :func:`create_dense`
+(``store.h5``'s, a block of rows at a time; :mod:`.write` lists them with the other parts
+of the layout), :func:`add_encoding` (virtual over the shards of ``features aggregate``).
 Read by :class:`EncodingRows` (blocks as dense arrays or SciPy CSR matrices, single rows,
 shuffled blocks), and :func:`read_encoding`, :func:`read_csr` for whole encodings.
 """
@@ -34,19 +38,93 @@ import numpy as np
 
 from ..encodings.bovw import CSR
 from ..exceptions import ParameterError, StoreError
-from .layout import ENCODINGS_DIR, chunked
+from .layout import COMPRESS, ENCODING_CHUNK, ENCODINGS_DIR, chunked, virtual_concat
+
+# the default chunk of a dense encoding: rows of about 1 MB, read a chunk at a time
+DENSE_CHUNK_BYTES = 1 << 20
 
 
+# ---------------------------------------------------------------------------- writers
 def write_csr(group, csr: CSR, **attrs):
-    """``csr`` as the datasets of ``group`` (compressed, chunked), with ``attrs``."""
+    """A whole CSR encoding (a shard's word counts or rows: small) as the datasets of
+    ``group``, compressed in chunks of 64k values, with ``attrs``."""
     group.create_dataset("indptr", data=csr.indptr.astype(np.int64))
-    chunked(group, "indices", csr.indices, 1 << 16)
+    chunked(group, "indices", np.asarray(csr.indices, np.int32), 1 << 16)
     chunked(group, "data", csr.data, 1 << 16)
     group.attrs["shape"] = (csr.n_rows, csr.n_cols)
     for k, v in attrs.items():
         group.attrs[k] = v
 
 
+class CSRWriter:
+    """A CSR encoding ``parent[name]`` of ``n_rows`` x ``dim`` written a block of rows at a
+    time, so that memory stays one block: ``indptr`` is sized up front, ``indices`` and
+    ``data`` grow in compressed chunks of ``ENCODING_CHUNK`` values (a key query reads one
+    row, and small chunks keep that read small). ``attrs`` go on the group."""
+
+    def __init__(self, parent, name, n_rows, dim, dtype=np.float32, **attrs):
+        n_rows, dim = int(n_rows), int(dim)
+        if n_rows < 0 or dim < 0:
+            raise ParameterError(f"a CSR encoding of {n_rows} x {dim}")
+        g = parent.create_group(name)
+        g.create_dataset("indptr", data=np.zeros(n_rows + 1, np.int64))
+        for key, dt in (("indices", np.int32), ("data", dtype)):
+            g.create_dataset(key, shape=(0,), maxshape=(None,), dtype=dt,
+                             chunks=(ENCODING_CHUNK,), **COMPRESS)
+        g.attrs["shape"] = (n_rows, dim)
+        for k, v in attrs.items():
+            g.attrs[k] = v
+        self.group, self.n_rows, self.dim = g, n_rows, dim
+        self.row = self.nnz = 0
+
+    def append(self, indptr, indices, data):
+        """The next rows, as CSR arrays of their own: ``indptr`` starts at 0 and has one
+        more entry than the rows."""
+        indptr = np.asarray(indptr, np.int64)
+        indices, data = np.asarray(indices), np.asarray(data)
+        m = len(indptr) - 1
+        if m < 0 or indptr[0] != 0 or not len(indices) == len(data) == indptr[-1]:
+            raise ParameterError(f"not CSR rows: indptr from {indptr[:1]} to {indptr[-1:]}, "
+                                 f"{len(indices)} indices, {len(data)} values")
+        if self.row + m > self.n_rows:
+            raise ParameterError(f"{self.row + m} rows for an encoding of {self.n_rows}")
+        if len(indices) and (indices.min() < 0 or indices.max() >= self.dim):
+            raise ParameterError(f"columns {indices.min()}..{indices.max()} for an encoding "
+                                 f"of {self.dim}")
+        g, k = self.group, len(indices)
+        g["indptr"][self.row:self.row + m + 1] = indptr + self.nnz
+        if k:
+            for key, values in (("indices", indices), ("data", data)):
+                g[key].resize((self.nnz + k,))
+                g[key][self.nnz:] = values
+        self.row += m
+        self.nnz += k
+
+    def close(self):
+        """Check that every row was written."""
+        if self.row != self.n_rows:
+            raise StoreError(f"{self.group.name} holds {self.row} of its {self.n_rows} rows")
+
+
+def create_dense(parent, name, n_rows, dim, dtype, *, chunk_rows=None, **attrs):
+    """A dense encoding ``parent[name]``: an ``n_rows`` x ``dim`` dataset of ``dtype``
+    (float16 or float32), uncompressed, chunked by ``chunk_rows`` rows (default: about
+    ``DENSE_CHUNK_BYTES``); write it a block of rows at a time (``ds[a:b] = rows``)."""
+    n_rows, dim, dtype = int(n_rows), int(dim), np.dtype(dtype)
+    if n_rows < 0 or dim < 1:
+        raise ParameterError(f"a dense encoding of {n_rows} x {dim}")
+    if dtype not in (np.float16, np.float32):
+        raise ParameterError(f"dense encodings are float16 or float32, got {dtype}")
+    if chunk_rows is None:
+        chunk_rows = DENSE_CHUNK_BYTES // (dim * dtype.itemsize)
+    chunks = (max(1, min(int(chunk_rows), n_rows)), dim) if n_rows else None
+    ds = parent.create_dataset(name, shape=(n_rows, dim), dtype=dtype, chunks=chunks)
+    for k, v in attrs.items():
+        ds.attrs[k] = v
+    return ds
+
+
+# ---------------------------------------------------------------------------- readers
 def read_csr(group) -> CSR:
     """A whole CSR group (a shard's word counts: small)."""
     indptr = group["indptr"][:]
@@ -253,44 +331,27 @@ def read_encoding(store, name, start=0, stop=None) -> np.ndarray:
 
 
 def add_encoding(f, name, record, records):
+    """``encodings/NAME`` in an open ``store.h5``, as virtual datasets over the per-shard
+    files of ``features aggregate`` (``encodings/NAME/shard-*.h5``, listed in ``record``,
+    of ``records[i]["count"]`` rows each), with its parameters as attributes. A CSR
+    encoding gets a real ``indptr`` (its rows are found without opening every shard)."""
     enc = f.require_group("encodings")
     if name in enc:
         del enc[name]
     files = [record["shards"][str(i)]["file"] for i in range(len(records))]
     counts = [r["count"] for r in records]
     rel = [f"{ENCODINGS_DIR}/{name}/{file}" for file in files]
-    n = sum(counts)
     if record["sparse"]:
-        g = enc.create_group(name)
-        indptr = np.zeros(n + 1, np.int64)
-        nnz = []
-        row = 0
-        for path, m in zip(rel, counts):
-            with h5py.File(Path(f.filename).parent / path, "r") as s:
-                p = s["indptr"][:]
-            indptr[row + 1:row + m + 1] = p[1:] + indptr[row]
-            nnz.append(int(p[-1]))
-            row += m
-        g.create_dataset("indptr", data=indptr)
+        target = enc.create_group(name)
+        indptr, nnz = _joined_indptr(Path(f.filename).parent, rel, counts)
+        target.create_dataset("indptr", data=indptr)
         for key, dt in (("indices", np.int32), ("data", np.float32)):
-            layout = h5py.VirtualLayout(shape=(int(sum(nnz)),), dtype=dt)
-            at = 0
-            for path, k in zip(rel, nnz):
-                if k:
-                    layout[at:at + k] = h5py.VirtualSource(path, key, shape=(k,))
-                at += k
-            g.create_virtual_dataset(key, layout, fillvalue=0)
-        g.attrs["shape"] = (n, record["dim"])
-        target = g
+            virtual_concat(target, key, list(zip(rel, nnz)), dt)
+        target.attrs["shape"] = (sum(counts), record["dim"])
         target.attrs["layout"] = "csr"
     else:
-        layout = h5py.VirtualLayout(shape=(n, record["dim"]), dtype=record["dtype"])
-        at = 0
-        for path, m in zip(rel, counts):
-            if m:
-                layout[at:at + m] = h5py.VirtualSource(path, "encoding", shape=(m, record["dim"]))
-            at += m
-        target = enc.create_virtual_dataset(name, layout, fillvalue=0)
+        target = virtual_concat(enc, name, list(zip(rel, counts)), record["dtype"],
+                                (record["dim"],), source="encoding")
         target.attrs["layout"] = "dense"
     target.attrs["method"] = record["method"]
     target.attrs["params"] = json.dumps(record["params"], sort_keys=True)
@@ -299,6 +360,20 @@ def add_encoding(f, name, record, records):
     for k, v in record["params"].items():
         target.attrs[k] = "" if v is None else v
     target.attrs["empty_rows"] = "failed images and images without descriptors: all zeros"
+
+
+def _joined_indptr(root, rel, counts):
+    """The row pointers of per-shard CSR files laid end to end, and each file's values."""
+    indptr = np.zeros(sum(counts) + 1, np.int64)
+    nnz = []
+    row = 0
+    for path, m in zip(rel, counts):
+        with h5py.File(root / path, "r") as s:
+            p = s["indptr"][:]
+        indptr[row + 1:row + m + 1] = p[1:] + indptr[row]
+        nnz.append(int(p[-1]))
+        row += m
+    return indptr, nnz
 
 
 def attr_value(v):

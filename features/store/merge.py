@@ -10,7 +10,6 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .._shared.hashing import array_sha256, bytes_sha256
 from ..encodings.bovw import document_frequency, idf_weights, weight_rows
 from ..exceptions import StoreError
 from ..extract.geometry import COLUMNS as GEOMETRY_COLUMNS
@@ -19,15 +18,7 @@ from .encodings import read_csr
 from .keys import KeyTableWriter
 from .layout import (COMPRESS, ENCODING_CHUNK, FORMAT, OK, SHARDS_DIR, STORE_FILE, STR,
                      VERSION, word_dtype)
-
-
-def idf_checksum(idf) -> str:
-    return bytes_sha256(np.ascontiguousarray(idf, "<f4").tobytes())
-
-
-def centroids_checksum(centroids) -> str:
-    """sha256 of the float32 centroids (dtype, shape, bytes)."""
-    return array_sha256(np.asarray(centroids, dtype=np.float32))
+from .write import centroids_checksum, idf_checksum
 
 
 def _vds(f, name, parts, dtype, tail_shape):
