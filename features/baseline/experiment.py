@@ -25,7 +25,7 @@ import numpy as np
 
 from .._shared.hashing import array_sha256
 from ..exceptions import BaselineError, ParameterError
-from ..store.encodings import EncodingRows, list_encodings
+from ..store.encodings import EncodingRows, encoding_attrs, list_encodings
 from ..store.models import encoding_models
 from . import hedging, metrics
 from .linear import CLASSIFIERS, DEFAULT_LAMBDAS, decision_blocks, feature_stats, train_sgd
@@ -79,8 +79,8 @@ def check_same_models(store, val_store, names):
             f"was encoded with another codebook than {store.dir}"
         raise BaselineError(f"val store {val_store.dir} {what} {hint}")
     for name in names:
-        a, b = store.h5["encodings/" + name], val_store.h5["encodings/" + name]
-        if a.attrs.get("params") != b.attrs.get("params"):
+        a, b = encoding_attrs(store.h5, name), encoding_attrs(val_store.h5, name)
+        if a.get("params") != b.get("params"):
             raise BaselineError(f"val store {val_store.dir} computed encodings/{name} with other "
                                 f"options than {store.dir} {hint}")
         ours, theirs = encoding_models(store.h5, name), encoding_models(val_store.h5, name)

@@ -25,7 +25,8 @@ counts, a shard of ``features aggregate``), :class:`CSRWriter` and :func:`create
 (``store.h5``'s, a block of rows at a time; :mod:`.write` lists them with the other parts
 of the layout), :func:`add_encoding` (virtual over the shards of ``features aggregate``).
 Read by :class:`EncodingRows` (blocks as dense arrays or SciPy CSR matrices, single rows,
-shuffled blocks), and :func:`read_encoding`, :func:`read_csr` for whole encodings.
+shuffled blocks), and :func:`read_encoding`, :func:`read_csr` for whole encodings;
+:func:`encoding_attrs` and :func:`encoding_info` read what describes them, not the rows.
 """
 from __future__ import annotations
 
@@ -199,7 +200,7 @@ class EncodingRows:
     @property
     def attrs(self) -> dict:
         """The encoding's attributes as plain Python values."""
-        return {k: attr_value(v) for k, v in self.node.attrs.items()}
+        return _plain(self.node.attrs)
 
     def block(self, start, stop) -> np.ndarray:
         """Rows ``start:stop`` as a dense float32 matrix."""
@@ -322,6 +323,13 @@ def encoding_info(h5) -> dict:
     return out
 
 
+def encoding_attrs(h5, name) -> dict:
+    """The attributes of ``encodings/NAME`` of an open ``store.h5`` as plain Python values
+    (its method, params, models ...; {} when there is no such encoding). Reads no rows."""
+    obj = h5.get("encodings/" + name)
+    return {} if obj is None else _plain(obj.attrs)
+
+
 def read_encoding(store, name, start=0, stop=None) -> np.ndarray:
     """Rows ``start:stop`` of ``encodings/NAME`` as a dense float32 array (dense or CSR).
 
@@ -374,6 +382,10 @@ def _joined_indptr(root, rel, counts):
         nnz.append(int(p[-1]))
         row += m
     return indptr, nnz
+
+
+def _plain(attrs) -> dict:
+    return {k: attr_value(v) for k, v in attrs.items()}
 
 
 def attr_value(v):
