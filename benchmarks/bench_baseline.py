@@ -53,9 +53,9 @@ def child(args):
     import h5py
     import scipy.sparse  # noqa: F401  (imported before the clock starts, as in a real run)
     from features.baseline.linear import feature_stats, train_sgd, train_sklearn
-    from features.baseline.reader import EncodingReader
+    from features.store.encodings import EncodingRows
     with h5py.File(Path(args.store) / "store.h5", "r") as f:
-        reader = EncodingReader(f, "enc")
+        reader = EncodingRows(f, "enc")
         y = f["images/label"][:].astype(np.int64)
         classes = int(y.max()) + 1
         idx = np.arange(args.n)

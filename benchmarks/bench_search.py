@@ -6,7 +6,8 @@
    from its real tf-idf rows: each row is a real row with its weights jittered
    (log-normal, sigma 0.35) and 15% of its words dropped, plus 30% of the words of another
    real row at 0.3 weight, L2-normalized; every 997th image is a failed one (no row). It is
-   written a block at a time (bounded memory) with the store's layout, key index included.
+   written a block at a time (bounded memory) by the store's writer (features.store.write),
+   key index included.
    The exact top 10 of ``--queries`` held-out vectors generated the same way is computed
    on the blocks while they are written (the ground truth for recall).
 3. `features index STORE` builds the index in a subprocess: build time, peak RSS, bytes.
@@ -54,9 +55,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from corpus import make_corpus  # noqa: E402
 
-from features.store.keys import KeyTableWriter  # noqa: E402
-from features.store.layout import COMPRESS as _COMPRESS, STR as _STR, ENCODING_CHUNK  # noqa: E402
-from features.store import FORMAT, VERSION  # noqa: E402
+from features.presets import Config  # noqa: E402
+from features.store.write import (CSRWriter, ImageTable, create_offsets,  # noqa: E402
+                                  write_codebook, write_failures, write_header, write_idf)
 
 ILSVRC_TRAIN = 1_281_167
 WORK = HERE / "_work"
@@ -126,30 +127,15 @@ def make_synthetic(rows, real, config, versions, centroids, idf, queries, seed=0
     best_i = np.full((queries, 10), -1, np.int64)
     k = real.shape[1]
     tmp = out / ".store.h5.tmp"
-    keys = KeyTableWriter(rows)
+    failures = []
     with h5py.File(tmp, "w") as f:
-        f.attrs.update({"format": FORMAT, "version": VERSION, "config": config,
-                        "versions": versions, "n_images": rows,
-                        "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        g = f.create_group("images")
-        cols = {"key": _STR, "label": np.int32, "width": np.int32, "height": np.int32,
-                "status": np.uint8, "reason": _STR}
-        for name, dt in cols.items():
-            g.create_dataset(name, shape=(rows,), dtype=dt, chunks=(min(rows, 1 << 15),),
-                             **_COMPRESS)
-        enc = f.create_group("encodings")
-        bovw = enc.create_group("bovw")
-        bovw.create_dataset("indptr", shape=(rows + 1,), dtype=np.int64)
-        bovw.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=np.int32,
-                            chunks=(ENCODING_CHUNK,), **_COMPRESS)
-        bovw.create_dataset("data", shape=(0,), maxshape=(None,), dtype=np.float32,
-                            chunks=(ENCODING_CHUNK,), **_COMPRESS)
-        bovw.attrs.update({"shape": (rows, k), "weighting": "tf-idf", "power": 1.0,
-                           "normalization": "l2", "synthetic": 1})
-        enc.create_dataset("idf", data=idf)
-        f.create_group("codebook").create_dataset("centroids", data=centroids)
-        nnz = 0
-        bovw["indptr"][0] = 0
+        write_header(f, Config.from_json(config), rows, versions=json.loads(versions))
+        table = ImageTable(f, rows)
+        create_offsets(f, rows)     # no descriptors: all zeros
+        bovw = CSRWriter(f.create_group("encodings"), "bovw", rows, k, weighting="tf-idf",
+                         power=1.0, normalization="l2", synthetic=1)
+        write_idf(f, idf)
+        write_codebook(f, centroids)
         for a in range(0, rows, block):
             b = min(a + block, rows)
             n = b - a
@@ -160,21 +146,13 @@ def make_synthetic(rows, real, config, versions, centroids, idf, queries, seed=0
             labels = (ids // 1282) % 1000
             names = [f"n{10000000 + int(c):08d}/n{10000000 + int(c):08d}_{i}.JPEG"
                      for c, i in zip(labels, ids)]
-            keys.add(names)
-            g["key"][a:b] = names
-            g["label"][a:b] = labels
-            g["width"][a:b] = 500
-            g["height"][a:b] = 375
-            g["status"][a:b] = np.where(failed, 2, 0)
-            g["reason"][a:b] = np.where(failed, "synthetic failure", "").astype(object)
+            table.append(key=names, label=labels, width=np.full(n, 500), height=np.full(n, 375),
+                         status=np.where(failed, 2, 0),
+                         reason=np.where(failed, "synthetic failure", ""))
+            failures += [(int(i), names[i - a], "synthetic failure") for i in ids[failed]]
             r, c = np.nonzero(x)
-            counts = np.bincount(r, minlength=n)
-            bovw["indptr"][a + 1:b + 1] = nnz + np.cumsum(counts)
-            for name, values in (("indices", c.astype(np.int32)), ("data", x[r, c])):
-                d = bovw[name]
-                d.resize((nnz + len(values),))
-                d[nnz:] = values
-            nnz += len(c)
+            bovw.append(np.concatenate([[0], np.cumsum(np.bincount(r, minlength=n))]), c,
+                        x[r, c])
             # exact top 10 of the held-out queries, merged block by block
             s = q @ x.T
             top = np.argpartition(-s, 10, axis=1)[:, :10]
@@ -184,10 +162,9 @@ def make_synthetic(rows, real, config, versions, centroids, idf, queries, seed=0
             best_s = np.take_along_axis(cand_s, keep, 1)
             best_i = np.take_along_axis(cand_i, keep, 1)
             print(f"  synthetic rows {b}/{rows}", file=sys.stderr, end="\r")
-        f.create_group("failures")
-        for name, dt in (("index", np.int64), ("key", _STR), ("reason", _STR)):
-            f["failures"].create_dataset(name, shape=(0,), dtype=dt)
-        keys.write(f)
+        bovw.close()
+        write_failures(f, failures)
+        table.close()
     os.replace(tmp, out / "store.h5")
     seconds = time.monotonic() - start
     np.savez(done, queries=q, truth=best_i, truth_scores=best_s, seconds=seconds)

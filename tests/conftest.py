@@ -56,53 +56,38 @@ def run_cli(*args, env=None, check=False):
 
 
 def write_store(directory, rows, *, status=None, keys=None, dense=None, chunk=256):
-    """A minimal store.h5 (what `features.store.merge` writes that search reads) over the
-    given float32 rows as the `bovw` CSR encoding; ``dense`` adds them again as a
-    row-chunked float16 matrix `encodings/dense`. For index and query tests at sizes the
-    image pipeline would take too long to reach."""
+    """A minimal store.h5 (what `features.store.merge` writes that search reads, through the
+    same writer) over the given float32 rows as the `bovw` CSR encoding; ``dense`` adds them
+    again as a row-chunked float16 matrix `encodings/dense`. For index and query tests at
+    sizes the image pipeline would take too long to reach."""
     import h5py
     import numpy as np
 
-    from features.store.keys import KeyTableWriter
     from features.presets import get_preset
-    from features.store import FORMAT, VERSION
+    from features.store.write import (CSRWriter, create_dense, create_offsets, write_codebook,
+                                      write_header, write_idf, write_images)
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     rows = np.asarray(rows, np.float32)
     n, dim = rows.shape
-    status = np.zeros(n, np.uint8) if status is None else np.asarray(status, np.uint8)
     keys = [f"c{i % 7}/img_{i:06d}.jpg" for i in range(n)] if keys is None else list(keys)
     with h5py.File(directory / "store.h5", "w") as f:
-        f.attrs.update({"format": FORMAT, "version": VERSION, "n_images": n,
-                        "config": get_preset("sift").to_json(), "versions": "{}",
-                        "created": "2026-01-01T00:00:00"})
-        g = f.create_group("images")
-        g.create_dataset("key", data=np.array(keys, dtype=object),
-                         dtype=h5py.string_dtype("utf-8"))
-        g.create_dataset("label", data=np.arange(n, dtype=np.int32) % 7)
-        g.create_dataset("status", data=status)
-        g.create_dataset("width", data=np.full(n, 640, np.int32))
-        g.create_dataset("height", data=np.full(n, 480, np.int32))
-        f.create_dataset("offsets", data=np.zeros(n + 1, np.int64))
+        write_header(f, get_preset("sift"), n, created="2026-01-01T00:00:00")
+        write_images(f, keys, label=np.arange(n, dtype=np.int32) % 7,
+                     width=np.full(n, 640, np.int32), height=np.full(n, 480, np.int32),
+                     status=status)
+        create_offsets(f, n)
+        bovw = CSRWriter(f.create_group("encodings"), "bovw", n, dim)
         r, c = np.nonzero(rows)
-        e = f.create_group("encodings/bovw")
-        e.create_dataset("indptr", data=np.concatenate([[0], np.cumsum(np.bincount(
-            r, minlength=n))]).astype(np.int64))
-        e.create_dataset("indices", data=c.astype(np.int32), chunks=(max(1, min(
-            len(c), 4096)),), compression="gzip")
-        e.create_dataset("data", data=rows[r, c], chunks=(max(1, min(len(c), 4096)),),
-                         compression="gzip")
-        e.attrs["shape"] = (n, dim)
-        f["encodings"].create_dataset("idf", data=np.ones(dim, np.float32))
+        bovw.append(np.concatenate([[0], np.cumsum(np.bincount(r, minlength=n))]), c,
+                    rows[r, c])
+        bovw.close()
+        write_idf(f, np.ones(dim, np.float32))
         if dense:
-            f["encodings"].create_dataset("dense", data=rows.astype(np.float16),
-                                          chunks=(min(n, chunk), dim))
-        f.create_dataset("codebook/centroids",
-                         data=np.random.default_rng(0).random((dim, 128), np.float32))
-        table = KeyTableWriter(n)
-        table.add(keys)
-        table.write(f)
+            create_dense(f["encodings"], "dense", n, dim, np.float16,
+                         chunk_rows=chunk)[:] = rows.astype(np.float16)
+        write_codebook(f, np.random.default_rng(0).random((dim, 128), np.float32))
     return directory
 
 

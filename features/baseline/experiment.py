@@ -26,10 +26,10 @@ import numpy as np
 
 from .._shared.hashing import array_sha256
 from ..exceptions import BaselineError, ParameterError
+from ..store.encodings import EncodingRows, encoding_attrs, list_encodings
 from ..store.models import encoding_models
 from . import hedging, metrics
 from .linear import CLASSIFIERS, DEFAULT_LAMBDAS, decision_blocks, feature_stats, train_sgd
-from .reader import EncodingReader, list_encodings
 from .wordnet import WNID, ClassHierarchy, IsA
 
 OK = 0
@@ -80,8 +80,8 @@ def check_same_models(store, val_store, names):
             f"was encoded with another codebook than {store.dir}"
         raise BaselineError(f"val store {val_store.dir} {what} {hint}")
     for name in names:
-        a, b = store.h5["encodings/" + name], val_store.h5["encodings/" + name]
-        if a.attrs.get("params") != b.attrs.get("params"):
+        a, b = encoding_attrs(store.h5, name), encoding_attrs(val_store.h5, name)
+        if a.get("params") != b.get("params"):
             raise BaselineError(f"val store {val_store.dir} computed encodings/{name} with other "
                                 f"options than {store.dir} {hint}")
         ours, theirs = encoding_models(store.h5, name), encoding_models(val_store.h5, name)
@@ -228,8 +228,8 @@ class _Plan:
 class _Rows:
     """One encoding's rows in both stores, and the feature statistics of the fit rows."""
     name: str
-    train: EncodingReader
-    val: EncodingReader
+    train: EncodingRows
+    val: EncodingRows
     stats: object
 
 
@@ -325,9 +325,9 @@ def _header(plan, val_store, options) -> dict:
 
 def _rows(plan, name) -> _Rows:
     """Encoding ``name`` read from both stores, which must give it the same width."""
-    reader = EncodingReader(plan.store.h5, name)
+    reader = EncodingRows(plan.store.h5, name)
     val_reader = (reader if plan.val.store is plan.store
-                  else EncodingReader(plan.val.store.h5, name))
+                  else EncodingRows(plan.val.store.h5, name))
     if val_reader.dim != reader.dim:
         raise BaselineError(f"encoding {name!r} has {val_reader.dim} dimensions in the val "
                             f"store and {reader.dim} in the train store")

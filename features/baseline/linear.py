@@ -21,7 +21,7 @@ bias and into one extra row of the gradient GEMM.  The regularization strength i
 a seeded held-out part of the training rows: every candidate ``lambda`` is trained in the
 same passes (their weights side by side in one matrix), the one with the lowest held-out
 top-1 error is kept.  Memory: the weights, 4 x dims x classes x candidates bytes, plus one
-block of rows (``reader.BLOCK_BYTES``).
+block of rows (``features.store.encodings.BLOCK_BYTES``).
 """
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ from ..encodings.vlad import vlad_batch
 from ..exceptions import ParameterError, StoreError
 from ..store import Manifest, Store, store_lock
 from ..store.atomic import atomic_path, remove_stale_temporaries
-from ..store.encodings import add_encoding
+from ..store.encodings import add_encoding, create_dense, write_csr
 from ..store.layout import ENCODINGS_DIR, SAMPLE_FILE, SHARDS_DIR, STORE_FILE
 from ..store.models import read_models, write_models, write_models_file
 from .._shared.threads import single_threaded_libraries
@@ -577,10 +577,7 @@ def _write_sparse(f, plan, words, frames, offsets, widths, heights):
     csr = spatial_pyramid(words, frames, offsets, widths, heights, plan.n_words,
                           p.get("grids", "1x1"), weights=p.get("weights", "lazebnik"),
                           normalization=p["normalization"], kernel_map=hkm, units=plan.units)
-    f.create_dataset("indptr", data=csr.indptr)
-    for key, data in (("indices", csr.indices.astype(np.int32)), ("data", csr.data)):
-        f.create_dataset(key, data=data, chunks=(max(1, min(len(data), 1 << 16)),),
-                         maxshape=(None,), compression="gzip", compression_opts=1, shuffle=True)
+    write_csr(f, csr)
 
 
 def _cell_order(frames, offsets, widths, heights, grids, units):
@@ -617,8 +614,7 @@ def _write_dense(f, plan, descriptors, frames, offsets, widths, heights):
     n = len(offsets) - 1
     itemsize = np.dtype(plan.dtype).itemsize
     chunk_rows = max(1, min(n, _DENSE_CHUNK_BYTES // (plan.dim * itemsize)))
-    ds = f.create_dataset("encoding", shape=(n, plan.dim), dtype=plan.dtype,
-                          chunks=(chunk_rows, plan.dim) if n else None)
+    ds = create_dense(f, "encoding", n, plan.dim, plan.dtype, chunk_rows=chunk_rows)
     grids = plan.params.get("grids")
     # Blocks of images keep the float32 rows and projected descriptors bounded.
     block = max(1, min(n, (64 << 20) // (plan.dim * 4)))

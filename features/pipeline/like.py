@@ -20,7 +20,7 @@ from pathlib import Path
 from ..encodings.methods import METHODS
 from ..exceptions import StoreError
 from ..store import Manifest, Store
-from ..store.encodings import attr_value
+from ..store.encodings import encoding_attrs
 from ..store.models import read_models
 
 __all__ = ["like_of", "models_for", "models_from_like", "like_params", "check_like_models"]
@@ -51,9 +51,9 @@ def like_params(store_dir, method, name) -> dict | None:
     with Store(like) as other:
         h5 = other.h5
         params = {}
-        obj = h5.get("encodings/" + name)
-        if obj is not None and attr_value(obj.attrs.get("method", "")) == method:
-            params = json.loads(attr_value(obj.attrs.get("params", "{}")))
+        attrs = encoding_attrs(h5, name)
+        if attrs.get("method", "") == method:
+            params = json.loads(attrs.get("params", "{}"))
         if method == "fisher":
             if "models/pca/components" in h5:
                 params["pca_dims"] = int(h5["models/pca/components"].shape[0])

@@ -5,8 +5,10 @@
 - :mod:`.manifest`: ``manifest.json``, the finished steps and shards;
 - :mod:`.shards`: one shard file per shard of images, written by its worker;
 - :mod:`.merge`: ``store.h5`` built from the shards;
+- :mod:`.write`: the one writer of ``store.h5``'s layout, a function for each part;
 - :mod:`.reader`: :class:`Store`, read access to a finished store;
-- :mod:`.encodings`: the one reader and writer of the encoding layout;
+- :mod:`.encodings`: the one reader and writer of the encoding layout
+  (:class:`~.encodings.EncodingRows`);
 - :mod:`.models`: the models encodings learn, and their checksums;
 - :mod:`.keys`: the on-disk key index; :mod:`.lock`: one writer per store;
 - :mod:`.oserrors`: a refused write as one line; :mod:`.verify`: the store half of
@@ -20,9 +22,10 @@ from .layout import (EXTRACT_FAILED, FORMAT, NO_FEATURES, OK, REFUSED, STATUS_NA
                      UNDECODABLE, UNREADABLE, VERSION, word_dtype)
 from .lock import store_lock
 from .manifest import Manifest, repair_hint
-from .merge import centroids_checksum, idf_checksum, merge
+from .merge import merge
 from .reader import Store
 from .shards import ImageResult, write_shard
+from .write import centroids_checksum, idf_checksum
 
 __all__ = ["Store", "StoreError", "Manifest", "repair_hint", "store_lock", "merge",
            "write_shard", "ImageResult", "atomic_file", "atomic_path", "idf_checksum",

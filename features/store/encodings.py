@@ -19,6 +19,14 @@ model name -> checksum) names the models it was computed with. ``encodings/idf``
 one weight per word) is not an encoding but the word weights of ``bovw``.
 
 Failed images and images without features have an all-zero row (an empty CSR row).
+
+Written here, and nowhere else: :func:`write_csr` (a whole small encoding: a shard's word
+counts, a shard of ``features aggregate``), :class:`CSRWriter` and :func:`create_dense`
+(``store.h5``'s, a block of rows at a time; :mod:`.write` lists them with the other parts
+of the layout), :func:`add_encoding` (virtual over the shards of ``features aggregate``).
+Read by :class:`EncodingRows` (blocks as dense arrays or SciPy CSR matrices, single rows,
+shuffled blocks), and :func:`read_encoding`, :func:`read_csr` for whole encodings;
+:func:`encoding_attrs` and :func:`encoding_info` read what describes them, not the rows.
 """
 from __future__ import annotations
 
@@ -30,29 +38,104 @@ import h5py
 import numpy as np
 
 from ..encodings.bovw import CSR
-from ..exceptions import StoreError
-from .layout import ENCODINGS_DIR, chunked
+from ..exceptions import ParameterError, StoreError
+from .layout import COMPRESS, ENCODING_CHUNK, ENCODINGS_DIR, chunked, virtual_concat
+
+# the default chunk of a dense encoding: rows of about 1 MB, read a chunk at a time
+DENSE_CHUNK_BYTES = 1 << 20
 
 
+# ---------------------------------------------------------------------------- writers
 def write_csr(group, csr: CSR, **attrs):
-    """``csr`` as the datasets of ``group`` (compressed, chunked), with ``attrs``."""
+    """A whole CSR encoding (a shard's word counts or rows: small) as the datasets of
+    ``group``, compressed in chunks of 64k values, with ``attrs``."""
     group.create_dataset("indptr", data=csr.indptr.astype(np.int64))
-    chunked(group, "indices", csr.indices, 1 << 16)
+    chunked(group, "indices", np.asarray(csr.indices, np.int32), 1 << 16)
     chunked(group, "data", csr.data, 1 << 16)
     group.attrs["shape"] = (csr.n_rows, csr.n_cols)
     for k, v in attrs.items():
         group.attrs[k] = v
 
 
+class CSRWriter:
+    """A CSR encoding ``parent[name]`` of ``n_rows`` x ``dim`` written a block of rows at a
+    time, so that memory stays one block: ``indptr`` is sized up front, ``indices`` and
+    ``data`` grow in compressed chunks of ``ENCODING_CHUNK`` values (a key query reads one
+    row, and small chunks keep that read small). ``attrs`` go on the group."""
+
+    def __init__(self, parent, name, n_rows, dim, dtype=np.float32, **attrs):
+        n_rows, dim = int(n_rows), int(dim)
+        if n_rows < 0 or dim < 0:
+            raise ParameterError(f"a CSR encoding of {n_rows} x {dim}")
+        g = parent.create_group(name)
+        g.create_dataset("indptr", data=np.zeros(n_rows + 1, np.int64))
+        for key, dt in (("indices", np.int32), ("data", dtype)):
+            g.create_dataset(key, shape=(0,), maxshape=(None,), dtype=dt,
+                             chunks=(ENCODING_CHUNK,), **COMPRESS)
+        g.attrs["shape"] = (n_rows, dim)
+        for k, v in attrs.items():
+            g.attrs[k] = v
+        self.group, self.n_rows, self.dim = g, n_rows, dim
+        self.row = self.nnz = 0
+
+    def append(self, indptr, indices, data):
+        """The next rows, as CSR arrays of their own: ``indptr`` starts at 0 and has one
+        more entry than the rows."""
+        indptr = np.asarray(indptr, np.int64)
+        indices, data = np.asarray(indices), np.asarray(data)
+        m = len(indptr) - 1
+        if m < 0 or indptr[0] != 0 or not len(indices) == len(data) == indptr[-1]:
+            raise ParameterError(f"not CSR rows: indptr from {indptr[:1]} to {indptr[-1:]}, "
+                                 f"{len(indices)} indices, {len(data)} values")
+        if self.row + m > self.n_rows:
+            raise ParameterError(f"{self.row + m} rows for an encoding of {self.n_rows}")
+        if len(indices) and (indices.min() < 0 or indices.max() >= self.dim):
+            raise ParameterError(f"columns {indices.min()}..{indices.max()} for an encoding "
+                                 f"of {self.dim}")
+        g, k = self.group, len(indices)
+        g["indptr"][self.row:self.row + m + 1] = indptr + self.nnz
+        if k:
+            for key, values in (("indices", indices), ("data", data)):
+                g[key].resize((self.nnz + k,))
+                g[key][self.nnz:] = values
+        self.row += m
+        self.nnz += k
+
+    def close(self):
+        """Check that every row was written."""
+        if self.row != self.n_rows:
+            raise StoreError(f"{self.group.name} holds {self.row} of its {self.n_rows} rows")
+
+
+def create_dense(parent, name, n_rows, dim, dtype, *, chunk_rows=None, **attrs):
+    """A dense encoding ``parent[name]``: an ``n_rows`` x ``dim`` dataset of ``dtype``
+    (float16 or float32), uncompressed, chunked by ``chunk_rows`` rows (default: about
+    ``DENSE_CHUNK_BYTES``); write it a block of rows at a time (``ds[a:b] = rows``)."""
+    n_rows, dim, dtype = int(n_rows), int(dim), np.dtype(dtype)
+    if n_rows < 0 or dim < 1:
+        raise ParameterError(f"a dense encoding of {n_rows} x {dim}")
+    if dtype not in (np.float16, np.float32):
+        raise ParameterError(f"dense encodings are float16 or float32, got {dtype}")
+    if chunk_rows is None:
+        chunk_rows = DENSE_CHUNK_BYTES // (dim * dtype.itemsize)
+    chunks = (max(1, min(int(chunk_rows), n_rows)), dim) if n_rows else None
+    ds = parent.create_dataset(name, shape=(n_rows, dim), dtype=dtype, chunks=chunks)
+    for k, v in attrs.items():
+        ds.attrs[k] = v
+    return ds
+
+
+# ---------------------------------------------------------------------------- readers
 def read_csr(group) -> CSR:
     """A whole CSR group (a shard's word counts: small)."""
-    return CSR(group["indptr"][:], group["indices"][:], group["data"][:],
-               int(group.attrs["shape"][1]))
+    indptr = group["indptr"][:]
+    return CSR(indptr, group["indices"][:], group["data"][:], _csr_shape(group, indptr)[1])
 
 
 def is_encoding(node) -> bool:
+    """Whether an HDF5 object holds an encoding: a CSR group, or a matrix of rows."""
     if isinstance(node, h5py.Group):
-        return {"indptr", "indices", "data"} <= set(node.keys()) and "shape" in node.attrs
+        return {"indptr", "indices", "data"} <= set(node.keys())
     return isinstance(node, h5py.Dataset) and node.ndim == 2
 
 
@@ -65,35 +148,63 @@ def list_encodings(h5) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- rows
-class EncodingRows:
-    """Row access to one stored encoding, whatever its layout: a CSR group
-    (``indptr``, ``indices``, ``data``, attribute ``shape``) or a dense row-chunked dataset.
+# About this many bytes of dense float32 rows in a block of :meth:`EncodingRows.blocks`.
+BLOCK_BYTES = 32 << 20
 
-    Reads only what is asked: a block of rows, or one row."""
+
+class EncodingRows:
+    """Row access to one stored encoding, whatever its layout: a CSR group or a dense
+    row-chunked dataset. Reads only what is asked: a block of rows, one row, or the rows of
+    a list of images, a block at a time.
+
+    Parameters
+    ----------
+    h5 : h5py.File
+        An open ``store.h5``.
+    name : str
+        The encoding, ``encodings/NAME``.
+
+    Attributes
+    ----------
+    name, node : the encoding's name and its HDF5 group or dataset
+    sparse : bool, whether it is a CSR group
+    indptr : the row pointers of a CSR group (read whole: 8 bytes a row)
+    n_rows, dim : its shape
+    block_rows : rows in one block of :meth:`blocks`, about ``BLOCK_BYTES`` of float32
+    """
 
     def __init__(self, h5, name):
         path = "encodings/" + name
         if not name or path not in h5:
-            have = sorted(k for k in h5["encodings"] if is_encoding(h5["encodings/" + k])) \
-                if "encodings" in h5 else []
-            raise StoreError(f"the store has no encoding {name!r} "
-                             f"(it has: {', '.join(have) or 'none'})")
+            have = ", ".join(list_encodings(h5)) or "none"
+            raise StoreError(f"the store has no encoding {name!r} (it has: {have})")
         node = h5[path]
         if not is_encoding(node):
             raise StoreError(f"encodings/{name} is not an encoding (neither CSR rows nor a "
                              f"matrix of rows)")
         self.name = name
         self.node = node
-        if isinstance(node, h5py.Group):
-            self.sparse = True
+        self.sparse = isinstance(node, h5py.Group)
+        if self.sparse:
             self.indptr = node["indptr"][:]
-            self.n_rows, self.dim = (int(v) for v in node.attrs["shape"])
+            self.n_rows, self.dim = _csr_shape(node, self.indptr)
         else:
-            self.sparse = False
             self.n_rows, self.dim = (int(v) for v in node.shape)
+        self.block_rows = int(max(64, min(8192, BLOCK_BYTES // max(4 * self.dim, 1))))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(rows, dim)."""
+        return self.n_rows, self.dim
+
+    @property
+    def attrs(self) -> dict:
+        """The encoding's attributes as plain Python values."""
+        return _plain(self.node.attrs)
 
     def block(self, start, stop) -> np.ndarray:
         """Rows ``start:stop`` as a dense float32 matrix."""
+        self._check_span(start, stop)
         if not self.sparse:
             return np.asarray(self.node[start:stop], np.float32)
         out = np.zeros((stop - start, self.dim), np.float32)
@@ -105,12 +216,61 @@ class EncodingRows:
         return out
 
     def row(self, i) -> np.ndarray:
+        """Row ``i`` as a (1, dim) float32 matrix."""
         return self.block(i, i + 1)
 
     def nonempty(self, start, stop) -> np.ndarray:
+        """Which of the rows ``start:stop`` hold a value (empty rows: failed images, or
+        images without features)."""
+        self._check_span(start, stop)
         if self.sparse:
             return np.diff(self.indptr[start:stop + 1]) > 0
         return np.any(self.block(start, stop) != 0, axis=1)
+
+    def matrix(self, start, stop):
+        """Rows ``start:stop`` as float32 in the encoding's own layout: a dense array, or a
+        ``scipy.sparse`` CSR matrix (never densified)."""
+        self._check_span(start, stop)
+        if not self.sparse:
+            return np.asarray(self.node[start:stop], np.float32)
+        import scipy.sparse as sp   # only readers of sparse blocks pay for SciPy
+        a, b = int(self.indptr[start]), int(self.indptr[stop])
+        return sp.csr_matrix((self.node["data"][a:b].astype(np.float32),
+                              self.node["indices"][a:b], self.indptr[start:stop + 1] - a),
+                             shape=(stop - start, self.dim))
+
+    def rows(self, idx):
+        """The rows ``idx`` (sorted, unique) as :meth:`matrix` gives them, read as one
+        covering slice."""
+        idx = np.asarray(idx)
+        if len(idx) == 0:
+            return self.matrix(0, 0)
+        return self.matrix(int(idx[0]), int(idx[-1]) + 1)[idx - idx[0]]
+
+    def blocks(self, idx, rng=None):
+        """Yield ``(positions, X)`` over the rows ``idx`` (sorted), one block at a time.
+
+        ``positions`` index into ``idx``; ``X`` is as :meth:`matrix` gives it. With ``rng``
+        (a NumPy ``Generator``) the blocks come in a random order and the rows of each block
+        are shuffled: block-local shuffling, so memory stays one block.
+        """
+        idx = np.asarray(idx)
+        if len(idx) == 0:
+            return
+        # one block per aligned window of block_rows rows: aligned windows also line up
+        # with the row chunks of dense encodings
+        window = idx // self.block_rows
+        cuts = np.concatenate([[0], np.flatnonzero(np.diff(window)) + 1, [len(idx)]])
+        spans = list(zip(cuts[:-1].tolist(), cuts[1:].tolist()))
+        if rng is not None:
+            spans = [spans[i] for i in rng.permutation(len(spans))]
+        for a, b in spans:
+            pos = np.arange(a, b)
+            X = self.rows(idx[a:b])
+            if rng is not None:
+                perm = rng.permutation(b - a)
+                pos, X = pos[perm], X[perm]
+            yield pos, X
 
     def fingerprint(self) -> dict:
         """Cheap identity of the rows: layout, attributes, and a digest of the row
@@ -121,91 +281,85 @@ class EncodingRows:
         else:
             h.update(self.block(0, min(16, self.n_rows)).tobytes())
             h.update(self.block(max(0, self.n_rows - 16), self.n_rows).tobytes())
-        attrs = {k: attr_value(v) for k, v in self.node.attrs.items()}
-        return {"shape": [self.n_rows, self.dim], "sparse": self.sparse, "attrs": attrs,
+        return {"shape": [self.n_rows, self.dim], "sparse": self.sparse, "attrs": self.attrs,
                 "rows_sha256": h.hexdigest()}
+
+    def _check_span(self, start, stop):
+        if not 0 <= start <= stop <= self.n_rows:
+            raise ParameterError(f"rows {start}:{stop} of encodings/{self.name}, which has "
+                                 f"{self.n_rows}")
+
+
+def _csr_shape(group, indptr) -> tuple[int, int]:
+    """(rows, columns) of a CSR group: its ``shape`` attribute. Groups written without one
+    give their ``dim`` attribute, else the largest column + 1 (a read of every column)."""
+    shape = group.attrs.get("shape")
+    if shape is not None:
+        return int(shape[0]), int(shape[1])
+    n = len(indptr) - 1
+    if group.attrs.get("dim") is not None:
+        return n, int(group.attrs["dim"])
+    return n, int(group["indices"][:].max(initial=-1)) + 1
 
 
 def encoding_info(h5) -> dict:
-    """name -> {method, layout, dim, dtype, bytes} for every encoding in an open store.h5."""
+    """name -> {method, layout, dim, dtype, bytes} for every encoding in an open store.h5
+    (reads attributes and one row pointer, not the rows)."""
     out = {}
-    g = h5.get("encodings")
-    if g is None:
-        return out
-    for name, obj in g.items():
+    for name in list_encodings(h5):
+        obj = h5["encodings/" + name]
         if isinstance(obj, h5py.Dataset):
-            if obj.ndim != 2:
-                continue
             out[name] = {"method": attr_value(obj.attrs.get("method", "")), "layout": "dense",
                          "dim": int(obj.shape[1]), "dtype": str(obj.dtype),
                          "bytes": int(obj.shape[0]) * int(obj.shape[1]) * obj.dtype.itemsize}
-        elif "indptr" in obj:
-            nnz = int(obj["indptr"][-1]) if len(obj["indptr"]) else 0
+        else:
+            indptr = obj["indptr"]
+            nnz = int(indptr[-1]) if len(indptr) else 0
+            dim = _csr_shape(obj, indptr)[1]
             out[name] = {"method": attr_value(obj.attrs.get("method", "bovw")), "layout": "csr",
-                         "dim": int(obj.attrs["shape"][1]), "dtype": str(obj["data"].dtype),
+                         "dim": dim, "dtype": str(obj["data"].dtype),
                          "bytes": nnz * (obj["indices"].dtype.itemsize + obj["data"].dtype.itemsize)
-                         + 8 * len(obj["indptr"])}
+                         + 8 * len(indptr)}
     return out
+
+
+def encoding_attrs(h5, name) -> dict:
+    """The attributes of ``encodings/NAME`` of an open ``store.h5`` as plain Python values
+    (its method, params, models ...; {} when there is no such encoding). Reads no rows."""
+    obj = h5.get("encodings/" + name)
+    return {} if obj is None else _plain(obj.attrs)
 
 
 def read_encoding(store, name, start=0, stop=None) -> np.ndarray:
-    """Rows ``start:stop`` of ``encodings/NAME`` as a dense float32 array (dense or CSR)."""
-    h5 = getattr(store, "h5", store)   # a Store or an open store.h5
-    obj = h5.get("encodings/" + name)
-    if obj is None:
-        raise StoreError(f"the store has no encoding {name!r}")
-    stop = (obj.shape[0] if isinstance(obj, h5py.Dataset) else len(obj["indptr"]) - 1) \
-        if stop is None else stop
-    if isinstance(obj, h5py.Dataset):
-        return obj[start:stop].astype(np.float32)
-    indptr = obj["indptr"][start:stop + 1]
-    out = np.zeros((stop - start, int(obj.attrs["shape"][1])), np.float32)
-    idx = obj["indices"][indptr[0]:indptr[-1]]
-    val = obj["data"][indptr[0]:indptr[-1]]
-    rows = np.repeat(np.arange(stop - start), np.diff(indptr))
-    out[rows, idx] = val
-    return out
+    """Rows ``start:stop`` of ``encodings/NAME`` as a dense float32 array (dense or CSR).
+
+    ``store``: a :class:`features.store.Store` or an open ``store.h5``."""
+    rows = EncodingRows(getattr(store, "h5", store), name)
+    return rows.block(start, rows.n_rows if stop is None else stop)
 
 
 def add_encoding(f, name, record, records):
+    """``encodings/NAME`` in an open ``store.h5``, as virtual datasets over the per-shard
+    files of ``features aggregate`` (``encodings/NAME/shard-*.h5``, listed in ``record``,
+    of ``records[i]["count"]`` rows each), with its parameters as attributes. A CSR
+    encoding gets a real ``indptr`` (its rows are found without opening every shard)."""
     enc = f.require_group("encodings")
     if name in enc:
         del enc[name]
     files = [record["shards"][str(i)]["file"] for i in range(len(records))]
     counts = [r["count"] for r in records]
     rel = [f"{ENCODINGS_DIR}/{name}/{file}" for file in files]
-    n = sum(counts)
     if record["sparse"]:
-        g = enc.create_group(name)
-        indptr = np.zeros(n + 1, np.int64)
-        nnz = []
-        row = 0
-        for path, m in zip(rel, counts):
-            with h5py.File(Path(f.filename).parent / path, "r") as s:
-                p = s["indptr"][:]
-            indptr[row + 1:row + m + 1] = p[1:] + indptr[row]
-            nnz.append(int(p[-1]))
-            row += m
-        g.create_dataset("indptr", data=indptr)
+        target = enc.create_group(name)
+        indptr, nnz = _joined_indptr(Path(f.filename).parent, rel, counts)
+        target.create_dataset("indptr", data=indptr)
         for key, dt in (("indices", np.int32), ("data", np.float32)):
-            layout = h5py.VirtualLayout(shape=(int(sum(nnz)),), dtype=dt)
-            at = 0
-            for path, k in zip(rel, nnz):
-                if k:
-                    layout[at:at + k] = h5py.VirtualSource(path, key, shape=(k,))
-                at += k
-            g.create_virtual_dataset(key, layout, fillvalue=0)
-        g.attrs["shape"] = (n, record["dim"])
-        target = g
+            virtual_concat(target, key, list(zip(rel, nnz)), dt)
+        target.attrs["shape"] = (sum(counts), record["dim"])
         target.attrs["layout"] = "csr"
     else:
-        layout = h5py.VirtualLayout(shape=(n, record["dim"]), dtype=record["dtype"])
-        at = 0
-        for path, m in zip(rel, counts):
-            if m:
-                layout[at:at + m] = h5py.VirtualSource(path, "encoding", shape=(m, record["dim"]))
-            at += m
-        target = enc.create_virtual_dataset(name, layout, fillvalue=0)
+        target = virtual_concat(enc, name, list(zip(rel, counts)), record["dtype"],
+                                (record["dim"],), source="encoding")
         target.attrs["layout"] = "dense"
     target.attrs["method"] = record["method"]
     target.attrs["params"] = json.dumps(record["params"], sort_keys=True)
@@ -214,6 +368,24 @@ def add_encoding(f, name, record, records):
     for k, v in record["params"].items():
         target.attrs[k] = "" if v is None else v
     target.attrs["empty_rows"] = "failed images and images without descriptors: all zeros"
+
+
+def _joined_indptr(root, rel, counts):
+    """The row pointers of per-shard CSR files laid end to end, and each file's values."""
+    indptr = np.zeros(sum(counts) + 1, np.int64)
+    nnz = []
+    row = 0
+    for path, m in zip(rel, counts):
+        with h5py.File(root / path, "r") as s:
+            p = s["indptr"][:]
+        indptr[row + 1:row + m + 1] = p[1:] + indptr[row]
+        nnz.append(int(p[-1]))
+        row += m
+    return indptr, nnz
+
+
+def _plain(attrs) -> dict:
+    return {k: attr_value(v) for k, v in attrs.items()}
 
 
 def attr_value(v):

@@ -63,3 +63,18 @@ def chunked(f, name, data, chunk_rows):
     return f.create_dataset(name, data=data, chunks=chunks if len(data) else None,
                             maxshape=(None,) + data.shape[1:] if len(data) else None,
                             **(COMPRESS if len(data) else {}))
+
+
+def virtual_concat(parent, name, parts, dtype, tail_shape=(), source=None):
+    """The same-named datasets of several files as one virtual dataset ``parent[name]``
+    (no copy): ``parts`` are (path, rows) in order, paths relative to the store so that it
+    can be moved; ``source`` names the datasets in the files when it is not ``name``."""
+    total = sum(n for _, n in parts)
+    layout = h5py.VirtualLayout(shape=(total,) + tuple(tail_shape), dtype=dtype)
+    at = 0
+    for path, n in parts:
+        if n:
+            layout[at:at + n] = h5py.VirtualSource(path, source or name,
+                                                   shape=(n,) + tuple(tail_shape))
+        at += n
+    return parent.create_virtual_dataset(name, layout, fillvalue=0)

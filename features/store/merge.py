@@ -1,45 +1,24 @@
-"""``store.h5`` built from a job's finished shards: the one writer of the merged view."""
+"""``store.h5`` built from a job's finished shards (its parts written by :mod:`.write`)."""
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from .._shared.hashing import array_sha256, bytes_sha256
 from ..encodings.bovw import document_frequency, idf_weights, weight_rows
 from ..exceptions import StoreError
 from ..extract.geometry import COLUMNS as GEOMETRY_COLUMNS
 from .atomic import atomic_path
 from .encodings import read_csr
-from .keys import KeyTableWriter
-from .layout import (COMPRESS, ENCODING_CHUNK, FORMAT, OK, SHARDS_DIR, STORE_FILE, STR,
-                     VERSION, word_dtype)
-
-
-def idf_checksum(idf) -> str:
-    return bytes_sha256(np.ascontiguousarray(idf, "<f4").tobytes())
-
-
-def centroids_checksum(centroids) -> str:
-    """sha256 of the float32 centroids (dtype, shape, bytes)."""
-    return array_sha256(np.asarray(centroids, dtype=np.float32))
-
-
-def _vds(f, name, parts, dtype, tail_shape):
-    """Concatenate same-named datasets of several shard files as one virtual dataset."""
-    total = sum(n for _, n in parts)
-    layout = h5py.VirtualLayout(shape=(total,) + tail_shape, dtype=dtype)
-    at = 0
-    for rel, n in parts:
-        if n:
-            layout[at:at + n] = h5py.VirtualSource(rel, name, shape=(n,) + tail_shape)
-        at += n
-    f.create_virtual_dataset(name, layout, fillvalue=0)
+from .layout import OK, SHARDS_DIR, STORE_FILE, word_dtype
+from .write import (CSRWriter, ImageTable, create_offsets, idf_checksum, virtual_concat,
+                    write_codebook, write_failures, write_header, write_idf, write_labels,
+                    write_split)
 
 
 # HDF5 files whose writes failed: HDF5 cannot close them (closing one can crash the
@@ -82,126 +61,132 @@ def merge(directory, config, shard_files: list[str], *, centroids, codebook_attr
     directory = Path(directory)
     out = directory / STORE_FILE
     tmp = atomic_path(out)
-    n_words = len(centroids)
     paths = [directory / SHARDS_DIR / name for name in shard_files]
+    census = _census(paths, len(centroids))
+    idf = _word_weights(census, config.tfidf, idf)
+    with _h5_writing(tmp) as f:
+        write_header(f, config, census.n_images, versions=versions, shards=shard_records)
+        failures = _copy_shards(f, paths, census, idf, config)
+        _link_shards(f, shard_files, census, config.frame_units)
+        write_failures(f, failures)
+        write_codebook(f, centroids, **codebook_attrs)
+        if splits:  # a train/ val/ source: the split is the first component of the key
+            write_split(f, [k.split("/", 1)[0] for k in f["images/key"].asstr()[:]])
+        write_labels(f, classes, names)
+    os.replace(tmp, out)
+    return out
+
+
+@dataclass
+class _Shard:
+    """What the first pass learns of a shard."""
+    images: int
+    descriptors: int          # rows of its ragged datasets
+    has_descriptors: bool     # SIFT descriptors kept
+    geometry: np.dtype | None  # the dtype of its geometry records, if any
+
+
+@dataclass
+class _Census:
+    """What the first pass learns of the shards."""
+    n_words: int
+    df: np.ndarray            # document frequency of each word, over the ok images
+    n_ok: int
+    shards: list
+
+    @property
+    def n_images(self) -> int:
+        return sum(s.images for s in self.shards)
+
+
+def _census(paths, n_words) -> _Census:
+    """The first pass: document frequencies of the words over the ok images, and the
+    sizes of each shard."""
     df = np.zeros(n_words, np.int64)
-    n_images = n_ok = 0
-    sizes = []
+    n_ok = 0
+    shards = []
     for p in paths:
         with h5py.File(p, "r") as s:
             ok = s["images/status"][:] == OK
             indptr = s["counts/indptr"][:]
-            indices = s["counts/indices"][:]
             keep = np.repeat(ok, np.diff(indptr))
-            df += document_frequency(indices[keep], n_words)
-            n_images += len(ok)
+            df += document_frequency(s["counts/indices"][:][keep], n_words)
             n_ok += int(ok.sum())
-            sizes.append((int(s["offsets"][-1]), "descriptors" in s,
-                          s["geometry"].dtype if "geometry" in s else None))
+            shards.append(_Shard(len(ok), int(s["offsets"][-1]), "descriptors" in s,
+                                 s["geometry"].dtype if "geometry" in s else None))
+    return _Census(n_words, df, n_ok, shards)
+
+
+def _word_weights(census, tfidf, idf=None) -> np.ndarray:
+    """The idf of ``bovw``: the given one (another store's), this collection's, or ones
+    (plain term frequencies)."""
     if idf is not None:
         idf = np.asarray(idf, np.float32)
-        if idf.shape != (n_words,):
-            raise StoreError(f"an idf of shape {idf.shape} for a codebook of {n_words} words")
-    elif config.tfidf:
-        idf = idf_weights(df, max(n_ok, 1))
-    else:
-        idf = np.ones(n_words, np.float32)
+        if idf.shape != (census.n_words,):
+            raise StoreError(f"an idf of shape {idf.shape} for a codebook of "
+                             f"{census.n_words} words")
+        return idf
+    if tfidf:
+        return idf_weights(census.df, max(census.n_ok, 1))
+    return np.ones(census.n_words, np.float32)
 
-    with _h5_writing(tmp) as f:
-        f.attrs["format"] = FORMAT
-        f.attrs["version"] = VERSION
-        f.attrs["config"] = config.to_json()
-        f.attrs["versions"] = json.dumps(versions or {}, sort_keys=True)
-        f.attrs["n_images"] = n_images
-        f.attrs["created"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-        # The shard files with their size and checksum, so that readers can refuse a store
-        # whose shards went missing or changed (see shard_problems).
-        f.attrs["shards"] = json.dumps([{k: r.get(k) for k in ("file", "count", "size",
-                                                                "checksum")}
-                                        for r in shard_records])
-        g = f.create_group("images")
-        cols = {"key": STR, "label": np.int32, "width": np.int32, "height": np.int32,
-                "status": np.uint8, "reason": STR}
-        for name, dt in cols.items():
-            g.create_dataset(name, shape=(n_images,), dtype=dt,
-                             chunks=(min(max(n_images, 1), 1 << 15),), **COMPRESS)
-        offsets = f.create_dataset("offsets", shape=(n_images + 1,), dtype=np.int64)
-        enc = f.create_group("encodings")
-        bovw = enc.create_group("bovw")
-        counts = enc.create_group("bovw_counts")
-        for grp, dt in ((bovw, np.float32), (counts, np.int32)):
-            grp.create_dataset("indptr", shape=(n_images + 1,), dtype=np.int64)
-            grp.create_dataset("indices", shape=(0,), maxshape=(None,), dtype=np.int32,
-                               chunks=(ENCODING_CHUNK,), **COMPRESS)
-            grp.create_dataset("data", shape=(0,), maxshape=(None,), dtype=dt,
-                               chunks=(ENCODING_CHUNK,), **COMPRESS)
-            grp.attrs["shape"] = (n_images, n_words)
-        bovw.attrs["weighting"] = "tf-idf" if config.tfidf else "tf"
-        bovw.attrs["power"] = config.power
-        bovw.attrs["normalization"] = "l2"
-        enc.create_dataset("idf", data=idf).attrs["checksum"] = idf_checksum(idf)
-        # what `features baseline --val` compares (features.store.models.encoding_models)
-        bovw.attrs["models"] = json.dumps({"idf": idf_checksum(idf)})
 
-        row = desc_at = nnz = 0
-        offsets[0] = 0
-        failures = []
-        key_table = KeyTableWriter(n_images)
-        for p, (n_desc, _, _) in zip(paths, sizes):
-            with h5py.File(p, "r") as s:
-                m = int(s.attrs["count"])
-                for name in cols:
-                    g[name][row:row + m] = s["images/" + name][:]
-                status = s["images/status"][:]
-                reason = s["images/reason"].asstr()[:]
-                keys = s["images/key"].asstr()[:]
-                key_table.add(keys)
-                failures.extend((row + i, keys[i], reason[i]) for i in np.flatnonzero(status))
-                offsets[row + 1:row + m + 1] = s["offsets"][1:] + desc_at
-                c = read_csr(s["counts"])
-                values = weight_rows(c.indptr, c.indices, c.data, idf, config.power)
-                for grp, data in ((bovw, values), (counts, c.data)):
-                    grp["indptr"][row:row + m + 1] = c.indptr + nnz
-                    grp["indices"].resize((nnz + len(c.indices),))
-                    grp["indices"][nnz:] = c.indices
-                    grp["data"].resize((nnz + len(data),))
-                    grp["data"][nnz:] = data
-                nnz += len(c.indices)
-            row += m
-            desc_at += n_desc
+def _copy_shards(f, paths, census, idf, config) -> list:
+    """The second pass: each shard's image table, descriptor offsets and ``bovw`` rows
+    (with the raw counts ``bovw_counts``) appended, one shard at a time. Returns the
+    failed images as (row, key, reason)."""
+    n = census.n_images
+    table = ImageTable(f, n)
+    offsets = create_offsets(f, n)
+    enc = f.create_group("encodings")
+    bovw = CSRWriter(enc, "bovw", n, census.n_words, np.float32,
+                     weighting="tf-idf" if config.tfidf else "tf", power=config.power,
+                     normalization="l2",
+                     # what `features baseline --val` compares (store.models.encoding_models)
+                     models=json.dumps({"idf": idf_checksum(idf)}))
+    counts = CSRWriter(enc, "bovw_counts", n, census.n_words, np.int32)
+    write_idf(f, idf)
+    failures = []
+    at = 0                    # descriptors of the shards before
+    for p, shard in zip(paths, census.shards):
+        with h5py.File(p, "r") as s:
+            failures += _copy_images(s, table, offsets, at)
+            _copy_rows(s, bovw, counts, idf, config.power)
+        at += shard.descriptors
+    for writer in (table, bovw, counts):
+        writer.close()
+    return failures
 
-        key_table.write(f)
-        parts = [(f"{SHARDS_DIR}/{name}", n) for name, (n, _, _) in zip(shard_files, sizes)]
-        _vds(f, "frames", parts, np.float32, (4,))
-        _vds(f, "words", parts, word_dtype(n_words), ())
-        f["frames"].attrs["units"] = config.frame_units
-        _vds(f, "scale", parts, np.int8, ())
-        if sizes and all(has for _, has, _ in sizes):
-            _vds(f, "descriptors", parts, np.uint8, (128,))
-        if sizes and all(dt is not None for _, _, dt in sizes):
-            _vds(f, "geometry", parts, sizes[0][2], (len(GEOMETRY_COLUMNS),))
-            f["geometry"].attrs["columns"] = ",".join(GEOMETRY_COLUMNS)
 
-        fg = f.create_group("failures")
-        fg.create_dataset("index", data=np.array([i for i, _, _ in failures], np.int64))
-        fg.create_dataset("key", data=np.array([k for _, k, _ in failures], dtype=object), dtype=STR)
-        fg.create_dataset("reason", data=np.array([r for _, _, r in failures], dtype=object),
-                          dtype=STR)
+def _copy_images(s, table, offsets, at) -> list:
+    """One shard's images (and where their descriptors start); its failures."""
+    keys = s["images/key"].asstr()[:]
+    status = s["images/status"][:]
+    reason = s["images/reason"].asstr()[:]
+    row = table.append(key=keys, label=s["images/label"][:], width=s["images/width"][:],
+                       height=s["images/height"][:], status=status, reason=reason)
+    offsets[row + 1:row + len(keys) + 1] = s["offsets"][1:] + at
+    return [(row + i, keys[i], reason[i]) for i in np.flatnonzero(status)]
 
-        cb = f.create_group("codebook")
-        cb.create_dataset("centroids", data=np.asarray(centroids, np.float32))
-        # stores encoded --like another must share its codebook: compared by this checksum
-        cb["centroids"].attrs["checksum"] = centroids_checksum(centroids)
-        if splits:  # a train/ val/ source: the split is the first component of the key
-            keys = g["key"].asstr()[:]
-            g.create_dataset("split", data=np.array([k.split("/", 1)[0] for k in keys],
-                                                    dtype=object), dtype=STR)
-        for k, v in codebook_attrs.items():
-            cb.attrs[k] = v
-        if len(classes):
-            lg = f.create_group("labels")
-            lg.create_dataset("wnid", data=np.array(list(classes), dtype=object), dtype=STR)
-            lg.create_dataset("name", data=np.array(list(names) or [""] * len(classes),
-                                                    dtype=object), dtype=STR)
-    os.replace(tmp, out)
-    return out
+
+def _copy_rows(s, bovw, counts, idf, power):
+    """One shard's word counts, as they are and as weighted rows."""
+    c = read_csr(s["counts"])
+    bovw.append(c.indptr, c.indices, weight_rows(c.indptr, c.indices, c.data, idf, power))
+    counts.append(c.indptr, c.indices, c.data)
+
+
+def _link_shards(f, shard_files, census, frame_units):
+    """The ragged per-image datasets of the shards as virtual datasets (no copy);
+    descriptors and geometry only when every shard has them."""
+    shards = census.shards
+    parts = [(f"{SHARDS_DIR}/{name}", s.descriptors) for name, s in zip(shard_files, shards)]
+    virtual_concat(f, "frames", parts, np.float32, (4,)).attrs["units"] = frame_units
+    virtual_concat(f, "words", parts, word_dtype(census.n_words))
+    virtual_concat(f, "scale", parts, np.int8)
+    if shards and all(s.has_descriptors for s in shards):
+        virtual_concat(f, "descriptors", parts, np.uint8, (128,))
+    if shards and all(s.geometry is not None for s in shards):
+        geometry = virtual_concat(f, "geometry", parts, shards[0].geometry,
+                                  (len(GEOMETRY_COLUMNS),))
+        geometry.attrs["columns"] = ",".join(GEOMETRY_COLUMNS)

@@ -33,6 +33,8 @@ import pytest
 
 from conftest import run_cli
 
+from features.store.write import create_dense
+
 DATA = Path("/usr/share/datasets/fashion-mnist")
 NAMES = ["tshirt_top", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker",
          "bag", "ankle_boot"]
@@ -54,7 +56,8 @@ def _add_pixels(store, pixels):
     with h5py.File(store / "store.h5", "a") as f:
         keys = f["images/key"].asstr()[:]
         X = np.stack([pixels[k] for k in keys]).astype(np.float32) / 255
-        f.create_dataset("encodings/pixels", data=X, chunks=(min(len(X), 1024), X.shape[1]))
+        create_dense(f["encodings"], "pixels", len(X), X.shape[1], np.float32,
+                     chunk_rows=1024)[:] = X
 
 
 _ERRORS = {}
