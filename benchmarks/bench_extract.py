@@ -216,7 +216,10 @@ def peer_pipeline(paths, centroids, vl, out_path, max_side=300, chunk=1000):
 def ours(config, source, codebook, out, jobs, limit):
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    shutil.copy(codebook.parent / "manifest.json", out / "manifest.json")
+    # the codebook's steps, not its job: pass 1 saw the whole corpus, this run --speed-images
+    manifest = json.loads((codebook.parent / "manifest.json").read_text())
+    manifest.pop("job", None)
+    (out / "manifest.json").write_text(json.dumps(manifest))
     shutil.copy(codebook, out / codebook.name)
     summary = encode_images(config, source, out / codebook.name, out, jobs=jobs, limit=limit,
                             progress=False)
