@@ -73,8 +73,6 @@ RESERVED = ("bovw", "bovw_counts", "idf")
 PCA_ROWS = 200_000
 GMM_ROWS_PER_COMPONENT = 1000
 KMEANS_ROWS_PER_CENTER = 1000
-_DENSE_CHUNK_BYTES = 1 << 20
-_STR = h5py.string_dtype("utf-8")
 
 
 @dataclass
@@ -612,9 +610,7 @@ def _cell_order(frames, offsets, widths, heights, grids, units):
 
 def _write_dense(f, plan, descriptors, frames, offsets, widths, heights):
     n = len(offsets) - 1
-    itemsize = np.dtype(plan.dtype).itemsize
-    chunk_rows = max(1, min(n, _DENSE_CHUNK_BYTES // (plan.dim * itemsize)))
-    ds = create_dense(f, "encoding", n, plan.dim, plan.dtype, chunk_rows=chunk_rows)
+    ds = create_dense(f, "encoding", n, plan.dim, plan.dtype)
     grids = plan.params.get("grids")
     # Blocks of images keep the float32 rows and projected descriptors bounded.
     block = max(1, min(n, (64 << 20) // (plan.dim * 4)))
