@@ -91,8 +91,10 @@ __all__ = ["FeaturesError", "ParameterError", "SourceError", "DecodeError", "Sto
            "ThumbnailError"]
 
 
-def first_line(exc: BaseException, limit: int = 200) -> str:
-    """The first line of an exception's message (its class name when it has none), cut to
-    ``limit`` characters: how an error of a library below is quoted inside one of ours."""
+def first_line(exc, limit: int | None = 200) -> str:
+    """The first line of an exception's message (or of a text; its class name when it has
+    none), cut to ``limit`` characters (None: not cut): how an error of a library below is
+    quoted inside one of ours."""
     text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+    text = text.splitlines()[0] if text else type(exc).__name__
+    return text if limit is None else text[:limit]

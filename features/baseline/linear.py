@@ -104,7 +104,8 @@ def train_sgd(reader, idx, y, n_classes, loss="svm", lambdas=DEFAULT_LAMBDAS, ep
     """
     import scipy.sparse as sp
     if loss not in CLASSIFIERS:
-        raise ParameterError(f"unknown classifier {loss!r}: expected one of {', '.join(CLASSIFIERS)}")
+        raise ParameterError(f"unknown classifier {loss!r}: expected one of "
+                             f"{', '.join(CLASSIFIERS)}")
     if epochs < 1 or batch < 1:
         raise ParameterError(f"epochs and batch must be >= 1, got {epochs} and {batch}")
     lambdas = np.asarray(lambdas, dtype=np.float32)

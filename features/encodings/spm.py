@@ -144,7 +144,8 @@ def spatial_pyramid(words, frames, offsets, widths, heights, n_words, grids=DEFA
     else:
         w = np.asarray(weights, np.float64)
         if w.shape != (len(grids),) or np.any(w < 0):
-            raise ParameterError(f"weights must be {len(grids)} non-negative values, got {weights!r}")
+            raise ParameterError(f"weights must be {len(grids)} non-negative values, "
+                                 f"got {weights!r}")
     words, frames, offsets, widths, heights = _check(words, frames, offsets, widths, heights,
                                                      n_words)
     n = len(offsets) - 1

@@ -72,7 +72,8 @@ def pack_geometry(frames, words, width, height, *, units="pixels", oriented=True
     if width < 1 or height < 1:
         raise ParameterError(f"width and height must be >= 1, got {width!r} x {height!r}")
     if len(words) and (words.min() < 0 or words.max() >= n_words):
-        raise ParameterError(f"words must lie in [0, {n_words}), got [{words.min()}, {words.max()}]")
+        raise ParameterError(f"words must lie in [0, {n_words}), got "
+                             f"[{words.min()}, {words.max()}]")
     order = np.argsort(words, kind="stable")
     # float64 whatever the types of the inputs, so that a record is reproducible
     width, height = float(width), float(height)

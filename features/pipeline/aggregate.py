@@ -155,10 +155,11 @@ def aggregate(config, store_dir, method, name=None, options=None, jobs=1, *, rep
     """Compute encoding ``method`` for every image of the store and add it as
     ``encodings/NAME`` (``name`` defaults to the method). Returns the path of store.h5.
 
-    ``options`` are the method's (see ``features.encodings.methods``). ``replace`` recomputes an encoding of
-    that name; ``exist_ok`` returns at once when one with the same method and options is
-    there (what ``features run --encodings`` does on a rerun). ``source`` (the store's
-    source, with its ``limit``) re-extracts descriptors for stores kept without them.
+    ``options`` are the method's (see ``features.encodings.methods``). ``replace``
+    recomputes an encoding of that name; ``exist_ok`` returns at once when one with the
+    same method and options is there (what ``features run --encodings`` does on a rerun).
+    ``source`` (the store's source, with its ``limit``) re-extracts descriptors for stores
+    kept without them.
     ``report`` receives the one-line size estimate.
     """
     store_dir = Path(store_dir)

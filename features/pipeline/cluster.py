@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..exceptions import ClusterError, ParameterError
+from ..exceptions import ClusterError, ParameterError, first_line
 
 
 # Arrays above this size are sent to every worker once, not with each task.
@@ -121,7 +121,7 @@ class Cluster:
         except (OSError, TimeoutError) as e:
             self.close()
             raise ClusterError(f"cannot reach the Dask scheduler at {spec}: "
-                               f"{_first_line(e)}") from None
+                               f"{first_line(e, None)}") from None
         try:
             self._check_workers(store)
         except BaseException:
@@ -148,8 +148,9 @@ class Cluster:
         versions = self.client.run(_worker_version, on_error="return")
         for worker, version in sorted(versions.items()):
             if isinstance(version, BaseException):
-                raise ClusterError(f"worker {worker} cannot run features ({_first_line(version)}); "
-                                   f"install features {__version__} on the workers")
+                raise ClusterError(f"worker {worker} cannot run features "
+                                   f"({first_line(version, None)}); install features "
+                                   f"{__version__} on the workers")
             if version != __version__:
                 raise ClusterError(f"worker {worker} has features {version}, the driver has "
                                    f"{__version__}; install the same version on every worker")
@@ -158,8 +159,9 @@ class Cluster:
             answers = self.client.run(_worker_can_write, target, on_error="return")
             for worker, problem in sorted(answers.items()):
                 if problem:
-                    raise ClusterError(f"worker {worker} {_first_line(problem)}; the store must "
-                                       f"be on a filesystem the workers share and can write")
+                    raise ClusterError(f"worker {worker} {first_line(problem, None)}; the store "
+                                       f"must be on a filesystem the workers share and can "
+                                       f"write")
 
     @property
     def n_workers(self) -> int:
@@ -196,7 +198,7 @@ class Cluster:
             except KilledWorker as e:
                 if not decodes_images(func):
                     raise ClusterError(f"task {future.key} killed every worker that ran it "
-                                       f"({_first_line(e)}); see the workers' logs") from None
+                                       f"({first_line(e, None)}); see the workers' logs") from None
             print(f"cluster: task {future.key} killed every worker that ran it; running it "
                   f"here in an isolated process to find the image", file=self.stream)
             return next(run_tasks(func, [task], 1))
@@ -232,8 +234,3 @@ class Cluster:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def _first_line(e) -> str:
-    text = str(e).strip() or type(e).__name__
-    return text.splitlines()[0]

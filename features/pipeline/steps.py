@@ -260,7 +260,8 @@ def reuse_codebook(like, out) -> tuple:
 def run(config, source, out, *, jobs=1, limit=None, progress=True,
         encodings=(), like=None) -> EncodeSummary:
     """All steps: sample, codebook, encode (+ merge), the ``encodings`` (methods of
-    ``features.pipeline.aggregate``, with their default options, each named after its method), index.
+    ``features.pipeline.aggregate``, with their default options, each named after its
+    method), index.
     ``bovw`` is the encode step's own; a store kept without descriptors extracts them again
     from the source for ``vlad`` and ``fisher``.
 

@@ -1,11 +1,11 @@
 """The tasks of the batch steps: work done per image, per batch of images and per shard.
 
-How they run is in :mod:`.runner`. Workers get plain data (items, the configuration, the centroids) and return plain data;
-shards are written by the worker that computed them, atomically. Tasks that decode images
-run in child processes also for ``--jobs 1`` (see :mod:`.isolate`): a native crash on an image
-is a failed item, not the end of the job. Other tasks (aggregation) run on joblib's worker
-processes: joblib cannot tell which item of a task killed its worker, which is the only
-reason decoding has a pool of its own.
+How they run is in :mod:`.runner`. Workers get plain data (items, the configuration, the
+centroids) and return plain data; shards are written by the worker that computed them,
+atomically. Tasks that decode images run in child processes also for ``--jobs 1`` (see
+:mod:`.isolate`): a native crash on an image is a failed item, not the end of the job.
+Other tasks (aggregation) run on joblib's worker processes: joblib cannot tell which item
+of a task killed its worker, which is the only reason decoding has a pool of its own.
 """
 from __future__ import annotations
 

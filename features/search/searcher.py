@@ -113,10 +113,11 @@ class Searcher:
         """Best k images for a query: list of dicts with key, label, score (and inliers).
 
         ``rerank`` verifies the best ``shortlist`` results geometrically (see
-        :mod:`features.search.spatial`): those with at least ``MIN_INLIERS`` inliers come first, most
-        inliers first, the others keep their order. ``expand`` (with ``rerank``) is average
-        query expansion: the query vector plus those of its ``expand`` best verified
-        results, normalized, is searched again and its shortlist verified too.
+        :mod:`features.search.spatial`): those with at least ``MIN_INLIERS`` inliers come
+        first, most inliers first, the others keep their order. ``expand`` (with
+        ``rerank``) is average query expansion: the query vector plus those of its
+        ``expand`` best verified results, normalized, is searched again and its shortlist
+        verified too.
         """
         if k < 1:
             raise ParameterError(f"k must be >= 1, got {k!r}")

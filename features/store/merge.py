@@ -32,8 +32,8 @@ def _h5_writing(tmp):
 
     When a write fails (a full disk), HDF5 can neither flush nor close the file, and
     closing it may crash the process: the handle is then abandoned, not closed. Code that
-    writes big HDF5 files to disk therefore runs in a worker process (``features.pipeline.isolate``) that
-    leaves right after reporting the error."""
+    writes big HDF5 files to disk therefore runs in a worker process
+    (``features.pipeline.isolate``) that leaves right after reporting the error."""
     f = h5py.File(tmp, "w")
     try:
         yield f

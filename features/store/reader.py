@@ -28,8 +28,9 @@ def _reading(method):
         except (OSError, RuntimeError, KeyError) as e:
             if isinstance(e, KeyError) and "doesn't exist" in str(e):
                 raise                       # an object the store does not have, not damage
-            raise StoreError(f"{self.dir} is damaged ({first_line(e, 160)}); {repair_hint(self.dir)}, "
-                             f"and `features verify {self.dir}` to check it") from None
+            raise StoreError(f"{self.dir} is damaged ({first_line(e, 160)}); "
+                             f"{repair_hint(self.dir)}, and `features verify {self.dir}` to "
+                             f"check it") from None
     return read
 
 
@@ -235,7 +236,8 @@ class _RecordReader:
     def read(self, ids):
         n = self.store.n_images
         if len(ids) and (ids.min() < 0 or ids.max() >= n):
-            raise ParameterError(f"image numbers must lie in [0, {n}), got {ids.min()}..{ids.max()}")
+            raise ParameterError(f"image numbers must lie in [0, {n}), got "
+                                 f"{ids.min()}..{ids.max()}")
         lo, hi = self.offsets[ids], self.offsets[ids + 1]
         out_offsets = np.zeros(len(ids) + 1, np.int64)
         np.cumsum(hi - lo, out=out_offsets[1:])

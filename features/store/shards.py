@@ -35,7 +35,7 @@ class ImageResult:
     scale: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     word_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     word_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
-    geometry: np.ndarray | None = None     # packed record for verification (features.extract.geometry)
+    geometry: np.ndarray | None = None     # packed record (features.extract.geometry)
 
 
 def _shard_image(results: list[ImageResult], *, n_words, first, keep_descriptors,
@@ -128,5 +128,6 @@ def shard_problems(directory, records, *, checksums=False, open_files=False) -> 
                     if r.get("count") is not None and int(s.attrs["count"]) != r["count"]:
                         raise OSError("another image count")
             except (OSError, KeyError, RuntimeError) as e:
-                problems.append({"shard": str(path), "problem": f"unreadable ({first_line(e, 160)})"})
+                problems.append({"shard": str(path),
+                                 "problem": f"unreadable ({first_line(e, 160)})"})
     return problems
