@@ -6,14 +6,17 @@
 - :mod:`.ondisk`: FAISS's file format written part by part and merged on disk;
 - :mod:`.refine`: the sparse refine stage (``index.refine``);
 - :mod:`.load`: opened memory-mapped for search;
+- :mod:`.params`: search-time parameters (``nprobe``, ``k_factor``, FAISS's others);
 - :mod:`.verify`: the index half of ``features verify``.
 """
 from .builder import build, fill_part, index_record, indexable, is_current, train_index
-from .factory import AUTO, EXACT_BELOW, SPARSE_REFINE, auto_factory, split_factory
+from .factory import AUTO, EXACT_BELOW, SPARSE_REFINE, auto_factory, default_params, split_factory
 from .layout import INDEX_FILE, REFINE_FILE
 from .load import load_index, search_vectors
 from .ondisk import index_header
+from .params import apply_params, current_params, parse_params
 
 __all__ = ["build", "fill_part", "train_index", "indexable", "is_current", "index_record",
-           "auto_factory", "split_factory", "AUTO", "EXACT_BELOW", "SPARSE_REFINE",
+           "auto_factory", "default_params", "split_factory", "apply_params", "current_params",
+           "parse_params", "AUTO", "EXACT_BELOW", "SPARSE_REFINE",
            "INDEX_FILE", "REFINE_FILE", "load_index", "search_vectors", "index_header"]

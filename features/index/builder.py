@@ -37,7 +37,9 @@ with ``IO_FLAG_MMAP`` for an IVF without a FAISS refine stage (FAISS maps one or
 other), and ``index.refine`` too, so a process touches only the pages its queries read.
 
 The manifest records what the index was built from (encoding, factory, a fingerprint of
-the rows) so ``features run`` does not rebuild an index that is current.
+the rows) so ``features run`` does not rebuild an index that is current, and the search
+parameters searches start from (``features.index.params``): the factory's defaults and those
+given to the build, which a kept index takes without a rebuild.
 """
 from __future__ import annotations
 
@@ -56,10 +58,13 @@ from ..exceptions import StoreError
 from ..store import OK, Manifest, Store
 from ..store.atomic import atomic_file, atomic_path
 from ..store.encodings import EncodingRows
-from .factory import (AUTO, EXACT_BELOW, SPARSE_REFINE, auto_factory, faiss_message,
-                      io_flag, make_index, set_params, split_factory, train_size, walk)
-from .layout import INDEX_FILE, REFINE_FILE
+from .factory import (AUTO, EXACT_BELOW, SPARSE_REFINE, auto_factory, default_params,
+                      faiss_message, io_flag, make_index, set_params, split_factory, train_size,
+                      walk)
+from .layout import INDEX_FILE, REFINE_FILE, index_record
+from .load import load_index
 from .ondisk import PART_SHIFT, errno_in, merge_on_disk, split_index
+from .params import apply_params, parse_params
 from .refine import MAX_DIM, SparsePart, write_refine
 
 
@@ -206,10 +211,6 @@ def _fingerprint(store: Store, rows: EncodingRows) -> str:
     return h.hexdigest()
 
 
-def index_record(directory) -> dict | None:
-    return Manifest(directory).data.get("steps", {}).get("index")
-
-
 def is_current(store: Store, encoding="bovw", factory=AUTO) -> bool:
     """Whether ``index.faiss`` was built from these rows with this request."""
     record = index_record(store.dir)
@@ -230,11 +231,15 @@ def is_current(store: Store, encoding="bovw", factory=AUTO) -> bool:
 
 
 def build(store: Store, encoding="bovw", factory=None, *, exact_below=EXACT_BELOW,
-          block=8192, part_rows=20_000, seed=0, force=False, run_tasks=None) -> Path:
+          block=8192, part_rows=20_000, seed=0, force=False, run_tasks=None,
+          search_params=None) -> Path:
     """Build (or keep, when current) the store's index; returns its path.
 
     ``factory``: None or "auto" to choose by size, or any FAISS index factory string,
     optionally followed by ``,Refine(Sparse)`` (``features.index.refine``; sparse encodings).
+    ``search_params`` (a dict, or ``"nprobe=8,k_factor=4"``): the search parameters
+    recorded as the index's defaults, over those chosen with it (``default_params``); for
+    an index that is kept, they replace the recorded ones without a rebuild.
     ``run_tasks(func, tasks)`` runs the fill tasks (one per run of whole shards, at least
     ``part_rows`` rows), yielding ``func(*task)`` in task order: the pipeline's runner
     (worker processes, a Dask cluster); by default they run here, one after another.
@@ -242,13 +247,21 @@ def build(store: Store, encoding="bovw", factory=None, *, exact_below=EXACT_BELO
     if run_tasks is None:
         run_tasks = _run_here
     requested = factory or AUTO
+    given = parse_params(search_params or {})
     out = store.dir / INDEX_FILE
     if not force and is_current(store, encoding, requested):
+        if given:
+            _record_params(store, given)
         return out
     started = time.monotonic()
     plan = _plan(store, encoding, requested, exact_below, block)
     trained = train_index(store, plan.rows, plan.base_factory, seed=seed,
                           eligible=plan.eligible, params=plan.params)
+    if given:
+        # checked on the trained index, before the rows are added: a parameter it does
+        # not take fails in seconds, not after the build
+        apply_params(_with_sparse_stage(trained, plan.refine), given, plan.factory)
+        plan.params = {**plan.params, **given}
     n_vectors = _fill(plan, trained, part_rows, run_tasks)
     _record(plan, trained, n_vectors, started)
     return out
@@ -291,7 +304,7 @@ def _choose_factory(rows, encoding, requested, n_eligible, exact_below):
                    else 1.0)
         factory, params = auto_factory(n_eligible, rows.dim, exact_below, density)
     else:
-        factory, params = requested, {}
+        factory, params = requested, default_params(requested)
     if split_factory(factory)[1]:
         if not rows.sparse:
             raise StoreError(f"{SPARSE_REFINE} re-scores sparse rows, and encoding "
@@ -396,6 +409,27 @@ def _record(plan, trained, n_vectors, started):
                        refine_bytes=refine_path.stat().st_size if refine else None,
                        source=_fingerprint(plan.store, plan.rows),
                        seconds=round(time.monotonic() - started, 3))
+
+
+class _SparseStage:
+    """Stands for a sparse refine stage (its ``k_factor``) when parameters are checked on
+    the trained index, before the stage exists."""
+
+    def __init__(self, base):
+        self.base, self.k_factor = base, 100.0
+
+
+def _with_sparse_stage(index, refine):
+    return _SparseStage(index) if refine else index
+
+
+def _record_params(store, given):
+    """New default search parameters for the current index: checked on it, recorded."""
+    record = index_record(store.dir)
+    index = load_index(store)
+    apply_params(index, given, record.get("factory"))
+    Manifest(store.dir).step_done("index", **{**record,
+                                              "params": {**record.get("params", {}), **given}})
 
 
 def _run_here(func, tasks):

@@ -49,6 +49,21 @@ def auto_factory(n: int, dim: int, exact_below: int = EXACT_BELOW,
     return f"IVF{nlist},PQ{m},Refine(SQfp16)", {"nprobe": max(1, nlist // 16), "k_factor": 100}
 
 
+def default_params(factory: str) -> dict:
+    """Search parameters for a factory string given by the user: FAISS's own defaults
+    (one inverted list probed, a shortlist of k re-scored) trade most of the recall away,
+    so an IVF probes 1/16 of its lists, at least 8 (all of them when it has fewer), and a
+    refine stage re-scores 100 k, as the automatic choice does."""
+    params = {}
+    ivf = re.search(r"IVF(\d+)", factory)
+    if ivf:
+        nlist = int(ivf.group(1))
+        params["nprobe"] = min(nlist, max(8, nlist // 16))
+    if "Refine(" in factory:
+        params["k_factor"] = 100
+    return params
+
+
 def split_factory(factory: str) -> tuple[str, bool]:
     """(FAISS factory string, whether a sparse refine stage follows it)."""
     if factory == SPARSE_REFINE or factory.endswith("," + SPARSE_REFINE):

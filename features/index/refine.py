@@ -187,12 +187,15 @@ class RefinedIndex:
     def d(self):
         return self.base.d
 
-    def search(self, queries, k):
+    def search(self, queries, k, params=None, k_factor=None):
+        """``params``: FAISS's search parameters of the base index; ``k_factor``: this
+        search's instead of the index's own."""
         import faiss
         queries = np.ascontiguousarray(queries, np.float32)
         k = int(k)
-        n_short = max(k, min(int(self.base.ntotal), int(round(k * self.k_factor))))
-        _, ids = self.base.search(queries, n_short)
+        k_factor = self.k_factor if k_factor is None else float(k_factor)
+        n_short = max(k, min(int(self.base.ntotal), int(round(k * k_factor))))
+        _, ids = self.base.search(queries, n_short, params=params)
         scores = self.rows.scores(queries, ids, faiss.omp_get_max_threads())
         top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
         scores = np.take_along_axis(scores, top, 1)

@@ -10,7 +10,7 @@ import numpy as np
 from ..codebook import Assigner
 from ..exceptions import ParameterError, QueryError
 from ..extract.geometry import frame_geometry, keeps_geometry, unpack_geometry
-from ..index import index_record, load_index, search_vectors
+from ..index import apply_params, index_record, load_index, search_vectors
 from ..store import OK, Store
 from ..store.encodings import EncodingRows
 from .query import Query, encode_query
@@ -26,13 +26,20 @@ class Searcher:
     a key query reads only its own row. Single queries run on ``threads`` threads (1 by
     default: FAISS's and OpenBLAS's thread pools only contend on one query);
     :meth:`search_batch` uses ``batch_threads`` for many queries at once.
+
+    ``params`` (``{"nprobe": 16}`` or ``"nprobe=16,k_factor=4"``): search parameters of
+    the index for every query, over the defaults the store records (``self.params`` holds
+    those in force); :meth:`search` also takes ``nprobe`` and ``k_factor`` for one query.
     """
 
-    def __init__(self, store_path, *, threads=1, batch_threads=None):
+    def __init__(self, store_path, *, threads=1, batch_threads=None, params=None):
         self.store = Store(store_path)
         try:
             self.index = load_index(self.store)
             record = index_record(self.store.dir) or {}
+            self.factory = record.get("factory")
+            self.params = {**(record.get("params") or {}),
+                           **apply_params(self.index, params or {}, self.factory)}
             self.encoding = record.get("encoding", "bovw")
             self.rows = EncodingRows(self.store.h5, self.encoding)
             self.quantizer = Assigner(self.store.centroids)
@@ -109,7 +116,8 @@ class Searcher:
             return self.query_from_bytes(q, data)
         return self.query_from_key(q)
 
-    def search(self, query: Query, k=10, rerank=False, shortlist=100, expand=0):
+    def search(self, query: Query, k=10, rerank=False, shortlist=100, expand=0, *,
+               nprobe=None, k_factor=None):
         """Best k images for a query: list of dicts with key, label, score (and inliers).
 
         ``rerank`` verifies the best ``shortlist`` results geometrically (see
@@ -117,21 +125,23 @@ class Searcher:
         first, most inliers first, the others keep their order. ``expand`` (with
         ``rerank``) is average query expansion: the query vector plus those of its
         ``expand`` best verified results, normalized, is searched again and its shortlist
-        verified too.
+        verified too. ``nprobe``, ``k_factor``: the index's search parameters for this
+        query (see :mod:`features.index.params`).
         """
         if k < 1:
-            raise ParameterError(f"k must be >= 1, got {k!r}")
+            raise ParameterError(f"k must be >= 1, got {k!r}", "k")
         if shortlist < 1:
             raise ParameterError(f"shortlist must be >= 1, got {shortlist!r}")
         if expand < 0:
             raise ParameterError(f"expand must be >= 0, got {expand!r}")
         n = max(k, shortlist) if rerank else k
-        hits = self._search_vector(query.vector, n, query.self_index)
+        tuning = {"nprobe": nprobe, "k_factor": k_factor}
+        hits = self._search_vector(query.vector, n, query.self_index, **tuning)
         inliers = {}
         if rerank:
             hits = self._rerank(query, hits, inliers)
             if expand:
-                hits = self._expand(query, hits, inliers, expand, n)
+                hits = self._expand(query, hits, inliers, expand, n, tuning)
         out = []
         for score, i in hits[:k]:
             hit = self._hit(score, i)
@@ -148,11 +158,11 @@ class Searcher:
             hit["class"] = self.classes[label]
         return hit
 
-    def search_batch(self, queries, k=10):
+    def search_batch(self, queries, k=10, *, nprobe=None, k_factor=None):
         """Best k images for each of many queries at once, on ``batch_threads`` threads
         (no re-ranking)."""
         if k < 1:
-            raise ParameterError(f"k must be >= 1, got {k!r}")
+            raise ParameterError(f"k must be >= 1, got {k!r}", "k")
         if not len(queries):
             return []
         x = np.concatenate([q.vector for q in queries])
@@ -160,7 +170,8 @@ class Searcher:
         extra = int(any(q.self_index is not None for q in queries))
         limits = _thread_limits(self.batch_threads)
         try:
-            scores, ids = search_vectors(self.index, x, k + extra)
+            scores, ids = search_vectors(self.index, x, k + extra, nprobe=nprobe,
+                                         k_factor=k_factor, what=self.factory)
         finally:
             if limits is not None:
                 limits.restore_original_limits()
@@ -171,12 +182,13 @@ class Searcher:
             out.append([self._hit(s, i) for s, i in hits[:k]])
         return out
 
-    def _search_vector(self, vector, n, exclude):
+    def _search_vector(self, vector, n, exclude, nprobe=None, k_factor=None):
         import faiss
         # OpenMP's thread count is per thread: a server's worker threads would otherwise
         # search one query on every core, the threads contending
         faiss.omp_set_num_threads(self.threads)
-        scores, ids = search_vectors(self.index, vector, n + (exclude is not None))
+        scores, ids = search_vectors(self.index, vector, n + (exclude is not None),
+                                     nprobe=nprobe, k_factor=k_factor, what=self.factory)
         return [(float(s), int(i)) for s, i in zip(scores[0], ids[0])
                 if i >= 0 and i != exclude][:n]
 
@@ -187,7 +199,7 @@ class Searcher:
             inliers.update(zip(todo, counts.tolist()))
         return order_by_inliers(hits, inliers)
 
-    def _expand(self, query, hits, inliers, expand, n):
+    def _expand(self, query, hits, inliers, expand, n, tuning):
         top = expansion_images(hits, inliers, expand)
         if not top:
             return hits
@@ -195,7 +207,7 @@ class Searcher:
         for i in top:
             vector += self._stored_row(i)
         vector /= max(float(np.linalg.norm(vector)), 1e-12)
-        more = self._search_vector(vector, n, query.self_index)
+        more = self._search_vector(vector, n, query.self_index, **tuning)
         seen = {i for _, i in hits}
         # Scores of the first search for the images it found, of the expanded one for new
         # images: verified images rank by inliers anyway.
