@@ -57,6 +57,6 @@ def test_featureless_query_is_one_clear_error(store_with_featureless, cli_env):
     src, out = store_with_featureless
     for q in (src / "coins" / "blank.png", "coins/tiny.png"):
         proc = run_cli("search", out, q, env=cli_env)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert proc.returncode == 4 and "Traceback" not in proc.stderr   # a failed query
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "no features" in lines[0], proc.stderr
