@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..exceptions import ParameterError, StoreError
 
-EXIT_DAMAGED, EXIT_ERROR, EXIT_FAILURE_BUDGET = 1, 2, 3
+EXIT_DAMAGED, EXIT_ERROR, EXIT_FAILURE_BUDGET, EXIT_QUERIES_FAILED = 1, 2, 3, 4
 
 
 def _config(args):
@@ -117,42 +117,73 @@ def cmd_encode(args):
     return _finish(summary, config, args.out)
 
 
+def _search_params(args) -> dict:
+    """The search parameters of ``--search-params``, ``--nprobe`` and ``--k-factor``."""
+    from ..index import parse_params
+    params = parse_params(args.search_params or "")
+    for name in ("nprobe", "k_factor"):
+        if getattr(args, name) is not None:
+            params[name] = getattr(args, name)
+    return parse_params(params)
+
+
+def _shown_params(params, before="; ") -> str:
+    """``; searched with nprobe=8``, or nothing for an index without parameters (exact)."""
+    shown = ",".join(f"{k}={v:g}" for k, v in sorted(params.items()))
+    return f"{before}searched with {shown}" if shown else ""
+
+
 def cmd_index(args):
     from .. import pipeline
     from ..index import index_record
     if args.jobs < 1:
         raise ParameterError(f"jobs must be >= 1, got {args.jobs}", "jobs")
+    params = _search_params(args)
     with _workers(args) as jobs:
         path = pipeline.build_index(args.store, args.encoding, args.index, force=args.force,
-                                    jobs=jobs)
+                                    jobs=jobs, search_params=params)
     record = index_record(args.store) or {}
     print(f"index: {path} ({record.get('factory')}, {record.get('rows')} images, "
-          f"{record.get('encoding')})")
+          f"{record.get('encoding')}{_shown_params(record.get('params') or {})})")
     return 0
 
 
 def cmd_search(args):
     from ..search import Searcher
+    from ..search.batch import expand_queries, search_each
     if args.k < 1:
         raise ParameterError(f"k must be >= 1, got {args.k}", "k")
     if args.expand < 0:
         raise ParameterError(f"expand must be >= 0, got {args.expand}", "expand")
-    results = []
-    with Searcher(args.store) as searcher:
-        for q in args.query:
-            query = searcher.query(q)
-            results.append({"query": q, "results": searcher.search(
-                query, args.k, args.rerank or args.expand > 0, expand=args.expand)})
+    params = _search_params(args)
+    results, answered, failed = [], 0, 0
+    with Searcher(args.store, params=params) as searcher:
+        for r in search_each(searcher, expand_queries(args.query), k=args.k,
+                             rerank=args.rerank or args.expand > 0, expand=args.expand):
+            if "error" in r:
+                failed += 1
+                print(f"features: error: {r['error']}", file=sys.stderr, flush=True)
+            else:
+                answered += 1
+            if args.json:
+                results.append(r)
+            elif "error" not in r:
+                _print_results(r)
     if args.json:
         print(json.dumps(results, indent=1))
-        return 0
-    for r in results:
-        print(f"query: {r['query']}")
-        for rank, hit in enumerate(r["results"], 1):
-            extra = f"  inliers {hit['inliers']}" if "inliers" in hit else ""
-            label = hit.get("class", hit["label"])
-            print(f"  {rank:3d}. {hit['score']:.4f}  {hit['key']}  (label {label}){extra}")
-    return 0
+    if failed and answered + failed > 1:
+        print(f"features: {failed} of {answered + failed} queries could not be answered",
+              file=sys.stderr)
+    return EXIT_QUERIES_FAILED if failed else 0
+
+
+def _print_results(r):
+    print(f"query: {r['query']}")
+    for rank, hit in enumerate(r["results"], 1):
+        extra = f"  inliers {hit['inliers']}" if "inliers" in hit else ""
+        label = hit.get("class", hit["label"])
+        print(f"  {rank:3d}. {hit['score']:.4f}  {hit['key']}  (label {label}){extra}")
+    sys.stdout.flush()
 
 
 def cmd_serve(args):
@@ -163,6 +194,7 @@ def cmd_serve(args):
                   timeout=args.timeout, max_concurrent=args.max_concurrent)
     if args.max_pixels is not None:
         limits["max_pixels"] = args.max_pixels
+    limits["search_params"] = _search_params(args)
     return serve(args.store, args.host, args.port, **limits)
 
 
@@ -182,7 +214,9 @@ def cmd_info(args):
               f"{e['dtype']}, {e['bytes'] / 1e6:.1f} MB")
     ix = info.get("index_info")
     print("index:        " + (f"{ix['vectors']} images, {ix['factory'] or '?'} on "
-                              f"{ix['encoding'] or '?'}, {ix['bytes'] / 1e6:.1f} MB"
+                              f"{ix['encoding'] or '?'}"
+                              f"{_shown_params(ix.get('params') or {}, ', ')}, "
+                              f"{ix['bytes'] / 1e6:.1f} MB"
                               + (f" + refine rows {ix['refine_bytes'] / 1e6:.1f} MB"
                                  if ix.get("refine_bytes") else "")
                               if ix else "none"))

@@ -46,6 +46,18 @@ def _job_options(p):
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
 
+def _search_param_options(p, when):
+    g = p.add_argument_group(f"search parameters ({when})")
+    g.add_argument("--nprobe", type=int, metavar="N",
+                   help="inverted lists an IVF index scans per query: more is slower and "
+                        "finds more of the true neighbours")
+    g.add_argument("--k-factor", type=float, metavar="F",
+                   help="a refine stage re-scores F times k candidates")
+    g.add_argument("--search-params", metavar="STRING",
+                   help="any FAISS search parameters, e.g. nprobe=8,k_factor=4 "
+                        "(--nprobe and --k-factor win over the same names here)")
+
+
 class _Parser(argparse.ArgumentParser):
     """Bad arguments are bad input like any other: one line and exit status 2."""
 
@@ -124,15 +136,22 @@ def build_parser():
     sp.add_argument("--jobs", type=int, default=1,
                     help="local worker processes filling the index shard by shard (default 1)")
     sp.add_argument("--cluster", metavar="ADDR", help="fill it on Dask (as `features run`)")
-    sp = add("search", c.cmd_search, "nearest images of an image file or an image key")
+    _search_param_options(sp, "the defaults recorded for searches; a current index is kept "
+                              "and only its defaults change")
+    sp = add("search", c.cmd_search,
+             "nearest images of image files, image keys or folders of images (exit 0: every "
+             "query answered, 4: some could not be, each said on stderr)")
     sp.add_argument("store")
-    sp.add_argument("query", nargs="+", help="an image file or the key of an image in the store")
+    sp.add_argument("query", nargs="+",
+                    help="an image file, the key of an image in the store, or a folder "
+                         "(each image file below it is a query)")
     sp.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     sp.add_argument("--rerank", action="store_true", help="geometric re-ranking of a shortlist")
     sp.add_argument("--expand", type=int, default=0, metavar="N",
                     help="average query expansion with the N best verified results "
                          "(implies --rerank)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
+    _search_param_options(sp, "default: those recorded by `features index`")
     sp = add("serve", c.cmd_serve, "HTTP API and web page for query-by-image search")
     sp.add_argument("store")
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
@@ -148,6 +167,8 @@ def build_parser():
     sp.add_argument("--max-pixels", type=int,
                     help="largest accepted image in pixels; larger gets 400 (the decoder's "
                          "limit: 178,956,970)")
+    _search_param_options(sp, "of every request unless it gives its own; default: those "
+                              "recorded by `features index`")
     sp = add("info", c.cmd_info, "what a store holds")
     sp.add_argument("store")
     sp.add_argument("--json", action="store_true")

@@ -58,8 +58,8 @@ def test_step_commands_one_at_a_time(tmp_path, small_set, cli_env):
     assert info["words"] == 32 and info["index_size"] == 24
 
 
-def _assert_one_line_error(proc, fragment):
-    assert proc.returncode == 2, proc.stderr
+def _assert_one_line_error(proc, fragment, code=2):
+    assert proc.returncode == code, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("features: error:"), proc.stderr
@@ -77,12 +77,19 @@ def test_bad_input_gives_one_clear_line(tmp_path, small_store, cli_env):
                            "not a features store")
     _assert_one_line_error(run_cli("info", tmp_path / "notes.jpg", env=cli_env),
                            "not a features store")
+    # a query that cannot be answered: its line, and exit 4 (the batch ran)
     _assert_one_line_error(run_cli("search", small_store, tmp_path / "notes.jpg", env=cli_env),
-                           "not a usable image")
+                           "not a usable image", 4)
     _assert_one_line_error(run_cli("search", small_store, "no/such/key.jpg", env=cli_env),
-                           "no such key")
-    _assert_one_line_error(run_cli("search", small_store, "chelsea/half.jpg", "-k", 0,
-                                   env=cli_env), "-k")
+                           "no such key", 4)
+    for k in (0, -3):
+        _assert_one_line_error(run_cli("search", small_store, "chelsea/half.jpg", "-k", k,
+                                       env=cli_env), f"-k must be >= 1, got {k}")
+    _assert_one_line_error(run_cli("search", small_store, "chelsea/half.jpg", "--nprobe", 4,
+                                   env=cli_env), "--nprobe 4 does not apply to this index (Flat)")
+    _assert_one_line_error(run_cli("search", small_store, "chelsea/half.jpg", "--search-params",
+                                   "nprobe=0", env=cli_env),
+                           "--search-params 'nprobe=0': nprobe must be an integer >= 1, got 0")
     _assert_one_line_error(run_cli("run", tmp_path, "-o", tmp_path / "o2", "--preset", "nope",
                                    env=cli_env), "unknown preset")
     _assert_one_line_error(run_cli("run", tmp_path, "-o", tmp_path / "o3", "--jobs", 0,
@@ -101,3 +108,85 @@ def test_failure_budget_sets_exit_code(tmp_path, small_set, cli_env):
     assert "26 images, 2 failed" in proc.stdout
     proc = run_cli(*args, "-o", tmp_path / "b", "--failure-budget", 0.1, env=cli_env)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_one_bad_query_does_not_stop_a_batch(tmp_path, small_store, small_set, cli_env):
+    """A folder of photos with one featureless image (flat grey), a missing key, a file that
+    is no image and an empty folder: every other query is answered, in order, each failure is
+    one line on stderr, and the exit status (4) says that some failed."""
+    import shutil
+
+    import cv2
+    import numpy as np
+    folder = tmp_path / "photos"
+    shutil.copytree(small_set / "chelsea", folder)
+    cv2.imwrite(str(folder / "grey.png"), np.full((240, 320), 128, np.uint8))
+    (folder / "notes.txt").write_text("not an image: not a query either")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "fake.jpg").write_text("not an image")
+    photos = sorted(str(p) for p in folder.iterdir() if p.suffix != ".txt")
+    assert len(photos) == 7
+    queries = [folder, "no/such/key.jpg", tmp_path / "fake.jpg", "coins/half.jpg",
+               tmp_path / "empty"]
+    proc = run_cli("search", small_store, *queries, "-k", 3, "--json", env=cli_env)
+    assert proc.returncode == 4, proc.stderr
+    out = json.loads(proc.stdout)
+    want = photos + ["no/such/key.jpg", str(tmp_path / "fake.jpg"), "coins/half.jpg",
+                     str(tmp_path / "empty")]
+    assert [r["query"] for r in out] == want
+    failed = {r["query"]: r["error"] for r in out if "error" in r}
+    assert set(failed) == {str(folder / "grey.png"), "no/such/key.jpg",
+                           str(tmp_path / "fake.jpg"), str(tmp_path / "empty")}
+    assert "no features" in failed[str(folder / "grey.png")]
+    assert "no such key" in failed["no/such/key.jpg"]
+    assert "not a usable image" in failed[str(tmp_path / "fake.jpg")]
+    assert "without image files" in failed[str(tmp_path / "empty")]
+    for r in out:
+        if r["query"] in failed:
+            assert r["results"] == []
+        else:
+            assert len(r["results"]) == 3 and r["results"][0]["score"] > 0.5
+    assert all(h["key"].startswith("chelsea/") for r in out[:7] if r["query"] not in failed
+               for h in r["results"][:2])
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr
+    assert lines[:-1] == [f"features: error: {failed[q]}" for q in want if q in failed]
+    assert lines[-1] == "features: 4 of 11 queries could not be answered"
+
+    # the text output: the answered queries' results, in order
+    proc = run_cli("search", small_store, folder, "-k", 2, env=cli_env)
+    assert proc.returncode == 4
+    shown = [line[len("query: "):] for line in proc.stdout.splitlines()
+             if line.startswith("query: ")]
+    assert shown == [p for p in photos if not p.endswith("grey.png")]
+    assert proc.stderr.strip().splitlines()[-1] == \
+        "features: 1 of 7 queries could not be answered"
+
+    # all answered: exit 0
+    proc = run_cli("search", small_store, folder / "half.jpg", "chelsea/crop60.jpg",
+                   env=cli_env)
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_search_parameters_from_the_command_line(tmp_path, small_store, cli_env):
+    import shutil
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    proc = run_cli("index", store, "--index", "IVF4,Flat", "--nprobe", 2, env=cli_env,
+                   check=True)
+    assert "IVF4,Flat, 24 images, bovw; searched with nprobe=2)" in proc.stdout
+    stamp = (store / "index.faiss").stat().st_mtime_ns
+    proc = run_cli("index", store, "--index", "IVF4,Flat", "--search-params", "nprobe=4",
+                   env=cli_env, check=True)
+    assert "searched with nprobe=4" in proc.stdout
+    assert (store / "index.faiss").stat().st_mtime_ns == stamp     # kept: only the default
+    info = run_cli("info", store, env=cli_env, check=True).stdout
+    assert "IVF4,Flat on bovw, searched with nprobe=4" in info
+    one = json.loads(run_cli("search", store, "coins/half.jpg", "-k", 3, "--nprobe", 4,
+                             "--json", env=cli_env, check=True).stdout)
+    assert [h["key"].split("/")[0] for h in one[0]["results"]] == ["coins"] * 3
+    _assert_one_line_error(run_cli("index", store, "--index", "IVF4,Flat", "--k-factor", 2,
+                                   env=cli_env),
+                           "--k-factor 2 does not apply to this index (IVF4,Flat)")
+    _assert_one_line_error(run_cli("search", store, "coins/half.jpg", "--nprobe", 0,
+                                   env=cli_env), "--nprobe must be an integer >= 1, got 0")
