@@ -23,7 +23,7 @@ import sys
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -56,6 +56,9 @@ class ServeOptions:
     thumb_cache: int = 1024
     query_cache: int = 64
     max_matches: int = 500
+    # the index's search parameters for every request that gives none (nprobe, k_factor,
+    # any FAISS one); None: those the store records
+    search_params: dict | None = field(default=None)
 
     def __post_init__(self):
         for name in ("threads", "max_body", "max_pixels", "max_concurrent", "max_k",
@@ -86,7 +89,9 @@ class Service:
 
     def __init__(self, store_path, options: ServeOptions | None = None):
         self.options = options or ServeOptions()
-        self.searcher = Searcher(store_path)  # StoreError: not a store, or no index
+        # StoreError: not a store, or no index; ParameterError: a search parameter the
+        # index does not take
+        self.searcher = Searcher(store_path, params=self.options.search_params)
         self.store = self.searcher.store
         self.classes = list(self.store.classes)
         self.names = list(self.store.class_names)
@@ -184,11 +189,14 @@ class Service:
             raise ApiError(400, str(e)) from None
         return query, (info["width"], info["height"])
 
-    def search(self, make_query, arg, k: int, rerank: bool):
+    def search(self, make_query, arg, k: int, rerank: bool, tuning=None):
         t0 = time.perf_counter()
         query, size = make_query(arg)
         t1 = time.perf_counter()
-        hits = self.searcher.search(query, k, rerank=rerank)
+        try:
+            hits = self.searcher.search(query, k, rerank=rerank, **(tuning or {}))
+        except ParameterError as e:
+            raise ApiError(400, str(e)) from None
         t2 = time.perf_counter()
         results = []
         for hit in hits:
@@ -256,6 +264,19 @@ def _int_param(request, name, default, lo, hi):
         raise ApiError(400, f"{name} must be an integer, got {raw!r}") from None
     if not lo <= value <= hi:
         raise ApiError(400, f"{name} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def _float_param(request, name, lo):
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, f"{name} must be a number, got {raw!r}") from None
+    if not (math.isfinite(value) and value >= lo):
+        raise ApiError(400, f"{name} must be >= {lo:g}, got {raw}")
     return value
 
 
@@ -357,7 +378,7 @@ async def health(request):
     return _json({"status": "ok", "images": s.store.n_images, "indexed": s.searcher.index.ntotal,
                   "preset": s.store.config.preset, "words": s.store.config.words,
                   "thumbnails": s.files.available, "threads": s.options.threads,
-                  "in_progress": s.admitted})
+                  "in_progress": s.admitted, "search_params": s.searcher.params})
 
 
 async def search(request):
@@ -365,11 +386,14 @@ async def search(request):
     t0 = time.perf_counter()
     k = _int_param(request, "k", 10, 1, s.options.max_k)
     rerank = _bool_param(request, "rerank")
+    # this request's search parameters (the server's own apply otherwise)
+    tuning = {"nprobe": _int_param(request, "nprobe", None, 1, 1 << 20),
+              "k_factor": _float_param(request, "k_factor", 1)}
     if request.method == "GET":
         make_query, arg = s.query_from_key, _key_param(request)
     else:
         make_query, arg = s.query_from_bytes, await read_image(request, s.options)
-    out, waited = await s.run(s.search, make_query, arg, k, rerank)
+    out, waited = await s.run(s.search, make_query, arg, k, rerank, tuning)
     out["timing_ms"] = {"queue": _ms(waited), **out["timing_ms"],
                         "total": _ms(time.perf_counter() - t0)}
     return _json(out)

@@ -43,6 +43,7 @@ def test_health(server):
     assert body["status"] == "ok"
     assert body["images"] == 24 and body["indexed"] == 24
     assert body["thumbnails"] is True
+    assert body["search_params"] == {}   # an exact index has none
 
 
 def test_search_by_uploaded_bytes(server, small_set):
@@ -205,6 +206,10 @@ def test_a_streamed_body_over_the_limit_is_413(server):
     ("api/search?key=chelsea/half.jpg&k=ten", 400),
     ("api/search?key=chelsea/half.jpg&k=100000", 400),
     ("api/search?key=chelsea/half.jpg&rerank=maybe", 400),
+    ("api/search?key=chelsea/half.jpg&nprobe=0", 400),
+    ("api/search?key=chelsea/half.jpg&nprobe=4", 400),      # an exact index has no lists
+    ("api/search?key=chelsea/half.jpg&k_factor=0.5", 400),
+    ("api/search?key=chelsea/half.jpg&k_factor=many", 400),
     ("api/search", 400),
     ("api/search?key=no/such.jpg", 404),
     ("api/matches?query=chelsea/half.jpg", 400),
@@ -322,9 +327,33 @@ def test_store_without_index(small_store, tmp_path):
 
 @pytest.mark.parametrize("option, value", [("--threads", 0), ("--timeout", -1),
                                            ("--max-concurrent", 0), ("--max-body-mb", 0),
-                                           ("--port", 70000)])
+                                           ("--port", 70000), ("--nprobe", 4),
+                                           ("--k-factor", 0)])
 def test_bad_options(small_store, option, value):
     _one_error_line(_serve(small_store, "--port", 0, option, value), option.split("-")[-1])
+
+
+def test_search_parameters_server_wide_and_per_request(small_store, tmp_path):
+    """An IVF index: the server searches with --nprobe unless a request gives its own."""
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    subprocess.run([sys.executable, "-m", "features", "index", str(store), "--index",
+                    "IVF4,Flat"], check=True, capture_output=True, env=cli_env(), timeout=120)
+    srv = Server(store, "--threads", 1, "--nprobe", 1)
+    try:
+        status, body = get_json(srv.url + "api/health")
+        assert status == 200 and body["search_params"] == {"nprobe": 1}
+        url = srv.url + "api/search?key=coins/half.jpg&k=23"
+        status, one = get_json(url)
+        assert status == 200, one
+        status, every = get_json(url + "&nprobe=4")   # every list: the whole store
+        assert status == 200, every
+        assert len(every["results"]) == 23 > len(one["results"])   # one list of 4: fewer
+        status, body = get_json(url + "&k_factor=2")
+        assert status == 400 and "k_factor 2 does not apply" in body["error"], body
+    finally:
+        code, err = srv.stop()
+    assert code == 0 and "Traceback" not in err, err
 
 
 # ---- load: 8 concurrent clients on loopback, bounded ------------------------------------
