@@ -176,5 +176,6 @@ def _search_parameters(index, nprobe, k_factor):
     if isinstance(index, faiss.IndexIVF) and nprobe is not None:
         params = faiss.SearchParametersIVF()
         params.nprobe = int(nprobe)
+        params.max_codes = index.max_codes   # the index's own, not the object's default
         return params
     return None
