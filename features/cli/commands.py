@@ -99,7 +99,8 @@ def cmd_codebook(args):
     sample = Path(args.store) / pipeline.SAMPLE_FILE
     if not sample.exists():
         raise StoreError(f"{args.store} has no descriptor sample; run `features extract` first")
-    print(f"codebook: {pipeline.train_codebook(config, sample, args.store)}")
+    path = pipeline.train_codebook(config, sample, args.store, progress=not args.quiet)
+    print(f"codebook: {path}")
     return 0
 
 
@@ -124,7 +125,7 @@ def cmd_index(args):
         raise ParameterError(f"jobs must be >= 1, got {args.jobs}", "jobs")
     with _workers(args) as jobs:
         path = pipeline.build_index(args.store, args.encoding, args.index, force=args.force,
-                                    jobs=jobs)
+                                    jobs=jobs, progress=not args.quiet)
     record = index_record(args.store) or {}
     print(f"index: {path} ({record.get('factory')}, {record.get('rows')} images, "
           f"{record.get('encoding')})")
