@@ -14,7 +14,10 @@ def run_baseline(args):
         raise BaselineError(f"--epochs must be >= 1, got {args.epochs}")
     if not 0 < args.val_fraction < 1:
         raise BaselineError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
-    log = None if (args.quiet or args.json) else (lambda m: print(m, file=sys.stderr))
+    from ..pipeline.progress import Progress
+    quiet = args.quiet or args.json
+    log = None if quiet else (lambda m: print(m, file=sys.stderr))
+    progress = None if quiet else (lambda label: Progress(label, unit="examples"))
     classifiers = (args.classifier,) if args.classifier else ("svm", "logreg")
     with Store(args.store) as store:
         val = Store(args.val) if args.val else None
@@ -22,7 +25,8 @@ def run_baseline(args):
             result = evaluate(store, val, encoding=args.encoding, classifiers=classifiers,
                               hierarchy=args.hierarchy, seed=args.seed,
                               val_fraction=args.val_fraction,
-                              train_per_class=args.train_per_class, epochs=args.epochs, log=log)
+                              train_per_class=args.train_per_class, epochs=args.epochs, log=log,
+                              progress=progress)
             if args.report:
                 from .report import write_report
                 result["report"] = str(write_report(result, args.report))

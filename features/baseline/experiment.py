@@ -18,6 +18,7 @@ lambda; the chosen model is the one trained on the rest.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass
@@ -235,10 +236,13 @@ class _Rows:
 
 def evaluate(store, val_store=None, *, encoding=None, classifiers=CLASSIFIERS, hierarchy=None,
              seed=0, val_fraction=0.2, heldout_fraction=0.1, train_per_class=None, epochs=10,
-             lambdas=DEFAULT_LAMBDAS, keep_scores=False, log=None):
+             lambdas=DEFAULT_LAMBDAS, keep_scores=False, log=None, progress=None):
     """Train and score every (encoding, classifier); a JSON-ready dict of the results.
 
     ``store`` and ``val_store`` are open :class:`features.store.Store` objects.
+    ``progress(label)``, if given, makes a context manager around each training whose value
+    is called as ``bar(done, total)`` with the training examples seen so far (the
+    command's progress line; nothing here prints).
     """
     options = _Options(classifiers, seed, val_fraction, heldout_fraction, train_per_class,
                        epochs, lambdas, keep_scores)
@@ -248,7 +252,8 @@ def evaluate(store, val_store=None, *, encoding=None, classifiers=CLASSIFIERS, h
     for name in names:
         rows = _rows(plan, name)
         for clf in options.classifiers:
-            result = _train_and_score(plan, rows, clf, options)
+            with (progress(f"{name} / {clf}") if progress else contextlib.nullcontext()) as bar:
+                result = _train_and_score(plan, rows, clf, options, bar)
             out["results"].append(result)
             if log:
                 log(f"{name} / {clf}: top-1 error {result['top1_error']:.4f}, top-5 "
@@ -334,13 +339,13 @@ def _rows(plan, name) -> _Rows:
     return _Rows(name, reader, val_reader, feature_stats(reader, plan.fit.rows))
 
 
-def _fit(plan, rows, clf, options):
+def _fit(plan, rows, clf, options, progress=None):
     """Classifier ``clf`` trained for every lambda; the one of least held-out top-1 error,
     its held-out scores, every lambda's held-out error and the seconds taken."""
     t0 = time.perf_counter()
     models = train_sgd(rows.train, plan.fit.rows, plan.fit.labels, plan.n_classes, loss=clf,
                        lambdas=options.lambdas, epochs=options.epochs, seed=options.seed,
-                       stats=rows.stats)
+                       stats=rows.stats, progress=progress)
     held_scores = [decision_blocks(m, rows.train, plan.held.rows) for m in models]
     best, held_errors = _select(held_scores, plan.held.labels)
     return models[best], held_scores[best], held_errors, time.perf_counter() - t0
@@ -363,9 +368,9 @@ def _hedge(plan, held_scores, scores):
     return temperature, dict(curve=curve, darts=darts)
 
 
-def _train_and_score(plan, rows, clf, options) -> dict:
+def _train_and_score(plan, rows, clf, options, progress=None) -> dict:
     """One (encoding, classifier): trained, scored on the val images, hedged."""
-    model, held_scores, held_errors, train_time = _fit(plan, rows, clf, options)
+    model, held_scores, held_errors, train_time = _fit(plan, rows, clf, options, progress)
     scores = decision_blocks(model, rows.val, plan.val.rows)
     guesses = metrics.top_guesses(scores, 5)
     summary, cm = metrics.summarize(guesses, plan.val.labels, plan.n_classes,

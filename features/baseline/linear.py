@@ -25,7 +25,6 @@ block of rows (``features.store.encodings.BLOCK_BYTES``).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -100,6 +99,9 @@ def train_sgd(reader, idx, y, n_classes, loss="svm", lambdas=DEFAULT_LAMBDAS, ep
     half of the passes (averaged SGD, as in the large-scale SVMs of the ILSVRC-2010 era):
     far less sensitive to the step size than the last iterate.
 
+    ``progress(done, total)`` is called after each block of rows: the examples seen so far
+    and ``epochs * len(idx)``.
+
     Returns a list of :class:`LinearModel`, one per lambda.
     """
     import scipy.sparse as sp
@@ -122,7 +124,7 @@ def train_sgd(reader, idx, y, n_classes, loss="svm", lambdas=DEFAULT_LAMBDAS, ep
     avg_from = epochs // 2
     W_avg = np.zeros_like(W) if average else None
     b_avg = np.zeros_like(b) if average else None
-    t0 = time.perf_counter()
+    done, total = 0, epochs * len(idx)
     for epoch in range(epochs):
         for pos, X in reader.blocks(idx, rng=rng):
             yb = y[pos]
@@ -150,8 +152,9 @@ def train_sgd(reader, idx, y, n_classes, loss="svm", lambdas=DEFAULT_LAMBDAS, ep
                     n_avg += 1
                     W_avg += (W - W_avg) / n_avg
                     b_avg += (b - b_avg) / n_avg
-        if progress:
-            progress(epoch + 1, epochs, time.perf_counter() - t0)
+            done += len(yb)
+            if progress is not None:
+                progress(done, total)
     if average:
         W, b = W_avg, b_avg
     return [LinearModel(np.ascontiguousarray(W[:, i * C:(i + 1) * C]), b[i * C:(i + 1) * C].copy(),

@@ -8,7 +8,9 @@ bug, and its traceback is shown (exit status 1).
 from __future__ import annotations
 
 import re
+import signal
 import sys
+import threading
 
 from ..exceptions import FeaturesError, ParameterError
 from .commands import EXIT_ERROR
@@ -40,11 +42,25 @@ def message(error: BaseException, parser=None) -> str:
     return text
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the job is: it unwinds as Ctrl-C's KeyboardInterrupt does."""
+
+
+def _on_sigterm(signum, frame):
+    # once: a second SIGTERM must not interrupt the cleanup the first one started
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     # HDF5 handles that failed to write (a full disk) report "Exception ignored" when
     # garbage-collected; the failure itself is reported below as one line.
     sys.unraisablehook = lambda _: None
+    # (signals can be handled in the main thread only: main() called from another thread
+    # leaves SIGTERM as it is)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
     try:
         return args.func(args)
     except (FeaturesError, OSError) as e:
@@ -52,9 +68,15 @@ def main(argv=None):
         # read): one line, never a traceback
         print(f"features: error: {message(e, args.parser)}", file=sys.stderr)
         return EXIT_ERROR
+    except Terminated:
+        print("features: terminated; rerun the same command to resume", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("features: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

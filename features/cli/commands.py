@@ -99,7 +99,8 @@ def cmd_codebook(args):
     sample = Path(args.store) / pipeline.SAMPLE_FILE
     if not sample.exists():
         raise StoreError(f"{args.store} has no descriptor sample; run `features extract` first")
-    print(f"codebook: {pipeline.train_codebook(config, sample, args.store)}")
+    path = pipeline.train_codebook(config, sample, args.store, progress=not args.quiet)
+    print(f"codebook: {path}")
     return 0
 
 
@@ -141,7 +142,8 @@ def cmd_index(args):
     params = _search_params(args)
     with _workers(args) as jobs:
         path = pipeline.build_index(args.store, args.encoding, args.index, force=args.force,
-                                    jobs=jobs, search_params=params)
+                                    jobs=jobs, search_params=params,
+                                    progress=not args.quiet)
     record = index_record(args.store) or {}
     print(f"index: {path} ({record.get('factory')}, {record.get('rows')} images, "
           f"{record.get('encoding')}{_shown_params(record.get('params') or {})})")

@@ -4,8 +4,44 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .. import __version__
 from . import commands as c
 from .commands import EXIT_ERROR
+
+
+def _cores() -> int:
+    """The cores this process may use, as joblib counts them (CPU affinity and a
+    container's CPU quota), for ``--jobs -1``."""
+    from joblib import cpu_count
+    return max(1, int(cpu_count()))
+
+
+def jobs_count(text) -> int:
+    """``--jobs``: N >= 1 worker processes, or, as in joblib and scikit-learn, -1 for all
+    cores, -2 for all but one, and so on."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if n >= 1:
+        return n
+    cores = _cores()
+    if n == 0 or n < -cores:
+        raise argparse.ArgumentTypeError(
+            f"{n} is not a worker count: give N >= 1, or -1 for all {cores} cores, -2 for "
+            f"all but one, down to -{cores}")
+    return cores + 1 + n
+
+
+JOBS_HELP = "worker processes: N, or -1 for all cores, -2 for all but one (default 1)"
+
+
+def _common_options() -> argparse.ArgumentParser:
+    """The options every command takes (the parent parser of each command's)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on stderr: only results and errors")
+    return p
 
 
 def _config_options(p):
@@ -32,7 +68,7 @@ def _config_options(p):
 
 def _job_options(p):
     p.add_argument("-o", "--out", required=True, metavar="STORE", help="store directory")
-    p.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--jobs", type=jobs_count, default=1, help=JOBS_HELP)
     p.add_argument("--cluster", metavar="ADDR",
                    help="run the tasks on Dask: a scheduler address (tcp://host:8786) or "
                         "local:N for a local cluster of N single-threaded workers")
@@ -43,7 +79,6 @@ def _job_options(p):
                         "tiny-imagenet, tiny-imagenet-val, tiny-imagenet-test, split-tree")
     p.add_argument("--labels", help="ground-truth labels file for sources that need one")
     p.add_argument("--synsets", help="synset names file (meta.mat or a mapping text file)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
 
 def _search_param_options(p, when):
@@ -70,10 +105,14 @@ def build_parser():
     p = _Parser(prog="features", description=(
         "Classic-vision features for image collections: SIFT, bag of visual words, "
         "an HDF5 store and FAISS search."))
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p.add_argument("--version", action="version", version=f"features {__version__}",
+                   help="print the version and exit")
+    common = _common_options()
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           help="the step or the app to run (`features COMMAND --help`)")
 
     def add(name, func, help):
-        sp = sub.add_parser(name, help=help, description=help)
+        sp = sub.add_parser(name, help=help, description=help, parents=[common])
         # the command's own parser: an error naming a parameter shows the flag that sets it
         sp.set_defaults(func=func, parser=sp)
         return sp
@@ -88,27 +127,27 @@ def build_parser():
     _job_options(sp)
     _config_options(sp)
     sp = add("extract", c.cmd_extract, "pass 1: sample descriptors for the codebook")
-    sp.add_argument("source")
+    sp.add_argument("source", help="image folder, ImageNet layout, archive or list file")
     _job_options(sp)
     _config_options(sp)
     sp = add("codebook", c.cmd_codebook, "learn the codebook from the sample (k-means)")
-    sp.add_argument("store")
+    sp.add_argument("store", help="the store directory (after `features extract`)")
     sp = add("encode", c.cmd_encode, "pass 2: extract, quantize and encode every image")
-    sp.add_argument("source")
+    sp.add_argument("source", help="the source given to `features extract`")
     _job_options(sp)
     sp = add("aggregate", c.cmd_aggregate, "add an encoding (bovw, spm, vlad, fisher) to a store")
-    sp.add_argument("store")
-    sp.add_argument("--method", required=True, choices=("bovw", "spm", "vlad", "fisher"))
+    sp.add_argument("store", help="the store directory")
+    sp.add_argument("--method", required=True, choices=("bovw", "spm", "vlad", "fisher"),
+                    help="the encoding: bovw, spm, vlad or fisher")
     sp.add_argument("--name", help="encodings/NAME in store.h5 (default: the method)")
     sp.add_argument("--replace", action="store_true", help="recompute an existing encoding")
-    sp.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    sp.add_argument("--jobs", type=jobs_count, default=1, help=JOBS_HELP)
     sp.add_argument("--cluster", metavar="ADDR", help="run the tasks on Dask (as `features run`)")
     sp.add_argument("--source", help="the store's source, to extract descriptors again when "
                                      "the store was kept without them (vlad, fisher)")
     sp.add_argument("--kind", default="auto", help="source kind (see `features run --help`)")
-    sp.add_argument("--labels", help=argparse.SUPPRESS)
-    sp.add_argument("--synsets", help=argparse.SUPPRESS)
-    sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    sp.add_argument("--labels", help="with --source: its labels file (as `features run`)")
+    sp.add_argument("--synsets", help="with --source: its synset names file (as `features run`)")
     g = sp.add_argument_group("method options (defaults from the literature)")
     g.add_argument("--grids", help="spm, fisher: pyramid grids RxC (R bands by C columns), "
                                    "e.g. 1x1,2x2,4x4 (spm default) or 1x1,3x1")
@@ -127,21 +166,22 @@ def build_parser():
                    help="vlad, fisher: stored type (default float32 for vlad, float16 "
                         "for fisher)")
     sp = add("index", c.cmd_index, "build the FAISS search index (kept when current)")
-    sp.add_argument("store")
+    sp.add_argument("store", help="the store directory")
     sp.add_argument("--encoding", default="bovw", help="stored encoding to index (bovw)")
     sp.add_argument("--index", metavar="STRING",
                     help="a FAISS index factory string (default: exact below "
                          "50,000 images, IVF-PQ with a refine stage above)")
     sp.add_argument("--force", action="store_true", help="rebuild even when current")
-    sp.add_argument("--jobs", type=int, default=1,
-                    help="local worker processes filling the index shard by shard (default 1)")
+    sp.add_argument("--jobs", type=jobs_count, default=1,
+                    help="worker processes filling the index shard by shard: N, or -1 for "
+                         "all cores, -2 for all but one (default 1)")
     sp.add_argument("--cluster", metavar="ADDR", help="fill it on Dask (as `features run`)")
     _search_param_options(sp, "the defaults recorded for searches; a current index is kept "
                               "and only its defaults change")
     sp = add("search", c.cmd_search,
              "nearest images of image files, image keys or folders of images (exit 0: every "
              "query answered, 4: some could not be, each said on stderr)")
-    sp.add_argument("store")
+    sp.add_argument("store", help="the store directory (with an index)")
     sp.add_argument("query", nargs="+",
                     help="an image file, the key of an image in the store, or a folder "
                          "(each image file below it is a query)")
@@ -153,7 +193,7 @@ def build_parser():
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     _search_param_options(sp, "default: those recorded by `features index`")
     sp = add("serve", c.cmd_serve, "HTTP API and web page for query-by-image search")
-    sp.add_argument("store")
+    sp.add_argument("store", help="the store directory (with an index)")
     sp.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
     sp.add_argument("--port", type=int, default=8000, help="port (8000; 0: any free port)")
     sp.add_argument("--threads", type=int, default=2,
@@ -170,8 +210,8 @@ def build_parser():
     _search_param_options(sp, "of every request unless it gives its own; default: those "
                               "recorded by `features index`")
     sp = add("info", c.cmd_info, "what a store holds")
-    sp.add_argument("store")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("store", help="the store directory")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp = add("baseline", c.cmd_baseline,
              "train and score linear classifiers on a store's encodings (ImageNet metrics)")
     sp.add_argument("store", help="the training store (and the val images, without --val)")
@@ -183,17 +223,16 @@ def build_parser():
     sp.add_argument("--val-fraction", type=float, default=0.2,
                     help="without --val or splits: fraction of each class that scores (0.2)")
     sp.add_argument("--epochs", type=int, default=10, help="SGD passes (default 10)")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=int, default=0,
+                    help="random seed of the splits and of SGD (default 0)")
     sp.add_argument("--hierarchy", metavar="META_MAT",
                     help="a devkit meta.mat (default: the shipped WordNet 3.0 nouns)")
     sp.add_argument("--report", metavar="DIR", help="write an HTML report and a markdown summary")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
-    sp.add_argument("-q", "--quiet", action="store_true")
     sp = add("verify", c.cmd_verify, "check every part of a store (exit 0 sound, 1 damaged)")
-    sp.add_argument("store")
+    sp.add_argument("store", help="the store directory")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp = add("demo", c.cmd_demo, "build a small copy-detection set from shipped photos and run it")
     sp.add_argument("-o", "--out", default="features-demo", help="output folder (features-demo)")
-    sp.add_argument("--jobs", type=int, default=1)
-    sp.add_argument("-q", "--quiet", action="store_true")
+    sp.add_argument("--jobs", type=jobs_count, default=1, help=JOBS_HELP)
     return p

@@ -95,18 +95,19 @@ INITS = ("k-means++", "random")
 
 
 def kmeans(descriptors, k, *, iters=25, seed=0, redo=1, n_threads=1, verbose=False,
-           init="k-means++", tol=KMEANS_TOL):
+           init="k-means++", tol=KMEANS_TOL, progress=None):
     """k-means centroids of the rows of ``descriptors``: float32 (k, d).
 
     See :func:`kmeans_fit` (this returns its ``centroids``).
     """
     return kmeans_fit(descriptors, k, iters=iters, seed=seed, redo=redo,
-                      n_threads=n_threads, verbose=verbose, init=init, tol=tol).centroids
+                      n_threads=n_threads, verbose=verbose, init=init, tol=tol,
+                      progress=progress).centroids
 
 
 def kmeans_fit(descriptors, k, *, iters=25, seed=0, redo=1, n_threads=1,
                verbose=False, init="k-means++", tol=KMEANS_TOL, bounds=False,
-               warm_iters=0, warm_div=4) -> KMeansResult:
+               warm_iters=0, warm_div=4, progress=None) -> KMeansResult:
     """Lloyd's k-means on the rows of ``descriptors`` (see the module doc).
 
     Parameters
@@ -141,6 +142,9 @@ def kmeans_fit(descriptors, k, *, iters=25, seed=0, redo=1, n_threads=1,
         whose centroids start the remaining iterations on all rows: about
         ``warm_iters * (1 - 1 / warm_div)`` iterations' worth of time saved,
         for a slightly higher error.
+    progress : callable, optional
+        Called as ``progress(done, total)`` after each iteration: iterations done so far
+        and at most to do (``redo * iters``; fewer when runs converge early).
 
     Returns a :class:`KMeansResult`; ``centroids`` are those after the last
     update, ``labels`` and ``inertia`` those of the last assignment.
@@ -164,6 +168,14 @@ def kmeans_fit(descriptors, k, *, iters=25, seed=0, redo=1, n_threads=1,
     if warm_iters >= iters:
         raise ParameterError(f"warm_iters must be smaller than iters ({iters}), got {warm_iters}")
     best = None
+    done = 0
+
+    def step():
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, redo * iters)
+
     for attempt in range(redo):
         rng = np.random.default_rng([seed, attempt])
         start = None
@@ -172,11 +184,13 @@ def kmeans_fit(descriptors, k, *, iters=25, seed=0, redo=1, n_threads=1,
             sub = x[np.sort(rng.choice(x.shape[0], m, replace=False))]
             start = _lloyd(sub, k, warm_iters, rng, n_threads, verbose,
                            _init(sub, k, init, rng, n_threads), tol=tol,
-                           skip=bounds).centroids
+                           skip=bounds, step=step).centroids
+            done = attempt * iters + warm_iters
         else:
             start = _init(x, k, init, rng, n_threads)
         result = _lloyd(x, k, iters - warm_iters, rng, n_threads, verbose, start, tol=tol,
-                        skip=bounds)
+                        skip=bounds, step=step)
+        done = (attempt + 1) * iters if attempt + 1 < redo else done
         if best is None or result.inertia < best.inertia:
             best = result
     return best
@@ -253,9 +267,10 @@ _NEW_AXES_AT = (0, 2, 5)
 
 
 def _lloyd(x, k, iters, rng, n_threads, verbose, centroids=None, tol=0.0,
-           skip=True) -> KMeansResult:
+           skip=True, step=None) -> KMeansResult:
     """Lloyd's iterations; ``skip=False`` searches every row at every iteration (the
-    reference that the tests compare the bounds with: same result)."""
+    reference that the tests compare the bounds with: same result). ``step()`` is called
+    after each iteration."""
     state = _LloydState(x, k, n_threads)
     if centroids is None:
         centroids = x[_distinct_rows(x, k, rng)].astype(np.float32)
@@ -263,6 +278,8 @@ def _lloyd(x, k, iters, rng, n_threads, verbose, centroids=None, tol=0.0,
     for it in range(iters):
         state.assign(centroids, it, skip)
         history.append(state.accumulate(centroids))
+        if step is not None:
+            step()
         if verbose:
             print(f"k-means iteration {it + 1}: inertia {history[-1]:.6g}, "
                   f"{int((state.counts == 0).sum())} empty", flush=True)

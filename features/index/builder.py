@@ -186,10 +186,12 @@ def _part_ranges(store: Store, n_rows, part_rows):
     return [(a, min(a + step, n_rows)) for a in range(0, n_rows, step)]
 
 
-def _fill_in_memory(index, store, rows, start, stop, block, status, sparse=None):
+def _fill_in_memory(index, store, rows, start, stop, block, status, sparse=None,
+                    progress=None):
     """Indexes that do not split into inverted lists and flat codes (HNSW, fast-scan, PQ
     refined IVF, pre-transformed ...) are filled in memory, a block of rows at a time (and
-    a sparse refine stage's rows written from the same blocks)."""
+    a sparse refine stage's rows written from the same blocks); ``progress(added)`` after
+    each block."""
     for a in range(start, stop, block):
         b = min(a + block, stop)
         ids = indexable(store, rows, a, b, status)
@@ -198,6 +200,8 @@ def _fill_in_memory(index, store, rows, start, stop, block, status, sparse=None)
             index.add_with_ids(x, ids.astype(np.int64))
             if sparse is not None:
                 sparse.add(ids, x)
+            if progress is not None:
+                progress(int(index.ntotal))
 
 
 def _fingerprint(store: Store, rows: EncodingRows) -> str:
@@ -232,7 +236,7 @@ def is_current(store: Store, encoding="bovw", factory=AUTO) -> bool:
 
 def build(store: Store, encoding="bovw", factory=None, *, exact_below=EXACT_BELOW,
           block=8192, part_rows=20_000, seed=0, force=False, run_tasks=None,
-          search_params=None) -> Path:
+          search_params=None, progress=None) -> Path:
     """Build (or keep, when current) the store's index; returns its path.
 
     ``factory``: None or "auto" to choose by size, or any FAISS index factory string,
@@ -243,6 +247,8 @@ def build(store: Store, encoding="bovw", factory=None, *, exact_below=EXACT_BELO
     ``run_tasks(func, tasks)`` runs the fill tasks (one per run of whole shards, at least
     ``part_rows`` rows), yielding ``func(*task)`` in task order: the pipeline's runner
     (worker processes, a Dask cluster); by default they run here, one after another.
+    ``progress(done, total)`` is called as the rows go in: images added so far, and of
+    how many.
     """
     if run_tasks is None:
         run_tasks = _run_here
@@ -262,7 +268,7 @@ def build(store: Store, encoding="bovw", factory=None, *, exact_below=EXACT_BELO
         # not take fails in seconds, not after the build
         apply_params(_with_sparse_stage(trained, plan.refine), given, plan.factory)
         plan.params = {**plan.params, **given}
-    n_vectors = _fill(plan, trained, part_rows, run_tasks)
+    n_vectors = _fill(plan, trained, part_rows, run_tasks, progress or _no_progress)
     _record(plan, trained, n_vectors, started)
     return out
 
@@ -318,18 +324,23 @@ def _choose_factory(rows, encoding, requested, n_eligible, exact_below):
     return factory, params
 
 
-def _fill(plan, trained, part_rows, run_tasks) -> int:
+def _no_progress(done, total):
+    pass
+
+
+def _fill(plan, trained, part_rows, run_tasks, progress) -> int:
     """Fill a copy of the trained index with the indexable rows and write ``index.faiss``
     (and a sparse refine stage's ``index.refine``; an earlier build's is removed when this
     one has none), through a work folder removed after; returns the number of vectors."""
     token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
     work = plan.store.dir / f".index-parts-{token}"
     work.mkdir()
+    progress(0, len(plan.eligible))
     try:
         if split_index(trained) is None:
-            n_vectors = _fill_whole(plan, trained, work)
+            n_vectors = _fill_whole(plan, trained, work, progress)
         else:
-            n_vectors = _fill_by_parts(plan, trained, work, part_rows, run_tasks)
+            n_vectors = _fill_by_parts(plan, trained, work, part_rows, run_tasks, progress)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     if not plan.refine:
@@ -337,7 +348,7 @@ def _fill(plan, trained, part_rows, run_tasks) -> int:
     return n_vectors
 
 
-def _fill_whole(plan, trained, work) -> int:
+def _fill_whole(plan, trained, work, progress) -> int:
     """An index that does not split into inverted lists and flat codes: filled in memory
     and written in one piece."""
     rows = plan.rows
@@ -346,7 +357,7 @@ def _fill_whole(plan, trained, work) -> int:
     sparse = SparsePart(prefix, 0, rows.n_rows) if plan.refine else None
     try:
         _fill_in_memory(index, plan.store, rows, 0, rows.n_rows, plan.block, plan.status,
-                        sparse)
+                        sparse, lambda added: progress(added, len(plan.eligible)))
     finally:
         if sparse is not None:
             sparse.close()
@@ -369,7 +380,7 @@ def _write_index(index, out):
                           str(out)) from None
 
 
-def _fill_by_parts(plan, trained, work, part_rows, run_tasks) -> int:
+def _fill_by_parts(plan, trained, work, part_rows, run_tasks, progress) -> int:
     """An index of inverted lists and flat codes: each task of whole shards fills its part
     (``fill_part``), and the parts are merged on disk into ``index.faiss``."""
     store, rows = plan.store, plan.rows
@@ -383,6 +394,7 @@ def _fill_by_parts(plan, trained, work, part_rows, run_tasks) -> int:
     for done in run_tasks(fill_part, tasks):
         prefixes.append(Path(done["prefix"]))
         counts.append(done["rows"])
+        progress(sum(counts), len(plan.eligible))
     if plan.refine:
         write_refine(store.dir / REFINE_FILE,
                      [(a, b, p) for (a, b), p in zip(ranges, prefixes)],

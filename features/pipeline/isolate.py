@@ -12,9 +12,10 @@ dies, the item it announced last is the culprit: it becomes a failed item (reaso
 skipped. A task is thus rerun once per culprit, and nothing is ever lost or counted twice.
 
 Workers are forked from a fork server (``multiprocessing``'s ``forkserver``) that imported
-the package once, so starting one costs milliseconds; they take no lock, ignore Ctrl-C
-(the job stops them), run single-threaded libraries (one worker per core), and exit when
-the job's process is gone.
+the package once, so starting one costs milliseconds; they take no lock, ignore Ctrl-C and
+SIGTERM (sent to the whole process group, by a terminal or by SLURM and systemd: the job
+stops them, and a worker the signal killed would look like a crash), run single-threaded
+libraries (one worker per core), and exit quietly when the job's process is gone.
 
 A fault can be injected for tests: ``FEATURES_TEST_CRASH_ON="segv:KEY"`` (or ``abort:KEY``,
 ``kill:KEY``) makes the worker that reaches the item ``KEY`` crash in that way.
@@ -88,6 +89,7 @@ def _watch_parent(pid):
 def _serve(conn, parent_pid, fault):
     """A worker's loop: run tasks until told to stop or the job's process is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # h5py reports handles it cannot close (after a failed write) as "Exception ignored";
     # the failure itself is sent to the job, which prints it as one line.
     sys.unraisablehook = lambda _: None
@@ -103,21 +105,30 @@ def _serve(conn, parent_pid, fault):
         task_id, func, args, kwargs = message
 
         def announce(i, _id=task_id):
-            conn.send(("item", _id, i))
+            _send(conn, ("item", _id, i))
 
         try:
             result = func(*args, **kwargs, on_item=announce, fault=fault)
         except BaseException as e:          # noqa: BLE001 - everything goes to the job
             try:
-                conn.send(("error", task_id, e))
+                _send(conn, ("error", task_id, e))
             except Exception:                # an exception that does not pickle
-                conn.send(("error", task_id, RuntimeError(f"{type(e).__name__}: {e}")))
+                _send(conn, ("error", task_id, RuntimeError(f"{type(e).__name__}: {e}")))
             if isinstance(e, (OSError, RuntimeError)):
                 # HDF5 may hold handles it cannot close (a full disk): leave without
                 # closing anything rather than crash while tidying up.
                 os._exit(0)
             continue
-        conn.send(("done", task_id, result))
+        _send(conn, ("done", task_id, result))
+
+
+def _send(conn, message):
+    """Send to the job; when the job is gone (its end of the pipe closed), leave quietly:
+    nobody is left to read a result or a traceback."""
+    try:
+        conn.send(message)
+    except (BrokenPipeError, ConnectionResetError):
+        os._exit(0)
 
 
 class _Worker:

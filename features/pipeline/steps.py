@@ -109,18 +109,21 @@ def sample_descriptors(config, source, out, *, jobs=1, limit=None, progress=True
 
 
 @_writer("codebook")
-def train_codebook(config, sample_path, out) -> Path:
-    """k-means on the sampled descriptors."""
+def train_codebook(config, sample_path, out, *, progress=True) -> Path:
+    """k-means on the sampled descriptors (``progress``: a line of iterations on stderr)."""
     manifest = _prepare(config, out)
     path = Path(out) / CODEBOOK_FILE
     if manifest.is_done("codebook") and path.exists():
         return path
     sample = np.load(sample_path)
     start = time.monotonic()
+    bar = Progress("codebook", config.kmeans_iters, unit="iterations", enabled=progress)
     try:
-        centroids = kmeans(sample, config.words, iters=config.kmeans_iters, seed=config.seed)
+        centroids = kmeans(sample, config.words, iters=config.kmeans_iters, seed=config.seed,
+                           progress=bar)
     except ValueError as e:
         raise StoreError(f"codebook: {e}") from None
+    bar.close()
     _save_npy(path, centroids)
     manifest.step_done("codebook", words=config.words, descriptors=int(len(sample)),
                        seconds=round(time.monotonic() - start, 3))
@@ -223,15 +226,20 @@ def _write_failure_report(out, failures):
 
 @_writer("index")
 def build_index(out, encoding="bovw", factory=None, *, force=False,
-                exact_below=index.EXACT_BELOW, jobs=1, search_params=None) -> Path:
+                exact_below=index.EXACT_BELOW, jobs=1, search_params=None,
+                progress=True) -> Path:
     """FAISS index over one of the store's encodings; kept as it is when it is current (built
     from the same rows with the same request), unless ``force``. ``jobs``: worker processes
     or a Dask cluster for the fill tasks (one per run of whole shards). ``search_params``
-    (``{"nprobe": 16}`` or ``"nprobe=16"``): the defaults recorded for searches."""
+    (``{"nprobe": 16}`` or ``"nprobe=16"``): the defaults recorded for searches.
+    ``progress``: a line of images added on stderr."""
+    bar = Progress("index", unit="images", failures=False, enabled=progress)
     with Store(out) as store:
-        return index.build(store, encoding, factory, force=force, exact_below=exact_below,
+        path = index.build(store, encoding, factory, force=force, exact_below=exact_below,
                            run_tasks=lambda func, tasks: run_tasks(func, tasks, jobs),
-                           search_params=search_params)
+                           search_params=search_params, progress=bar)
+    bar.close()
+    return path
 
 
 @_writer("codebook")
@@ -285,7 +293,7 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
     else:
         sample = sample_descriptors(config, source, out, jobs=jobs, limit=limit,
                                     progress=progress)
-        codebook = train_codebook(config, sample, out)
+        codebook = train_codebook(config, sample, out, progress=progress)
     summary = encode_images(config, source, codebook, out, jobs=jobs, limit=limit,
                             progress=progress, idf=idf)
     for method in dict.fromkeys(encodings):
@@ -294,5 +302,5 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
         needs_source = METHODS[method].reads == "descriptors" and not config.store_descriptors
         aggregate(config, out, method, method, None, jobs, exist_ok=True,
                   source=source if needs_source else None, limit=limit, progress=progress)
-    build_index(out, jobs=jobs)
+    build_index(out, jobs=jobs, progress=progress)
     return summary
