@@ -134,17 +134,23 @@ async function showMatches(hit, li) {
     const same = isSelfMatch(data);
     const lines = drawMatches(canvas, data, qimg, rimg, same ? MAX_SELF_LINES : MAX_LINES);
     const n = data.inliers.toLocaleString("en");
-    const what = same
+    // aligned and scored 1: the same bytes' features; aligned only: the same picture
+    // re-encoded or retouched in place
+    const identical = same && hit.score >= 0.9999;
+    const what = identical
       ? `the query image itself (or an identical copy): ${n} features match in place`
-      : `${n} verified matches (geometric verification: similarity transforms from ` +
-        `single matches, refined by local optimization)`;
+      : same
+        ? `the same picture, aligned with the query: ${n} verified matches land in place`
+        : `${n} verified matches (geometric verification: similarity transforms from ` +
+          `single matches, refined by local optimization)`;
     const showing = lines < data.inliers ? ` \u00b7 showing ${lines} of ${n}` : "";
     $("match-status").textContent =
       `${what}${showing} \u00b7 ${data.result.name || "no label"} \u00b7 ` +
       `score ${hit.score.toFixed(4)}`;
     canvas.dataset.inliers = String(data.inliers);
     canvas.dataset.lines = String(lines);
-    canvas.dataset.self = same ? "1" : "";
+    canvas.dataset.self = identical ? "1" : "";
+    canvas.dataset.aligned = same ? "1" : "";
     canvas.dataset.drawn = "1";
     panel.scrollIntoView({ block: "nearest" });
   } catch (e) {
