@@ -19,6 +19,15 @@ from .experiment import to_json
 
 MAX_STRIP_CLASSES = 12
 STRIP_IMAGES = 4
+# Figures are drawn for the page at their natural size: at most FIGURE_MAX_PX wide (the
+# page shows them unscaled in a 1280-pixel window) and no text smaller than MIN_FONT_PT
+# (11 pixels at DPI).
+DPI = 100
+FIGURE_MAX_PX = 1000
+MIN_FONT_PT = 8
+FONT_PT = 9
+# Class names are wrapped, never cut, at this many characters a line.
+WRAP = 18
 
 
 def _plt():
@@ -32,26 +41,64 @@ def _label(r):
     return f"{r['encoding']} / {r['classifier']}"
 
 
-def _fig_errors(result, path):
+def _wrap(name, width=WRAP):
+    import textwrap
+    return "\n".join(textwrap.wrap(name, width, break_long_words=False)) or name
+
+
+def _figure(plt, width_in, height_in, **kw):
+    """A figure in constrained layout (titles, labels and colorbars placed without
+    overlapping), never wider than the page shows unscaled."""
+    width_in = min(width_in, FIGURE_MAX_PX / DPI)
+    return plt.subplots(figsize=(width_in, height_in), dpi=DPI, layout="constrained", **kw)
+
+
+def data_limits(values, lo=0.0, hi=1.0):
+    """Axis limits around `values` (a margin of a tenth of their spread, at least 0.01, more
+    above for the printed values), kept within [lo, hi]."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return lo, hi
+    span = max(float(v.max() - v.min()), 0.02)
+    return max(lo, float(v.min()) - 0.12 * span), min(hi, float(v.max()) + 0.25 * span)
+
+
+def fig_errors(result):
+    """Top-1 and top-5 error per encoding and classifier: one panel each, points with their
+    values, each y axis around its own values (so the differences compared are visible;
+    points rather than bars, as a bar's length from a baseline other than 0 would mislead)."""
     plt = _plt()
     rs = result["results"]
+    best = min(rs, key=lambda r: (r["top1_error"], r["top5_error"]))
     x = np.arange(len(rs))
-    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(rs) + 2), 3.6), dpi=100)
-    ax.bar(x - 0.2, [r["top1_error"] for r in rs], 0.4, label="top-1 error", color="#c0504d")
-    ax.bar(x + 0.2, [r["top5_error"] for r in rs], 0.4, label="top-5 error", color="#4f81bd")
-    ax.set_xticks(x, [_label(r) for r in rs], rotation=20, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("error")
-    ax.set_title("Flat error per encoding and classifier")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    fig, axes = _figure(plt, 2.5 + 0.9 * len(rs), 5.2, nrows=2, sharex=True)
+    for ax, field, name, color in ((axes[0], "top1_error", "top-1 error", "#c0504d"),
+                                   (axes[1], "top5_error", "top-5 error", "#4f81bd")):
+        values = np.array([r[field] for r in rs], dtype=float)
+        # not clipped: a point at an error of 0 sits on the axis, drawn whole
+        ax.plot(x, values, "o", color=color, markersize=7, clip_on=False)
+        b = rs.index(best)
+        ax.plot([x[b]], [values[b]], "o", markersize=12, markerfacecolor="none",
+                markeredgecolor="#222222", label="best", clip_on=False)
+        for xi, v in zip(x, values):
+            ax.annotate(f"{v:.3f}", (xi, v), textcoords="offset points", xytext=(0, 7),
+                        ha="center", fontsize=FONT_PT)
+        ax.set_ylim(*data_limits(values))
+        ax.set_ylabel(name)
+        ax.grid(axis="y", color="#dddddd")
+        ax.set_axisbelow(True)
+        ax.margins(x=0.5 / max(len(rs), 1))
+    axes[0].legend(loc="best", fontsize=FONT_PT)
+    axes[1].set_xticks(x, [_label(r) for r in rs], rotation=25 if len(rs) > 4 else 0,
+                       ha="right" if len(rs) > 4 else "center")
+    axes[0].set_title("Flat error per encoding and classifier (y axes around the values)")
+    return fig
 
 
-def _fig_hedging(result, path):
+def fig_hedging(result):
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+    fig, ax = _figure(plt, 6.5, 4.4)
     for r in result["results"]:
         c = r["hedging"]["curve"]
         ax.plot(c["info_gain"], c["accuracy"], marker=".", label=_label(r))
@@ -59,33 +106,35 @@ def _fig_hedging(result, path):
     ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
     ax.set_title("Hedging (DARTS): accuracy vs information gain")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    ax.legend(fontsize=FONT_PT)
+    return fig
 
 
-def _fig_per_class(best, names, path):
+def fig_per_class(best, names):
     plt = _plt()
     acc = np.array([np.nan if a is None else a for a in best["per_class_accuracy"]])
     order = np.argsort(np.nan_to_num(acc, nan=-1))[::-1]
-    fig, ax = plt.subplots(figsize=(max(5, min(14, 0.35 * len(acc) + 2)), 3.6), dpi=100)
-    if len(acc) <= 40:
-        ax.bar(np.arange(len(acc)), np.nan_to_num(acc[order]), color="#9bbb59")
-        ax.set_xticks(np.arange(len(acc)), [names[i][:18] for i in order], rotation=60,
-                      ha="right", fontsize=7)
+    if len(acc) <= 40:  # a bar per class, named in full, best at the top
+        fig, ax = _figure(plt, 7.5, 1.3 + 0.3 * len(acc))
+        y = np.arange(len(acc))
+        ax.barh(y, np.nan_to_num(acc[order]), color="#9bbb59")
+        ax.set_yticks(y, [names[i] for i in order], fontsize=FONT_PT)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("top-1 accuracy")
+        ax.grid(axis="x", color="#dddddd")
+        ax.set_axisbelow(True)
     else:  # too many classes to name: the sorted profile
+        fig, ax = _figure(plt, 7.5, 3.8)
         ax.plot(np.nan_to_num(acc[order]), color="#9bbb59")
         ax.set_xlabel("classes, best first")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("top-1 accuracy")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("top-1 accuracy")
     ax.set_title(f"Per-class accuracy ({_label(best)})")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
-def _fig_confusion(best, cm, names, path, n=10):
+def fig_confusion(best, cm, names, n=10):
     plt = _plt()
     involved = []
     for p in best["most_confused"]:
@@ -96,18 +145,17 @@ def _fig_confusion(best, cm, names, path, n=10):
     sub = cm[np.ix_(involved, involved)].astype(float)
     rows = sub.sum(1, keepdims=True)
     sub = np.divide(sub, rows, out=np.zeros_like(sub), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
+    fig, ax = _figure(plt, 8, 7)
     im = ax.imshow(sub, cmap="Blues", vmin=0, vmax=1)
-    labels = [names[i][:16] for i in involved]
-    ax.set_xticks(range(len(involved)), labels, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(involved)), labels, fontsize=7)
+    labels = [_wrap(names[i]) for i in involved]
+    ax.set_xticks(range(len(involved)), labels, rotation=60, ha="right",
+                  rotation_mode="anchor", fontsize=FONT_PT)
+    ax.set_yticks(range(len(involved)), labels, fontsize=FONT_PT)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title("Confusion among the most confused classes")
+    ax.set_title("Confusion among the most confused classes (fraction of each true class)")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
 
 
 def _read_thumbnails(store, keys, side=96):
@@ -137,7 +185,9 @@ def _read_thumbnails(store, keys, side=96):
     return out, None if out else "no example image could be read from the source"
 
 
-def _fig_strip(result, best, path):
+def fig_strip(result, best):
+    """Example images per class with the best classifier's top-3 guesses; (figure, None), or
+    (None, why not) when no image can be read from the source."""
     plt = _plt()
     val = result["_val"]
     names = result["class_names"]
@@ -151,31 +201,48 @@ def _fig_strip(result, best, path):
     wanted = [str(keys[val.rows[p]]) for pos in picks.values() for p in pos]
     thumbs, reason = _read_thumbnails(val.store, wanted)
     if not thumbs:
-        return reason
-    fig, axes = plt.subplots(len(classes), STRIP_IMAGES,
-                             figsize=(2.1 * STRIP_IMAGES, 2.3 * len(classes)), dpi=80,
-                             squeeze=False)
+        return None, reason
+    fig, axes = _figure(plt, 1.6 + 2.1 * STRIP_IMAGES, 0.5 + 2.5 * len(classes),
+                        nrows=len(classes), ncols=STRIP_IMAGES, squeeze=False)
     for r, c in enumerate(classes):
         for j in range(STRIP_IMAGES):
             ax = axes[r, j]
-            ax.axis("off")
+            # no axis lines or ticks, but the axes stay on: the row's class name is the first
+            # one's y label, which constrained layout makes room for
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
             if j >= len(picks[c]):
                 continue
             p = picks[c][j]
             img = thumbs.get(str(keys[val.rows[p]]))
             if img is not None:
                 ax.imshow(img, cmap="gray", vmin=0, vmax=255)
-            top = [names[g][:14] for g in guesses[p, :3]]
+            top = [f"{k + 1}. {_wrap(names[g], 22)}".replace("\n", "\n    ")
+                   for k, g in enumerate(guesses[p, :3])]
             ok = guesses[p, 0] == c
-            ax.set_title("\n".join(top), fontsize=7, color="#207020" if ok else "#b02020")
-        axes[r, 0].text(-0.1, 0.5, names[c][:16], transform=axes[r, 0].transAxes,
-                        ha="right", va="center", fontsize=8)
+            ax.set_title("\n".join(top), fontsize=MIN_FONT_PT, loc="left",
+                         color="#207020" if ok else "#b02020")
+        axes[r, 0].set_ylabel(_wrap(names[c], 16), rotation=0, ha="right", va="center",
+                              fontsize=FONT_PT, labelpad=8)
     fig.suptitle(f"Examples per class with the top-3 guesses ({_label(best)}; "
-                 f"green: right at top-1)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return None
+                 f"green: right at top-1, red: wrong)")
+    return fig, None
+
+
+def build_figures(result):
+    """The report's figures by file name (matplotlib figures, not yet saved), and why the
+    example strip is missing (None when it is there)."""
+    best = min(result["results"], key=lambda r: (r["top1_error"], r["top5_error"]))
+    names = result["class_names"]
+    figs = {"errors.png": fig_errors(result), "hedging.png": fig_hedging(result),
+            "per_class.png": fig_per_class(best, names),
+            "confusion.png": fig_confusion(best, best["_confusion"], names)}
+    strip, missing = fig_strip(result, best)
+    if strip is not None:
+        figs["examples.png"] = strip
+    return figs, missing
 
 
 def _table_rows(result):
@@ -199,11 +266,11 @@ def write_report(result, directory):
     d.mkdir(parents=True, exist_ok=True)
     best = min(result["results"], key=lambda r: (r["top1_error"], r["top5_error"]))
     names = result["class_names"]
-    _fig_errors(result, d / "errors.png")
-    _fig_hedging(result, d / "hedging.png")
-    _fig_per_class(best, names, d / "per_class.png")
-    _fig_confusion(best, best["_confusion"], names, d / "confusion.png")
-    strip_missing = _fig_strip(result, best, d / "examples.png")
+    plt = _plt()
+    figures, strip_missing = build_figures(result)
+    for name, fig in figures.items():
+        fig.savefig(d / name)
+        plt.close(fig)
     (d / "results.json").write_text(json.dumps(to_json(result), indent=1))
 
     rows = _table_rows(result)
@@ -241,7 +308,8 @@ table {{ border-collapse: collapse; margin: 1em 0; }}
 td, th {{ border: 1px solid #bbb; padding: 4px 8px; text-align: right; }}
 td:first-child, td:nth-child(2) {{ text-align: left; }}
 figure {{ display: inline-block; margin: 1em; vertical-align: top; }}
-figure img {{ max-width: 720px; border: 1px solid #ddd; }}
+figure {{ max-width: calc(100% - 2em); }}
+figure img {{ max-width: 100%; height: auto; border: 1px solid #ddd; }}
 .best {{ font-size: 1.2em; }}
 </style></head><body>
 <h1>Baseline experiments</h1>

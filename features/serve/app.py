@@ -100,7 +100,11 @@ class Service:
         h5 = self.store.h5
         self._columns = {name: h5["images/" + name][:]
                          for name in ("label", "width", "height", "status")}
-        self.files = SourceFiles(self.store.dir)
+        # one image's file is looked for at start, so that /api/health tells whether
+        # thumbnails will really come
+        ok = np.flatnonzero(self._columns["status"] == OK)
+        self.files = SourceFiles(self.store.dir,
+                                 probe=self.store.key_of(int(ok[0])) if len(ok) else None)
         self.thumbs = LRUCache(self.options.thumb_cache)
         self.queries = LRUCache(self.options.query_cache)
         self.pool = ThreadPoolExecutor(self.options.threads, thread_name_prefix="features-serve")

@@ -2,14 +2,18 @@
 
 The store does not keep pixels: a thumbnail is made on request from the image file in the
 source folder recorded in the store's ``manifest.json`` (the job's source and kind), then
-kept in a bounded in-memory cache. Only folder-like sources (class trees, flat folders, the
-ILSVRC and Tiny ImageNet folder layouts) and list files can be read this way; for archive
-sources, or when the source folder has moved, there are no thumbnails (the API answers 404
-and the page draws a placeholder).
+kept in a bounded in-memory cache. Only folder-like sources (class trees, flat folders,
+train/ val/ split trees, the ILSVRC and Tiny ImageNet folder layouts) and list files can be
+read this way; for archive sources, or when the source folder has moved or no longer holds
+the store's images, there are no thumbnails (the API answers 404 and the page draws a
+placeholder), and :attr:`SourceFiles.available` says so.
 
 A request never names a file: it gives a key, the key is looked up in the store, and the
-path is the source root joined with the key *as the store holds it*, refused unless it
-resolves (symbolic links included) to a file inside the source root.
+path is the source root joined with the key *as the store holds it*. A key that is absolute
+or has a ``..`` (or empty, or ``.``) component is refused, so a path cannot climb out of the
+source folder. Symbolic links below the source folder are followed wherever they point, as
+the pipeline's folder walk follows them (:mod:`features.sources.folders`): a folder of links
+to images elsewhere is served as it was extracted.
 """
 from __future__ import annotations
 
@@ -23,11 +27,12 @@ import numpy as np
 
 from ..decode import image_size, sniff_format
 from ..exceptions import DecodeError, StoreError, ThumbnailError
+from ..sources import key_bytes
 from ..store import Manifest
 
 # Source kinds whose keys are paths relative to a folder on disk.
-_FILE_KINDS = frozenset({"tree", "flat", "list", "ilsvrc-train", "ilsvrc-val", "tiny-imagenet",
-                         "tiny-imagenet-val", "tiny-imagenet-test"})
+_FILE_KINDS = frozenset({"tree", "flat", "list", "split-tree", "ilsvrc-train", "ilsvrc-val",
+                         "tiny-imagenet", "tiny-imagenet-val", "tiny-imagenet-test"})
 # Formats OpenCV decodes in color here (the same set decode_gray accepts).
 _DECODED = frozenset({"jpeg", "png", "gif", "bmp", "tiff", "webp", "pnm", "jp2", "avif", "ras"})
 # Larger files are not thumbnailed: a source image is read whole into memory.
@@ -78,9 +83,14 @@ def render_thumbnail(data: bytes, side: int, max_pixels: int, quality: int = 85)
 
 
 class SourceFiles:
-    """Resolves store keys to image files of the store's source, when it is reachable."""
+    """Resolves store keys to image files of the store's source, when it is reachable.
 
-    def __init__(self, store_dir):
+    `probe` is the key of one image of the store: when given, thumbnails count as available
+    only if its file is found, so that a source folder emptied or replaced since extraction
+    is reported at start rather than by a 404 per thumbnail.
+    """
+
+    def __init__(self, store_dir, probe: str | None = None):
         self.root: str | None = None
         self.reason = ""
         try:
@@ -96,7 +106,14 @@ class SourceFiles:
         elif not os.path.isdir(source):
             self.reason = f"the source folder {source} is not reachable"
         else:
-            self.root = os.path.realpath(source)
+            self.root = os.path.abspath(source)
+            if probe is not None:
+                try:
+                    self.path_of(probe)
+                except ThumbnailError:
+                    self.root = None
+                    self.reason = (f"the source folder {source} does not hold the store's "
+                                   f"images (no file for {probe!r})")
 
     @property
     def available(self) -> bool:
@@ -106,10 +123,20 @@ class SourceFiles:
         """The file of a key read from the store; ThumbnailError when there is none."""
         if self.root is None:
             raise ThumbnailError(f"no thumbnails: {self.reason}")
-        path = os.path.realpath(os.path.join(self.root, stored_key))
-        if not path.startswith(os.path.join(self.root, "")) or not os.path.isfile(path):
+        try:
+            relative = key_bytes(stored_key)
+        except ValueError:  # a backslash escape cut short: not a key the walk writes
+            relative = b""
+        parts = relative.split(b"/")
+        # lexical: a link below the root may point anywhere (the walk followed it too), but
+        # the key itself never climbs out of the root
+        if (relative.startswith(b"/") or b"\0" in relative
+                or any(p in (b"", b".", b"..") for p in parts)):
+            raise ThumbnailError(f"{stored_key}: not a path inside the source folder")
+        path = os.path.join(os.fsencode(self.root), relative)
+        if not os.path.isfile(path):  # follows links: a link to a file counts as the file
             raise ThumbnailError(f"{stored_key}: the image file is not in the source folder")
-        return Path(path)
+        return Path(os.fsdecode(path))
 
     def read(self, stored_key: str) -> bytes:
         path = self.path_of(stored_key)

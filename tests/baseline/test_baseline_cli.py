@@ -110,16 +110,126 @@ def test_bad_input_one_line_exit_2(tmp_path, capsys, case, message):
     assert len(lines) == 1 and lines[0].startswith("features: error: ") and message in lines[0]
 
 
-def test_report_renders_in_chromium(store, tmp_path, capsys):
-    code, out, _ = _run(capsys, store, "--report", tmp_path / "report", "--epochs", "3", "-q")
+SHARK = "n01484850"  # "great white shark": a name longer than the old labels' 16 characters
+
+
+@pytest.fixture(scope="module")
+def report_store(tmp_path_factory):
+    """A store whose manifest names a folder of its images (gray noise with a class-sized
+    ring), so that the report draws the strip of examples, with a long class name and three
+    encodings."""
+    import cv2
+    from features.store.layout import FORMAT, MANIFEST_FILE
+    d = tmp_path_factory.mktemp("report")
+    classes = [SHARK] + CLASSES
+    per_class = 30
+    # six encoding/classifier pairs: the error chart used to grow wider than the page
+    store = _store(d / "store", per_class=per_class, classes=classes, separation=0.4,
+                   dense={"fisher": (64, "float16"), "vlad": (64, "float16")})
+    rng = np.random.default_rng(0)
+    for i in range(len(classes) * per_class):
+        c = i // per_class
+        folder = d / "images" / classes[c]
+        folder.mkdir(parents=True, exist_ok=True)
+        image = (rng.random((64, 64)) * 80 + 10 * c).astype(np.uint8)
+        cv2.circle(image, (32, 32), 8 + 2 * c, 255, 2)
+        cv2.imwrite(str(folder / f"{i:07d}.png"), image)
+    (d / "store" / MANIFEST_FILE).write_text(json.dumps(
+        {"format": FORMAT, "config": None, "steps": {}, "shards": {},
+         "job": {"source": str(d / "images"), "kind": "tree"}}))
+    return store
+
+
+def test_report_renders_in_chromium(report_store, tmp_path, capsys):
+    code, out, _ = _run(capsys, report_store, "--report", tmp_path / "report", "--epochs", "3",
+                        "-q")
     assert code == 0
     d = tmp_path / "report"
     for name in ("index.html", "summary.md", "results.json", "errors.png", "hedging.png",
-                 "per_class.png", "confusion.png"):
+                 "per_class.png", "confusion.png", "examples.png"):
         assert (d / name).stat().st_size > 0, name
     summary = (d / "summary.md").read_text()
     assert "| fisher | svm |" in summary and "Best:" in summary
     _check_in_browser(d / "index.html", tmp_path / "shot.png")
+
+
+def _figures(store_path):
+    from features.baseline.experiment import evaluate
+    from features.baseline.report import build_figures
+    from features.store import Store
+    with Store(store_path) as store:
+        result = evaluate(store, epochs=3)
+        figures, missing = build_figures(result)
+    return result, figures, missing
+
+
+def _texts(fig):
+    """Every visible text of a figure with something in it (titles, labels, tick labels,
+    annotations, legend entries)."""
+    from matplotlib.text import Text
+    return [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+
+
+def test_report_figures_are_readable(report_store):
+    """What a person reads in the figures: text large enough, inside the picture, titles
+    clear of the images, class names whole."""
+    import matplotlib.pyplot as plt
+    result, figures, missing = _figures(report_store)
+    assert missing is None and set(figures) == {"errors.png", "hedging.png", "per_class.png",
+                                                "confusion.png", "examples.png"}
+    try:
+        for name, fig in figures.items():
+            fig.canvas.draw()
+            renderer = fig.canvas.get_renderer()
+            width, height = fig.canvas.get_width_height()
+            assert width <= 1000, name  # shown unscaled in a 1280-pixel window
+            for t in _texts(fig):
+                # 11 pixels at least in the PNG: >= 10 CSS px when shown at >= 90%
+                assert t.get_fontsize() * fig.dpi / 72 >= 11, (name, t.get_text())
+            # everything drawn is inside the picture: no label cut off at an edge
+            drawn = fig.get_tightbbox(renderer)  # inches
+            page = fig.bbox_inches
+            assert (drawn.x0 >= page.x0 - 0.01 and drawn.y0 >= page.y0 - 0.01
+                    and drawn.x1 <= page.x1 + 0.01 and drawn.y1 <= page.y1 + 0.01), \
+                (name, drawn, page)
+        strip = figures["examples.png"]
+        title = strip._suptitle.get_window_extent(strip.canvas.get_renderer())
+        for ax in strip.axes:  # the title overlaps no image and no guess above one
+            r = strip.canvas.get_renderer()
+            assert not title.overlaps(ax.get_window_extent(r)), "suptitle over an image"
+            assert not title.overlaps(ax.title.get_window_extent(r)), "suptitle over guesses"
+        # full names, wrapped rather than cut
+        for name in ("examples.png", "per_class.png"):
+            words = " ".join(" ".join(t.get_text().split()) for t in _texts(figures[name]))
+            assert "great white shark" in words, name
+        assert "great white shark" in " ".join(result["class_names"])
+    finally:
+        for fig in figures.values():
+            plt.close(fig)
+
+
+def test_error_axes_are_around_the_values():
+    """Errors that differ by a few hundredths are not squashed into an axis from 0 to 1."""
+    import matplotlib.pyplot as plt
+    from features.baseline.report import fig_errors
+    encodings = ["bovw", "vlad", "fisher", "sbow-bovw", "phow-vlad", "phow-fisher", "sift-lcs",
+                 "sbow-fisher"]
+    rs = [{"encoding": e, "classifier": c, "top1_error": 0.70 + 0.01 * i + 0.004 * j,
+           "top5_error": 0.48 + 0.015 * i - 0.002 * j}
+          for i, e in enumerate(encodings) for j, c in enumerate(("svm", "logreg"))]
+    fig = fig_errors({"results": rs})
+    try:
+        assert fig.canvas.get_width_height()[0] <= 1000  # 16 results: not 2,000 pixels wide
+        top1, top5 = fig.axes[:2]
+        for ax, key in ((top1, "top1_error"), (top5, "top5_error")):
+            values = [r[key] for r in rs]
+            lo, hi = ax.get_ylim()
+            spread = max(values) - min(values)
+            assert lo <= min(values) and hi >= max(values)
+            # the values fill most of the axis
+            assert spread / (hi - lo) > 0.6, (key, lo, hi, spread)
+    finally:
+        plt.close(fig)
 
 
 def _check_in_browser(page, shot):
@@ -141,12 +251,17 @@ def _check_in_browser(page, shot):
         driver.get(page.resolve().as_uri())
         assert "Best:" in driver.find_element(By.ID, "best").text
         imgs = driver.find_elements(By.TAG_NAME, "img")
-        assert len(imgs) >= 4
-        for img in imgs:  # every figure loaded and has a size
-            assert driver.execute_script(
-                "return arguments[0].complete && arguments[0].naturalWidth", img) > 100
+        assert len(imgs) == 5  # the four figures and the strip of examples
+        for img in imgs:  # every figure loaded, and shown at (nearly) its natural size, so
+            # that its text is as large on screen as it was drawn
+            natural, shown = driver.execute_script(
+                "const i = arguments[0];"
+                "return [i.complete ? i.naturalWidth : 0, i.getBoundingClientRect().width];",
+                img)
+            assert natural > 100, img.get_attribute("src")
+            assert shown >= 0.9 * natural, (img.get_attribute("src"), shown, natural)
         rows = driver.find_elements(By.CSS_SELECTOR, "#results tr")
-        assert len(rows) == 1 + 4
+        assert len(rows) == 1 + 6  # three encodings, two classifiers
         driver.save_screenshot(str(shot))
     finally:
         driver.quit()

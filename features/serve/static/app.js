@@ -39,15 +39,23 @@ async function queryImageUrl(file) {
   return r.ok ? URL.createObjectURL(await r.blob()) : null;
 }
 
+// Runs the query of `file` with the current controls; a newer search supersedes an older
+// one still in flight (its answer is dropped).
+let searches = 0;
 async function search(file) {
+  const seq = ++searches;
   $("matches").hidden = true;
   $("results").innerHTML = "";
   setStatus("searching\u2026");
-  const imageUrl = await queryImageUrl(file);
-  current = { file, imageUrl };
-  const img = $("query-image");
-  if (imageUrl) { img.src = imageUrl; img.hidden = false; } else { img.hidden = true; }
-  $("drop-text").textContent = file.name || "query image";
+  if (!current || current.file !== file) {
+    if (current && current.imageUrl) URL.revokeObjectURL(current.imageUrl);
+    const imageUrl = await queryImageUrl(file);
+    if (seq !== searches) return;
+    current = { file, imageUrl };
+    const img = $("query-image");
+    if (imageUrl) { img.src = imageUrl; img.hidden = false; } else { img.hidden = true; }
+    $("drop-text").textContent = file.name || "query image";
+  }
   const k = $("k").value;
   const rerank = $("rerank").checked ? 1 : 0;
   try {
@@ -56,10 +64,15 @@ async function search(file) {
       headers: { "Content-Type": file.type || "application/octet-stream" },
     });
     const data = await apiJson(r);
-    showResults(data);
+    if (seq === searches) showResults(data);
   } catch (e) {
-    setStatus(`search failed: ${e.message}`, true);
+    if (seq === searches) setStatus(`search failed: ${e.message}`, true);
   }
+}
+
+// The controls apply to the query on screen: changing one runs it again.
+function rerun() {
+  if (current) search(current.file);
 }
 
 function showResults(data) {
@@ -118,11 +131,26 @@ async function showMatches(hit, li) {
     const data = await apiJson(r);
     const [qimg, rimg] = await Promise.all([loadImage(current.imageUrl),
                                             loadImage(data.result.thumbnail)]);
-    drawMatches(canvas, data, qimg, rimg);
+    const same = isSelfMatch(data);
+    const lines = drawMatches(canvas, data, qimg, rimg, same ? MAX_SELF_LINES : MAX_LINES);
+    const n = data.inliers.toLocaleString("en");
+    // aligned and scored 1: the same bytes' features; aligned only: the same picture
+    // re-encoded or retouched in place
+    const identical = same && hit.score >= 0.9999;
+    const what = identical
+      ? `the query image itself (or an identical copy): ${n} features match in place`
+      : same
+        ? `the same picture, aligned with the query: ${n} verified matches land in place`
+        : `${n} verified matches (geometric verification: similarity transforms from ` +
+          `single matches, refined by local optimization)`;
+    const showing = lines < data.inliers ? ` \u00b7 showing ${lines} of ${n}` : "";
     $("match-status").textContent =
-      `${data.inliers} verified matches (similarity transform, RANSAC) \u00b7 ` +
-      `${data.result.name || "no label"} \u00b7 score ${hit.score.toFixed(4)}`;
+      `${what}${showing} \u00b7 ${data.result.name || "no label"} \u00b7 ` +
+      `score ${hit.score.toFixed(4)}`;
     canvas.dataset.inliers = String(data.inliers);
+    canvas.dataset.lines = String(lines);
+    canvas.dataset.self = identical ? "1" : "";
+    canvas.dataset.aligned = same ? "1" : "";
     canvas.dataset.drawn = "1";
     panel.scrollIntoView({ block: "nearest" });
   } catch (e) {
@@ -130,8 +158,46 @@ async function showMatches(hit, li) {
   }
 }
 
-// Query on the left, result on the right, both scaled to one height; a line per match.
-function drawMatches(canvas, data, qimg, rimg) {
+// At most this many lines are drawn: past a few hundred they merge into a solid block.
+const MAX_LINES = 150;
+// An image against itself: every line is the same horizontal shift, a few show it.
+const MAX_SELF_LINES = 60;
+
+// The same picture: the result has the query's size and nearly every match lands where it
+// started (fractions of width and height within 1%).
+function isSelfMatch(data) {
+  const m = data.matches;
+  if (m.length < 4 || data.query.width !== data.result.width ||
+      data.query.height !== data.result.height) return false;
+  const still = m.filter(([qx, qy, rx, ry]) =>
+    Math.abs(qx - rx) < 0.01 && Math.abs(qy - ry) < 0.01).length;
+  return still >= 0.9 * m.length;
+}
+
+// Up to `limit` matches spread over the query image: the matches are put in the cells of a
+// grid over the query, and the cells give one match each in turn.
+function spreadSubset(matches, limit) {
+  if (matches.length <= limit) return matches;
+  const G = 12;
+  const cells = new Map();
+  matches.forEach((m) => {
+    const c = Math.min(G - 1, Math.floor(m[0] * G)) * G + Math.min(G - 1, Math.floor(m[1] * G));
+    if (!cells.has(c)) cells.set(c, []);
+    cells.get(c).push(m);
+  });
+  const queues = [...cells.keys()].sort((a, b) => a - b).map((c) => cells.get(c));
+  const out = [];
+  for (let round = 0; out.length < limit; round++) {
+    for (const q of queues) {
+      if (round < q.length && out.length < limit) out.push(q[round]);
+    }
+  }
+  return out;
+}
+
+// Query on the left, result on the right, both scaled to one height; a line per match drawn
+// (a spread subset of them when there are many). Returns the number of lines drawn.
+function drawMatches(canvas, data, qimg, rimg, limit) {
   const H = 360, gap = 16;
   const qw = Math.max(1, Math.round(H * data.query.width / Math.max(1, data.query.height)));
   const rw = Math.max(1, Math.round(H * data.result.width / Math.max(1, data.result.height)));
@@ -147,8 +213,9 @@ function drawMatches(canvas, data, qimg, rimg) {
   };
   place(qimg, 0, qw);
   place(rimg, qw + gap, rw);
+  const shown = spreadSubset(data.matches, limit);
   ctx.lineWidth = 1.5;
-  data.matches.forEach(([qx, qy, rx, ry], i) => {
+  shown.forEach(([qx, qy, rx, ry], i) => {
     const hue = (i * 47) % 360;
     ctx.strokeStyle = `hsla(${hue}, 90%, 50%, 0.85)`;
     ctx.fillStyle = ctx.strokeStyle;
@@ -157,6 +224,7 @@ function drawMatches(canvas, data, qimg, rimg) {
     ctx.beginPath(); ctx.arc(x1, y1, 3, 0, 2 * Math.PI); ctx.fill();
     ctx.beginPath(); ctx.arc(x2, y2, 3, 0, 2 * Math.PI); ctx.fill();
   });
+  return shown.length;
 }
 
 function setup() {
@@ -173,6 +241,8 @@ function setup() {
   drop.addEventListener("drop", (e) => {
     if (e.dataTransfer.files.length) search(e.dataTransfer.files[0]);
   });
+  $("k").addEventListener("change", rerun);
+  $("rerank").addEventListener("change", rerun);
   drop.addEventListener("keydown", (e) => {
     if (e.key === "Enter" || e.key === " ") { e.preventDefault(); $("file").click(); }
   });
