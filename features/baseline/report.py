@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
+from ..exceptions import BaselineError
 from .experiment import to_json
+from .metrics import best_line, format_error
 
 MAX_STRIP_CLASSES = 12
 STRIP_IMAGES = 4
@@ -37,8 +40,14 @@ def _fig_errors(result, path):
     rs = result["results"]
     x = np.arange(len(rs))
     fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(rs) + 2), 3.6), dpi=100)
-    ax.bar(x - 0.2, [r["top1_error"] for r in rs], 0.4, label="top-1 error", color="#c0504d")
-    ax.bar(x + 0.2, [r["top5_error"] for r in rs], 0.4, label="top-5 error", color="#4f81bd")
+    for name, shift, colour in (("top1", -0.2, "#c0504d"), ("top5", 0.2, "#4f81bd")):
+        if rs[0][f"{name}_error"] is None:   # trivial with this few classes
+            continue
+        values = np.array([r[f"{name}_error"] for r in rs])
+        ci = np.array([r[f"{name}_error_ci"] for r in rs])
+        # the 95% intervals as error bars: a gap smaller than they are is not a result
+        ax.bar(x + shift, values, 0.4, yerr=np.abs(ci.T - values), capsize=3,
+               label=f"top-{name[-1]} error (95% interval)", color=colour)
     ax.set_xticks(x, [_label(r) for r in rs], rotation=20, ha="right")
     ax.set_ylim(0, 1)
     ax.set_ylabel("error")
@@ -181,23 +190,42 @@ def _fig_strip(result, best, path):
 def _table_rows(result):
     rows = []
     for r in result["results"]:
-        hier = "-" if r["hierarchical_error"] is None else f"{r['hierarchical_error']:.3f}"
+        hier = "-" if r["hierarchical_error"] is None else format_error(r, "hierarchical", 3)
         d90 = next((d for d in r["hedging"]["darts"] if d["target_accuracy"] == 0.9), None)
         hedge = "-" if d90 is None else f"{d90['accuracy']:.3f} / {d90['info_gain']:.2f} bits"
-        rows.append([r["encoding"], r["classifier"], str(r["dims"]), f"{r['top1_error']:.4f}",
-                     f"{r['top5_error']:.4f}", hier, f"{r['lambda']:g}", hedge])
+        rows.append([r["encoding"], r["classifier"], str(r["dims"]), format_error(r, "top1"),
+                     format_error(r, "top5"), hier, f"{r['lambda']:g}", hedge])
     return rows
 
 
-HEAD = ["encoding", "classifier", "dims", "top-1 error", "top-5 error", "hierarchical error",
+HEAD = ["encoding", "classifier", "dims", "top-1 error [95% interval]",
+        "top-5 error [95% interval]", "hierarchical error [95% interval]",
         "lambda", "DARTS at 90% (val accuracy / gain)"]
+
+
+def check_directory(directory):
+    """Refuse a report folder that cannot be written before any training is done (the
+    experiment may take hours); it is created when missing."""
+    d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise BaselineError(f"report folder {d} exists and is not a folder")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BaselineError(f"cannot create the report folder {d}: {e.strerror}") from None
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise BaselineError(f"cannot write into the report folder {d}: permission denied")
+    return d
 
 
 def write_report(result, directory):
     """Write the report of an :func:`features.baseline.experiment.evaluate` result."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    best = min(result["results"], key=lambda r: (r["top1_error"], r["top5_error"]))
+    best = next(r for r in result["results"]
+                if (r["encoding"], r["classifier"]) == (result["best"]["encoding"],
+                                                        result["best"]["classifier"]))
+    verdict = best_line(result["best"]).replace("best:", "Best:", 1)
     names = result["class_names"]
     _fig_errors(result, d / "errors.png")
     _fig_hedging(result, d / "hedging.png")
@@ -216,8 +244,9 @@ def write_report(result, directory):
           f"{len(result['classes'])} classes; hierarchy: {result['hierarchy']}.", "",
           "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
-    md += ["", f"**Best: {_label(best)}**, top-1 error {best['top1_error']:.4f}, top-5 error "
-               f"{best['top5_error']:.4f}.", "", "Most confused pairs (best classifier):", ""]
+    if best.get("trivial"):
+        md += ["", f"Top-5 and hierarchical error are trivial: {best['trivial']}."]
+    md += ["", f"**{verdict}**", "", "Most confused pairs (best classifier):", ""]
     md += [f"- {c}" for c in confused] or ["- none"]
     (d / "summary.md").write_text("\n".join(md) + "\n")
 
@@ -248,8 +277,7 @@ figure img {{ max-width: 720px; border: 1px solid #ddd; }}
 <p>Store <code>{esc(result['store'])}</code>: {result['train_images']} training images
 (+{result['heldout_images']} held out), {result['val_images']} scored ({esc(result['split'])}),
 {len(result['classes'])} classes; hierarchy: {esc(result['hierarchy'])}.</p>
-<p class="best" id="best">Best: <b>{esc(_label(best))}</b>, top-1 error
-{best['top1_error']:.4f}, top-5 error {best['top5_error']:.4f}</p>
+<p class="best" id="best">{esc(verdict)}</p>
 <table id="results"><tr>{''.join(f'<th>{esc(h)}</th>' for h in HEAD)}</tr>{table}</table>
 <h2>Most confused pairs</h2><ul>{''.join(f'<li>{esc(c)}</li>' for c in confused)}</ul>
 {note}{fig_html}

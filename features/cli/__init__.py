@@ -53,7 +53,10 @@ def main(argv=None):
         print(f"features: error: {message(e, args.parser)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("features: interrupted; rerun the same command to resume", file=sys.stderr)
+        # what a rerun does depends on the command: the pipeline's steps resume, others
+        # say what they do instead
+        then = getattr(args, "on_interrupt", "rerun the same command to resume")
+        print(f"features: interrupted; {then}", file=sys.stderr)
         return 130
 
 
