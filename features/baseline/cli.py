@@ -6,6 +6,7 @@ import sys
 
 from ..exceptions import BaselineError
 from .experiment import evaluate, to_json
+from .metrics import best_line, format_error
 
 
 def run_baseline(args):
@@ -19,6 +20,9 @@ def run_baseline(args):
     log = None if quiet else (lambda m: print(m, file=sys.stderr))
     progress = None if quiet else (lambda label: Progress(label, unit="examples"))
     classifiers = (args.classifier,) if args.classifier else ("svm", "logreg")
+    if args.report:
+        from .report import check_directory
+        check_directory(args.report)
     with Store(args.store) as store:
         val = Store(args.val) if args.val else None
         try:
@@ -39,14 +43,17 @@ def run_baseline(args):
     print(f"{result['train_images']} training images (+{result['heldout_images']} held out), "
           f"{result['val_images']} scored, {len(result['classes'])} classes; "
           f"hierarchy: {result['hierarchy']}")
-    print(f"{'encoding':<16} {'classifier':<8} {'top-1':>7} {'top-5':>7} {'hier.':>6} "
-          f"{'lambda':>8}")
+    print(f"{'encoding':<16} {'classifier':<8} {'top-1 error [95% interval]':<26} "
+          f"{'top-5 error [95% interval]':<26} {'hier.':>6} {'lambda':>8}")
     for r in result["results"]:
         hier = "-" if r["hierarchical_error"] is None else f"{r['hierarchical_error']:.3f}"
-        print(f"{r['encoding']:<16} {r['classifier']:<8} {r['top1_error']:7.4f} "
-              f"{r['top5_error']:7.4f} {hier:>6} {r['lambda']:8.0e}")
-    b = result["best"]
-    print(f"best: {b['encoding']} / {b['classifier']} (top-1 error {b['top1_error']:.4f})")
+        print(f"{r['encoding']:<16} {r['classifier']:<8} {format_error(r, 'top1'):<26} "
+              f"{format_error(r, 'top5'):<26} {hier:>6} {r['lambda']:8.0e}")
+    first = result["results"][0]
+    if first.get("trivial"):
+        print(f"top-5 and hierarchical error are trivial: {first['trivial']}")
+    print(best_line(result["best"]))
     if "report" in result:
         print(f"report: {result['report']}")
     return 0
+

@@ -15,6 +15,10 @@ organizers' baseline did with 100).  Of the training images, a seeded ``heldout_
 each class (at least one image when the class has two) is held out to choose the
 regularization, calibrate the scores into posteriors (softmax temperature) and set DARTS's
 lambda; the chosen model is the one trained on the rest.
+
+Every error comes with its 95% interval, and the best (encoding, classifier) is compared
+with each other one by the exact McNemar test on the same scored images: ``best`` lists
+those it does not beat significantly (``within_noise_of``).
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ from .._shared.hashing import array_sha256
 from ..exceptions import BaselineError, ParameterError
 from ..store.encodings import EncodingRows, encoding_attrs, list_encodings
 from ..store.models import encoding_models
-from . import hedging, metrics
+from . import hedging, metrics, significance
+from .metrics import format_error
 from .linear import CLASSIFIERS, DEFAULT_LAMBDAS, decision_blocks, feature_stats, train_sgd
 from .wordnet import WNID, ClassHierarchy, IsA
 
@@ -256,14 +261,30 @@ def evaluate(store, val_store=None, *, encoding=None, classifiers=CLASSIFIERS, h
                 result = _train_and_score(plan, rows, clf, options, bar)
             out["results"].append(result)
             if log:
-                log(f"{name} / {clf}: top-1 error {result['top1_error']:.4f}, top-5 "
-                    f"{result['top5_error']:.4f} (lambda {result['lambda']:g}, "
+                log(f"{name} / {clf}: top-1 error {format_error(result, 'top1')}, top-5 "
+                    f"{format_error(result, 'top5')} (lambda {result['lambda']:g}, "
                     f"{result['train_seconds']:.1f} s)")
-    best = min(out["results"], key=lambda r: (r["top1_error"], r["top5_error"]))
-    out["best"] = {"encoding": best["encoding"], "classifier": best["classifier"],
-                   "top1_error": best["top1_error"], "top5_error": best["top5_error"]}
+    out["best"] = _best(out["results"], plan.val.labels)
     out["_val"] = plan.val
     return out
+
+
+def _best(results, labels):
+    """The result of least top-1 error, and whether the paired test says it beats each
+    other result on the same scored images (:func:`significance.rank`)."""
+    correct = [r["_guesses"][:, 0] == labels for r in results]
+    ranked = significance.rank(results, correct)
+    best = results[ranked["index"]]
+    compared = [{"encoding": results[a["index"]]["encoding"],
+                 "classifier": results[a["index"]]["classifier"],
+                 "top1_error": results[a["index"]]["top1_error"],
+                 "p_value": a["p_value"], "significant": a["significant"]}
+                for a in ranked["against"]]
+    return {"encoding": best["encoding"], "classifier": best["classifier"],
+            "top1_error": best["top1_error"], "top1_error_ci": best["top1_error_ci"],
+            "top5_error": best["top5_error"], "top5_error_ci": best["top5_error_ci"],
+            "compared": compared,
+            "within_noise_of": [c for c in compared if not c["significant"]]}
 
 
 def _encodings(store, val_store, encoding):
@@ -374,7 +395,8 @@ def _train_and_score(plan, rows, clf, options, progress=None) -> dict:
     scores = decision_blocks(model, rows.val, plan.val.rows)
     guesses = metrics.top_guesses(scores, 5)
     summary, cm = metrics.summarize(guesses, plan.val.labels, plan.n_classes,
-                                    plan.hierarchy if plan.hierarchical else None)
+                                    plan.hierarchy if plan.hierarchical else None,
+                                    seed=options.seed)
     temperature, hedged = _hedge(plan, held_scores, scores)
     result = dict(
         encoding=rows.name, classifier=clf, dims=rows.train.dim,

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import html
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 
+from ..exceptions import BaselineError
 from .experiment import to_json
+from .metrics import best_line, format_error
 
 MAX_STRIP_CLASSES = 12
 STRIP_IMAGES = 4
@@ -39,6 +42,13 @@ def _plt():
 
 def _label(r):
     return f"{r['encoding']} / {r['classifier']}"
+
+
+def _best_of(result):
+    """The result that ``result["best"]`` names (the experiment ranked them)."""
+    b = result["best"]
+    return next(r for r in result["results"]
+                if (r["encoding"], r["classifier"]) == (b["encoding"], b["classifier"]))
 
 
 def _wrap(name, width=WRAP):
@@ -70,28 +80,35 @@ def fig_errors(result):
     points rather than bars, as a bar's length from a baseline other than 0 would mislead)."""
     plt = _plt()
     rs = result["results"]
-    best = min(rs, key=lambda r: (r["top1_error"], r["top5_error"]))
+    best = _best_of(result)
     x = np.arange(len(rs))
-    fig, axes = _figure(plt, 2.5 + 0.9 * len(rs), 5.2, nrows=2, sharex=True)
-    for ax, field, name, color in ((axes[0], "top1_error", "top-1 error", "#c0504d"),
-                                   (axes[1], "top5_error", "top-5 error", "#4f81bd")):
-        values = np.array([r[field] for r in rs], dtype=float)
-        # not clipped: a point at an error of 0 sits on the axis, drawn whole
-        ax.plot(x, values, "o", color=color, markersize=7, clip_on=False)
+    panels = [(ax_field, name, color) for ax_field, name, color in
+              (("top1", "top-1 error", "#c0504d"), ("top5", "top-5 error", "#4f81bd"))
+              if rs[0][f"{ax_field}_error"] is not None]     # top-5 is trivial with <= 5 classes
+    fig, axes = _figure(plt, 2.5 + 0.9 * len(rs), 2.6 * len(panels) + 0.2,
+                        nrows=len(panels), sharex=True, squeeze=False)
+    axes = axes[:, 0]
+    for ax, (field, name, color) in zip(axes, panels):
+        values = np.array([r[f"{field}_error"] for r in rs], dtype=float)
+        ci = np.array([r[f"{field}_error_ci"] for r in rs], dtype=float)
+        # the 95% intervals drawn with the points: a gap smaller than they are is not a
+        # result (the verdict under the table says which are noise by the paired test)
+        ax.errorbar(x, values, yerr=np.abs(ci.T - values), fmt="o", color=color,
+                    markersize=7, capsize=4, clip_on=False)
         b = rs.index(best)
         ax.plot([x[b]], [values[b]], "o", markersize=12, markerfacecolor="none",
                 markeredgecolor="#222222", label="best", clip_on=False)
         for xi, v in zip(x, values):
-            ax.annotate(f"{v:.3f}", (xi, v), textcoords="offset points", xytext=(0, 7),
-                        ha="center", fontsize=FONT_PT)
-        ax.set_ylim(*data_limits(values))
-        ax.set_ylabel(name)
+            ax.annotate(f"{v:.3f}", (xi, v), textcoords="offset points", xytext=(8, 0),
+                        ha="left", va="center", fontsize=FONT_PT)
+        ax.set_ylim(*data_limits(np.concatenate([values, ci.ravel()])))
+        ax.set_ylabel(f"{name}\n(95% interval)")
         ax.grid(axis="y", color="#dddddd")
         ax.set_axisbelow(True)
         ax.margins(x=0.5 / max(len(rs), 1))
     axes[0].legend(loc="best", fontsize=FONT_PT)
-    axes[1].set_xticks(x, [_label(r) for r in rs], rotation=25 if len(rs) > 4 else 0,
-                       ha="right" if len(rs) > 4 else "center")
+    axes[-1].set_xticks(x, [_label(r) for r in rs], rotation=25 if len(rs) > 4 else 0,
+                        ha="right" if len(rs) > 4 else "center")
     axes[0].set_title("Flat error per encoding and classifier (y axes around the values)")
     return fig
 
@@ -234,7 +251,7 @@ def fig_strip(result, best):
 def build_figures(result):
     """The report's figures by file name (matplotlib figures, not yet saved), and why the
     example strip is missing (None when it is there)."""
-    best = min(result["results"], key=lambda r: (r["top1_error"], r["top5_error"]))
+    best = _best_of(result)
     names = result["class_names"]
     figs = {"errors.png": fig_errors(result), "hedging.png": fig_hedging(result),
             "per_class.png": fig_per_class(best, names),
@@ -248,23 +265,40 @@ def build_figures(result):
 def _table_rows(result):
     rows = []
     for r in result["results"]:
-        hier = "-" if r["hierarchical_error"] is None else f"{r['hierarchical_error']:.3f}"
+        hier = "-" if r["hierarchical_error"] is None else format_error(r, "hierarchical", 3)
         d90 = next((d for d in r["hedging"]["darts"] if d["target_accuracy"] == 0.9), None)
         hedge = "-" if d90 is None else f"{d90['accuracy']:.3f} / {d90['info_gain']:.2f} bits"
-        rows.append([r["encoding"], r["classifier"], str(r["dims"]), f"{r['top1_error']:.4f}",
-                     f"{r['top5_error']:.4f}", hier, f"{r['lambda']:g}", hedge])
+        rows.append([r["encoding"], r["classifier"], str(r["dims"]), format_error(r, "top1"),
+                     format_error(r, "top5"), hier, f"{r['lambda']:g}", hedge])
     return rows
 
 
-HEAD = ["encoding", "classifier", "dims", "top-1 error", "top-5 error", "hierarchical error",
+HEAD = ["encoding", "classifier", "dims", "top-1 error [95% interval]",
+        "top-5 error [95% interval]", "hierarchical error [95% interval]",
         "lambda", "DARTS at 90% (val accuracy / gain)"]
+
+
+def check_directory(directory):
+    """Refuse a report folder that cannot be written before any training is done (the
+    experiment may take hours); it is created when missing."""
+    d = Path(directory)
+    if d.exists() and not d.is_dir():
+        raise BaselineError(f"report folder {d} exists and is not a folder")
+    try:
+        d.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BaselineError(f"cannot create the report folder {d}: {e.strerror}") from None
+    if not os.access(d, os.W_OK | os.X_OK):
+        raise BaselineError(f"cannot write into the report folder {d}: permission denied")
+    return d
 
 
 def write_report(result, directory):
     """Write the report of an :func:`features.baseline.experiment.evaluate` result."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    best = min(result["results"], key=lambda r: (r["top1_error"], r["top5_error"]))
+    best = _best_of(result)
+    verdict = best_line(result["best"]).replace("best:", "Best:", 1)
     names = result["class_names"]
     plt = _plt()
     figures, strip_missing = build_figures(result)
@@ -283,8 +317,9 @@ def write_report(result, directory):
           f"{len(result['classes'])} classes; hierarchy: {result['hierarchy']}.", "",
           "| " + " | ".join(HEAD) + " |", "|" + "---|" * len(HEAD)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
-    md += ["", f"**Best: {_label(best)}**, top-1 error {best['top1_error']:.4f}, top-5 error "
-               f"{best['top5_error']:.4f}.", "", "Most confused pairs (best classifier):", ""]
+    if best.get("trivial"):
+        md += ["", f"Top-5 and hierarchical error are trivial: {best['trivial']}."]
+    md += ["", f"**{verdict}**", "", "Most confused pairs (best classifier):", ""]
     md += [f"- {c}" for c in confused] or ["- none"]
     (d / "summary.md").write_text("\n".join(md) + "\n")
 
@@ -316,8 +351,7 @@ figure img {{ max-width: 100%; height: auto; border: 1px solid #ddd; }}
 <p>Store <code>{esc(result['store'])}</code>: {result['train_images']} training images
 (+{result['heldout_images']} held out), {result['val_images']} scored ({esc(result['split'])}),
 {len(result['classes'])} classes; hierarchy: {esc(result['hierarchy'])}.</p>
-<p class="best" id="best">Best: <b>{esc(_label(best))}</b>, top-1 error
-{best['top1_error']:.4f}, top-5 error {best['top5_error']:.4f}</p>
+<p class="best" id="best">{esc(verdict)}</p>
 <table id="results"><tr>{''.join(f'<th>{esc(h)}</th>' for h in HEAD)}</tr>{table}</table>
 <h2>Most confused pairs</h2><ul>{''.join(f'<li>{esc(c)}</li>' for c in confused)}</ul>
 {note}{fig_html}

@@ -68,11 +68,14 @@ def main(argv=None):
         # read): one line, never a traceback
         print(f"features: error: {message(e, args.parser)}", file=sys.stderr)
         return EXIT_ERROR
-    except Terminated:
-        print("features: terminated; rerun the same command to resume", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    except KeyboardInterrupt:
-        print("features: interrupted; rerun the same command to resume", file=sys.stderr)
+    except (Terminated, KeyboardInterrupt) as e:
+        # what a rerun does depends on the command: the pipeline's steps resume, others
+        # say what they do instead
+        then = getattr(args, "on_interrupt", "rerun the same command to resume")
+        if isinstance(e, Terminated):
+            print(f"features: terminated; {then}", file=sys.stderr)
+            return 128 + signal.SIGTERM
+        print(f"features: interrupted; {then}", file=sys.stderr)
         return 128 + signal.SIGINT
     finally:
         if main_thread:

@@ -214,6 +214,7 @@ def build_parser():
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp = add("baseline", c.cmd_baseline,
              "train and score linear classifiers on a store's encodings (ImageNet metrics)")
+    sp.set_defaults(on_interrupt="nothing was kept: a rerun trains and scores from the start")
     sp.add_argument("store", help="the training store (and the val images, without --val)")
     sp.add_argument("--val", metavar="STORE", help="a val store encoded --like the train store")
     sp.add_argument("--encoding", help="only this encoding (default: every encoding)")
