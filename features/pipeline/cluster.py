@@ -112,9 +112,12 @@ class Cluster:
         try:
             if kind == "local":
                 with dask.config.set(_LOCAL_WORKER_CONFIG):
+                    # loopback only, the dashboard too: a local cluster is this
+                    # machine's, and Dask's dashboard address ":0" means every interface
                     self._local = distributed.LocalCluster(
                         n_workers=arg, threads_per_worker=1, processes=True,
-                        dashboard_address=":0", silence_logs=logging.ERROR)
+                        host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                        silence_logs=logging.ERROR)
                 self.client = distributed.Client(self._local, timeout=timeout)
             else:
                 self.client = distributed.Client(arg, timeout=timeout)
