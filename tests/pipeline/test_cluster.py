@@ -334,3 +334,34 @@ def _children(pid):
                     out.append(int(entry.name))
                     out += _children(int(entry.name))
     return out
+
+
+def test_scheduler_killed_mid_job_is_one_line(tmp_path, small_set, cli_env, dask_processes):
+    """Dask's own logging (reconnect attempts, tracebacks) does not reach the user: the job
+    ends with one line saying what happened and what to do."""
+    dask_processes.worker("a", FEATURES_TEST_SHARD_DELAY=0.5)
+    dask_processes.wait_for_workers(1)
+    out = tmp_path / "store"
+    job = subprocess.Popen([sys.executable, "-m", "features", "run", str(small_set), "-o",
+                            str(out), *map(str, RECIPE), "--cluster", dask_processes.address],
+                           env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def a_shard_done():
+        assert job.poll() is None, job.communicate()
+        with contextlib.suppress(OSError, ValueError):
+            return len(json.loads((out / "manifest.json").read_text())["shards"]) >= 1
+        return False
+    try:
+        _wait_for(a_shard_done, 240, "a finished shard")
+        dask_processes.scheduler.kill()
+        stdout, stderr = job.communicate(timeout=240)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert job.returncode == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in lines if line.startswith("features: error:")]
+    assert len(errors) == 1 and "scheduler" in errors[0], stderr
+    # nothing but the cluster's greeting lines and the error
+    assert all(line.startswith(("cluster:", "features: error:")) for line in lines), stderr
