@@ -48,7 +48,6 @@ import json
 import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 
 import faiss
@@ -56,7 +55,7 @@ import numpy as np
 
 from ..exceptions import StoreError
 from ..store import OK, Manifest, Store
-from ..store.atomic import atomic_file, atomic_path
+from ..store.atomic import atomic_file, atomic_path, remove_stale_temporaries
 from ..store.encodings import EncodingRows
 from .factory import (AUTO, EXACT_BELOW, SPARSE_REFINE, auto_factory, default_params,
                       faiss_message, io_flag, make_index, set_params, split_factory, train_size,
@@ -332,8 +331,13 @@ def _fill(plan, trained, part_rows, run_tasks, progress) -> int:
     """Fill a copy of the trained index with the indexable rows and write ``index.faiss``
     (and a sparse refine stage's ``index.refine``; an earlier build's is removed when this
     one has none), through a work folder removed after; returns the number of vectors."""
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    work = plan.store.dir / f".index-parts-{token}"
+    # a build killed before its ``finally`` left its work folder: removed here (this
+    # step holds the store's lock, so the only writers of such folders are dead ones)
+    remove_stale_temporaries(plan.store.dir)
+    for old in plan.store.dir.glob(".index-parts-*"):     # as versions before 0.2 named them
+        shutil.rmtree(old, ignore_errors=True)
+    work = atomic_path(plan.store.dir / "index-parts")
+    shutil.rmtree(work, ignore_errors=True)      # this process's own, from an earlier build
     work.mkdir()
     progress(0, len(plan.eligible))
     try:

@@ -13,7 +13,10 @@ Before any task runs, every worker is asked for its version of `features` and to
 file into the store, so a mismatch or an unreachable store is one clear error, not a hang.
 A worker that dies mid-task (its shard's temporary file is left behind) has its task
 rescheduled on another worker by Dask; shard files are renamed into place only when
-complete, so a task that ran twice writes the same file twice.
+complete, so a task that ran twice writes the same file twice. A scheduler that goes away
+ends the job with one :class:`ClusterError` (the finished shards are kept: a rerun
+resumes); while a ``Cluster`` is open, Dask's own log lines on the driver (reconnect
+attempts and their tracebacks) are held back, as that error says what happened.
 """
 from __future__ import annotations
 
@@ -109,12 +112,16 @@ class Cluster:
         self.spec, self.timeout = spec, timeout
         self.stream = stream if stream is not None else sys.stderr
         self._local = None
+        self._log_levels = _hold_back_dask_logs()
         try:
             if kind == "local":
                 with dask.config.set(_LOCAL_WORKER_CONFIG):
+                    # loopback only, the dashboard too: a local cluster is this
+                    # machine's, and Dask's dashboard address ":0" means every interface
                     self._local = distributed.LocalCluster(
                         n_workers=arg, threads_per_worker=1, processes=True,
-                        dashboard_address=":0", silence_logs=logging.ERROR)
+                        host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                        silence_logs=logging.ERROR)
                 self.client = distributed.Client(self._local, timeout=timeout)
             else:
                 self.client = distributed.Client(arg, timeout=timeout)
@@ -178,7 +185,11 @@ class Cluster:
         isolated local process, which finds the image and makes it a failed item, as a
         local run does; the driver reads the same source and writes the same store.
         """
+        from asyncio import CancelledError
+
         from distributed import KilledWorker
+        from distributed.client import FutureCancelledError
+        from distributed.comm import CommClosedError
         from .runner import decodes_images, run_tasks
         scattered = {}
         pending = collections.deque()
@@ -195,6 +206,10 @@ class Cluster:
         def result(future, task):
             try:
                 return future.result()
+            except (FutureCancelledError, CancelledError, CommClosedError) as e:
+                raise ClusterError(f"lost the Dask scheduler at {self.spec} "
+                                   f"({first_line(e, None)}); the finished shards are kept: "
+                                   f"restart the scheduler and rerun to resume") from None
             except KilledWorker as e:
                 if not decodes_images(func):
                     raise ClusterError(f"task {future.key} killed every worker that ran it "
@@ -224,13 +239,31 @@ class Cluster:
 
     def close(self):
         client = getattr(self, "client", None)
-        if client is not None:
-            client.close()
-        if self._local is not None:
-            self._local.close()
+        try:
+            if client is not None:
+                client.close()
+            if self._local is not None:
+                self._local.close()
+        finally:
+            for name, level in self._log_levels.items():
+                logging.getLogger(name).setLevel(level)
+            self._log_levels = {}
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _hold_back_dask_logs():
+    """Raise every ``distributed`` logger above CRITICAL; their previous levels, for
+    ``close`` to put back (the logging configuration is the process's, not ours)."""
+    names = ["distributed"] + [n for n in list(logging.root.manager.loggerDict)
+                               if n.startswith("distributed.")]
+    levels = {}
+    for name in names:
+        logger = logging.getLogger(name)
+        levels[name] = logger.level
+        logger.setLevel(logging.CRITICAL + 1)
+    return levels

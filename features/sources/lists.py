@@ -1,4 +1,11 @@
-"""List files ('list'): one image path per line, with an optional label column."""
+"""List files ('list'): one image path per line, with an optional label column.
+
+Labels that are all integers are kept as given (class ``i`` is named ``"i"``), so the class
+table has as many entries as the largest label plus one: a label above ``MAX_INT_LABEL`` is
+refused rather than sizing a table of millions of classes for a typo, and so is a negative
+one (an image without a label has no label column). Other labels are class names, numbered
+in sorted order.
+"""
 import array
 import os
 
@@ -6,6 +13,8 @@ import numpy as np
 
 from ..exceptions import SourceError
 from .base import Item, Source, is_image_name
+
+MAX_INT_LABEL = 99_999   # ImageNet-21k's 21,841 classes fit; 30,000,000 is a typo
 
 
 def _split_list_line(line):
@@ -43,11 +52,28 @@ class ListSource(Source):
             classes = sorted(raw_labels)
             self._label = _NameLabel(classes)
         else:
-            classes = [str(i) for i in range(ints[-1] + 1)] if ints and ints[-1] >= 0 else []
+            if ints and (ints[0] < 0 or ints[-1] > MAX_INT_LABEL):
+                bad = ints[0] if ints[0] < 0 else ints[-1]
+                raise SourceError(f"list file {list_path}: label {bad} ({self._line_of(bad)}) "
+                                  f"is not a class index in 0..{MAX_INT_LABEL}; number the "
+                                  f"classes from 0, or leave an image's label out")
+            classes = [str(i) for i in range(ints[-1] + 1)] if ints else []
             self._label = _int_label
         super().__init__(base, "list", classes)
         self._count = n
         self._dupes = self._find_duplicates(np.frombuffer(hashes, dtype=np.int64))
+
+    def _line_of(self, label):
+        """Where integer ``label`` first appears: "line N" of the list file."""
+        with open(self.list_path, encoding="utf-8-sig") as f:
+            for number, line in enumerate(f, 1):
+                s = line.strip()
+                if s and not s.startswith("#"):
+                    value = _split_list_line(s)[1]
+                    if value is not None and value.lstrip("+-").isdigit() \
+                            and int(value) == label:
+                        return f"line {number}"
+        return "in the list"
 
     def _entries(self):
         try:
@@ -110,7 +136,7 @@ class ListSource(Source):
 
 
 def _int_label(v):
-    return -1 if v is None else max(int(v), -1)
+    return -1 if v is None else int(v)
 
 
 class _NameLabel:

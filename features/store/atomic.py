@@ -3,13 +3,16 @@
 Readers therefore see the old file or the new one, never half of one. A temporary is named
 ``.NAME.tmp-HOST-PID`` after its writer, so that writers on different hosts of a cluster
 never share one, and so that :func:`remove_stale_temporaries` can tell a dead writer's
-leftovers (this host, a process that is gone) from a live one's.
+leftovers (this host, a process that is gone) from a live one's. A work folder a step fills
+and removes (the index's parts) is named the same way, and removed the same way when its
+writer died.
 """
 from __future__ import annotations
 
 import contextlib
 import itertools
 import os
+import shutil
 import socket
 from pathlib import Path
 
@@ -51,7 +54,7 @@ def remove_stale_temporaries(*directories, finished=False):
     has finished (``finished``), all are stale."""
     for tmp in itertools.chain.from_iterable(Path(d).glob(".*.tmp-*") for d in directories):
         if finished:
-            tmp.unlink(missing_ok=True)
+            _remove(tmp)
             continue
         host, _, pid = tmp.name.rpartition("-")
         if host.rpartition("-")[2] != HOST:
@@ -59,6 +62,13 @@ def remove_stale_temporaries(*directories, finished=False):
         try:
             os.kill(int(pid), 0)
         except (ValueError, ProcessLookupError):
-            tmp.unlink(missing_ok=True)
+            _remove(tmp)
         except PermissionError:
             pass
+
+
+def _remove(path):
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

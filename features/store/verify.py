@@ -64,8 +64,14 @@ def check_store(directory, bad: Damage):
 
     store_path = directory / STORE_FILE
     if not store_path.exists():
-        if "encode" in steps:
-            bad(store_path, "missing")
+        if "encode" not in steps and not bad.found:
+            # a job stopped before its merge: nothing to call sound (search refuses it too)
+            order = ("sample", "codebook", "encode")
+            done = ", ".join(sorted(steps, key=lambda s: (s not in order, order.index(s)
+                                                          if s in order else 0, s))) or "none"
+            raise StoreError(f"{directory} is not a finished store: the job stopped before "
+                             f"store.h5 was written (steps done: {done}); rerun it to finish")
+        bad(store_path, "missing")
         return None
     try:
         return _check_store_h5(directory, store_path, records, config, bad, checked)

@@ -282,3 +282,25 @@ def test_cli_index_then_info_reads_the_header(tmp_path, rows3k, cli_env, monkeyp
     from features.pipeline.info import store_info
     monkeypatch.setattr(faiss, "read_index", lambda *a: pytest.fail("index loaded"))
     assert store_info(store)["index_size"] == 300
+
+
+def test_work_folders_of_killed_builds_are_removed(tmp_path, rows3k):
+    """`features index` killed with -9 leaves its work folder; the next build removes it
+    (and the folders older versions named `.index-parts-PID-TOKEN`), a live writer's and
+    another host's are left."""
+    import subprocess
+    import sys
+
+    from features.store.atomic import HOST
+    store = write_store(tmp_path / "s", rows3k)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()                                   # a pid that is no process any more
+    leftovers = [store / f".index-parts.tmp-{HOST}-{dead.pid}", store / ".index-parts-1234-ab12cd34"]
+    kept = [store / f".index-parts.tmp-otherhost-{dead.pid}"]
+    for d in leftovers + kept:
+        d.mkdir()
+        (d / "part-000000.ivfdata").write_bytes(b"x" * 100)
+    _build(store, factory="IVF16,Flat", part_rows=1, block=500)
+    assert [d for d in leftovers if d.exists()] == []
+    assert all(d.is_dir() for d in kept)
+    assert not list(store.glob(f".*tmp-{HOST}-*"))

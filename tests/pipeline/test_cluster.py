@@ -288,3 +288,80 @@ def test_image_that_crashes_every_worker_is_one_failed_item(tmp_path, small_set,
         assert f["images/reason"].asstr()[i].startswith("crashed the decoder")
         assert (status != 0).sum() == 1
     run_cli("verify", out, env=cli_env, check=True)
+
+
+def _listening(pids):
+    """(address, port) of every TCP socket in LISTEN state that the processes hold."""
+    inodes = set()
+    for pid in pids:
+        fd_dir = Path(f"/proc/{pid}/fd")
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    found = []
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if state == "0A" and inode in inodes:          # 0A: LISTEN
+                address, port = local.split(":")
+                found.append((address, int(port, 16)))
+    return found
+
+
+def test_local_cluster_listens_on_loopback_only():
+    from features.pipeline.cluster import Cluster
+    with Cluster("local:1", stream=open(os.devnull, "w"), timeout=60) as cluster:
+        pids = [os.getpid()] + [p for p in _children(os.getpid())]
+        sockets = _listening(pids)
+        dashboard = cluster.client.scheduler_info()["services"].get("dashboard")
+    assert sockets, "no listening socket found"
+    assert dashboard in {port for _, port in sockets}
+    # 127.0.0.1 is 0100007F in /proc/net/tcp; every interface is 00000000 (or :: in tcp6)
+    assert all(address in ("0100007F", "00000000000000000000000001000000")
+               for address, _ in sockets), sockets
+
+
+def _children(pid):
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    out.append(int(entry.name))
+                    out += _children(int(entry.name))
+    return out
+
+
+def test_scheduler_killed_mid_job_is_one_line(tmp_path, small_set, cli_env, dask_processes):
+    """Dask's own logging (reconnect attempts, tracebacks) does not reach the user: the job
+    ends with one line saying what happened and what to do."""
+    dask_processes.worker("a", FEATURES_TEST_SHARD_DELAY=0.5)
+    dask_processes.wait_for_workers(1)
+    out = tmp_path / "store"
+    job = subprocess.Popen([sys.executable, "-m", "features", "run", str(small_set), "-o",
+                            str(out), *map(str, RECIPE), "--cluster", dask_processes.address],
+                           env=cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def a_shard_done():
+        assert job.poll() is None, job.communicate()
+        with contextlib.suppress(OSError, ValueError):
+            return len(json.loads((out / "manifest.json").read_text())["shards"]) >= 1
+        return False
+    try:
+        _wait_for(a_shard_done, 240, "a finished shard")
+        dask_processes.scheduler.kill()
+        stdout, stderr = job.communicate(timeout=240)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert job.returncode == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in lines if line.startswith("features: error:")]
+    assert len(errors) == 1 and "scheduler" in errors[0], stderr
+    # nothing but the cluster's greeting lines and the error
+    assert all(line.startswith(("cluster:", "features: error:")) for line in lines), stderr

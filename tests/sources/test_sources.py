@@ -288,7 +288,7 @@ def test_list_relative_keys_and_int_labels(tmp_path):
         _write(tmp_path / "d" / f"{k}.jpg", _jpeg(k))
     lst = tmp_path / "set.lst"
     absolute = tmp_path / "d" / "1.jpg"
-    lst.write_text(f"d/0.jpg 2\nd/1.jpg 0\n./d/2.jpg -1\nd/0.jpg 1\n{absolute}\n")
+    lst.write_text(f"d/0.jpg 2\nd/1.jpg 0\n./d/2.jpg\nd/0.jpg 1\n{absolute}\n")
     src = open_source(lst)
     assert src.classes == ["0", "1", "2"]
     items = list(src)
@@ -297,6 +297,26 @@ def test_list_relative_keys_and_int_labels(tmp_path):
     # the same image listed twice (in any spelling) is refused the second time
     assert [i.error for i in items] == [None] * 3 + ["refused: listed twice"] * 2
     assert src.count() == 5
+
+
+@pytest.mark.parametrize("label,line", [("-1", 2), ("-7", 2), ("100000", 2),
+                                        ("30000000", 2)])
+def test_list_labels_outside_the_class_range_are_refused(tmp_path, label, line):
+    """A typo must not size a class table of millions, nor a negative label vanish."""
+    for k in range(3):
+        _write(tmp_path / f"{k}.jpg", _jpeg(k))
+    lst = tmp_path / "set.txt"
+    lst.write_text(f"0.jpg\t3\n1.jpg\t{label}\n2.jpg\t99999\n")
+    with pytest.raises(SourceError, match=rf"label {label} \(line {line}\) is not a class "
+                                          rf"index in 0\.\.99999"):
+        open_source(lst)
+
+
+def test_list_largest_allowed_label(tmp_path):
+    _write(tmp_path / "0.jpg", _jpeg(0))
+    (tmp_path / "set.txt").write_text("0.jpg\t99999\n")
+    src = open_source(tmp_path / "set.txt")
+    assert len(src.classes) == 100_000 and [i.label for i in src] == [99999]
 
 
 def test_list_unreadable(tmp_path):

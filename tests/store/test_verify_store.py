@@ -200,3 +200,15 @@ def test_first_run_that_failed_on_a_bad_option_does_not_lock_the_store(tmp_path,
     assert proc.returncode == 0, proc.stderr
     with h5py.File(out / "store.h5", "r") as f:
         assert f["codebook/centroids"].shape == (8, 128)
+
+
+def test_verify_of_a_job_stopped_before_store_h5_is_not_sound(tmp_path, small_set, cli_env):
+    """A job killed before its merge has no store.h5: verify must not call it sound (search
+    refuses it as no store), it says the job is unfinished."""
+    out = tmp_path / "store"
+    run_cli("extract", small_set, "-o", out, *ARGS, env=cli_env, check=True)
+    run_cli("codebook", out, env=cli_env, check=True)
+    line = _one_line(run_cli("verify", out, env=cli_env), "not a finished store",
+                     "steps done: sample, codebook", "rerun")
+    assert "sound" not in line
+    _one_line(run_cli("search", out, "coins/half.jpg", env=cli_env))
