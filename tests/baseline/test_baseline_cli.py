@@ -217,16 +217,22 @@ def test_error_axes_are_around_the_values():
     rs = [{"encoding": e, "classifier": c, "top1_error": 0.70 + 0.01 * i + 0.004 * j,
            "top5_error": 0.48 + 0.015 * i - 0.002 * j}
           for i, e in enumerate(encodings) for j, c in enumerate(("svm", "logreg"))]
-    fig = fig_errors({"results": rs})
+    for r in rs:          # 95% intervals of about 5,000 scored images
+        for key in ("top1", "top5"):
+            r[f"{key}_error_ci"] = [r[f"{key}_error"] - 0.012, r[f"{key}_error"] + 0.012]
+    best = min(rs, key=lambda r: r["top1_error"])
+    fig = fig_errors({"results": rs, "best": {"encoding": best["encoding"],
+                                              "classifier": best["classifier"]}})
     try:
         assert fig.canvas.get_width_height()[0] <= 1000  # 16 results: not 2,000 pixels wide
         top1, top5 = fig.axes[:2]
         for ax, key in ((top1, "top1_error"), (top5, "top5_error")):
             values = [r[key] for r in rs]
+            ends = [v for r in rs for v in r[f"{key}_ci"]]
             lo, hi = ax.get_ylim()
-            spread = max(values) - min(values)
-            assert lo <= min(values) and hi >= max(values)
-            # the values fill most of the axis
+            spread = max(ends) - min(ends)
+            assert lo <= min(ends) and hi >= max(ends)
+            # the values and their intervals fill most of the axis
             assert spread / (hi - lo) > 0.6, (key, lo, hi, spread)
     finally:
         plt.close(fig)
