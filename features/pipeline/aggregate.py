@@ -117,7 +117,8 @@ def _shard_records(manifest, n_images, shard_size):
 
 
 def _same_images(a, b):
-    return all(a.get(k) == b.get(k) for k in ("count", "first_key", "last_key", "first"))
+    return all(a.get(k) == b.get(k) for k in ("count", "first_key", "last_key", "first",
+                                                "items"))
 
 
 @dataclass(frozen=True)
@@ -498,6 +499,8 @@ def _encode_shards(plan, config, store_dir, enc_dir, records, record, manifest, 
 
     for summary in run_tasks(encode_shard, tasks(), jobs):
         number = summary["first"] // config.shard_size
+        # made from these images of the store: current while the store's shard is
+        summary["items"] = records[number].get("items")
         record["shards"][str(number)] = summary
         manifest.save()
         bar.update(summary["count"])

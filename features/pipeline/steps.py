@@ -22,6 +22,7 @@ from .._shared.versions import library_versions
 from ..codebook import KMEANS_ALGORITHM, KMEANS_TOL, bottom_k, kmeans
 from ..encodings.methods import METHODS
 from ..exceptions import StoreError
+from ..sources.base import items_digest
 from ..store import Manifest, Store, atomic_file, store_lock
 from ..store.atomic import remove_stale_temporaries
 from ..store.layout import CODEBOOK_FILE, FAILURES_FILE, SAMPLE_FILE, SHARDS_DIR
@@ -174,6 +175,9 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
 
     if not n_shards:
         raise StoreError(f"{out}: no images were processed")
+    # the source shrank since an earlier run: its shards past the end are not the store's
+    for stale in manifest.drop_shards_from(n_shards):
+        (out / SHARDS_DIR / stale).unlink(missing_ok=True)
     numbers = range(n_shards)
     shard_files = [manifest.data["shards"][str(n)]["file"] for n in numbers]
     sample_info = manifest.data["steps"].get("sample", {})
@@ -201,11 +205,12 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
 
 
 def _shard_is_current(record, items, path) -> bool:
-    """A finished shard is reused only if it holds exactly these items (the source may have
-    changed since it was written) and is intact (size and checksum as when written)."""
+    """A finished shard is reused only if it was built from exactly these items, each in
+    the state it had then (``sources.items_digest``: keys, labels, sizes and modification
+    times; a store written before the digest was recorded has its shards recomputed), and
+    is intact (size and checksum as when written)."""
     if not (record is not None and record["count"] == len(items)
-            and record.get("first_key") == items[0].key
-            and record.get("last_key") == items[-1].key and "checksum" in record):
+            and record.get("items") == items_digest(items) and "checksum" in record):
         return False
     try:
         return (path.stat().st_size == record.get("size")

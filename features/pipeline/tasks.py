@@ -16,6 +16,7 @@ from ..decode import decode_gray
 from ..encodings.bovw import word_counts
 from ..exceptions import DecodeError
 from ..extract import Extraction, extract_image, pack_geometry
+from ..sources.base import items_digest
 from ..store import (EXTRACT_FAILED, NO_FEATURES, OK, REFUSED, UNDECODABLE, UNREADABLE,
                      ImageResult, merge, write_shard)
 from .._shared.threads import single_threaded_libraries
@@ -105,8 +106,10 @@ def process_shard(config, centroids, items, shard_path, first, parallel=False, *
         results.append(result)
     if on_item is not None:
         on_item(len(items))
-    return write_shard(shard_path, results, n_words=quantizer.k, first=first,
-                       keep_descriptors=config.store_descriptors, geometry=geometry)
+    record = write_shard(shard_path, results, n_words=quantizer.k, first=first,
+                         keep_descriptors=config.store_descriptors, geometry=geometry)
+    record["items"] = items_digest(items)
+    return record
 
 
 @task(items=1)

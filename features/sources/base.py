@@ -1,9 +1,12 @@
 """What every source is made of: :class:`Item` (one image and its stable key),
 :class:`Source` (an iterable of items), the escaping of file names into keys
-(:func:`escape_key`, :func:`key_bytes`), the image extensions and the size limit."""
+(:func:`escape_key`, :func:`key_bytes`), the image extensions and the size limit, and
+:func:`items_digest`, which tells whether a run of items is still what it was."""
 from __future__ import annotations
 
+import hashlib
 import os
+import zlib
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -74,6 +77,29 @@ class Item:
             if size > MAX_ITEM_BYTES:
                 raise OSError(f"file too large ({size:,} bytes > {MAX_ITEM_BYTES:,})")
             return f.read()
+
+
+def items_digest(items) -> str:
+    """A digest of what a run of items is: each one's key, label and state (a file's size
+    and modification time; archive bytes' length and CRC-32; a refusal's reason), in order.
+
+    A shard built from these items is current only while this is unchanged: an image
+    replaced, relabelled, removed or added inside the shard changes it, though the count
+    and the first and last keys may not change."""
+    h = hashlib.sha256()
+    for item in items:
+        if item.error is not None:
+            state = f"refused {item.error}"
+        elif item.data is not None:
+            state = f"bytes {len(item.data)} {zlib.crc32(item.data):08x}"
+        else:
+            try:
+                st = os.stat(item.path)
+                state = f"file {st.st_size} {st.st_mtime_ns}"
+            except (OSError, TypeError, ValueError):
+                state = "unreadable"
+        h.update(f"{item.key}\0{item.label}\0{state}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:32]
 
 
 def escape_key(name: str) -> str:

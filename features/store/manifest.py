@@ -75,6 +75,14 @@ class Manifest:
         self.data["shards"][str(number)] = summary
         self.save()
 
+    def drop_shards_from(self, number: int) -> list[str]:
+        """Forget the shards numbered ``number`` and above; the names of their files."""
+        gone = [k for k in self.data["shards"] if int(k) >= number]
+        files = [str(self.data["shards"].pop(k).get("file")) for k in gone]
+        if gone:
+            self.save()
+        return files
+
     def step_done(self, step: str, **info):
         self.data["steps"][step] = dict(info, finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
         self.save()
