@@ -192,8 +192,13 @@ def cmd_serve(args):
     from ..serve import serve
     if not args.max_body_mb > 0:
         raise ParameterError(f"max_body_mb must be > 0, got {args.max_body_mb}", "max_body_mb")
+    if not args.upload_memory_mb > 0:
+        raise ParameterError(f"upload_memory_mb must be > 0, got {args.upload_memory_mb}",
+                             "upload_memory_mb")
     limits = dict(threads=args.threads, max_body=max(1, int(args.max_body_mb * 1024 * 1024)),
-                  timeout=args.timeout, max_concurrent=args.max_concurrent)
+                  timeout=args.timeout, max_concurrent=args.max_concurrent,
+                  header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                  upload_memory=max(1, int(args.upload_memory_mb * 1024 * 1024)))
     if args.max_pixels is not None:
         limits["max_pixels"] = args.max_pixels
     limits["search_params"] = _search_params(args)
