@@ -269,12 +269,19 @@ def _call(fn, args, submitted):
     try:
         return fn(*args), started - submitted
     except BaseException as e:
-        # The error travels through futures and frames that refer to each other, so it would
-        # keep the locals of every frame it passed (decoded pixels, the upload) until the
-        # cycle collector runs: clear them now, and drop this frame's arguments.
-        traceback.clear_frames(e.__traceback__)
-        fn = args = None  # noqa: F841
+        _forget(e)
+        fn = args = None  # noqa: F841  (this frame stays in the traceback)
         raise
+
+
+def _forget(error):
+    """Clear the locals of the finished frames `error` passed through.
+
+    An error travels through futures and frames that refer to each other (the future holds
+    the error, the error its traceback, the traceback the frame that holds the future), so
+    without this it would keep every local of those frames (decoded pixels, the upload)
+    until the cycle collector runs: gigabytes per request for a large image."""
+    traceback.clear_frames(error.__traceback__)
 
 
 # ---- request parsing ------------------------------------------------------------------
@@ -511,20 +518,24 @@ def _guard(service: Service, hosts=None, deadlines=None):
             with ticket:
                 return await asyncio.wait_for(handler(request), timeout)
         except ApiError as e:
+            _forget(e)
             return _json({"error": e.message}, e.status, e.headers)
         except web.HTTPException as e:
             if e.status < 400:
                 raise
+            _forget(e)
             return _json({"error": e.reason if e.text is None or e.text.startswith(str(e.status))
                           else e.text}, e.status, {k: v for k, v in e.headers.items()
                                                    if k in ("Allow", "Retry-After")})
-        except asyncio.TimeoutError:
+        except asyncio.TimeoutError as e:
+            _forget(e)
             return _json({"error": f"the request took longer than {timeout:g} s"}, 503,
                          {"Retry-After": "1"})
-        except Exception:  # a bug: say so, keep serving
+        except Exception as e:  # a bug: say so, keep serving
             print(f"features serve: error in {request.method} {request.path_qs}:",
                   file=sys.stderr)
             traceback.print_exc(file=sys.stderr)
+            _forget(e)
             return _json({"error": "internal server error"}, 500)
 
     @web.middleware

@@ -290,3 +290,33 @@ def test_parser_errors_are_json(server, raw, words):
 def test_still_up_after_all_that(server):
     body = _wait_idle(server)
     assert body["status"] == "ok"
+
+
+def test_a_failed_request_keeps_no_pixels_alive(small_store):
+    """The error of a pool call (a decode or extraction that failed after allocating pixels)
+    leaves nothing of its work alive, without the cycle collector."""
+    import asyncio
+    import gc
+    import weakref
+
+    from features.serve.app import ApiError, ServeOptions, Service
+
+    service = Service(small_store, ServeOptions(threads=1))
+    alive = []
+
+    def work():
+        pixels = np.ones((1000, 1000), np.uint8)
+        alive.append(weakref.ref(pixels))
+        raise ApiError(400, "no features")
+
+    async def query():
+        with pytest.raises(ApiError):
+            await service.run(work)
+
+    gc.disable()
+    try:
+        asyncio.run(query())
+        assert alive[0]() is None
+    finally:
+        gc.enable()
+        service.close()
