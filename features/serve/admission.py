@@ -26,10 +26,6 @@ _CURRENT: contextvars.ContextVar[Ticket | None] = contextvars.ContextVar(
     "features_serve_ticket", default=None)
 
 
-class Busy(Exception):
-    """Not admitted: the limit named in the message is reached (answered 503)."""
-
-
 class Admission:
     """The counters shared by all requests of one server (event-loop thread only)."""
 
@@ -39,26 +35,29 @@ class Admission:
         self.admitted = 0     # requests holding a place
         self.reserved = 0     # body bytes reserved by them
 
-    def enter(self) -> Ticket:
-        """A place for one request; Busy when ``max_concurrent`` are admitted already."""
+    def enter(self) -> Ticket | None:
+        """A place for one request; None when ``max_concurrent`` are admitted already
+        (:meth:`busy` says so)."""
         if self.admitted >= self.max_concurrent:
-            raise Busy(f"server busy: {self.admitted} requests in progress "
-                       f"(limit {self.max_concurrent}); retry shortly")
+            return None
         self.admitted += 1
         return Ticket(self)
 
-    def reserve(self, nbytes: int):
-        if self.reserved + nbytes > self.upload_memory:
-            raise Busy(f"server busy: {self.reserved:,} bytes of uploads in memory "
-                       f"(limit {self.upload_memory:,}); retry shortly")
-        self.reserved += nbytes
+    def busy(self) -> str:
+        return (f"server busy: {self.admitted} requests in progress "
+                f"(limit {self.max_concurrent}); retry shortly")
+
+    def full(self) -> str:
+        return (f"server busy: {self.reserved:,} bytes of uploads in memory "
+                f"(limit {self.upload_memory:,}); retry shortly")
 
 
 class Ticket:
     """One admitted request: its place, its reserved body bytes, its unfinished pool work."""
 
     def __init__(self, admission: Admission):
-        self._admission = admission
+        self.admission = admission
+        self._released = False
         self._bytes = 0
         self._work = 0
         self._left = False
@@ -77,10 +76,15 @@ class Ticket:
 
     # what the request does -------------------------------------------------------------
 
-    def reserve(self, nbytes: int):
-        """Reserve `nbytes` more of the body budget (Busy when it does not fit)."""
-        self._admission.reserve(nbytes)
+    def reserve(self, nbytes: int) -> bool:
+        """Reserve `nbytes` more of the body budget; False when they do not fit
+        (:meth:`Admission.full` says so)."""
+        admission = self.admission
+        if admission.reserved + nbytes > admission.upload_memory:
+            return False
+        admission.reserved += nbytes
         self._bytes += nbytes
+        return True
 
     def hold(self, future: Future):
         """Keep the place until `future` (pool work of this request) is done."""
@@ -100,10 +104,10 @@ class Ticket:
         future.add_done_callback(signal)
 
     def _release_if_done(self):
-        if self._left and self._work == 0 and self._admission is not None:
-            self._admission.admitted -= 1
-            self._admission.reserved -= self._bytes
-            self._admission = None
+        if self._left and self._work == 0 and not self._released:
+            self._released = True
+            self.admission.admitted -= 1
+            self.admission.reserved -= self._bytes
 
 
 def current_ticket() -> Ticket | None:

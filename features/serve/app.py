@@ -40,7 +40,7 @@ from ..decode import MAX_PIXELS, decode_gray, image_size, sniff_format
 from ..exceptions import DecodeError, ParameterError, QueryError, ThumbnailError
 from ..search import Searcher
 from ..store import OK
-from .admission import Admission, Busy, current_ticket
+from .admission import Admission, current_ticket
 from .thumbs import LRUCache, SourceFiles, render_thumbnail
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -355,11 +355,8 @@ async def read_image(request, options: ServeOptions) -> bytes:
     ticket = current_ticket()
 
     def reserve(nbytes):  # body bytes against the upload memory budget
-        if ticket is not None:
-            try:
-                ticket.reserve(nbytes)
-            except Busy as e:
-                raise ApiError(503, str(e), {"Retry-After": "1"}) from None
+        if ticket is not None and not ticket.reserve(nbytes):
+            raise ApiError(503, ticket.admission.full(), {"Retry-After": "1"})
 
     if length is not None:
         reserve(length)  # the whole body, before reading a byte of it
@@ -511,10 +508,9 @@ def _guard(service: Service, hosts=None, deadlines=None):
                                     f"{host[:100]!r}")
             if not _needs_place(request):
                 return await asyncio.wait_for(handler(request), timeout)
-            try:
-                ticket = service.admission.enter()
-            except Busy as e:
-                raise ApiError(503, str(e), {"Retry-After": "1"}) from None
+            ticket = service.admission.enter()
+            if ticket is None:
+                raise ApiError(503, service.admission.busy(), {"Retry-After": "1"})
             with ticket:
                 return await asyncio.wait_for(handler(request), timeout)
         except ApiError as e:
