@@ -280,8 +280,15 @@ def _forget(error):
     An error travels through futures and frames that refer to each other (the future holds
     the error, the error its traceback, the traceback the frame that holds the future), so
     without this it would keep every local of those frames (decoded pixels, the upload)
-    until the cycle collector runs: gigabytes per request for a large image."""
-    traceback.clear_frames(error.__traceback__)
+    until the cycle collector runs: gigabytes per request for a large image. The errors it
+    was raised from (``__context__``, ``__cause__``) hold frames too."""
+    pending, seen = [error], set()
+    while pending:
+        e = pending.pop()
+        if e is not None and id(e) not in seen:
+            seen.add(id(e))
+            traceback.clear_frames(e.__traceback__)
+            pending += [e.__context__, e.__cause__]
 
 
 # ---- request parsing ------------------------------------------------------------------
@@ -329,16 +336,17 @@ def _key_param(request, name="key"):
 
 
 async def _read_capped(read_chunk, limit, reserve):
-    parts, size = [], 0
+    # one growing buffer, not a list of chunks: a large block goes back to the system when
+    # the request ends, thousands of 64 KB ones would stay in the allocator's heap
+    body = bytearray()
     while True:
         chunk = await read_chunk(_READ_CHUNK)
         if not chunk:
-            return b"".join(parts)
-        size += len(chunk)
-        if size > limit:
+            return bytes(body)
+        if len(body) + len(chunk) > limit:
             raise ApiError(413, f"request body larger than the limit of {limit:,} bytes")
         reserve(len(chunk))
-        parts.append(chunk)
+        body += chunk
 
 
 async def read_image(request, options: ServeOptions) -> bytes:
@@ -386,6 +394,10 @@ async def _read_body(request, limit, reserve):
             data = await _read_capped(request.content.read, limit, reserve)
     except (ValueError, AssertionError) as e:  # aiohttp's words for a malformed multipart body
         raise ApiError(400, f"malformed request body ({e})") from None
+    except web.RequestPayloadError as e:  # a chunked encoding aiohttp's parser refused
+        raise ApiError(400, f"malformed request body ({e})") from None
+    except ConnectionError:  # the client went away: nobody reads this, nothing to log
+        raise ApiError(400, "the connection was lost while the body was read") from None
     return data
 
 
