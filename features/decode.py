@@ -238,6 +238,7 @@ def _exif_orientation(data, start, end):
     return 1
 
 
+_MAX_TILE = 1024
 _TIFF_VALUE = {3: "H", 4: "I", 8: "h", 9: "i", 16: "Q", 17: "q"}  # SHORT LONG SSHORT SLONG LONG8
 
 
@@ -260,13 +261,19 @@ def _tiff_size(data):
     size = {}
     for i in range(count):
         tag, typ, n, value = struct.unpack_from(order + layout, data, first + entry * i)
-        if tag in (256, 257):
+        if tag in (256, 257, 322, 323):  # width, height, tile width, tile length
             if typ not in _TIFF_VALUE or n != 1:
                 raise DecodeError("corrupt TIFF header (bad image size field)")
             (size[tag],) = struct.unpack_from(order + _TIFF_VALUE[typ], value, 0)
-    if len(size) != 2:
+    if 256 not in size or 257 not in size:
         raise DecodeError("corrupt TIFF header (no image width or height)")
-    return size[256], size[257]
+    width, height = size[256], size[257]
+    # the decoder allocates a whole tile, and a tile may overhang a small image (256 x 256
+    # tiles for a 100 x 70 image are common); one far larger than both would be a bomb that
+    # the image size does not show
+    if size.get(322, 0) > max(width, _MAX_TILE) or size.get(323, 0) > max(height, _MAX_TILE):
+        raise DecodeError("corrupt TIFF header (a tile larger than the image)")
+    return width, height
 
 
 def _pnm_tokens(data, pos, n, count):

@@ -416,6 +416,18 @@ def test_pam_size_from_header():
         decode_gray(data + b"\0" * 64)
 
 
+def test_tiff_tile_far_larger_than_the_image_is_refused():
+    from tiff_files import gray_tiff
+    data = bytearray(gray_tiff(np.zeros((8, 8), np.uint8)))
+    count = struct.unpack_from("<H", data, 8)[0]
+    # turn the Compression entry (259) into TileWidth (322) = 60000: an allocation of
+    # 60000 x tile length for an 8 x 8 image
+    i = 10 + [struct.unpack_from("<H", data, 10 + 12 * k)[0] for k in range(count)].index(259) * 12
+    struct.pack_into("<HHII", data, i, 322, 4, 1, 60000)
+    with pytest.raises(DecodeError, match="tile larger than the image"):
+        decode_gray(bytes(data))
+
+
 @pytest.mark.parametrize("data", [
     b"RIFF\x20\x00\x00\x00WEBPXYZW" + b"\0" * 32,            # no VP8/VP8L/VP8X chunk
     b"II*\x00\x08\x00\x00\x00\x00\x00" + b"\0" * 8,          # a TIFF directory without a size
