@@ -515,9 +515,9 @@ def _guard(service: Service, hosts=None, deadlines=None):
         try:
             host = request.headers.get("Host")
             if hosts is not None and host is not None and host.lower() not in hosts:
+                named = " or ".join(sorted(hosts, key=_named_first)[:2])
                 raise ApiError(421, f"this server listens on loopback and answers only to "
-                                    f"{' or '.join(sorted(hosts, key=_named_first)[:2])}, not to Host "
-                                    f"{host[:100]!r}")
+                                    f"{named}, not to Host {host[:100]!r}")
             if not _needs_place(request):
                 return await asyncio.wait_for(handler(request), timeout)
             ticket = service.admission.enter()

@@ -65,7 +65,8 @@ def _protocol_class(deadlines: HeadDeadlines):
                 raise ConnectionError("response already started")
             if status == 500:
                 print("features serve: error outside the handlers:", file=sys.stderr)
-                traceback.print_exception(exc, file=sys.stderr)
+                if exc is not None:
+                    traceback.print_exception(exc, file=sys.stderr)
                 text = "internal server error"
             elif status == 504:
                 text = "the request took too long"
