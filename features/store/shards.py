@@ -18,7 +18,7 @@ from ..extract.geometry import record_dtype
 from ..exceptions import first_line
 from .atomic import atomic_file
 from .encodings import write_csr
-from .layout import FORMAT, OK, SHARDS_DIR, STR, chunked, word_dtype
+from .layout import DIGEST, FORMAT, OK, SHARDS_DIR, STR, chunked, word_dtype
 
 
 @dataclass
@@ -36,6 +36,7 @@ class ImageResult:
     word_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     word_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     geometry: np.ndarray | None = None     # packed record (features.extract.geometry)
+    sha256: str = ""                       # hex digest of the file bytes, "" if not read
 
 
 def _shard_image(results: list[ImageResult], *, n_words, first, keep_descriptors,
@@ -67,6 +68,8 @@ def _shard_image(results: list[ImageResult], *, n_words, first, keep_descriptors
         g.create_dataset("status", data=np.array([r.status for r in results], np.uint8))
         g.create_dataset("reason", data=np.array([r.reason for r in results], dtype=object),
                          dtype=STR)
+        g.create_dataset("sha256", data=np.array([r.sha256 for r in results], "S64"),
+                         dtype=DIGEST)
         f.create_dataset("offsets", data=offsets)
         chunked(f, "frames", cat("frames", np.zeros((0, 4), np.float32)).astype(np.float32), 8192)
         chunked(f, "words", cat("words", np.zeros(0, np.int32)).astype(word_dtype(n_words)),
