@@ -23,6 +23,7 @@ from ..codebook import KMEANS_ALGORITHM, KMEANS_TOL, bottom_k, kmeans
 from ..encodings.methods import METHODS
 from ..exceptions import StoreError
 from ..sources.base import items_digest
+from ..sources.splits import split_of
 from ..store import Manifest, Store, atomic_file, store_lock
 from ..store.atomic import remove_stale_temporaries
 from ..store.layout import CODEBOOK_FILE, FAILURES_FILE, SAMPLE_FILE, SHARDS_DIR
@@ -83,13 +84,20 @@ def sample_descriptors(config, source, out, *, jobs=1, limit=None, progress=True
     whatever the order or the worker count), at most ``config.sample_per_image`` seeded
     descriptors of each, then at most ``config.sample_size`` (words x points_per_word)
     of all those, chosen by a seeded draw over their concatenation in key order.
+
+    On a source with splits (``split-tree``) only the ``train`` images are sampled: the
+    codebook and every model learned from the sample never see an image that is scored.
     """
     manifest = _prepare(config, out)
     manifest.check_job(source, limit)
     path = Path(out) / SAMPLE_FILE
     if manifest.is_done("sample") and path.exists():
         return path
-    chosen = bottom_k(limited(source, limit), config.images_to_sample, config.seed)
+    splits = sample_splits(source)
+    candidates = limited(source, limit)
+    if splits == "train":
+        candidates = (item for item in candidates if split_of(item.key) == "train")
+    chosen = bottom_k(candidates, config.images_to_sample, config.seed)
     bar = Progress("sample", len(chosen), enabled=progress)
     parts = []
     batch = max(1, min(64, -(-len(chosen) // (n_workers(jobs) * 4))))
@@ -105,8 +113,26 @@ def sample_descriptors(config, source, out, *, jobs=1, limit=None, progress=True
         rng = np.random.default_rng([config.seed, 2])
         sample = sample[np.sort(rng.choice(len(sample), config.sample_size, replace=False))]
     _save_npy(path, sample)
-    manifest.step_done("sample", images=len(chosen), descriptors=int(len(sample)))
+    manifest.step_done("sample", images=len(chosen), descriptors=int(len(sample)),
+                       splits=splits)
     return path
+
+
+def sample_splits(source) -> str:
+    """Which images of ``source`` the codebook sample is drawn from: ``train`` (its train
+    split) for a source with splits, ``all`` for the others."""
+    return "train" if getattr(source, "kind", "") == "split-tree" else "all"
+
+
+def _sample_splits_attr(manifest) -> dict:
+    """The ``sample_splits`` attribute of ``codebook``: the images the codebook and the
+    models saw: ``train``, ``all``, or ``none`` of this store's (``--like``: learned from
+    another store's). Nothing for a sample taken before it was recorded."""
+    steps = manifest.data["steps"]
+    if (steps.get("codebook") or {}).get("like"):
+        return {"sample_splits": "none"}
+    splits = (steps.get("sample") or {}).get("splits")
+    return {"sample_splits": splits} if splits else {}
 
 
 @_writer("codebook")
@@ -186,7 +212,8 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
                                    "algorithm": KMEANS_ALGORITHM, "iters": config.kmeans_iters,
                                    "tol": KMEANS_TOL, "seed": config.seed,
                                    "sample_images": sample_info.get("images", 0),
-                                   "sample_descriptors": sample_info.get("descriptors", 0)},
+                                   "sample_descriptors": sample_info.get("descriptors", 0),
+                                   **_sample_splits_attr(manifest)},
                    classes=getattr(source, "classes", []), names=getattr(source, "names", []),
                    splits=getattr(source, "kind", "") == "split-tree",
                    shard_records=[manifest.data["shards"][str(n)] for n in numbers], idf=idf,
