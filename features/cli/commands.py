@@ -60,7 +60,13 @@ def _stored_config(out):
 
 def _source(args):
     from ..sources import open_source
-    return open_source(args.source, kind=args.kind, labels=args.labels, synsets=args.synsets)
+    source = open_source(args.source, kind=args.kind, labels=args.labels, synsets=args.synsets)
+    if source.kind in ("ilsvrc-val", "ilsvrc-val-tar") and args.labels is None:
+        # its labels are in a separate file: without it every image is unlabelled, which a
+        # baseline finds out only much later
+        print(f"features: warning: {args.source} is an ILSVRC val set without --labels: its "
+              f"images get no label (-1); give the ground truth with --labels", file=sys.stderr)
+    return source
 
 
 def _check_job(args):
