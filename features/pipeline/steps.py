@@ -26,6 +26,7 @@ from ..sources.base import items_digest
 from ..sources.splits import split_of
 from ..store import Manifest, Store, atomic_file, store_lock
 from ..store.atomic import remove_stale_temporaries
+from ..store.shards import relabel_shard
 from ..store.layout import CODEBOOK_FILE, FAILURES_FILE, SAMPLE_FILE, SHARDS_DIR
 from ..store.oserrors import storage_errors
 from .aggregate import aggregate, restore_encodings
@@ -188,8 +189,15 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
         for number, items in enumerate(batched(limited(source, limit), config.shard_size)):
             n_shards = number + 1
             name = f"shard-{number:06d}.h5"
-            if _shard_is_current(done.get(str(number)), items, out / SHARDS_DIR / name):
-                bar.update(len(items), failed=done[str(number)]["failed"])
+            record = done.get(str(number))
+            if _shard_is_current(record, items, out / SHARDS_DIR / name):
+                bar.update(len(items), failed=record["failed"])
+                continue
+            if _only_labels_changed(record, items, out / SHARDS_DIR / name):
+                record = dict(record, items=items_digest(items),
+                              **relabel_shard(out / SHARDS_DIR / name, [i.label for i in items]))
+                manifest.shard_done(number, record)
+                bar.update(len(items), failed=record["failed"])
                 continue
             yield (config, centroids, items, out / SHARDS_DIR / name, number * config.shard_size)
 
@@ -239,6 +247,19 @@ def _shard_is_current(record, items, path) -> bool:
     if not (record is not None and record["count"] == len(items)
             and record.get("items") == items_digest(items) and "checksum" in record):
         return False
+    return _intact(record, path)
+
+
+def _only_labels_changed(record, items, path) -> bool:
+    """The same images in the same state, other labels (a ground truth given or changed):
+    the shard's labels are rewritten, its features kept. Shards recorded before the digest
+    without labels (``content``) are recomputed instead."""
+    return (record is not None and record["count"] == len(items) and "checksum" in record
+            and record.get("content") == items_digest(items, labels=False)
+            and _intact(record, path))
+
+
+def _intact(record, path) -> bool:
     try:
         return (path.stat().st_size == record.get("size")
                 and file_sha256(path) == record["checksum"])

@@ -112,6 +112,7 @@ def process_shard(config, centroids, items, shard_path, first, parallel=False, *
     record = write_shard(shard_path, results, n_words=quantizer.k, first=first,
                          keep_descriptors=config.store_descriptors, geometry=geometry)
     record["items"] = items_digest(items)
+    record["content"] = items_digest(items, labels=False)
     return record
 
 

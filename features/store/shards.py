@@ -5,6 +5,7 @@ manifest record keeps its size and checksum, which readers and reruns check.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +108,25 @@ def write_shard(path, results: list[ImageResult], *, n_words, first, keep_descri
             "descriptors": int(sum(len(r.frames) for r in results)),
             "first_key": results[0].key if n else "", "last_key": results[-1].key if n else "",
             "size": len(image), "checksum": bytes_sha256(image)}
+
+
+def relabel_shard(path, labels) -> dict:
+    """Rewrite the labels of a shard's images (and nothing else), atomically: a rerun whose
+    source gives other labels to the same images needs no features computed again.
+
+    Returns the fields of its manifest record that change: size and checksum."""
+    path = Path(path)
+    buffer = io.BytesIO(path.read_bytes())
+    with h5py.File(buffer, "r+") as f:
+        if len(labels) != len(f["images/label"]):
+            raise ValueError(f"{len(labels)} labels for the {len(f['images/label'])} images "
+                             f"of {path}")
+        f["images/label"][:] = np.asarray(labels, np.int32)
+    image = buffer.getvalue()
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as out:
+            out.write(image)
+    return {"size": len(image), "checksum": bytes_sha256(image)}
 
 
 def shard_problems(directory, records, *, checksums=False, open_files=False) -> list[dict]:
