@@ -377,7 +377,8 @@ def _header(plan, val_store, options) -> dict:
     """The result's description of the experiment; its ``results`` still empty."""
     return {
         "store": str(plan.store.dir), "val_store": str(val_store.dir) if val_store else None,
-        "split": plan.split, "leak_check": plan.leaks, "classes": plan.classes, "class_names": plan.class_names,
+        "split": plan.split, "leak_check": plan.leaks, "classes": plan.classes,
+        "class_names": plan.class_names,
         "hierarchy": plan.hierarchy_source, "seed": options.seed,
         "train_images": int(len(plan.fit.rows)), "heldout_images": int(len(plan.held.rows)),
         "val_images": int(len(plan.val.rows)), "train_per_class": options.train_per_class,
