@@ -46,7 +46,8 @@ def _common_options() -> argparse.ArgumentParser:
 
 def _config_options(p):
     g = p.add_argument_group("recipe (defaults come from the preset)")
-    g.add_argument("--preset", default="sift", help="sift, phow or sbow (default: sift)")
+    # no default here: `run --like` tells a preset given from none
+    g.add_argument("--preset", help="sift, phow or sbow (default: sift)")
     g.add_argument("--words", type=int, help="codebook size")
     g.add_argument("--max-side", type=int, help="resize images to this max side (never enlarged)")
     g.add_argument("--step", type=int, help="dense SIFT grid step in pixels")
