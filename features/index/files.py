@@ -72,7 +72,8 @@ def file_problem(f, expect, hash_limit=None) -> str | None:
 
 
 def rebuild_hint(directory) -> str:
-    return f"run `features index {directory} --force` to rebuild it"
+    # a build takes damaged or missing files for not current: no --force needed
+    return f"run `features index {directory}` to rebuild it"
 
 
 class OpenIndexFiles:

@@ -51,7 +51,7 @@ def index_folder(directory, record) -> Path:
     if not is_generation(generation):
         raise StoreError(f"{directory}/manifest.json names the index generation "
                          f"{str(generation)[:80]!r}, not one of this store; run "
-                         f"`features index {directory} --force`")
+                         f"`features index {directory}` to rebuild it")
     return directory / generation
 
 

@@ -35,8 +35,10 @@ def load_index(store, mmap=True):
 def _load(store, record, mmap):
     paths = index_paths(store.dir, record)
     path = paths[INDEX_FILE]
-    if not path.exists() and not record:
-        raise StoreError(f"{store.dir} has no search index; run `features index {store.dir}`")
+    if not path.exists():
+        missing = f" ({path} is missing)" if record else ""
+        raise StoreError(f"{store.dir} has no search index{missing}; run "
+                         f"`features index {store.dir}`")
     record = record or {}
     opened = index_files.OpenIndexFiles(store.dir, record)
     hint = index_files.rebuild_hint(store.dir)
