@@ -1,12 +1,18 @@
 """The index files of one generation, checked against the manifest's record as they are
 opened and held open while they are used.
 
-What is checked when: at every open, each file's size against the record and, for a file
-of at most ``HASH_AT_OPEN`` bytes (64 MiB: an ``index.faiss`` of PQ codes up to about a
-million images, an exact one of 16,000 images of 1000 dimensions, the ``index.refine`` of
-about 60,000 images), its SHA-256, about 0.1 s at most; larger files are checked at open for
-their size and structure only (FAISS's header, dimension and vector count against the
-record, the refine stage's header and row pointers) and hashed whole by ``features verify``.
+What is checked when: at every open, each file's size against the record, and its SHA-256
+when it is at most ``HASH_AT_OPEN[name]`` bytes (about 0.2 s per 100 MB):
+
+- ``index.faiss`` up to 1 GiB: FAISS's reader trusts its input, and a flipped bit in its
+  structure can crash the process (a flipped byte of an IVF's header aborts in malloc), so
+  every index the automatic choice makes at 1.28M images is hashed (PQ codes and ids, 61 MB;
+  an exact index, at most 200 MB). Larger ones (custom factories, dense encodings refined at
+  half precision) are checked for size, dimension and vector count at open;
+- ``index.refine`` up to 64 MiB (about 60,000 images): its reader checks its structure
+  whatever the size (header, size, row pointers; columns beyond the dimension count as
+  zeros), so a damaged larger file is never read out of bounds, but a flipped value can
+  change a score until ``features verify``, which hashes every file whole, finds it.
 
 A file a reader maps stays the file it checked: it is held open, and before each search its
 size and modification time (of the open file, not of the path) are compared with those it
@@ -24,7 +30,7 @@ import os
 from ..exceptions import IndexChanged, IndexDamaged
 from .layout import INDEX_FILE, REFINE_FILE, index_paths
 
-HASH_AT_OPEN = 64 << 20
+HASH_AT_OPEN = {INDEX_FILE: 1 << 30, REFINE_FILE: 64 << 20}
 _BLOCK = 1 << 22
 
 
@@ -78,20 +84,20 @@ def rebuild_hint(directory) -> str:
 
 class OpenIndexFiles:
     """The index files of ``record`` opened and checked (sizes; checksums of files of at
-    most ``hash_limit`` bytes, by default ``HASH_AT_OPEN``), held open while the index is
-    used. ``paths``: ``{name:
+    most ``hash_limit`` bytes, by default ``HASH_AT_OPEN``'s), held open while the index
+    is used. ``paths``: ``{name:
     path}``. Raises :class:`IndexDamaged` for a file that is missing or not the recorded
     one."""
 
     def __init__(self, directory, record, hash_limit=None):
-        hash_limit = HASH_AT_OPEN if hash_limit is None else hash_limit
         self.directory = directory
         self.paths = index_paths(directory, record)
         self.mapped = set()            # names of files a reader maps: checked by check()
         self._files, self._stats = {}, {}
         try:
             for name, path in self.paths.items():
-                self._open(name, path, recorded(record, name), hash_limit)
+                limit = HASH_AT_OPEN.get(name, 0) if hash_limit is None else hash_limit
+                self._open(name, path, recorded(record, name), limit)
         except BaseException:
             self.close()
             raise

@@ -253,7 +253,7 @@ def test_damaged_or_missing_refine_file(tmp_path, rows2k, cli_env, monkeypatch):
         Searcher(store)
     # a file too large to be hashed at open is searched anyway: the column counts as a
     # zero, nothing is read out of bounds
-    monkeypatch.setattr(files, "HASH_AT_OPEN", 0)
+    monkeypatch.setitem(files.HASH_AT_OPEN, REFINE_FILE, 0)
     with Searcher(store) as searcher:
         assert len(searcher.search(searcher.query_from_key("c0/img_000000.jpg"), 5)) == 5
     monkeypatch.undo()
