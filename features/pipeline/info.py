@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from ..index import INDEX_FILE, REFINE_FILE, index_header, index_record
+from ..index import INDEX_FILE, REFINE_FILE, index_header, index_paths, index_record
 from ..store import Store
 from ..store.encodings import encoding_info
 
@@ -11,14 +11,14 @@ from ..store.encodings import encoding_info
 def store_info(path) -> dict:
     with Store(path, open_shards=True) as s:
         status = s.column("status")
-        index_path = s.dir / INDEX_FILE
+        record = index_record(s.dir) or {}
+        paths = index_paths(s.dir, record)
+        index_path, refine = paths[INDEX_FILE], paths[INDEX_FILE].with_name(REFINE_FILE)
         index_size, index = None, None
         if index_path.exists():
             # the header only: the index itself can be gigabytes
             header = index_header(index_path)
             index_size = header["ntotal"]
-            record = index_record(s.dir) or {}
-            refine = s.dir / REFINE_FILE
             index = {"vectors": header["ntotal"], "dim": header["dim"],
                      "bytes": index_path.stat().st_size, "factory": record.get("factory"),
                      "kind": record.get("kind"), "encoding": record.get("encoding"),

@@ -3,7 +3,7 @@ a step whose output is recorded in the store's manifest is skipped, and the enco
 skips the shards already written.
 
     source --sample_descriptors--> sample.npy --train_codebook--> codebook.npy
-           --encode_images--> shards/*.h5 + store.h5 --build_index--> index.faiss
+           --encode_images--> shards/*.h5 + store.h5 --build_index--> index-GEN/index.faiss
 """
 from __future__ import annotations
 

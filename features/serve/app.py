@@ -14,8 +14,9 @@ upload alive: the frames of a failed pool call are cleared before the error leav
 
 Errors are JSON ``{"error": "..."}`` with the status that fits: 400 for a bad parameter or an
 image that cannot be decoded (decompression bombs included), 404 for an unknown key, 413 for
-a body over ``max_body`` bytes, 415 for bytes that are not an image format, 503 when busy or
-past the deadline, 408 for a body that does not arrive within ``body_timeout``, 421 for a
+a body over ``max_body`` bytes, 415 for bytes that are not an image format, 503 when busy,
+past the deadline, or when a file of the store changed under the server (an index file
+truncated or rewritten in place: ``features.index.files``), 408 for a body that does not arrive within ``body_timeout``, 421 for a
 ``Host`` that does not name a server listening on loopback (DNS rebinding), 500 (logged on
 stderr) for a bug; the server stays up. Requests aiohttp's own parser refuses get JSON too
 (:mod:`features.serve.connections`).
@@ -37,7 +38,8 @@ import numpy as np
 from aiohttp import BodyPartReader, web
 
 from ..decode import MAX_PIXELS, decode_gray, image_size, sniff_format
-from ..exceptions import DecodeError, ParameterError, QueryError, ThumbnailError
+from ..exceptions import (DecodeError, ParameterError, QueryError, StoreError, ThumbnailError,
+                          first_line)
 from ..search import Searcher
 from ..store import OK
 from .admission import Admission, current_ticket
@@ -539,6 +541,11 @@ def _guard(service: Service, hosts=None, deadlines=None):
             _forget(e)
             return _json({"error": f"the request took longer than {timeout:g} s"}, 503,
                          {"Retry-After": "1"})
+        except StoreError as e:
+            # the store's files changed or were damaged under the server (an index file
+            # rewritten in place): refused, the server stays up on what it can still read
+            _forget(e)
+            return _json({"error": first_line(e, None)}, 503)
         except Exception as e:  # a bug: say so, keep serving
             print(f"features serve: error in {request.method} {request.path_qs}:",
                   file=sys.stderr)

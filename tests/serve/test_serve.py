@@ -321,7 +321,8 @@ def test_missing_store(tmp_path):
 def test_store_without_index(small_store, tmp_path):
     copy = tmp_path / "store"
     shutil.copytree(small_store, copy)
-    (copy / "index.faiss").unlink()
+    from features.index import INDEX_FILE, current_index_paths
+    current_index_paths(copy)[INDEX_FILE].unlink()
     _one_error_line(_serve(copy, "--port", 0), "no search index")
 
 
