@@ -17,7 +17,9 @@ its grey levels, in [0, 1] (robust to a few saturated or dead pixels). The thres
 scikit-image ships is 0.66, well-exposed ones reach 0.85-0.97), so a normal photo keeps
 about the threshold it has always had. ``MIN_SPREAD`` (18 grey levels) bounds how far it
 is lowered: below it an image is too flat for its grey-level range to say how strong its
-structure is, and a blank image stays without features.
+structure is. A uniform image has no DoG extrema whatever the threshold; the noise of a
+nearly uniform one can pass this lower threshold where it did not pass 0.04, the price of
+finding the structure of a photo squeezed into a few dozen grey levels.
 """
 from __future__ import annotations
 
