@@ -1,0 +1,136 @@
+"""The descriptors a store's models are learned from (``features aggregate``).
+
+:func:`training_rows` gives a model the rows it wants (:mod:`features.encodings.training`
+says how many), seeded so that a rerun learns the same models:
+
+1. the codebook's sample (``sample.npy``), when it holds that many;
+2. else a seeded choice of the store's images (ok, with descriptors, and of the ``train``
+   split when the store has one) and of their descriptors, read from the store, or extracted
+   again from the source for a store kept without them (when the source is given);
+3. else whichever of the two holds more: all there is.
+
+What the rows are (how many, from how many images, from where) is returned with them, and
+kept with the model it learns (:func:`TrainingRows.attrs`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..codebook import subsample_rows
+from ..exceptions import StoreError
+from ..store import OK, Manifest, Store
+from ..store.layout import SAMPLE_FILE
+from .runner import batched, limited, run_tasks
+from .tasks import sample_batch
+
+__all__ = ["TrainingRows", "training_rows"]
+
+
+@dataclass
+class TrainingRows:
+    """Descriptor rows a model is learned from, and where they come from."""
+    x: np.ndarray          # (n, d)
+    images: int            # the images they were drawn from (0: unknown)
+    origin: str            # "the codebook sample", "the store's descriptors", ...
+
+    def __len__(self):
+        return len(self.x)
+
+    def describe(self, rows=None) -> str:
+        rows = len(self.x) if rows is None else rows
+        of = f" of {self.images:,} images" if self.images else ""
+        return f"{rows:,} descriptors{of} ({self.origin})"
+
+    def attrs(self, rows=None) -> dict:
+        """What a model records of its training set (``rows`` when it used fewer)."""
+        return {"rows": int(len(self.x) if rows is None else rows),
+                "images": int(self.images), "learned_from": self.describe(rows)}
+
+
+def training_rows(store_dir, wanted, seed, *, source=None, limit=None, jobs=1) -> TrainingRows:
+    """``wanted`` descriptor rows of the store (fewer when it holds fewer; see the module
+    doc). ``source`` (with its ``limit``): the store's source, to extract descriptors again
+    from a store kept without them."""
+    store_dir = Path(store_dir)
+    path = store_dir / SAMPLE_FILE
+    sample = np.load(path, mmap_mode="r") if path.exists() else None
+    if sample is not None and len(sample) >= wanted:
+        return TrainingRows(_subset(sample, wanted, seed), _sample_images(store_dir),
+                            "the codebook sample")
+    drawn = _from_store(store_dir, wanted, seed, source, limit, jobs)
+    if drawn is not None and (sample is None or len(drawn) > len(sample)):
+        return drawn
+    if sample is None:
+        raise StoreError(f"{store_dir} has no descriptor sample ({SAMPLE_FILE}) nor "
+                         f"descriptors to learn models from; run `features extract` first")
+    return TrainingRows(np.asarray(sample), _sample_images(store_dir), "the codebook sample")
+
+
+def _subset(x, rows, seed):
+    if len(x) > rows:
+        pick = np.sort(np.random.default_rng(seed).choice(len(x), rows, replace=False))
+        return np.asarray(x[pick])
+    return np.asarray(x)
+
+
+def _sample_images(store_dir) -> int:
+    try:
+        return int((Manifest(store_dir).data.get("steps", {}).get("sample") or {})
+                   .get("images", 0))
+    except (StoreError, ValueError, TypeError):
+        return 0
+
+
+def _from_store(store_dir, wanted, seed, source, limit, jobs):
+    """Rows drawn from the store's images (None when it has neither descriptors nor a
+    source to extract them from)."""
+    with Store(store_dir) as s:
+        h5 = s.h5
+        offsets = h5["offsets"][:]
+        counts = np.diff(offsets)
+        ok = (s.column("status") == OK) & (counts > 0)
+        if "split" in h5["images"]:
+            split = h5["images/split"].asstr()[:]
+            if (split[ok] == "train").any():     # models never see the images scored
+                ok &= split == "train"
+        eligible = np.flatnonzero(ok)
+        if not len(eligible) or ("descriptors" not in h5 and source is None):
+            return None
+        # a seeded order of the images, and at most per_image rows of each: spread over
+        # as many images as the rows wanted allow
+        per_image = max(s.config.sample_per_image, -(-wanted // len(eligible)))
+        order = np.random.default_rng([seed, 3]).permutation(eligible)
+        taken = np.cumsum(np.minimum(counts[order], per_image))
+        chosen = np.sort(order[:int(np.searchsorted(taken, wanted)) + 1])
+        keys = s.keys
+        if "descriptors" in h5:
+            ds = h5["descriptors"]
+            parts = []
+            for i in chosen:
+                rows = subsample_rows(int(counts[i]), per_image, str(keys[i]), seed)
+                parts.append(ds[offsets[i]:offsets[i + 1]][rows])
+            origin = "the store's descriptors"
+        else:
+            parts = _extract(s.config.replace(sample_per_image=per_image), source, limit,
+                             {str(keys[i]) for i in chosen}, jobs)
+            origin = "descriptors extracted again from the source"
+    if not parts:
+        return None
+    x = np.concatenate(parts)
+    if len(x) > wanted:
+        x = x[np.sort(np.random.default_rng([seed, 4]).choice(len(x), wanted, replace=False))]
+    return TrainingRows(np.ascontiguousarray(x), len(parts), origin)
+
+
+def _extract(config, source, limit, keys, jobs):
+    """Descriptors (at most ``config.sample_per_image`` of each) of the source's images
+    named ``keys``, in key order."""
+    items = [it for it in limited(source, limit) if it.key in keys]
+    parts = []
+    for got, _failed in run_tasks(sample_batch, ((config, b) for b in batched(items, 16)),
+                                  jobs):
+        parts.extend(got)
+    return [p for _, p in sorted(parts, key=lambda kp: kp[0])]
