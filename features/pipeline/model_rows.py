@@ -101,7 +101,7 @@ def _from_store(store_dir, wanted, seed, source, limit, jobs):
             return None
         # a seeded order of the images, and at most per_image rows of each: spread over
         # as many images as the rows wanted allow
-        per_image = max(s.config.sample_per_image, -(-wanted // len(eligible)))
+        per_image = max(s.config.sample_per_image, _cap(counts[eligible], wanted))
         order = np.random.default_rng([seed, 3]).permutation(eligible)
         taken = np.cumsum(np.minimum(counts[order], per_image))
         chosen = np.sort(order[:int(np.searchsorted(taken, wanted)) + 1])
@@ -123,6 +123,19 @@ def _from_store(store_dir, wanted, seed, source, limit, jobs):
     if len(x) > wanted:
         x = x[np.sort(np.random.default_rng([seed, 4]).choice(len(x), wanted, replace=False))]
     return TrainingRows(np.ascontiguousarray(x), len(parts), origin)
+
+
+def _cap(counts, wanted) -> int:
+    """The smallest number of rows per image that gives ``wanted`` rows of images of
+    ``counts`` rows (all of the largest, when they hold fewer)."""
+    lo, hi = 1, int(counts.max())
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if int(np.minimum(counts, mid).sum()) >= wanted:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def _extract(config, source, limit, keys, jobs):

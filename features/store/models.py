@@ -45,7 +45,7 @@ from .write import idf_checksum
 
 __all__ = ["MODELS_VERSION", "model_checksum", "read_model_groups", "write_models",
            "write_models_file", "write_encoding_models", "encoding_models", "model_path",
-           "read_encoding_models", "model_problems", "all_encoding_models"]
+           "read_encoding_models", "model_problems", "all_encoding_models", "models_info"]
 
 # the format version of a store with models per encoding (version 1: models/MODEL)
 MODELS_VERSION = VERSION
@@ -171,6 +171,8 @@ def model_problems(h5, name) -> list:
     (path, problem) for each model it was computed with that is missing, or whose arrays
     differ from the checksum the encoding recorded (a model replaced or damaged)."""
     problems = []
+    redo = (f"compute the encoding again (`features aggregate STORE --method "
+            f"{_method(h5, name)} --name {name} --replace`)")
     recorded = encoding_models(h5, name)
     for model in _models_of(_method(h5, name)):
         recorded.setdefault(model, None)
@@ -182,10 +184,11 @@ def model_problems(h5, name) -> list:
             problems.append((path, f"is unreadable ({e}); encodings/{name} uses it"))
             continue
         if got is None:
-            problems.append((path, f"is missing (encodings/{name} was computed with it)"))
+            problems.append((path, f"is missing (encodings/{name} was computed with it); "
+                                   f"{redo}"))
         elif checksum is not None and got != checksum:
             problems.append((path, f"is not the {model} encodings/{name} was computed with "
-                                   f"(its checksum differs: replaced or damaged)"))
+                                   f"(its checksum differs: replaced or damaged); {redo}"))
     return problems
 
 
@@ -196,7 +199,7 @@ def read_encoding_models(h5, name, where="") -> dict:
     problems = [p for p in model_problems(h5, name) if not p[0].startswith("encodings/")]
     if problems:
         path, problem = problems[0]
-        raise StoreError(f"{where or h5.filename}: {path} {problem}; run `features verify`")
+        raise StoreError(f"{where or h5.filename}: {path} {problem}")
     out = {}
     for model in encoding_models(h5, name):
         if model != "idf":
@@ -215,6 +218,27 @@ def all_encoding_models(h5) -> dict:
             out[name] = read_encoding_models(h5, name)
         except (StoreError, OSError, KeyError):
             continue
+    return out
+
+
+def models_info(h5) -> dict:
+    """encoding name -> model -> {path, shape (of its first array in name order), rows,
+    learned_from} for every encoding with models in an open ``store.h5`` (attributes and
+    shapes only; ``rows`` None for models learned before it was recorded)."""
+    out = {}
+    for name in list_encodings(h5):
+        for model in encoding_models(h5, name):
+            if model == "idf":
+                continue
+            path = model_path(h5, name, model)
+            g = h5.get(path)
+            entry = {"path": path, "shape": None, "rows": None, "learned_from": None}
+            if g is not None and _is_model(g) and len(g):
+                entry["shape"] = list(g[sorted(g)[0]].shape)
+                entry["rows"] = attr_value(g.attrs["rows"]) if "rows" in g.attrs else None
+                entry["learned_from"] = (_text(g.attrs["learned_from"])
+                                         if "learned_from" in g.attrs else None)
+            out.setdefault(name, {})[model] = entry
     return out
 
 
