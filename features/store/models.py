@@ -173,9 +173,9 @@ def model_problems(h5, name) -> list:
     problems = []
     redo = (f"compute the encoding again (`features aggregate STORE --method "
             f"{_method(h5, name)} --name {name} --replace`)")
+    # the models the encoding recorded (an encoding written before they were recorded, or
+    # made without models, as a synthetic store's, names those present, if any)
     recorded = encoding_models(h5, name)
-    for model in _models_of(_method(h5, name)):
-        recorded.setdefault(model, None)
     for model, checksum in sorted(recorded.items()):
         path = model_path(h5, name, model)
         try:
@@ -186,7 +186,7 @@ def model_problems(h5, name) -> list:
         if got is None:
             problems.append((path, f"is missing (encodings/{name} was computed with it); "
                                    f"{redo}"))
-        elif checksum is not None and got != checksum:
+        elif got != checksum:
             problems.append((path, f"is not the {model} encodings/{name} was computed with "
                                    f"(its checksum differs: replaced or damaged); {redo}"))
     return problems
