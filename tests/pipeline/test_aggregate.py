@@ -314,3 +314,26 @@ def test_source_extracts_descriptors_again(store, tmp_path, cli_env):
             check=True)
     with Store(store) as s, Store(kept) as k:
         np.testing.assert_array_equal(read_encoding(s, "vlad"), read_encoding(k, "vlad"))
+
+
+def test_models_want_more_than_the_sample_from_the_source_or_the_store(store, tmp_path,
+                                                                       cli_env):
+    """VLAD with 16 centers wants 4,096 rows, more than the 2,500 of the codebook sample: a
+    store kept without descriptors extracts them again from the source, and learns the same
+    centers as a store that kept them."""
+    kept = tmp_path / "kept"
+    shutil.copytree(store, kept)
+    with h5py.File(store / "store.h5", "r+") as f:
+        del f["descriptors"]
+    assert len(np.load(store / "sample.npy")) < 16 * 256
+    source = json.loads((store / "manifest.json").read_text())["job"]["source"]
+    run_cli("aggregate", store, "--method", "vlad", "--centers", 16, "--source", source, "-q",
+            env=cli_env, check=True)
+    run_cli("aggregate", kept, "--method", "vlad", "--centers", 16, "-q", env=cli_env,
+            check=True)
+    with Store(store) as s, Store(kept) as k:
+        a, b = s.h5["models/vlad/kmeans-vlad"], k.h5["models/vlad/kmeans-vlad"]
+        assert "extracted again from the source" in a.attrs["learned_from"]
+        assert "the store's descriptors" in b.attrs["learned_from"]
+        assert a.attrs["rows"] == b.attrs["rows"] > len(np.load(store / "sample.npy"))
+        np.testing.assert_array_equal(a["centers"][:], b["centers"][:])
