@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import h5py
 
@@ -171,8 +172,8 @@ def model_problems(h5, name) -> list:
     (path, problem) for each model it was computed with that is missing, or whose arrays
     differ from the checksum the encoding recorded (a model replaced or damaged)."""
     problems = []
-    redo = (f"compute the encoding again (`features aggregate STORE --method "
-            f"{_method(h5, name)} --name {name} --replace`)")
+    redo = (f"compute the encoding again (`features aggregate {Path(h5.filename).parent} "
+            f"--method {_method(h5, name)} --name {name} --replace`)")
     # the models the encoding recorded (an encoding written before they were recorded, or
     # made without models, as a synthetic store's, names those present, if any)
     recorded = encoding_models(h5, name)
