@@ -384,6 +384,8 @@ def _models(request, held, record, report, warn) -> dict:
                           hint=f"give the options of {have['attrs']['like']}'s encoding "
                                f"{have['attrs']['like_encoding']}",
                           where=f"{have['attrs']['like_encoding']}/")
+            report(f"models/{request.name}/{model}: those of {have['attrs']['like']}'s "
+                   f"encodings/{have['attrs']['like_encoding']}")
         return reused
     if record is not None:
         path = request.enc_dir / f"models-{record['token']}.h5"
@@ -429,8 +431,9 @@ def _learn_models(request, held, want, report, warn):
     models = {}
     for model, spec in want.items():
         floor, wanted = needs[model]
-        x = _subset(rows.x, wanted, seed)
-        sized = {"rows_wanted": wanted, "rows_floor": floor, **rows.attrs(len(x))}
+        used = rows.take(wanted, seed)
+        x = used.x
+        sized = {"rows_wanted": wanted, "rows_floor": floor, **used.attrs()}
         if model == "kmeans-vlad":
             k = spec["centers"]
             centers = _learn(lambda: kmeans(x.astype(np.float32), k, seed=seed), name, model)
@@ -459,7 +462,7 @@ def _learn_models(request, held, want, report, warn):
                                        "covariance": "diagonal",
                                        "initialization": "k-means", **sized}}
             what = f"{k} components x {y.shape[1]} dims, {gmm.iterations} EM iterations"
-        report(f"models/{name}/{model}: {what}, learned from {rows.describe(len(x))}")
+        report(f"models/{name}/{model}: {what}, learned from {used.describe()}")
         if len(x) < floor:
             per, unit = floor // _units(model, spec), _UNIT[model]
             warn(f"models/{name}/{model} was learned from {len(x):,} descriptors, fewer than "
@@ -476,14 +479,6 @@ _UNIT = {"kmeans-vlad": ("center", "--centers"), "pca": ("input dimension", "--p
 def _units(model, spec) -> int:
     return int(spec["centers" if model == "kmeans-vlad" else "dim" if model == "pca"
                     else "components"])
-
-
-def _subset(x, rows, seed):
-    """A seeded choice of at most ``rows`` of ``x``, in their order."""
-    if len(x) <= rows:
-        return np.asarray(x)
-    return np.asarray(x[np.sort(np.random.default_rng([seed, 5]).choice(len(x), rows,
-                                                                         replace=False))])
 
 
 def _learn(fit, name, what):

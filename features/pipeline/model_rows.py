@@ -5,8 +5,10 @@ says how many), seeded so that a rerun learns the same models:
 
 1. the codebook's sample (``sample.npy``), when it holds that many;
 2. else a seeded choice of the store's images (ok, with descriptors, and of the ``train``
-   split when the store has one) and of their descriptors, read from the store, or extracted
-   again from the source for a store kept without them (when the source is given);
+   split when the store has one) and of their descriptors, as few of each as gives the rows
+   wanted (spread over as many images as possible, at most about :data:`MAX_IMAGES` read),
+   read from the store, or extracted again from the source for a store kept without them
+   (when the source is given);
 3. else whichever of the two holds more: all there is.
 
 What the rows are (how many, from how many images, from where) is returned with them, and
@@ -28,6 +30,9 @@ from .tasks import sample_batch
 
 __all__ = ["TrainingRows", "training_rows"]
 
+# Images read for a training set drawn from the store (one read, or one extraction, each).
+MAX_IMAGES = 5000
+
 
 @dataclass
 class TrainingRows:
@@ -35,19 +40,31 @@ class TrainingRows:
     x: np.ndarray          # (n, d)
     images: int            # the images they were drawn from (0: unknown)
     origin: str            # "the codebook sample", "the store's descriptors", ...
+    image_of: np.ndarray | None = None    # each row's image (None: unknown)
 
     def __len__(self):
         return len(self.x)
 
-    def describe(self, rows=None) -> str:
-        rows = len(self.x) if rows is None else rows
-        of = f" of {self.images:,} images" if self.images else ""
-        return f"{rows:,} descriptors{of} ({self.origin})"
+    def take(self, rows, seed) -> "TrainingRows":
+        """A seeded choice of at most ``rows`` of them, in their order."""
+        if len(self.x) <= rows:
+            return self
+        pick = np.sort(np.random.default_rng([seed, 5]).choice(len(self.x), rows,
+                                                                 replace=False))
+        if self.image_of is None:
+            return TrainingRows(np.asarray(self.x[pick]), self.images, self.origin)
+        image_of = self.image_of[pick]
+        return TrainingRows(np.asarray(self.x[pick]), len(np.unique(image_of)), self.origin,
+                            image_of)
 
-    def attrs(self, rows=None) -> dict:
-        """What a model records of its training set (``rows`` when it used fewer)."""
-        return {"rows": int(len(self.x) if rows is None else rows),
-                "images": int(self.images), "learned_from": self.describe(rows)}
+    def describe(self) -> str:
+        of = f" of {self.images:,} images" if self.images else ""
+        return f"{len(self.x):,} descriptors{of} ({self.origin})"
+
+    def attrs(self) -> dict:
+        """What a model records of its training set."""
+        return {"rows": int(len(self.x)), "images": int(self.images),
+                "learned_from": self.describe()}
 
 
 def training_rows(store_dir, wanted, seed, *, source=None, limit=None, jobs=1) -> TrainingRows:
@@ -100,8 +117,9 @@ def _from_store(store_dir, wanted, seed, source, limit, jobs):
         if not len(eligible) or ("descriptors" not in h5 and source is None):
             return None
         # a seeded order of the images, and at most per_image rows of each: spread over
-        # as many images as the rows wanted allow
-        per_image = max(s.config.sample_per_image, _cap(counts[eligible], wanted))
+        # as many images as there are (the descriptors of one image are alike), yet read
+        # from at most about MAX_IMAGES of them
+        per_image = max(_cap(counts[eligible], wanted), -(-wanted // MAX_IMAGES))
         order = np.random.default_rng([seed, 3]).permutation(eligible)
         taken = np.cumsum(np.minimum(counts[order], per_image))
         chosen = np.sort(order[:int(np.searchsorted(taken, wanted)) + 1])
@@ -120,9 +138,11 @@ def _from_store(store_dir, wanted, seed, source, limit, jobs):
     if not parts:
         return None
     x = np.concatenate(parts)
+    image_of = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
     if len(x) > wanted:
-        x = x[np.sort(np.random.default_rng([seed, 4]).choice(len(x), wanted, replace=False))]
-    return TrainingRows(np.ascontiguousarray(x), len(parts), origin)
+        pick = np.sort(np.random.default_rng([seed, 4]).choice(len(x), wanted, replace=False))
+        x, image_of = x[pick], image_of[pick]
+    return TrainingRows(np.ascontiguousarray(x), len(np.unique(image_of)), origin, image_of)
 
 
 def _cap(counts, wanted) -> int:
