@@ -337,3 +337,32 @@ def test_models_want_more_than_the_sample_from_the_source_or_the_store(store, tm
         assert "the store's descriptors" in b.attrs["learned_from"]
         assert a.attrs["rows"] == b.attrs["rows"] > len(np.load(store / "sample.npy"))
         np.testing.assert_array_equal(a["centers"][:], b["centers"][:])
+
+
+def test_resumed_aggregate_keeps_the_models_it_started_with(store, tmp_path, monkeypatch):
+    clean = tmp_path / "clean"
+    shutil.copytree(store, clean)
+    aggregate(None, clean, "vlad", None, {"centers": 4}, 1, progress=False, report=_quiet)
+    real = agg.encode_shard
+    calls = []
+
+    def dies_after_two(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(agg, "encode_shard", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        aggregate(None, store, "vlad", None, {"centers": 4}, 1, progress=False, report=_quiet)
+    monkeypatch.setattr(agg, "encode_shard", real)
+
+    def never(*a, **k):
+        raise AssertionError("a resumed run learned its models again")
+
+    monkeypatch.setattr(agg, "_learn_models", never)
+    aggregate(None, store, "vlad", None, {"centers": 4}, 1, progress=False, report=_quiet)
+    with Store(store) as s, Store(clean) as c:
+        np.testing.assert_array_equal(s.h5["models/vlad/kmeans-vlad/centers"][:],
+                                      c.h5["models/vlad/kmeans-vlad/centers"][:])
+        np.testing.assert_array_equal(read_encoding(s, "vlad"), read_encoding(c, "vlad"))
