@@ -28,7 +28,7 @@ from ..store.encodings import encoding_attrs, list_encodings
 from ..store.models import model_path, read_encoding_models
 
 __all__ = ["like_of", "models_for", "models_from_like", "like_params", "like_encoding",
-           "check_like_models"]
+           "like_encodings", "check_like_models"]
 
 # the options that size an encoding's models: an encoding of another name must fit them
 MODEL_OPTIONS = ("pca_dims", "whiten", "components", "centers")
@@ -133,16 +133,26 @@ def models_from_like(store_dir, method, name, params, desc_dim, stored) -> dict 
     return out
 
 
-def check_like_models(like, methods):
-    """Before a ``run --like`` encodes anything: the other store must hold an encoding of
-    each method asked for, with its models (one line and exit 2 rather than a failure after
-    pass 2)."""
-    needed = [m for m in dict.fromkeys(methods) if models_for(m)]
+def like_encodings(like) -> dict:
+    """name -> method of the encodings of store ``like`` (``run --like --encodings`` takes
+    their names as well as methods)."""
+    with Store(like) as other:
+        return {n: str(encoding_attrs(other.h5, n).get("method") or "bovw")
+                for n in list_encodings(other.h5)}
+
+
+def check_like_models(like, encodings):
+    """Before a ``run --like`` encodes anything: the other store must hold, for each
+    encoding asked for (a method, or the name of one of its encodings), an encoding with
+    its models (one line and exit 2 rather than a failure after pass 2)."""
+    names = like_encodings(like)
+    needed = [(n if n in METHODS else names.get(n, n), n) for n in dict.fromkeys(encodings)]
+    needed = [(m, n) for m, n in needed if models_for(m)]
     if not needed:
         return
     with Store(like) as other:
-        for method in needed:
-            source = like_encoding(other.h5, method, method)
+        for method, name in needed:
+            source = like_encoding(other.h5, method, name)
             if source is None:
                 raise StoreError(f"{like} has no {method} encoding, whose models --encodings "
                                  f"{method} needs to encode --like it; add the encoding to "

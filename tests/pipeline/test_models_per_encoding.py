@@ -110,10 +110,21 @@ def test_verify_names_a_damaged_or_missing_model(train, tmp_path, small_set):
 
 def test_like_reproduces_each_encoding(train, tmp_path):
     store, val_src, env = train
-    val = tmp_path / "val"
+    val, one = tmp_path / "val", tmp_path / "one"
     run_cli("run", val_src, "-o", val, "--like", store, "--encodings", "fisher", "-q",
             env=env, check=True)
     run_cli("aggregate", val, "--method", "fisher", "--name", "f4", "-q", env=env, check=True)
+    # or in one run, naming the train store's encodings
+    run_cli("run", val_src, "-o", one, "--like", store, "--encodings", "fisher,f4", "-q",
+            env=env, check=True)
+    for name in ("fisher", "f4"):
+        assert _checksums(one, name) == _checksums(store, name)
+    with h5py.File(one / "store.h5") as a, h5py.File(val / "store.h5") as b:
+        for name in ("fisher", "f4"):
+            np.testing.assert_array_equal(a["encodings/" + name][:], b["encodings/" + name][:])
+    proc = run_cli("run", val_src, "-o", tmp_path / "x", "--like", store, "--encodings", "f5",
+                   env=env)
+    _one_line_exit_2(proc, "unknown encoding(s) f5; choose from bovw, spm, vlad, fisher")
     with h5py.File(store / "store.h5") as a, h5py.File(val / "store.h5") as b:
         for name in ("fisher", "f4"):
             assert b["encodings/" + name].shape[1] == a["encodings/" + name].shape[1]
