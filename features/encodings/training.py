@@ -14,9 +14,12 @@ kmeans-vlad   39 x centers        256 x centers                      FAISS's k-m
 pca           10 x input dims     1000 x input dims                  a d x d covariance: about 10
                                                                      rows per dimension at least;
                                                                      more is cheap
-gmm           100 x components    1000 x components, at most         a mean and a variance per
+gmm           100 x components    500 x components, at most          a mean and a variance per
                                   1,000,000                          dimension per component, from
-                                                                     its share of the rows
+                                                                     its share of the rows; EM's
+                                                                     time grows with the rows (256
+                                                                     components x 64 dims: about
+                                                                     10 s per iteration at 256,000)
 ============  ==================  =================================  ==============================
 
 :func:`rows_needed` gives (floor, wanted) for one model. The pipeline draws ``wanted`` rows
@@ -34,7 +37,7 @@ __all__ = ["rows_needed", "model_spec", "shape_problem", "ROWS"]
 ROWS = {
     "kmeans-vlad": (39, 256, "centers", None),
     "pca": (10, 1000, "dim", None),
-    "gmm": (100, 1000, "components", 1_000_000),
+    "gmm": (100, 500, "components", 1_000_000),
 }
 
 

@@ -9,7 +9,7 @@ from features.exceptions import ParameterError
 def test_rows_needed_follow_the_table():
     assert rows_needed("kmeans-vlad", {"centers": 64}) == (39 * 64, 256 * 64)
     assert rows_needed("pca", {"dim": 128}) == (1280, 128_000)
-    assert rows_needed("gmm", {"components": 256}) == (25_600, 256_000)
+    assert rows_needed("gmm", {"components": 256}) == (25_600, 128_000)
     # the cap bounds what is wanted, never below the floor
     assert rows_needed("gmm", {"components": 4096})[1] == 1_000_000
     assert rows_needed("gmm", {"components": 20_000}) == (2_000_000, 2_000_000)
