@@ -12,7 +12,6 @@ from ..exceptions import ParameterError, QueryError
 from ..extract.geometry import frame_geometry, keeps_geometry, unpack_geometry
 from ..index import apply_params, index_record, load_index, search_vectors
 from ..store import OK, Store
-from ..store.encodings import EncodingRows
 from .query import Query, encode_query
 from .rerank import expansion_images, order_by_inliers
 from .spatial import VerifyParams, transform_matrix, verify_many, verify_pair
@@ -41,7 +40,7 @@ class Searcher:
             self.params = {**(record.get("params") or {}),
                            **apply_params(self.index, params or {}, self.factory)}
             self.encoding = record.get("encoding", "bovw")
-            self.rows = EncodingRows(self.store.h5, self.encoding)
+            self.rows = self.store.encoding_rows(self.encoding)
             self.quantizer = Assigner(self.store.centroids)
             self.idf = self.store.idf
             self.labels = self.store.column("label")

@@ -106,6 +106,13 @@ class Store:
         return self._keys
 
     @_reading
+    def encoding_rows(self, name):
+        """:class:`.encodings.EncodingRows` of ``encodings/NAME`` (a damaged store.h5: one
+        line, as for every read here)."""
+        from .encodings import EncodingRows
+        return EncodingRows(self.h5, name)
+
+    @_reading
     def column(self, name) -> np.ndarray:
         return self.h5["images/" + name][:]
 
