@@ -27,8 +27,8 @@ Layout in ``store.h5``
   attributes), ``models/NAME/gmm/{means,covariances,priors}``, each with its checksum,
   recorded in the encoding's ``models`` attribute; replacing an encoding never touches
   another's models. They are learned from as many descriptors as each needs
-  (:mod:`features.encodings.training`: the codebook's sample, else the store's own
-  descriptors; ``rows`` and ``learned_from`` attributes say what they were), seeded with
+  (:mod:`features.encodings.training`: the codebook's sample, else more descriptors of
+  the images it was drawn from; ``rows`` and ``learned_from`` attributes say what they were), seeded with
   the store's seed, so a rerun learns the same models; another encoding's models of the
   same sizes are reused. Each encoding also keeps the models it used in
   ``STORE/encodings/NAME/models-TOKEN.h5``.
@@ -468,8 +468,8 @@ def _learn_models(request, held, want, report, warn):
         if len(x) < floor:
             per, unit = floor // _units(model, spec), _UNIT[model]
             warn(f"models/{name}/{model} was learned from {len(x):,} descriptors, fewer than "
-                 f"the {floor:,} it needs ({per} per {unit[0]}): it is poorly estimated; give "
-                 f"more images or a smaller {unit[1]}")
+                 f"the {floor:,} it needs ({per} per {unit[0]}): it is poorly estimated (a "
+                 f"store that samples more images, --sample-images, or a smaller {unit[1]})")
     return models
 
 

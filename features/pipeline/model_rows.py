@@ -4,12 +4,16 @@
 says how many), seeded so that a rerun learns the same models:
 
 1. the codebook's sample (``sample.npy``), when it holds that many;
-2. else a seeded choice of the store's images (ok, with descriptors, and of the ``train``
-   split when the store has one) and of their descriptors, as few of each as gives the rows
-   wanted (spread over as many images as possible, at most about :data:`MAX_IMAGES` read),
-   read from the store, or extracted again from the source for a store kept without them
-   (when the source is given);
-3. else whichever of the two holds more: all there is.
+2. else more of the descriptors of the images that sample was drawn from (pass 1 keeps at
+   most ``sample_per_image`` of each, then ``words x points_per_word`` in all): a seeded
+   order of those images and as few descriptors of each as gives the rows wanted (spread
+   over as many images as possible, at most about :data:`MAX_IMAGES` read), read from the
+   store, or extracted again from the source for a store kept without them (when the
+   source is given). Never other images: the sampled images are the only ones a model saw,
+   which ``features baseline`` never scores (on a source with splits, they are ``train``
+   images);
+3. else whichever of the two holds more: all there is (``--sample-images`` draws from more
+   images).
 
 What the rows are (how many, from how many images, from where) is returned with them, and
 kept with the model it learns (:func:`TrainingRows.attrs`).
@@ -22,13 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from ..codebook import subsample_rows
+from ..codebook.sample import sample_priority
 from ..exceptions import StoreError
 from ..store import OK, Manifest, Store
 from ..store.layout import SAMPLE_FILE
 from .runner import batched, limited, run_tasks
 from .tasks import sample_batch
 
-__all__ = ["TrainingRows", "training_rows"]
+__all__ = ["TrainingRows", "training_rows", "sampled_images"]
 
 # Images read for a training set drawn from the store (one read, or one extraction, each).
 MAX_IMAGES = 5000
@@ -108,12 +113,8 @@ def _from_store(store_dir, wanted, seed, source, limit, jobs):
         h5 = s.h5
         offsets = h5["offsets"][:]
         counts = np.diff(offsets)
-        ok = (s.column("status") == OK) & (counts > 0)
-        if "split" in h5["images"]:
-            split = h5["images/split"].asstr()[:]
-            if (split[ok] == "train").any():     # models never see the images scored
-                ok &= split == "train"
-        eligible = np.flatnonzero(ok)
+        sampled = sampled_images(s)
+        eligible = sampled[(s.column("status")[sampled] == OK) & (counts[sampled] > 0)]
         if not len(eligible) or ("descriptors" not in h5 and source is None):
             return None
         # a seeded order of the images, and at most per_image rows of each: spread over
@@ -130,11 +131,11 @@ def _from_store(store_dir, wanted, seed, source, limit, jobs):
             for i in chosen:
                 rows = subsample_rows(int(counts[i]), per_image, str(keys[i]), seed)
                 parts.append(ds[offsets[i]:offsets[i + 1]][rows])
-            origin = "the store's descriptors"
+            origin = "the store's descriptors of the sampled images"
         else:
             parts = _extract(s.config.replace(sample_per_image=per_image), source, limit,
                              {str(keys[i]) for i in chosen}, jobs)
-            origin = "descriptors extracted again from the source"
+            origin = "descriptors extracted again from the source, of the sampled images"
     if not parts:
         return None
     x = np.concatenate(parts)
@@ -143,6 +144,27 @@ def _from_store(store_dir, wanted, seed, source, limit, jobs):
         pick = np.sort(np.random.default_rng([seed, 4]).choice(len(x), wanted, replace=False))
         x, image_of = x[pick], image_of[pick]
     return TrainingRows(np.ascontiguousarray(x), len(np.unique(image_of)), origin, image_of)
+
+
+def sampled_images(store) -> np.ndarray:
+    """Rows of the images pass 1 drew the codebook's sample from, as it chose them: the
+    ``config.images_to_sample`` images of smallest :func:`sample_priority` among the
+    store's images (its ``train`` split when the codebook records ``sample_splits =
+    "train"``; none for a store encoded ``--like`` another, which learns no models)."""
+    h5 = store.h5
+    splits = str(h5["codebook"].attrs.get("sample_splits", "all")) if "codebook" in h5 \
+        else "none"
+    if splits == "none":
+        return np.zeros(0, np.int64)
+    candidates = np.arange(store.n_images)
+    if splits == "train" and "images/split" in h5:
+        candidates = np.flatnonzero(h5["images/split"].asstr()[:] == "train")
+    k = store.config.images_to_sample
+    if k >= len(candidates):
+        return candidates
+    keys, seed = store.keys, store.config.seed
+    priority = np.array([sample_priority(str(keys[i]), seed) for i in candidates])
+    return np.sort(candidates[np.argsort(priority, kind="stable")[:k]])
 
 
 def _cap(counts, wanted) -> int:

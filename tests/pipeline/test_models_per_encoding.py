@@ -217,8 +217,14 @@ def test_models_are_learned_from_the_rows_they_need(train, tmp_path):
     copy = tmp_path / "store"
     shutil.copytree(store, copy)
     np.save(copy / "sample.npy", np.load(copy / "sample.npy")[:100])
-    with h5py.File(copy / "store.h5") as f:
-        total = int(f["offsets"][-1])
+    from features.pipeline.model_rows import sampled_images
+    from features.store import Store
+    with Store(copy) as s:
+        sampled = sampled_images(s)
+        offsets = s.h5["offsets"][:]
+        total = int((offsets[sampled + 1] - offsets[sampled]).sum())
+        # the images pass 1 sampled, not every image of the store
+        assert 0 < len(sampled) < s.n_images and total < int(offsets[-1])
     proc = run_cli("aggregate", copy, "--method", "fisher", "--name", "f3", "--components",
                    "3", "--pca-dims", "8", env=env, check=True)
     assert "warning" not in proc.stderr
@@ -239,7 +245,7 @@ def test_models_are_learned_from_the_rows_they_need(train, tmp_path):
     assert len(warnings) == 1, proc.stderr
     assert warnings[0].startswith("features: warning: models/fk/gmm was learned from "
                                   f"{total:,} descriptors, fewer than the {100 * k:,} it needs")
-    assert "--components" in warnings[0]
+    assert "--components" in warnings[0] and "--sample-images" in warnings[0]
     with h5py.File(copy / "store.h5") as f:
         assert f["models/fk/gmm"].attrs["rows"] == total
         assert f["models/fk/gmm"].attrs["rows_floor"] == 100 * k
@@ -247,3 +253,13 @@ def test_models_are_learned_from_the_rows_they_need(train, tmp_path):
     assert info["models"]["fk"]["gmm"]["rows"] == total
     text = run_cli("info", copy, env=env, check=True).stdout
     assert "models/fk/gmm: " in text and f"learned from {total:,} descriptors" in text
+
+
+def test_models_draw_only_from_the_images_baseline_treats_as_seen(train):
+    """The images a model's rows come from are those `baseline` keeps out of scoring."""
+    from features.baseline.leaks import model_sample_rows
+    from features.pipeline.model_rows import sampled_images
+    from features.store import Store
+    store, _, _ = train
+    with Store(store) as s:
+        np.testing.assert_array_equal(sampled_images(s), model_sample_rows(s))
