@@ -6,6 +6,7 @@ from dataclasses import asdict
 from ..index import INDEX_FILE, REFINE_FILE, index_header, index_paths, index_record
 from ..store import Store
 from ..store.encodings import encoding_info
+from ..store.models import models_info
 
 
 def store_info(path) -> dict:
@@ -35,6 +36,8 @@ def store_info(path) -> dict:
             "encodings": sorted(s.h5["encodings"].keys()),
             # per encoding: method, layout (dense or csr), dim, dtype, bytes of its values
             "encoding_details": encoding_info(s.h5),
+            # per encoding: its models, where they are and what they were learned from
+            "models": models_info(s.h5),
             "has_descriptors": "descriptors" in s.h5,
             "index": index_path.exists(),
             "index_size": index_size,

@@ -31,7 +31,7 @@ from ..store.layout import CODEBOOK_FILE, FAILURES_FILE, SAMPLE_FILE, SHARDS_DIR
 from ..store.oserrors import storage_errors
 from .aggregate import aggregate, restore_encodings
 from .isolate import call_isolated
-from .like import check_like_models
+from .like import check_like_models, like_encodings
 from .progress import Progress
 from .runner import batched, limited, n_workers, run_tasks
 from .tasks import merge_task, process_shard, sample_batch
@@ -332,10 +332,13 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
     codebook are those of ``like`` (``config`` is ignored), and the ``encodings`` use its
     models and options (``features.pipeline.like``).
     """
-    unknown = [m for m in encodings if m not in METHODS]
+    # with --like, the names of the other store's encodings too (`f4`: its fisher of 4
+    # components), reproduced with their options and models
+    named = like_encodings(like) if like is not None else {}
+    unknown = [m for m in encodings if m not in METHODS and m not in named]
     if unknown:
         raise StoreError(f"unknown encoding(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(METHODS)}")
+                         f"{', '.join(list(METHODS) + [n for n in named if n not in METHODS])}")
     idf = None
     if like is not None:
         check_like_models(like, encodings)   # its models are reused, never learned here
@@ -349,11 +352,12 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
         codebook = train_codebook(config, sample, out, progress=progress)
     summary = encode_images(config, source, codebook, out, jobs=jobs, limit=limit,
                             progress=progress, idf=idf)
-    for method in dict.fromkeys(encodings):
-        if method == "bovw":
+    for name in dict.fromkeys(encodings):
+        method = name if name in METHODS else named[name]
+        if name in ("bovw", "bovw_counts"):
             continue
         needs_source = METHODS[method].reads == "descriptors" and not config.store_descriptors
-        aggregate(config, out, method, method, None, jobs, exist_ok=True,
+        aggregate(config, out, method, name, None, jobs, exist_ok=True,
                   source=source if needs_source else None, limit=limit, progress=progress)
     build_index(out, jobs=jobs, progress=progress)
     return summary

@@ -9,7 +9,8 @@
 - :mod:`.reader`: :class:`Store`, read access to a finished store;
 - :mod:`.encodings`: the one reader and writer of the encoding layout
   (:class:`~.encodings.EncodingRows`);
-- :mod:`.models`: the models encodings learn, and their checksums;
+- :mod:`.models`: the models each encoding learns (``models/ENCODING/MODEL``), and their
+  checksums;
 - :mod:`.keys`: the on-disk key index; :mod:`.lock`: one writer per store;
 - :mod:`.oserrors`: a refused write as one line; :mod:`.verify`: the store half of
   ``features verify``.

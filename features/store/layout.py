@@ -30,7 +30,8 @@ ENCODINGS_DIR = "encodings"
 
 FORMAT = "features-store"
 
-VERSION = 1
+# 2: models per encoding, models/ENCODING/MODEL (1: one of each kind, models/MODEL)
+VERSION = 2
 
 # Status codes of images/status; the reason column says more.
 # NO_FEATURES: decoded, but the recipe finds nothing in it (too small, or blank); such

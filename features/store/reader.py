@@ -14,7 +14,7 @@ from ..exceptions import ParameterError, StoreError, first_line
 from ..presets import Config
 from .encodings import read_csr
 from .keys import KeyTable
-from .layout import FORMAT, SHARDS_DIR, STORE_FILE
+from .layout import FORMAT, SHARDS_DIR, STORE_FILE, VERSION
 from .manifest import repair_hint
 from .shards import shard_problems
 
@@ -61,6 +61,11 @@ class Store:
     def _open(self, check_shards, open_shards):
         if self.h5.attrs.get("format") != FORMAT:
             raise StoreError(f"{self.path} is an HDF5 file but not a features store")
+        version = int(self.h5.attrs.get("version", 1))
+        if version > VERSION:
+            raise StoreError(f"{self.path} is a features store of format version {version}, "
+                             f"newer than this version of features reads ({VERSION}); "
+                             f"upgrade features")
         try:
             self.config = Config.from_json(self.h5.attrs["config"])
             self.versions = json.loads(self.h5.attrs["versions"])

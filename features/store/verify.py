@@ -12,7 +12,9 @@ Checks, each reported as damage with the path it concerns:
 - the virtual datasets (frames, words, scale, descriptors) resolving: every source file
   present with the dataset and shape they map;
 - the codebook: ``K x 128`` float32, K equal to the configured words, to ``codebook.npy``
-  and to the width of the encodings.
+  and to the width of the encodings;
+- the models of every encoding (``models/ENCODING/*``, ``encodings/idf`` for ``bovw``):
+  present, and equal to the checksums the encoding recorded.
 
 The index half is :mod:`features.index.verify`; ``features.pipeline.verify`` runs both.
 """
@@ -27,7 +29,9 @@ import numpy as np
 from .._shared.hashing import file_sha256
 from ..exceptions import StoreError, first_line
 from .layout import CODEBOOK_FILE, MANIFEST_FILE, OK, SHARDS_DIR, STORE_FILE, word_dtype
+from .encodings import list_encodings
 from .manifest import Manifest
+from .models import model_problems
 
 
 class Damage:
@@ -182,6 +186,9 @@ def _check_store_h5(directory, path, records, config, bad, checked):
             if "words" in f and len(f["words"]):
                 if f["words"].dtype != word_dtype(centroids.shape[0]):
                     bad(path, f"words are {f['words'].dtype}")
+        for name in list_encodings(f):
+            for where, problem in model_problems(f, name):
+                bad(path, f"{where} {problem}")
         return np.flatnonzero((status == OK) & (lengths > 0))
 
 
