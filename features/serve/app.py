@@ -1,23 +1,26 @@
 """The HTTP API and the web page of ``features serve``, on aiohttp.
 
-One process holds one open :class:`~features.search.Searcher` (store, index, codebook),
-opened before the port is bound. Every piece of CPU work (decoding, extraction, search,
-verification, thumbnails) runs in a thread pool of ``threads`` workers, never on the event
-loop, so slow queries do not stall health checks or uploads. Requests that need the pool are
-admitted when their headers arrive, before their body is read, up to ``max_concurrent`` at once
-and ``upload_memory`` bytes of bodies (:mod:`features.serve.admission`); beyond that the answer
-is 503 at once rather than an ever longer queue or more memory. Each request has a deadline
-(``timeout``), its body one of its own (``body_timeout``): past it the client gets 503 (408)
-and the work still running in a thread is left to finish (a thread cannot be interrupted),
-still counted against the admission limit until it does. A request's error keeps no pixels or
-upload alive: the frames of a failed pool call are cleared before the error leaves the thread.
+One process holds one open :class:`~features.search.Searcher` (store, index, codebook), opened
+before the port is bound, per generation of the store (:mod:`.generation`: a rerun under the
+server is switched to whole, never mixed). Every piece of CPU work (decoding, extraction,
+search, verification, thumbnails) runs in a thread pool of ``threads`` workers, never on the
+event loop, so slow queries do not stall health checks or uploads. Requests that need the pool
+are admitted when their headers arrive, before their body is read, up to ``max_concurrent`` at
+once and ``upload_memory`` bytes of bodies (:mod:`features.serve.admission`); beyond that the
+answer is 503 at once rather than an ever longer queue or more memory. Each request has a
+deadline (``timeout``), its body one of its own (``body_timeout``): past it the client gets 503
+(408) and the work still running in a thread is left to finish (a thread cannot be
+interrupted), still counted against the admission limit until it does. A request's error keeps
+no pixels or upload alive: the frames of a failed pool call are cleared before the error leaves
+the thread.
 
 Errors are JSON ``{"error": "..."}`` with the status that fits: 400 for a bad parameter or an
 image that cannot be decoded (decompression bombs included), 404 for an unknown key, 413 for
-a body over ``max_body`` bytes, 415 for bytes that are not an image format, 503 when busy or
-past the deadline, 408 for a body that does not arrive within ``body_timeout``, 421 for a
-``Host`` that does not name a server listening on loopback (DNS rebinding), 500 (logged on
-stderr) for a bug; the server stays up. Requests aiohttp's own parser refuses get JSON too
+a body over ``max_body`` bytes, 415 for bytes that are not an image format, 503 when busy,
+past the deadline or when the store cannot be read consistently (:mod:`.generation`), 408
+for a body that does not arrive within ``body_timeout``, 421 for a ``Host`` that does not
+name a server listening on loopback (DNS rebinding), 500 (logged on stderr) for a bug; the
+server stays up. Requests aiohttp's own parser refuses get JSON too
 (:mod:`features.serve.connections`).
 """
 from __future__ import annotations

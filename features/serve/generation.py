@@ -113,16 +113,16 @@ class Generation:
             self._users -= 1
             last = self._retired and self._users == 0
         if last:
-            self._close()
+            self.close()
 
     def retire(self):
         with self._lock:
             self._retired = True
             last = self._users == 0
         if last:
-            self._close()
+            self.close()
 
-    def _close(self):
+    def close(self):
         with self._lock:
             if self._closed:
                 return
@@ -154,7 +154,7 @@ class Generations:
             if attempt == 2 or (_opened_is(first, before)
                                 and self._on_disk_of(store_path) == before):
                 break
-            first._close()
+            first.close()
         self.current = first
         self._checked = time.monotonic()
         self._failed = None             # the identity a failed attempt was made on
@@ -209,7 +209,7 @@ class Generations:
                 return
             if (not _opened_is(nxt, on_disk) or self._on_disk() != on_disk
                     or lock_holder(self.current.store.dir) is not None):
-                nxt._close()  # it changed again while it was opened: the next poll retries
+                nxt.close()  # it changed again while it was opened: the next poll retries
                 self.pending = "the store changed while its new generation was opened"
                 return
             nxt.switched = time.time()

@@ -137,7 +137,8 @@ def test_a_rerun_under_a_running_server_is_switched_whole(job, small_config):
     assert new["key"] != old["key"]             # the added image changed the rows
     # every answer meanwhile was the old store's, the new one's, or a one-line 503
     assert len(seen) >= len(reqs)
-    mixed = [(name, a) for name, a in seen if a not in (old[name], new[name], (503, "busy or changing"))]
+    busy = (503, "busy or changing")
+    mixed = [(name, a) for name, a in seen if a not in (old[name], new[name], busy)]
     assert not mixed, mixed[:3]
 
 
