@@ -1,6 +1,7 @@
 """Read access to a finished store: :class:`Store`."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -59,7 +60,7 @@ class Store:
             raise StoreError(f"{self.path} is not a features store (not an HDF5 file)") from None
         self._shards = {}
         self._identities = {}   # shard path -> (dev, ino, size, mtime_ns) when checked
-        self._fds = {}          # shard path -> descriptor, for the record reader
+        self._fds = {}          # shard path -> descriptor kept open (shard_descriptor)
         self._fd_lock = threading.Lock()
         try:
             self._open(check_shards, open_shards)
@@ -110,28 +111,33 @@ class Store:
             raise StoreError(f"{path} was replaced after {self.path} was opened (a newer run "
                              f"wrote it); open the store again to read the new generation")
 
-    def shard_fd(self, path) -> int:
-        """A descriptor of shard file ``path`` (kept open until :meth:`close`), checked to be
-        the file of this generation."""
+    @contextlib.contextmanager
+    def shard_descriptor(self, path):
+        """A descriptor of shard file ``path``, checked to be the file of this generation.
+
+        The first ``_KEPT_SHARDS`` shards read stay open until :meth:`close` (a rerun that
+        replaces them leaves them readable); others are opened for the read and closed after,
+        so that a store of thousands of shards stays within the descriptor limit."""
         path = os.path.normpath(path)
         fd = self._fds.get(path)
-        if fd is None:
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError as e:
-                raise StoreError(f"{path}: cannot open ({e.strerror})") from None
-            try:
-                self._same_shard(path, os.fstat(fd))
-            except StoreError:
-                os.close(fd)
-                raise
-            with self._fd_lock:  # two threads may have opened it: keep one descriptor
-                if path in self._fds:
-                    os.close(fd)
-                else:
+        if fd is not None:
+            yield fd
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise StoreError(f"{path}: cannot open ({e.strerror})") from None
+        kept = False
+        try:
+            self._same_shard(path, os.fstat(fd))
+            with self._fd_lock:  # never closed while kept: another thread may be reading it
+                if path not in self._fds and len(self._fds) < _KEPT_SHARDS:
                     self._fds[path] = fd
-                fd = self._fds[path]
-        return fd
+                    kept = True
+            yield fd
+        finally:
+            if not kept:
+                os.close(fd)
 
     def __enter__(self):
         return self
@@ -264,6 +270,9 @@ def _identity(st) -> tuple:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
+# shard descriptors a store keeps open (the others are opened for each read)
+_KEPT_SHARDS = 256
+
 # the shard's offset is read from the descriptor already checked, where the system lets a
 # path name an open descriptor
 _PROC_FD = os.path.isdir("/proc/self/fd")
@@ -293,14 +302,15 @@ class _RecordReader:
     def _base(self, k):
         if k not in self.base:
             _, _, path, name = self.parts[k]
-            fd = self.store.shard_fd(path)  # this generation's file, or a StoreError
-            try:
-                with h5py.File(f"/proc/self/fd/{fd}" if _PROC_FD else path, "r") as f:
-                    d = f[name]
-                    ok = d.chunks is None and d.compression is None and d.dtype == self.dtype
-                    self.base[k] = d.id.get_offset() if ok else None
-            except (OSError, KeyError) as e:
-                raise StoreError(f"{path}: cannot read {name} ({e})") from None
+            # this generation's file, or a StoreError
+            with self.store.shard_descriptor(path) as fd:
+                try:
+                    with h5py.File(f"/proc/self/fd/{fd}" if _PROC_FD else path, "r") as f:
+                        d = f[name]
+                        ok = d.chunks is None and d.compression is None and d.dtype == self.dtype
+                        self.base[k] = d.id.get_offset() if ok else None
+                except (OSError, KeyError) as e:
+                    raise StoreError(f"{path}: cannot read {name} ({e})") from None
         return self.base[k]
 
     def read(self, ids):
@@ -319,17 +329,18 @@ class _RecordReader:
             base = self._base(int(k)) if k >= 0 else None
             if base is None:
                 if k >= 0:  # HDF5 resolves virtual sources by path: check the file first
-                    self.store.shard_fd(self.parts[k][2])
+                    with self.store.shard_descriptor(self.parts[k][2]):
+                        pass
                 ds = self.store.h5[self.name]
                 for j in rows:
                     out[out_offsets[j]:out_offsets[j + 1]] = ds[lo[j]:hi[j]]
                 continue
             path, first = self.parts[k][2], self.parts[k][0]
-            fd = self.store.shard_fd(path)
-            for j in rows:
-                a, b = out_offsets[j] * self.row_bytes, out_offsets[j + 1] * self.row_bytes
-                got = os.preadv(fd, [flat[a:b]], base + (lo[j] - first) * self.row_bytes)
-                if got != b - a:
-                    raise StoreError(f"{path}: shard is truncated ({self.name} of image "
-                                     f"{ids[j]} is cut short)")
+            with self.store.shard_descriptor(path) as fd:
+                for j in rows:
+                    a, b = out_offsets[j] * self.row_bytes, out_offsets[j + 1] * self.row_bytes
+                    got = os.preadv(fd, [flat[a:b]], base + (lo[j] - first) * self.row_bytes)
+                    if got != b - a:
+                        raise StoreError(f"{path}: shard is truncated ({self.name} of image "
+                                         f"{ids[j]} is cut short)")
         return out, out_offsets

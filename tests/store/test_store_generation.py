@@ -24,7 +24,10 @@ def store_copy(small_store, tmp_path):
     return out
 
 
-def test_a_shard_replaced_after_opening_is_refused_not_read(store_copy):
+@pytest.mark.parametrize("kept", [256, 0])
+def test_a_shard_replaced_after_opening_is_refused_not_read(store_copy, kept, monkeypatch):
+    # kept=0: a store of more shards than it keeps open checks each one at each read
+    monkeypatch.setattr("features.store.reader._KEPT_SHARDS", kept)
     with Store(store_copy) as store:
         keep = store.image_features(0)             # shard 0 opened before the rerun
         name = store.shard_records[-1]["file"]
@@ -35,6 +38,7 @@ def test_a_shard_replaced_after_opening_is_refused_not_read(store_copy):
         with pytest.raises(StoreError, match="was replaced after"):
             store.image_features(last)
         if store.has_geometry:
+            assert len(store.geometry([0])[0]) > 0
             with pytest.raises(StoreError, match="was replaced after"):
                 store.geometry([last])
     with Store(store_copy) as again:               # a store opened afterwards reads it
