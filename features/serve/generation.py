@@ -77,7 +77,10 @@ class Generation:
     that count falls to zero."""
 
     def __init__(self, store_path, options, number: int, identity: tuple):
-        self.searcher = Searcher(store_path, params=options.search_params)
+        # the process's thread limits are set by the first generation, before any request
+        # runs; set again from another thread while requests compute in BLAS, they crash it
+        self.searcher = Searcher(store_path, params=options.search_params,
+                                 thread_limits=number == 1)
         self.store = self.searcher.store
         try:
             self.classes = list(self.store.classes)
