@@ -31,7 +31,8 @@ class Searcher:
     those in force); :meth:`search` also takes ``nprobe`` and ``k_factor`` for one query.
     """
 
-    def __init__(self, store_path, *, threads=1, batch_threads=None, params=None):
+    def __init__(self, store_path, *, threads=1, batch_threads=None, params=None,
+                 thread_limits=True):
         self.store = Store(store_path)
         try:
             self.index = load_index(self.store)
@@ -53,7 +54,9 @@ class Searcher:
         self._sizes = None
         self.threads = int(threads)
         self.batch_threads = int(batch_threads or os.cpu_count() or 1)
-        self._limits = _thread_limits(self.threads)
+        # thread_limits=False: leave the process's BLAS threads alone (a server opening a new
+        # generation while requests compute: changing them under a running BLAS call is unsafe)
+        self._limits = _thread_limits(self.threads) if thread_limits else None
 
     def close(self):
         if self._limits is not None:

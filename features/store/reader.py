@@ -1,9 +1,11 @@
 """Read access to a finished store: :class:`Store`."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import threading
 from pathlib import Path
 
 import h5py
@@ -38,7 +40,13 @@ class Store:
     """Read access to a finished store (a directory, or its store.h5).
 
     Opening checks that every shard the store was merged from is there with its size; a
-    store with a missing or changed shard is refused with one line naming the repair."""
+    store with a missing or changed shard is refused with one line naming the repair.
+
+    A store is one generation: store.h5 is read through the descriptor opened here (its key
+    table included), and each shard file, opened when first needed, must be the very file
+    that was checked at opening (same device, inode, size and modification time). A shard
+    replaced since (a rerun writing a new generation) is refused with one line rather than
+    read at this generation's offsets."""
 
     def __init__(self, path, *, check_shards=True, open_shards=False):
         path = Path(path)
@@ -51,6 +59,9 @@ class Store:
         except OSError:
             raise StoreError(f"{self.path} is not a features store (not an HDF5 file)") from None
         self._shards = {}
+        self._identities = {}   # shard path -> (dev, ino, size, mtime_ns) when checked
+        self._fds = {}          # shard path -> descriptor kept open (shard_descriptor)
+        self._fd_lock = threading.Lock()
         try:
             self._open(check_shards, open_shards)
         except BaseException:
@@ -83,6 +94,9 @@ class Store:
                 more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
                 raise StoreError(f"{self.dir}: shard {p['shard']} is {p['problem']}{more}; "
                                  f"{repair_hint(self.dir)}")
+            paths = [os.path.normpath(self.dir / SHARDS_DIR / str(r.get("file")))
+                     for r in self.shard_records]
+            self._identities = {p: _identity(os.stat(p)) for p in paths}
         self._records = None
         self._key_table = None
 
@@ -90,7 +104,45 @@ class Store:
         for s in self._shards.values():
             s.close()
         self._shards.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
         self.h5.close()
+
+    def _same_shard(self, path, st):
+        """Refuse a shard file that is not the one checked when the store was opened."""
+        known = self._identities.get(os.path.normpath(path))
+        if known is not None and _identity(st) != known:
+            raise StoreError(f"{path} was replaced after {self.path} was opened (a newer run "
+                             f"wrote it); open the store again to read the new generation")
+
+    @contextlib.contextmanager
+    def shard_descriptor(self, path):
+        """A descriptor of shard file ``path``, checked to be the file of this generation.
+
+        The first ``_KEPT_SHARDS`` shards read stay open until :meth:`close` (a rerun that
+        replaces them leaves them readable); others are opened for the read and closed after,
+        so that a store of thousands of shards stays within the descriptor limit."""
+        path = os.path.normpath(path)
+        fd = self._fds.get(path)
+        if fd is not None:
+            yield fd
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError as e:
+            raise StoreError(f"{path}: cannot open ({e.strerror})") from None
+        kept = False
+        try:
+            self._same_shard(path, os.fstat(fd))
+            with self._fd_lock:  # never closed while kept: another thread may be reading it
+                if path not in self._fds and len(self._fds) < _KEPT_SHARDS:
+                    self._fds[path] = fd
+                    kept = True
+            yield fd
+        finally:
+            if not kept:
+                os.close(fd)
 
     def __enter__(self):
         return self
@@ -199,17 +251,36 @@ class Store:
     def _shard(self, k):
         if k not in self._shards:
             name = self.shard_records[k]["file"]
+            path = self.dir / SHARDS_DIR / name
             try:
-                self._shards[k] = h5py.File(self.dir / SHARDS_DIR / name, "r")
+                f = h5py.File(path, "r")
             except OSError as e:
                 raise StoreError(f"{self.dir}: shard shards/{name} is unreadable "
                                  f"({first_line(e, 160)}); {repair_hint(self.dir)}") from None
+            try:
+                self._same_shard(path, os.fstat(f.id.get_vfd_handle()))
+            except BaseException:
+                f.close()
+                raise
+            self._shards[k] = f
         return self._shards[k]
 
     @_reading
     def failures(self) -> list[tuple[int, str, str]]:
         g = self.h5["failures"]
         return list(zip(g["index"][:].tolist(), g["key"].asstr()[:], g["reason"].asstr()[:]))
+
+
+def _identity(st) -> tuple:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+# shard descriptors a store keeps open (the others are opened for each read)
+_KEPT_SHARDS = 256
+
+# the shard's offset is read from the descriptor already checked, where the system lets a
+# path name an open descriptor
+_PROC_FD = os.path.isdir("/proc/self/fd")
 
 
 class _RecordReader:
@@ -236,13 +307,15 @@ class _RecordReader:
     def _base(self, k):
         if k not in self.base:
             _, _, path, name = self.parts[k]
-            try:
-                with h5py.File(path, "r") as f:
-                    d = f[name]
-                    ok = d.chunks is None and d.compression is None and d.dtype == self.dtype
-                    self.base[k] = d.id.get_offset() if ok else None
-            except (OSError, KeyError) as e:
-                raise StoreError(f"{path}: cannot read {name} ({e})") from None
+            # this generation's file, or a StoreError
+            with self.store.shard_descriptor(path) as fd:
+                try:
+                    with h5py.File(f"/proc/self/fd/{fd}" if _PROC_FD else path, "r") as f:
+                        d = f[name]
+                        ok = d.chunks is None and d.compression is None and d.dtype == self.dtype
+                        self.base[k] = d.id.get_offset() if ok else None
+                except (OSError, KeyError) as e:
+                    raise StoreError(f"{path}: cannot read {name} ({e})") from None
         return self.base[k]
 
     def read(self, ids):
@@ -260,19 +333,19 @@ class _RecordReader:
             rows = np.flatnonzero((part == k) & (hi > lo))
             base = self._base(int(k)) if k >= 0 else None
             if base is None:
+                if k >= 0:  # HDF5 resolves virtual sources by path: check the file first
+                    with self.store.shard_descriptor(self.parts[k][2]):
+                        pass
                 ds = self.store.h5[self.name]
                 for j in rows:
                     out[out_offsets[j]:out_offsets[j + 1]] = ds[lo[j]:hi[j]]
                 continue
             path, first = self.parts[k][2], self.parts[k][0]
-            fd = os.open(path, os.O_RDONLY)
-            try:
+            with self.store.shard_descriptor(path) as fd:
                 for j in rows:
                     a, b = out_offsets[j] * self.row_bytes, out_offsets[j + 1] * self.row_bytes
                     got = os.preadv(fd, [flat[a:b]], base + (lo[j] - first) * self.row_bytes)
                     if got != b - a:
                         raise StoreError(f"{path}: shard is truncated ({self.name} of image "
                                          f"{ids[j]} is cut short)")
-            finally:
-                os.close(fd)
         return out, out_offsets
