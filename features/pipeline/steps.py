@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import functools
 import inspect
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from .._shared.versions import library_versions
 from ..codebook import KMEANS_ALGORITHM, KMEANS_TOL, bottom_k, kmeans
 from ..encodings.methods import METHODS
 from ..exceptions import StoreError
+from ..sources import open_source
 from ..sources.base import items_digest
 from ..store import Manifest, Store, atomic_file, store_lock
 from ..store.atomic import remove_stale_temporaries
@@ -33,6 +35,14 @@ from .like import check_like_models
 from .progress import Progress
 from .runner import batched, limited, n_workers, run_tasks
 from .tasks import merge_task, process_shard, sample_batch
+
+
+def _opened(source):
+    """A source given as a path (a folder, a list, an archive) opened as ``features run``
+    opens it, its kind recognized by its layout; a source object as it is."""
+    if isinstance(source, (str, os.PathLike)):
+        return open_source(str(source))
+    return source
 
 
 def _total(source, limit):
@@ -84,6 +94,7 @@ def sample_descriptors(config, source, out, *, jobs=1, limit=None, progress=True
     descriptors of each, then at most ``config.sample_size`` (words x points_per_word)
     of all those, chosen by a seeded draw over their concatenation in key order.
     """
+    source = _opened(source)
     manifest = _prepare(config, out)
     manifest.check_job(source, limit)
     path = Path(out) / SAMPLE_FILE
@@ -148,6 +159,7 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
                   progress=True, idf=None) -> EncodeSummary:
     """Pass 2: extract, quantize and count words shard by shard, then merge into store.h5
     (``idf``: the word weights to use, else the collection's own)."""
+    source = _opened(source)
     manifest = _prepare(config, out)
     manifest.check_job(source, limit)
     out = Path(out)
@@ -274,7 +286,8 @@ def reuse_codebook(like, out) -> tuple:
 @_writer("run")
 def run(config, source, out, *, jobs=1, limit=None, progress=True,
         encodings=(), like=None) -> EncodeSummary:
-    """All steps: sample, codebook, encode (+ merge), the ``encodings`` (methods of
+    """All steps, on ``source`` (a path, opened as ``features run`` opens it, or a source
+    of ``features.sources``), into the store ``out``: sample, codebook, encode (+ merge), the ``encodings`` (methods of
     ``features.pipeline.aggregate``, with their default options, each named after its
     method), index.
     ``bovw`` is the encode step's own; a store kept without descriptors extracts them again
@@ -284,6 +297,7 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
     codebook are those of ``like`` (``config`` is ignored), and the ``encodings`` use its
     models and options (``features.pipeline.like``).
     """
+    source = _opened(source)
     unknown = [m for m in encodings if m not in METHODS]
     if unknown:
         raise StoreError(f"unknown encoding(s) {', '.join(unknown)}; choose from "

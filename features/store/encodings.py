@@ -25,7 +25,8 @@ counts, a shard of ``features aggregate``), :class:`CSRWriter` and :func:`create
 (``store.h5``'s, a block of rows at a time; :mod:`.write` lists them with the other parts
 of the layout), :func:`add_encoding` (virtual over the shards of ``features aggregate``).
 Read by :class:`EncodingRows` (blocks as dense arrays or SciPy CSR matrices, single rows,
-shuffled blocks), and :func:`read_encoding`, :func:`read_csr` for whole encodings;
+shuffled blocks; ``Store.encoding`` and ``read_encoding`` of :mod:`.reader` read through
+it), and :func:`read_csr` for a shard's word counts;
 :func:`encoding_attrs` and :func:`encoding_info` read what describes them, not the rows.
 """
 from __future__ import annotations
@@ -328,14 +329,6 @@ def encoding_attrs(h5, name) -> dict:
     (its method, params, models ...; {} when there is no such encoding). Reads no rows."""
     obj = h5.get("encodings/" + name)
     return {} if obj is None else _plain(obj.attrs)
-
-
-def read_encoding(store, name, start=0, stop=None) -> np.ndarray:
-    """Rows ``start:stop`` of ``encodings/NAME`` as a dense float32 array (dense or CSR).
-
-    ``store``: a :class:`features.store.Store` or an open ``store.h5``."""
-    rows = EncodingRows(getattr(store, "h5", store), name)
-    return rows.block(start, rows.n_rows if stop is None else stop)
 
 
 def add_encoding(f, name, record, records):
