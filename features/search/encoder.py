@@ -2,8 +2,8 @@
 
 The store's recipe (decoding, extraction), its codebook, and for the encoding asked for its
 method, options and models, read from the store: an image's row comes out as the stored
-row of the same image does (``features.encodings.rows``; the encode step's ``bovw``:
-``features.encodings.bovw.encode_words``, the same weighting as the merge).
+row of the same image does (``features.encodings.rows``; the encode step's ``bovw`` and
+``bovw_counts``: ``features.encodings.bovw``, the weighting of the merge).
 
 An encoding the store cannot compute from an image (one written by other code, without a
 method recorded, or computed with models the store no longer holds) gives an
@@ -20,7 +20,7 @@ import numpy as np
 
 from ..codebook import Assigner
 from ..decode import Decoded, decode_array, decode_gray
-from ..encodings.bovw import encode_words
+from ..encodings.bovw import encode_words, word_counts
 from ..encodings.methods import METHODS
 from ..encodings.rows import as_stored, encode_rows
 from ..exceptions import DecodeError, QueryError
@@ -81,9 +81,9 @@ class Encoder:
         attrs = self.store.encoding_attrs(self.encoding)
         method = attrs.get("method")
         self.method, self.params, self.models, self.dtype = None, {}, {}, np.float32
-        if method is None and self.encoding == "bovw":
-            # the encode step's tf-idf rows, weighed by the store's idf
-            self.method = "tfidf"
+        if method is None and self.encoding in ("bovw", "bovw_counts"):
+            # the encode step's rows: tf-idf weighed by the store's idf, and raw counts
+            self.method = "tfidf" if self.encoding == "bovw" else "counts"
             self.idf = self.store.idf if self.config.tfidf else None
             return
         where = f"encodings/{self.encoding}"
@@ -148,8 +148,12 @@ class Encoder:
         """The row of an image whose features :meth:`features` gave."""
         if self.problem:
             raise QueryError(f"{name or 'image'}: {self.problem}")
-        if self.method == "tfidf":
-            ids, values = encode_words(f.words, self.quantizer.k, self.idf, self.config.power)
+        if self.method in ("tfidf", "counts"):
+            if self.method == "tfidf":
+                ids, values = encode_words(f.words, self.quantizer.k, self.idf,
+                                           self.config.power)
+            else:
+                ids, values = word_counts(f.words, self.quantizer.k)
             vector = np.zeros((1, self.quantizer.k), np.float32)
             vector[0, ids] = values
             return vector
