@@ -220,9 +220,9 @@ class Store:
         if name == "codebook":
             return self.centroids
         if "models/" + name not in self.h5:
-            have = ", ".join(["codebook"] + sorted(self.h5.get("models", {}))) \
-                if "codebook" in self.h5 else ", ".join(sorted(self.h5.get("models", {})))
-            raise StoreError(f"the store has no model {name!r} (it has: {have or 'none'})")
+            have = ["codebook"] * ("codebook" in self.h5) + sorted(self.h5.get("models", {}))
+            raise StoreError(f"the store has no model {name!r} (it has: "
+                             f"{', '.join(have) or 'none'})")
         g = self.h5["models/" + name]
         a = {k: g[k][:] for k in g}
         if name == "pca":
