@@ -28,8 +28,8 @@ from .vlad import vlad_batch
 def encode_rows(method, params, *, offsets, widths, heights, words=None, frames=None,
                 descriptors=None, n_words=0, models=None, units="pixels"):
     """Rows of encoding ``method`` with its checked ``params`` (``methods.check_options``)
-    for the images ``offsets`` delimits: a ``CSR`` (``features.encodings.bovw``) for the
-    sparse methods, a float32 (n, dim) array for the dense ones, before the cast to the
+    for the images ``offsets`` delimits: a ``scipy.sparse`` CSR matrix for the sparse
+    methods, a float32 (n, dim) array for the dense ones, before the cast to the
     stored dtype. ``n_words``: the codebook's size (sparse methods); ``models``: the
     store's models the method uses; ``units``: those of ``frames`` (the store's
     ``frame_units``)."""

@@ -163,8 +163,5 @@ class Encoder:
                            n_words=self.quantizer.k, models=self.models,
                            units=self.config.frame_units)
         if METHODS[self.method].sparse:
-            vector = np.zeros((1, rows.n_cols), np.float32)
-            ids, values = rows.row(0)
-            vector[0, ids] = values
-            return vector
+            return rows.toarray().astype(np.float32, copy=False)
         return as_stored(rows, self.dtype)

@@ -47,13 +47,15 @@ DENSE_CHUNK_BYTES = 1 << 20
 
 
 # ---------------------------------------------------------------------------- writers
-def write_csr(group, csr: CSR, **attrs):
-    """A whole CSR encoding (a shard's word counts or rows: small) as the datasets of
-    ``group``, compressed in chunks of 64k values, with ``attrs``."""
-    group.create_dataset("indptr", data=csr.indptr.astype(np.int64))
+def write_csr(group, csr, **attrs):
+    """A whole CSR encoding (a shard's word counts or rows: small; a ``CSR`` or a
+    ``scipy.sparse`` CSR matrix) as the datasets of ``group``, compressed in chunks of 64k
+    values, with ``attrs``."""
+    shape = csr.shape if hasattr(csr, "shape") else (csr.n_rows, csr.n_cols)
+    group.create_dataset("indptr", data=np.asarray(csr.indptr, np.int64))
     chunked(group, "indices", np.asarray(csr.indices, np.int32), 1 << 16)
     chunked(group, "data", csr.data, 1 << 16)
-    group.attrs["shape"] = (csr.n_rows, csr.n_cols)
+    group.attrs["shape"] = tuple(int(v) for v in shape)
     for k, v in attrs.items():
         group.attrs[k] = v
 
