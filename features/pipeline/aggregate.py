@@ -29,7 +29,8 @@ Layout in ``store.h5``
   ``STORE/encodings/NAME/models-TOKEN.h5``.
 
 An image that failed, or has no descriptors, gets an all-zero row (an empty CSR row);
-``images/status`` says why.
+``images/status`` says why. The rows are those of ``features.encodings.rows.encode_rows``,
+the function a query by image is encoded with too (``features.search.encoder``).
 """
 from __future__ import annotations
 
