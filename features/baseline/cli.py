@@ -43,6 +43,7 @@ def run_baseline(args):
     print(f"{result['train_images']} training images (+{result['heldout_images']} held out), "
           f"{result['val_images']} scored, {len(result['classes'])} classes; "
           f"hierarchy: {result['hierarchy']}")
+    print(result["leak_check"])
     print(f"{'encoding':<16} {'classifier':<8} {'top-1 error [95% interval]':<26} "
           f"{'top-5 error [95% interval]':<26} {'hier.':>6} {'lambda':>8}")
     for r in result["results"]:

@@ -11,7 +11,6 @@ from ..exceptions import ParameterError, QueryError
 from ..extract.geometry import frame_geometry, keeps_geometry, unpack_geometry
 from ..index import apply_params, index_record, load_index, search_vectors
 from ..store import OK, Store
-from ..store.encodings import EncodingRows
 from .encoder import Encoder
 from .query import Query
 from .rerank import expansion_images, order_by_inliers
@@ -41,7 +40,7 @@ class Searcher:
             self.params = {**(record.get("params") or {}),
                            **apply_params(self.index, params or {}, self.factory)}
             self.encoding = record.get("encoding", "bovw")
-            self.rows = EncodingRows(self.store.h5, self.encoding)
+            self.rows = self.store.encoding_rows(self.encoding)
             # queries by image: encoded as the indexed encoding's stored rows were
             self.encoder = Encoder(self.store, self.encoding)
             self.quantizer = self.encoder.quantizer

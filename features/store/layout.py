@@ -44,6 +44,8 @@ STATUS_NAMES = {OK: "ok", UNREADABLE: "unreadable", UNDECODABLE: "undecodable",
 # level 1 with shuffle keeps most of the gain of higher levels at a fraction of the cost.
 COMPRESS = dict(compression="gzip", compression_opts=1, shuffle=True)
 STR = h5py.string_dtype("utf-8")
+# sha256 of an image's file bytes as 64 hex digits ("" where they were not read)
+DIGEST = h5py.string_dtype("ascii", 64)
 # Encoding rows are read one at a time by key queries: a 32 KB chunk (about 30 rows of
 # 1000-word tf-idf) decompresses in a fraction of the time of a 256 KB one.
 ENCODING_CHUNK = 1 << 13

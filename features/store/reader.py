@@ -192,9 +192,10 @@ class Store:
         stop = rows.n_rows if stop is None else stop
         return rows.block(start, stop) if dense else rows.matrix(start, stop)
 
+    @_reading
     def encoding_rows(self, name="bovw") -> EncodingRows:
         """Row access to ``encodings/NAME`` (blocks, single rows), reading only what is
-        asked."""
+        asked (a damaged store.h5: one line, as for every read here)."""
         return EncodingRows(self.h5, name)
 
     @_reading

@@ -31,20 +31,23 @@ def _one_line_exit_2(proc, message):
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory, small_set):
     """A train store with fisher and vlad encodings (small models, not the defaults), and a
-    val store of other images encoded --like it with both."""
+    val store of other images encoded --like it with both (4 images of each photo train, the
+    other 2 are the val images: a val image that is a training image is refused)."""
     import os
     from pathlib import Path
     env = dict(os.environ)
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + \
         env.get("PYTHONPATH", "")
     tmp = tmp_path_factory.mktemp("like")
-    val_src = tmp / "val-images"
+    train_src, val_src = tmp / "train-images", tmp / "val-images"
     for photo in sorted(p.name for p in small_set.iterdir()):
-        (val_src / photo).mkdir(parents=True)
-        for f in sorted((small_set / photo).iterdir())[4:]:
-            shutil.copy(f, val_src / photo / f.name)
+        files = sorted((small_set / photo).iterdir())
+        for src, part in ((train_src, files[:4]), (val_src, files[4:])):
+            (src / photo).mkdir(parents=True)
+            for f in part:
+                shutil.copy(f, src / photo / f.name)
     train, val = tmp / "train", tmp / "val"
-    run_cli("run", small_set, "-o", train, *SMALL, env=env, check=True)
+    run_cli("run", train_src, "-o", train, *SMALL, env=env, check=True)
     run_cli("aggregate", train, "--method", "fisher", *FISHER, "-q", env=env, check=True)
     run_cli("aggregate", train, "--method", "vlad", *VLAD, "-q", env=env, check=True)
     run_cli("run", val_src, "-o", val, "--like", train, "--encodings", "fisher,vlad", "-q",

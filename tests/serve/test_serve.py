@@ -379,9 +379,16 @@ def test_store_without_index(small_store, tmp_path):
 @pytest.mark.parametrize("option, value", [("--threads", 0), ("--timeout", -1),
                                            ("--max-concurrent", 0), ("--max-body-mb", 0),
                                            ("--port", 70000), ("--nprobe", 4),
-                                           ("--k-factor", 0)])
+                                           ("--k-factor", 0), ("--header-timeout", 0),
+                                           ("--body-timeout", "nan"),
+                                           ("--upload-memory-mb", 0)])
 def test_bad_options(small_store, option, value):
     _one_error_line(_serve(small_store, "--port", 0, option, value), option.split("-")[-1])
+
+
+def test_upload_memory_below_the_body_limit(small_store):
+    _one_error_line(_serve(small_store, "--port", 0, "--max-body-mb", 4,
+                           "--upload-memory-mb", 2), "upload_memory")
 
 
 def test_search_parameters_server_wide_and_per_request(small_store, tmp_path):
