@@ -34,7 +34,8 @@ Layout in ``store.h5``
   ``STORE/encodings/NAME/models-TOKEN.h5``.
 
 An image that failed, or has no descriptors, gets an all-zero row (an empty CSR row);
-``images/status`` says why.
+``images/status`` says why. The rows are those of ``features.encodings.rows.encode_rows``,
+the function a query by image is encoded with too (``features.search.encoder``).
 """
 from __future__ import annotations
 
@@ -50,14 +51,11 @@ import h5py
 import numpy as np
 
 from ..codebook import kmeans
-from ..encodings.fisher import fisher_vector_batch
 from ..encodings.gmm import fit_gmm
-from ..encodings.kernel_map import HomogeneousKernelMap
 from ..encodings.methods import METHODS, check_options, dimension
 from ..encodings.pca import fit_pca
 from ..encodings.training import model_spec, rows_needed, shape_problem
-from ..encodings.spm import parse_grids, spatial_pyramid
-from ..encodings.vlad import vlad_batch
+from ..encodings.rows import encode_rows, project
 from ..exceptions import ParameterError, StoreError
 from ..store import Manifest, Store, store_lock
 from ..store.atomic import atomic_path, remove_stale_temporaries
@@ -453,7 +451,7 @@ def _learn_models(request, held, want, report, warn):
                                        "seed": seed, **sized}}
             what = f"{pca.dims} of {held.desc_dim} dims"
         else:
-            y = _project(x, models["pca"])
+            y = project(x, models["pca"])
             k = spec["components"]
             gmm = _learn(lambda: fit_gmm(y, k, seed=seed), name, model)
             models[model] = {"arrays": {"means": gmm.means, "covariances": gmm.covariances,
@@ -496,14 +494,6 @@ def _check_stored(model, have, spec, store_dir, hint="pass --replace to learn ne
     if problem is not None:
         sep = " " if problem.startswith("has ") else "/"
         raise StoreError(f"{store_dir}: models/{where}{model}{sep}{problem}; {hint}")
-
-
-def _project(x, pca_model):
-    a = pca_model["arrays"]
-    y = (np.asarray(x, np.float32) - a["mean"]) @ a["components"].T
-    if pca_model["attrs"].get("whiten"):
-        y /= np.sqrt(a["explained_variance"] + pca_model["attrs"]["eps"]).astype(np.float32)
-    return np.ascontiguousarray(y, np.float32)
 
 
 # ---------------------------------------------------------------------------- shards
@@ -610,75 +600,24 @@ def _extract_again(config, items, keys, status, plan, frames, offsets):
 
 
 def _write_sparse(f, plan, words, frames, offsets, widths, heights):
-    p = plan.params
-    hkm = HomogeneousKernelMap(p["kernel_map"], p["kernel_order"]) if p["kernel_map"] else None
-    csr = spatial_pyramid(words, frames, offsets, widths, heights, plan.n_words,
-                          p.get("grids", "1x1"), weights=p.get("weights", "lazebnik"),
-                          normalization=p["normalization"], kernel_map=hkm, units=plan.units)
-    write_csr(f, csr)
-
-
-def _cell_order(frames, offsets, widths, heights, grids, units):
-    """Descriptor order that groups each image's descriptors by pyramid cell, and the offsets
-    of the (image, cell) segments: a pyramid of per-cell encodings is then one batch call."""
-    grids = parse_grids(grids)
-    n = len(offsets) - 1
-    counts = np.diff(offsets)
-    image = np.repeat(np.arange(n, dtype=np.int64), counts)
-    if units == "pixels":
-        fx = frames[:, 0] / np.maximum(widths, 1)[image]
-        fy = frames[:, 1] / np.maximum(heights, 1)[image]
-    else:
-        fx, fy = frames[:, 0], frames[:, 1]
-    n_cells = sum(r * c for r, c in grids)
-    # A descriptor belongs to one cell per grid, so it is listed once per grid.
-    keys, rows = [], []
-    at = 0
-    for rows_, cols in grids:
-        r = np.clip(np.floor(fy * rows_), 0, rows_ - 1).astype(np.int64)
-        c = np.clip(np.floor(fx * cols), 0, cols - 1).astype(np.int64)
-        keys.append(image * n_cells + at + r * cols + c)
-        rows.append(np.arange(len(image)))
-        at += rows_ * cols
-    keys = np.concatenate(keys)
-    rows = np.concatenate(rows)
-    order = np.argsort(keys, kind="stable")
-    seg_offsets = np.zeros(n * n_cells + 1, np.int64)
-    np.cumsum(np.bincount(keys, minlength=n * n_cells), out=seg_offsets[1:])
-    return rows[order], seg_offsets, n_cells
+    write_csr(f, encode_rows(plan.method, plan.params, offsets=offsets, widths=widths,
+                             heights=heights, words=words, frames=frames,
+                             n_words=plan.n_words, units=plan.units))
 
 
 def _write_dense(f, plan, descriptors, frames, offsets, widths, heights):
     n = len(offsets) - 1
     ds = create_dense(f, "encoding", n, plan.dim, plan.dtype)
-    grids = plan.params.get("grids")
     # Blocks of images keep the float32 rows and projected descriptors bounded.
     block = max(1, min(n, (64 << 20) // (plan.dim * 4)))
     for a in range(0, n, block):
         b = min(n, a + block)
-        x = descriptors[offsets[a]:offsets[b]]
-        local = offsets[a:b + 1] - offsets[a]
-        rows = np.zeros((b - a, plan.dim), np.float32)
-        if plan.method == "vlad":
-            m = plan.models["kmeans-vlad"]["arrays"]
-            vlad_batch(x, local, m["centers"], out=rows)
-        else:
-            y = _project(x, plan.models["pca"]) if len(x) else np.zeros(
-                (0, plan.models["pca"]["arrays"]["components"].shape[0]), np.float32)
-            g = plan.models["gmm"]["arrays"]
-            if grids:
-                order, seg, n_cells = _cell_order(frames[offsets[a]:offsets[b]], local,
-                                                  widths[a:b], heights[a:b], grids, plan.units)
-                cell_rows = rows.reshape((b - a) * n_cells, -1)
-                fisher_vector_batch(y[order], seg, g["means"], g["covariances"], g["priors"],
-                                    improved=True, out=cell_rows)
-                # Each cell's vector is improved (signed sqrt, L2); the whole pyramid is then
-                # L2-normalized so that every image has unit norm.
-                norms = np.linalg.norm(rows, axis=1, keepdims=True)
-                np.divide(rows, norms, out=rows, where=norms > 0)
-            else:
-                fisher_vector_batch(y, local, g["means"], g["covariances"], g["priors"],
-                                    improved=True, out=rows)
+        lo, hi = offsets[a], offsets[b]
+        rows = encode_rows(plan.method, plan.params, offsets=offsets[a:b + 1] - lo,
+                           widths=widths[a:b], heights=heights[a:b],
+                           descriptors=descriptors[lo:hi],
+                           frames=None if frames is None else frames[lo:hi],
+                           models=plan.models, units=plan.units)
         ds[a:b] = rows.astype(plan.dtype, copy=False)
 
 

@@ -85,6 +85,9 @@ def serve(store, host: str = "127.0.0.1", port: int = 8000, **limits) -> int:
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"features: serving {service.store.dir} ({service.store.n_images} images, "
           f"{service.options.threads} threads) on http://{shown}:{bound_port}/", flush=True)
+    if service.searcher.image_queries:
+        print(f"features: note: no queries by image, only by key "
+              f"({service.searcher.image_queries})", file=sys.stderr, flush=True)
     if not service.files.available:
         print(f"features: note: no thumbnails ({service.files.reason})", file=sys.stderr,
               flush=True)

@@ -457,8 +457,13 @@ def _asset(request, name):
 
 async def health(request):
     s = _service(request)
+    # an index over an encoding no image can be encoded as: key queries only, and the page
+    # offers no upload
+    why_not = s.searcher.image_queries
     return _json({"status": "ok", "images": s.store.n_images, "indexed": s.searcher.index.ntotal,
                   "preset": s.store.config.preset, "words": s.store.config.words,
+                  "encoding": s.searcher.encoding, "image_queries": why_not is None,
+                  **({"image_queries_reason": why_not} if why_not else {}),
                   "thumbnails": s.files.available, "threads": s.options.threads,
                   "in_progress": s.admitted, "search_params": s.searcher.params,
                   "generation": {**s.generation.describe(),

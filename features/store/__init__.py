@@ -24,11 +24,11 @@ from .layout import (EXTRACT_FAILED, FORMAT, NO_FEATURES, OK, REFUSED, STATUS_NA
 from .lock import store_lock
 from .manifest import Manifest, repair_hint
 from .merge import merge
-from .reader import Store
+from .reader import Store, open_store, read_encoding
 from .shards import ImageResult, write_shard
 from .write import centroids_checksum, idf_checksum
 
-__all__ = ["Store", "StoreError", "Manifest", "repair_hint", "store_lock", "merge",
+__all__ = ["Store", "open_store", "read_encoding", "StoreError", "Manifest", "repair_hint", "store_lock", "merge",
            "write_shard", "ImageResult", "atomic_file", "atomic_path", "idf_checksum",
            "centroids_checksum", "word_dtype", "FORMAT", "VERSION", "OK", "UNREADABLE",
            "UNDECODABLE", "REFUSED", "EXTRACT_FAILED", "NO_FEATURES", "STATUS_NAMES"]

@@ -1,4 +1,17 @@
-"""Read access to a finished store: :class:`Store`."""
+"""Read access to a finished store: :class:`Store` (``open_store(path)``), and
+:func:`read_encoding` for one encoding at once.
+
+Everything comes out as NumPy arrays, ``scipy.sparse`` CSR matrices (sparse encodings)
+or the models' own classes (:class:`~features.encodings.PCA`,
+:class:`~features.encodings.GMM`)::
+
+    with open_store("STORE") as store:
+        keys, labels = store.keys, store.labels
+        frames, descriptors = store.frames(0), store.descriptors("cat/1.jpg")
+        X = store.encoding("fisher")          # (images, dim) float32 ndarray
+        B = store.encoding("bovw")            # scipy.sparse.csr_matrix
+        gmm = store.model("gmm")
+"""
 from __future__ import annotations
 
 import contextlib
@@ -11,13 +24,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ..encodings.bovw import CSR
+from ..encodings.gmm import GMM
+from ..encodings.pca import PCA
 from ..exceptions import ParameterError, StoreError, first_line
 from ..presets import Config
-from .encodings import read_csr
+from .encodings import EncodingRows, encoding_attrs, list_encodings
 from .keys import KeyTable
 from .layout import FORMAT, SHARDS_DIR, STORE_FILE, VERSION
 from .manifest import repair_hint
+from .models import read_models
 from .shards import shard_problems
 
 
@@ -158,15 +173,26 @@ class Store:
         return self._keys
 
     @_reading
-    def encoding_rows(self, name):
-        """:class:`.encodings.EncodingRows` of ``encodings/NAME`` (a damaged store.h5: one
-        line, as for every read here)."""
-        from .encodings import EncodingRows
-        return EncodingRows(self.h5, name)
-
-    @_reading
     def column(self, name) -> np.ndarray:
-        return self.h5["images/" + name][:]
+        """A column of the image table, ``images/NAME`` (``"label"`` or ``"images/label"``):
+        ``key``, ``label``, ``width``, ``height``, ``status``, ``reason``, ``split``."""
+        name = name[len("images/"):] if name.startswith("images/") else name
+        if not name or name not in self.h5["images"]:
+            have = ", ".join(sorted(self.h5["images"]))
+            raise ParameterError(f"the store has no column images/{name} (it has: {have})",
+                                 "name")
+        ds = self.h5["images/" + name]
+        return ds.asstr()[:] if ds.dtype.kind in "OS" else ds[:]
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Each image's class index into :attr:`classes` (int32; -1 without a label)."""
+        return self.column("label")
+
+    @property
+    def status(self) -> np.ndarray:
+        """Each image's status (0 ok; ``features.store.STATUS_NAMES`` names the others)."""
+        return self.column("status")
 
     @property
     def key_table(self) -> KeyTable | None:
@@ -207,28 +233,130 @@ class Store:
     def idf(self) -> np.ndarray:
         return self.h5["encodings/idf"][:]
 
+    @property
     @_reading
-    def encoding(self, name="bovw") -> CSR:
-        if "encodings/" + name not in self.h5:
-            raise StoreError(f"{self.path} has no encoding {name!r}")
-        return read_csr(self.h5["encodings/" + name])
+    def encodings(self) -> list[str]:
+        """The names of the store's encodings, sorted."""
+        return list_encodings(self.h5)
+
+    @_reading
+    def encoding(self, name="bovw", start=0, stop=None, *, dense=False):
+        """Rows ``start:stop`` (all by default) of ``encodings/NAME`` as float32: a NumPy
+        array for a dense encoding (``vlad``, ``fisher``), a ``scipy.sparse.csr_matrix``
+        for a sparse one (``bovw``, ``spm``; ``dense=True``: a NumPy array). Failed images
+        have all-zero rows."""
+        rows = self.encoding_rows(name)
+        stop = rows.n_rows if stop is None else stop
+        return rows.block(start, stop) if dense else rows.matrix(start, stop)
+
+    @_reading
+    def encoding_rows(self, name="bovw") -> EncodingRows:
+        """Row access to ``encodings/NAME`` (blocks, single rows), reading only what is
+        asked (a damaged store.h5: one line, as for every read here)."""
+        return EncodingRows(self.h5, name)
+
+    @_reading
+    def encoding_attrs(self, name) -> dict:
+        """How ``encodings/NAME`` was computed: its attributes as plain values (``method``,
+        ``params``, ``models``, ...)."""
+        if name not in self.encodings:
+            raise StoreError(f"the store has no encoding {name!r} (it has: "
+                             f"{', '.join(self.encodings) or 'none'})")
+        return encoding_attrs(self.h5, name)
+
+    @_reading
+    def models(self) -> dict:
+        """Every model under ``models/`` as stored: name -> {"arrays", "attrs"}."""
+        return read_models(self.h5)
+
+    @_reading
+    def model(self, name):
+        """A model of the store as an object: ``"pca"`` a :class:`~features.encodings.PCA`,
+        ``"gmm"`` a :class:`~features.encodings.GMM` (pass it to ``fisher_vector``),
+        ``"kmeans-vlad"`` the VLAD centers (float32 (k, d), for ``vlad``), ``"codebook"``
+        the visual words (float32 (k, 128))."""
+        if name == "codebook":
+            return self.centroids
+        if "models/" + name not in self.h5:
+            have = ["codebook"] * ("codebook" in self.h5) + sorted(self.h5.get("models", {}))
+            raise StoreError(f"the store has no model {name!r} (it has: "
+                             f"{', '.join(have) or 'none'})")
+        g = self.h5["models/" + name]
+        a = {k: g[k][:] for k in g}
+        if name == "pca":
+            return PCA(a["mean"], a["components"], a["explained_variance"],
+                       bool(g.attrs.get("whiten", False)), float(g.attrs.get("eps", 0.0)))
+        if name == "gmm":
+            return GMM(a["means"], a["covariances"], a["priors"],
+                       float(g.attrs.get("log_likelihood", np.nan)),
+                       int(g.attrs.get("iterations", 0)), ())
+        if name == "kmeans-vlad":
+            return a["centers"]
+        return a
+
+    def _row(self, image) -> int:
+        """The row of an image given by its number or its key."""
+        if isinstance(image, str):
+            i = self.index_of(image)
+            if i is None:
+                raise ParameterError(f"no image of key {image!r} in {self.dir}", "image")
+            return i
+        i = int(image)
+        if not 0 <= i < self.n_images:
+            raise ParameterError(f"image must lie in [0, {self.n_images}), got {image!r}",
+                                 "image")
+        return i
+
+    @property
+    @_reading
+    def offsets(self) -> np.ndarray:
+        """Image i's features are rows ``offsets[i]:offsets[i + 1]`` of the per-feature
+        datasets (int64, images + 1)."""
+        return self.h5["offsets"][:]
+
+    def frames(self, image) -> np.ndarray:
+        """The frames of one image (its number or key): float32 (n, 4), x, y, size and the
+        orientation (sparse SIFT) or contrast norm (dense SIFT)."""
+        return self._features_of(image, "frames")
+
+    def words(self, image) -> np.ndarray:
+        """The visual word of each of one image's features (int32)."""
+        return self._features_of(image, "words").astype(np.int32)
+
+    def descriptors(self, image) -> np.ndarray:
+        """One image's SIFT descriptors (uint8 (n, 128)); a store kept without descriptors
+        (``phow``, ``sbow``, ``--no-descriptors``) refuses."""
+        if "descriptors" not in self.h5:
+            raise StoreError(f"{self.dir} was kept without descriptors")
+        return self._features_of(image, "descriptors")
+
+    def _features_of(self, image, what):
+        """Rows of ``what`` of one image, read from its shard file (not through the
+        virtual dataset, which would give zeros for a shard that cannot be read)."""
+        i = self._row(image)
+        return self._read_features(i, what)
+
+    @_reading
+    def _read_features(self, i, what):
+        if not self.shard_records:
+            a, b = self.h5["offsets"][i:i + 2]
+            return self.h5[what][a:b]
+        s, j = self._shard_of(i)
+        a, b = s["offsets"][j:j + 2]
+        return s[what][a:b]
+
+    def _shard_of(self, i):
+        if self._starts is None:
+            self._starts = np.cumsum([0] + [int(r["count"]) for r in self.shard_records])
+        k = int(np.searchsorted(self._starts, i, side="right")) - 1
+        return self._shard(k), i - int(self._starts[k])
 
     @_reading
     def image_features(self, i: int) -> dict:
         """Frames and words of image ``i``, read from its shard file (not through the virtual
         datasets, which would give zeros for a shard that cannot be read)."""
-        if not self.shard_records:
-            a, b = self.h5["offsets"][i:i + 2]
-            return {"frames": self.h5["frames"][a:b],
-                    "words": self.h5["words"][a:b].astype(np.int32), **self._size(i)}
-        if self._starts is None:
-            self._starts = np.cumsum([0] + [int(r["count"]) for r in self.shard_records])
-        k = int(np.searchsorted(self._starts, i, side="right")) - 1
-        j = i - int(self._starts[k])
-        s = self._shard(k)
-        a, b = s["offsets"][j:j + 2]
-        return {"frames": s["frames"][a:b], "words": s["words"][a:b].astype(np.int32),
-                **self._size(i)}
+        return {"frames": self._read_features(i, "frames"),
+                "words": self._read_features(i, "words").astype(np.int32), **self._size(i)}
 
     def _size(self, i) -> dict:
         return {"width": int(self.h5["images/width"][i]),
@@ -349,3 +477,24 @@ class _RecordReader:
                         raise StoreError(f"{path}: shard is truncated ({self.name} of image "
                                          f"{ids[j]} is cut short)")
         return out, out_offsets
+
+
+def open_store(path, **options) -> Store:
+    """Open a finished store (its directory, or its ``store.h5``) for reading; close it
+    with ``close()`` or use it in a ``with`` block. See :class:`Store`."""
+    return Store(path, **options)
+
+
+def read_encoding(store, name, start=0, stop=None, *, dense=True):
+    """Rows ``start:stop`` of ``encodings/NAME`` as a dense float32 array, or with
+    ``dense=False`` as :meth:`Store.encoding` gives them (a ``scipy.sparse`` CSR matrix for
+    a sparse encoding). ``store``: a store's path, a :class:`Store`, or an open
+    ``store.h5``."""
+    if isinstance(store, (str, os.PathLike)):
+        with Store(store) as s:
+            return s.encoding(name, start, stop, dense=dense)
+    if isinstance(store, Store):
+        return store.encoding(name, start, stop, dense=dense)
+    rows = EncodingRows(store, name)
+    stop = rows.n_rows if stop is None else stop
+    return rows.block(start, stop) if dense else rows.matrix(start, stop)

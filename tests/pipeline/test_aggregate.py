@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli
 import features.pipeline.aggregate as agg
 from features.pipeline.aggregate import aggregate
-from features.store.encodings import read_encoding
+from features.store import read_encoding
 from features.encodings.kernel_map import HomogeneousKernelMap
 from features.encodings.spm import spatial_pyramid_reference
 from features.store import Store
