@@ -23,7 +23,7 @@ from ..decode import Decoded, decode_array, decode_gray
 from ..encodings.bovw import encode_words, word_counts
 from ..encodings.methods import METHODS
 from ..encodings.rows import as_stored, encode_rows
-from ..exceptions import DecodeError, QueryError
+from ..exceptions import DecodeError, QueryError, StoreError, first_line
 from ..extract import Extraction, extract_image
 from ..store import Store
 
@@ -95,7 +95,11 @@ class Encoder:
         self.params = json.loads(attrs.get("params") or "{}")
         self.dtype = np.dtype(attrs.get("dtype") or "float32")
         used = json.loads(attrs.get("models") or "{}")
-        stored = self.store.models()
+        try:
+            stored = self.store.models(self.encoding)
+        except StoreError as e:
+            self.problem = first_line(e, None)
+            return
         for name in METHODS[method].models:
             have = stored.get(name)
             if have is None:

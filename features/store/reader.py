@@ -32,7 +32,7 @@ from .encodings import EncodingRows, encoding_attrs, list_encodings
 from .keys import KeyTable
 from .layout import FORMAT, SHARDS_DIR, STORE_FILE, VERSION
 from .manifest import repair_hint
-from .models import read_models
+from .models import encoding_models, model_path, read_encoding_models
 from .shards import shard_problems
 
 
@@ -265,23 +265,34 @@ class Store:
         return encoding_attrs(self.h5, name)
 
     @_reading
-    def models(self) -> dict:
-        """Every model under ``models/`` as stored: name -> {"arrays", "attrs"}."""
-        return read_models(self.h5)
+    def models(self, encoding) -> dict:
+        """The models ``encodings/ENCODING`` was computed with, as stored: model name ->
+        {"arrays", "attrs"}; a missing or replaced one is a :class:`StoreError`."""
+        return read_encoding_models(self.h5, encoding, str(self.dir))
 
     @_reading
-    def model(self, name):
+    def model(self, name, encoding=None):
         """A model of the store as an object: ``"pca"`` a :class:`~features.encodings.PCA`,
         ``"gmm"`` a :class:`~features.encodings.GMM` (pass it to ``fisher_vector``),
         ``"kmeans-vlad"`` the VLAD centers (float32 (k, d), for ``vlad``), ``"codebook"``
-        the visual words (float32 (k, 128))."""
+        the visual words (float32 (k, 128)). Models belong to encodings
+        (``models/ENCODING/MODEL``): ``encoding`` names whose; it may be left out when
+        exactly one encoding has a model of that name."""
         if name == "codebook":
             return self.centroids
-        if "models/" + name not in self.h5:
-            have = ["codebook"] * ("codebook" in self.h5) + sorted(self.h5.get("models", {}))
-            raise StoreError(f"the store has no model {name!r} (it has: "
-                             f"{', '.join(have) or 'none'})")
-        g = self.h5["models/" + name]
+        owners = [e for e in self.encodings if name in encoding_models(self.h5, e)]
+        if encoding is None:
+            if len(owners) != 1:
+                raise ParameterError(
+                    f"model {name!r} belongs to {len(owners)} encodings of the store "
+                    f"({', '.join(owners) or 'none'}); name one with encoding=", "encoding")
+            encoding = owners[0]
+        elif encoding not in owners:
+            raise StoreError(f"encodings/{encoding} of {self.dir} has no model {name!r} "
+                             f"(encodings with one: {', '.join(owners) or 'none'})")
+        self.models(encoding)                   # present and equal to their checksums
+        name_path = model_path(self.h5, encoding, name)
+        g = self.h5[name_path]
         a = {k: g[k][:] for k in g}
         if name == "pca":
             return PCA(a["mean"], a["components"], a["explained_variance"],
