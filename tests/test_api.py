@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from features.index import current_index_paths
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
@@ -44,7 +46,8 @@ def test_readme_example(code, demo_dir, monkeypatch, capsys):
     exec(compile(code, "README.md", "exec"), {"__name__": "__main__"})
     if "features.run(" in code:
         store = Path("features-demo/store-64")
-        assert (store / "store.h5").exists() and (store / "index.faiss").exists()
+        assert (store / "store.h5").exists()
+        assert all(p.exists() for p in current_index_paths(store).values())
         assert capsys.readouterr().out.splitlines()[-1].split() == ["24", "0"]
 
 
