@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ..exceptions import FeaturesError, first_line
-from ..index import INDEX_FILE, REFINE_FILE
+from ..index import INDEX_FILE, REFINE_FILE, current_index_paths
 from ..search import Searcher
 from ..store import OK
 from ..store.layout import MANIFEST_FILE, STORE_FILE
@@ -50,8 +50,13 @@ def disk_identity(store_file, directory) -> tuple:
     """What identifies the generation on disk now: (dev, ino, size, mtime_ns) of store.h5, the
     index files and manifest.json (None for a file that is not there)."""
     out = []
-    for path in (store_file, directory / INDEX_FILE, directory / REFINE_FILE,
-                 directory / MANIFEST_FILE):
+    try:
+        # the index of the generation the manifest names now (index-GEN/), else the old layout
+        index = current_index_paths(directory)
+    except (FeaturesError, OSError, ValueError):  # an unreadable manifest: seen below
+        index = {}
+    for path in (store_file, index.get(INDEX_FILE, directory / INDEX_FILE),
+                 index.get(REFINE_FILE, directory / REFINE_FILE), directory / MANIFEST_FILE):
         try:
             st = os.stat(path)
         except OSError:

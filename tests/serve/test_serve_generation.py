@@ -11,6 +11,8 @@ from urllib.parse import quote
 
 import pytest
 
+from features.index import current_index_paths
+
 pytest.importorskip("aiohttp", reason="features serve needs the [serve] extra (aiohttp)")
 
 from serve_helpers import Server, get_json, request  # noqa: E402
@@ -178,7 +180,7 @@ def test_a_new_generation_that_cannot_be_opened_leaves_the_old_one_served(job):
     try:
         reqs = _requests(source)
         old = _all(srv.url, reqs)
-        index = out / "index.faiss"
+        index = current_index_paths(out)["index.faiss"]
         saved = index.read_bytes()
         index.unlink()                         # a generation without its index, as mid-run
         end = time.monotonic() + 60
@@ -187,7 +189,7 @@ def test_a_new_generation_that_cannot_be_opened_leaves_the_old_one_served(job):
             time.sleep(0.1)
         broken = _generation(srv.url)
         assert _all(srv.url, reqs) == old
-        tmp = out / "index.faiss.new"
+        tmp = index.with_name("index.faiss.new")
         tmp.write_bytes(saved)
         tmp.replace(index)                     # the index back: a generation that opens
         health = _wait_for_generation(srv.url, 2)
