@@ -11,7 +11,10 @@ Bodies are held in memory while they are read and decoded, so they have their ow
 ``upload_memory`` bytes for all admitted requests together. A body announced with a
 ``Content-Length`` reserves its size before reading; a chunked one reserves as it reads. A
 body that does not fit in what is left is turned away (503), so that held uploads cannot take
-the server's memory past ``upload_memory`` whatever ``max_concurrent`` is.
+the server's memory past ``upload_memory`` whatever ``max_concurrent`` is. Once a large
+body's request is over, the allocator is asked to give its free pages back to the system
+(:func:`features._shared.memory.return_free_memory`, once for requests ending together),
+so that the server's size does not keep the high-water mark of its busiest moment.
 
 The current request's :class:`Ticket` travels in a context variable, so that the pool call
 (:meth:`features.serve.app.Service.run`) can tie its work to the request that started it.
@@ -22,8 +25,15 @@ import asyncio
 import contextvars
 from concurrent.futures import Future
 
+from .._shared.memory import return_free_memory
+
 _CURRENT: contextvars.ContextVar[Ticket | None] = contextvars.ContextVar(
     "features_serve_ticket", default=None)
+
+# a body at least this large is worth giving back to the system when its request ends
+_LARGE_BODY = 1 << 20
+# after its ticket, a request's buffers are freed as its handler and connection finish
+_TRIM_DELAY = 0.2
 
 
 class Admission:
@@ -34,6 +44,7 @@ class Admission:
         self.upload_memory = upload_memory
         self.admitted = 0     # requests holding a place
         self.reserved = 0     # body bytes reserved by them
+        self._trim = None     # the pending return of free memory
 
     def enter(self) -> Ticket | None:
         """A place for one request; None when ``max_concurrent`` are admitted already
@@ -46,6 +57,15 @@ class Admission:
     def busy(self) -> str:
         return (f"server busy: {self.admitted} requests in progress "
                 f"(limit {self.max_concurrent}); retry shortly")
+
+    def body_freed(self):
+        """A large body's request is over: return free memory to the system shortly."""
+        if self._trim is None:
+            self._trim = asyncio.get_running_loop().call_later(_TRIM_DELAY, self._trimmed)
+
+    def _trimmed(self):
+        self._trim = None
+        return_free_memory()
 
     def full(self) -> str:
         return (f"server busy: {self.reserved:,} bytes of uploads in memory "
@@ -108,6 +128,8 @@ class Ticket:
             self._released = True
             self.admission.admitted -= 1
             self.admission.reserved -= self._bytes
+            if self._bytes >= _LARGE_BODY:
+                self.admission.body_freed()
 
 
 def current_ticket() -> Ticket | None:

@@ -349,14 +349,20 @@ async def _read_capped(read_chunk, limit, reserve):
     # one growing buffer, not a list of chunks: a large block goes back to the system when
     # the request ends, thousands of 64 KB ones would stay in the allocator's heap
     body = bytearray()
-    while True:
-        chunk = await read_chunk(_READ_CHUNK)
-        if not chunk:
-            return bytes(body)
-        if len(body) + len(chunk) > limit:
-            raise ApiError(413, f"request body larger than the limit of {limit:,} bytes")
-        reserve(len(chunk))
-        body += chunk
+    try:
+        while True:
+            chunk = await read_chunk(_READ_CHUNK)
+            if not chunk:
+                return bytes(body)
+            if len(body) + len(chunk) > limit:
+                raise ApiError(413, f"request body larger than the limit of {limit:,} bytes")
+            reserve(len(chunk))
+            body += chunk
+    except BaseException:
+        # the error's traceback holds this frame: without this, the partial body would
+        # live as long as the error (until the cycle collector runs, for a timeout)
+        del body[:]
+        raise
 
 
 async def read_image(request, options: ServeOptions) -> bytes:
