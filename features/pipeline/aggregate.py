@@ -54,6 +54,7 @@ from ..encodings.vlad import vlad_batch
 from ..exceptions import ParameterError, StoreError
 from ..store import Manifest, Store, store_lock
 from ..store.atomic import atomic_path, remove_stale_temporaries
+from ..store.confined import open_confined
 from ..store.encodings import add_encoding, create_dense, write_csr
 from ..store.layout import ENCODINGS_DIR, SAMPLE_FILE, SHARDS_DIR, STORE_FILE
 from ..store.models import read_models, write_models, write_models_file
@@ -519,7 +520,7 @@ def encode_shard(plan: Plan, shard_path, out_path, items=None, config=None,
     if parallel:
         single_threaded_libraries()
     out_path = Path(out_path)
-    with h5py.File(shard_path, "r") as s:
+    with open_confined(shard_path, Path(shard_path).parent.parent) as s:     # STORE/shards/
         first, count = int(s.attrs["first"]), int(s.attrs["count"])
         keys = s["images/key"].asstr()[:]
         status = s["images/status"][:]
@@ -699,7 +700,7 @@ def restore_encodings(store_dir) -> list[str]:
         models = {}
         models_file = enc_dir / f"models-{record.get('token')}.h5"
         if models_file.exists():
-            with h5py.File(models_file, "r") as f:
+            with open_confined(models_file, store_dir) as f:
                 models = read_models(f)
         _attach(store_dir, name, record, records, models)
         names.append(name)

@@ -14,6 +14,7 @@ from ..encodings.bovw import document_frequency, idf_weights, weight_rows
 from ..exceptions import StoreError
 from ..extract.geometry import COLUMNS as GEOMETRY_COLUMNS
 from .atomic import atomic_path
+from .confined import open_confined
 from .encodings import read_csr
 from .layout import OK, SHARDS_DIR, STORE_FILE, word_dtype
 from .write import (CSRWriter, ImageTable, create_offsets, idf_checksum, virtual_concat,
@@ -62,11 +63,11 @@ def merge(directory, config, shard_files: list[str], *, centroids, codebook_attr
     out = directory / STORE_FILE
     tmp = atomic_path(out)
     paths = [directory / SHARDS_DIR / name for name in shard_files]
-    census = _census(paths, len(centroids))
+    census = _census(paths, len(centroids), directory)
     idf = _word_weights(census, config.tfidf, idf)
     with _h5_writing(tmp) as f:
         write_header(f, config, census.n_images, versions=versions, shards=shard_records)
-        failures = _copy_shards(f, paths, census, idf, config)
+        failures = _copy_shards(f, paths, census, idf, config, directory)
         _link_shards(f, shard_files, census, config.frame_units)
         write_failures(f, failures)
         write_codebook(f, centroids, **codebook_attrs)
@@ -99,14 +100,14 @@ class _Census:
         return sum(s.images for s in self.shards)
 
 
-def _census(paths, n_words) -> _Census:
+def _census(paths, n_words, root) -> _Census:
     """The first pass: document frequencies of the words over the ok images, and the
-    sizes of each shard."""
+    sizes of each shard (files of the store ``root``)."""
     df = np.zeros(n_words, np.int64)
     n_ok = 0
     shards = []
     for p in paths:
-        with h5py.File(p, "r") as s:
+        with open_confined(p, root) as s:
             ok = s["images/status"][:] == OK
             indptr = s["counts/indptr"][:]
             keep = np.repeat(ok, np.diff(indptr))
@@ -131,7 +132,7 @@ def _word_weights(census, tfidf, idf=None) -> np.ndarray:
     return np.ones(census.n_words, np.float32)
 
 
-def _copy_shards(f, paths, census, idf, config) -> list:
+def _copy_shards(f, paths, census, idf, config, root) -> list:
     """The second pass: each shard's image table, descriptor offsets and ``bovw`` rows
     (with the raw counts ``bovw_counts``) appended, one shard at a time. Returns the
     failed images as (row, key, reason)."""
@@ -149,7 +150,7 @@ def _copy_shards(f, paths, census, idf, config) -> list:
     failures = []
     at = 0                    # descriptors of the shards before
     for p, shard in zip(paths, census.shards):
-        with h5py.File(p, "r") as s:
+        with open_confined(p, root) as s:
             failures += _copy_images(s, table, offsets, at)
             _copy_rows(s, bovw, counts, idf, config.power)
         at += shard.descriptors

@@ -12,6 +12,7 @@ import numpy as np
 from ..encodings.bovw import CSR
 from ..exceptions import ParameterError, StoreError, first_line
 from ..presets import Config
+from .confined import check_confined, open_confined
 from .encodings import read_csr
 from .keys import KeyTable
 from .layout import FORMAT, SHARDS_DIR, STORE_FILE
@@ -38,7 +39,9 @@ class Store:
     """Read access to a finished store (a directory, or its store.h5).
 
     Opening checks that every shard the store was merged from is there with its size; a
-    store with a missing or changed shard is refused with one line naming the repair."""
+    store with a missing or changed shard is refused with one line naming the repair, and
+    so is one whose HDF5 files would read a file outside the store
+    (:mod:`features.store.confined`)."""
 
     def __init__(self, path, *, check_shards=True, open_shards=False):
         path = Path(path)
@@ -59,6 +62,7 @@ class Store:
 
     @_reading
     def _open(self, check_shards, open_shards):
+        check_confined(self.h5, self.dir, self.path)
         if self.h5.attrs.get("format") != FORMAT:
             raise StoreError(f"{self.path} is an HDF5 file but not a features store")
         try:
@@ -188,7 +192,7 @@ class Store:
         if k not in self._shards:
             name = self.shard_records[k]["file"]
             try:
-                self._shards[k] = h5py.File(self.dir / SHARDS_DIR / name, "r")
+                self._shards[k] = open_confined(self.dir / SHARDS_DIR / name, self.dir)
             except OSError as e:
                 raise StoreError(f"{self.dir}: shard shards/{name} is unreadable "
                                  f"({first_line(e, 160)}); {repair_hint(self.dir)}") from None
@@ -225,7 +229,7 @@ class _RecordReader:
         if k not in self.base:
             _, _, path, name = self.parts[k]
             try:
-                with h5py.File(path, "r") as f:
+                with open_confined(path, self.store.dir) as f:
                     d = f[name]
                     ok = d.chunks is None and d.compression is None and d.dtype == self.dtype
                     self.base[k] = d.id.get_offset() if ok else None
