@@ -40,7 +40,6 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from ..codebook import kmeans
@@ -56,9 +55,12 @@ from ..store import Manifest, Store, store_lock
 from ..store.atomic import atomic_path, remove_stale_temporaries
 from ..store.confined import open_confined
 from ..store.encodings import add_encoding, create_dense, write_csr
+from ..store.h5files import h5_writing, write_h5
 from ..store.layout import ENCODINGS_DIR, SAMPLE_FILE, SHARDS_DIR, STORE_FILE
 from ..store.models import read_models, write_models, write_models_file
+from ..store.oserrors import storage_errors
 from .._shared.threads import single_threaded_libraries
+from .isolate import call_isolated
 from .like import like_params, models_from_like
 from .progress import Progress
 from .runner import batched, limited, run_tasks
@@ -179,7 +181,7 @@ def aggregate(config, store_dir, method, name=None, options=None, jobs=1, *, rep
                          f"choose another --name")
     request = _Request(store_dir, method, name, params, replace, exist_ok, jobs, source, limit,
                        progress)
-    with store_lock(store_dir, "aggregate"):
+    with storage_errors(store_dir), store_lock(store_dir, "aggregate"):
         return _aggregate(request, config, report)
 
 
@@ -537,18 +539,15 @@ def encode_shard(plan: Plan, shard_path, out_path, items=None, config=None,
     if items is not None:
         frames, descriptors, offsets = _extract_again(config, items, keys, status, plan,
                                                       frames, offsets)
-    tmp = atomic_path(out_path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["first"] = first
-            f.attrs["count"] = count
-            if plan.sparse:
-                _write_sparse(f, plan, words, frames, offsets, widths, heights)
-            else:
-                _write_dense(f, plan, descriptors, frames, offsets, widths, heights)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    def fill(f):
+        f.attrs["first"] = first
+        f.attrs["count"] = count
+        if plan.sparse:
+            _write_sparse(f, plan, words, frames, offsets, widths, heights)
+        else:
+            _write_dense(f, plan, descriptors, frames, offsets, widths, heights)
+
+    write_h5(out_path, fill)      # one shard's rows, built in memory: a full disk is an OSError
     return {"file": out_path.name, "first": first, "count": count,
             "first_key": keys[0] if count else "", "last_key": keys[-1] if count else "",
             "bytes": out_path.stat().st_size}
@@ -650,22 +649,35 @@ def _write_dense(f, plan, descriptors, frames, offsets, widths, heights):
 # ---------------------------------------------------------------------------- store.h5
 
 def _attach(store_dir, name, record, records, models) -> Path:
-    """Replace store.h5 by a copy holding encodings/NAME (and the models): copy, add, rename."""
+    """Replace store.h5 by a copy holding encodings/NAME (and the models): copy, add, rename.
+
+    In a worker process: HDF5 may crash the process that fails to write a file (a full
+    disk), see ``features.store.h5files``."""
+    try:
+        return call_isolated(attach_task, store_dir, name, record, records, models,
+                             what="adding the encoding to store.h5")
+    finally:
+        remove_stale_temporaries(store_dir)     # the copy of a worker that died
+
+
+def attach_task(store_dir, name, record, records, models, *, skip=None, on_item=None,
+                fault=None) -> Path:
+    """:func:`_attach`'s work, as a worker task."""
     out = Path(store_dir) / STORE_FILE
     tmp = atomic_path(out)
-    shutil.copyfile(out, tmp)
-    try:
-        with h5py.File(tmp, "r+") as f:
-            add_encoding(f, name, record, records)
-            if models:
-                write_models(f.require_group("models"), models)
-            # the models this encoding was computed with, by checksum (`baseline --val`)
-            f["encodings/" + name].attrs["models"] = json.dumps(
-                {m: str(f["models/" + m].attrs["checksum"]) for m in sorted(models)},
-                sort_keys=True)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    enc_dir = Path(store_dir) / ENCODINGS_DIR / name
+    # what the encoding and its models add, at most: CSR rows are copied (about the size of
+    # their files), dense ones are mapped; with room for HDF5's own structures
+    adds = sum(p.stat().st_size for p in enc_dir.glob("*.h5")) if record.get("sparse") else 0
+    with h5_writing(tmp, copy_from=out, reserve=adds + (256 << 10)) as f:
+        add_encoding(f, name, record, records)
+        if models:
+            write_models(f.require_group("models"), models)
+        # the models this encoding was computed with, by checksum (`baseline --val`)
+        f["encodings/" + name].attrs["models"] = json.dumps(
+            {m: str(f["models/" + m].attrs["checksum"]) for m in sorted(models)},
+            sort_keys=True)
+    os.replace(tmp, out)
     return out
 
 

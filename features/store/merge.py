@@ -1,13 +1,11 @@
 """``store.h5`` built from a job's finished shards (its parts written by :mod:`.write`)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from ..encodings.bovw import document_frequency, idf_weights, weight_rows
@@ -16,37 +14,11 @@ from ..extract.geometry import COLUMNS as GEOMETRY_COLUMNS
 from .atomic import atomic_path
 from .confined import open_confined
 from .encodings import read_csr
+from .h5files import h5_writing
 from .layout import OK, SHARDS_DIR, STORE_FILE, word_dtype
 from .write import (CSRWriter, ImageTable, create_offsets, idf_checksum, virtual_concat,
                     write_codebook, write_failures, write_header, write_idf, write_labels,
                     write_split)
-
-
-# HDF5 files whose writes failed: HDF5 cannot close them (closing one can crash the
-# process), so they are kept open until the process exits (see _h5_writing).
-_abandoned: list = []
-
-
-@contextlib.contextmanager
-def _h5_writing(tmp):
-    """An HDF5 file being written to a temporary path, removed if anything fails.
-
-    When a write fails (a full disk), HDF5 can neither flush nor close the file, and
-    closing it may crash the process: the handle is then abandoned, not closed. Code that
-    writes big HDF5 files to disk therefore runs in a worker process
-    (``features.pipeline.isolate``) that leaves right after reporting the error."""
-    f = h5py.File(tmp, "w")
-    try:
-        yield f
-        f.close()
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        if isinstance(e, (OSError, RuntimeError)):
-            _abandoned.append(f)     # a failed write: closing could crash, see above
-        else:
-            f.close()
-        raise
 
 
 def merge(directory, config, shard_files: list[str], *, centroids, codebook_attrs: dict,
@@ -65,7 +37,7 @@ def merge(directory, config, shard_files: list[str], *, centroids, codebook_attr
     paths = [directory / SHARDS_DIR / name for name in shard_files]
     census = _census(paths, len(centroids), directory)
     idf = _word_weights(census, config.tfidf, idf)
-    with _h5_writing(tmp) as f:
+    with h5_writing(tmp) as f:
         write_header(f, config, census.n_images, versions=versions, shards=shard_records)
         failures = _copy_shards(f, paths, census, idf, config, directory)
         _link_shards(f, shard_files, census, config.frame_units)

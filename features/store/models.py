@@ -19,14 +19,11 @@ A model is kept as ``{"arrays": {name: ndarray}, "attrs": {name: value}}``.
 from __future__ import annotations
 
 import json
-import os
-
-import h5py
 
 from .._shared.hashing import array_sha256
 from ..encodings.methods import METHODS
-from .atomic import atomic_path
 from .encodings import attr_value
+from .h5files import write_h5
 
 
 def model_checksum(arrays: dict) -> str:
@@ -63,10 +60,7 @@ def write_models(group, models):
 
 def write_models_file(path, models):
     """``models`` as a file of their own, written atomically."""
-    tmp = atomic_path(path)
-    with h5py.File(tmp, "w") as f:
-        write_models(f.create_group("models"), models)
-    os.replace(tmp, path)
+    write_h5(path, lambda f: write_models(f.create_group("models"), models))
 
 
 def encoding_models(h5, name) -> dict:
