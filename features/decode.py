@@ -31,11 +31,12 @@ EXIF orientation
 Animated images
     GIF, WebP, AVIF and TIFF: the first frame (page) only.
 Decompression bombs
-    The image size is read from the header before any pixel is decoded; more
-    than ``max_pixels`` pixels (default 178,956,970, Pillow's hard limit) is a
-    :class:`DecodeError`.  Where a header cannot be parsed here, OpenCV's own
-    limit (``CV_IO_MAX_IMAGE_PIXELS``, 2**30) guards the decode and the count is
-    checked afterwards.
+    The image size is read from the header before any pixel is decoded, for
+    every decoded format (JPEG, PNG, GIF screen and first frame, BMP, classic
+    TIFF and BigTIFF in both byte orders, WebP, PNM and PAM, JPEG 2000, AVIF,
+    Sun raster); more than ``max_pixels`` pixels (default 178,956,970,
+    Pillow's hard limit) is a :class:`DecodeError`, and so is a header whose
+    size cannot be read: nothing is decoded blind.
 Truncation
     A JPEG without an end-of-image marker after its scan data and a PNG without
     an ``IEND`` chunk are refused ("truncated JPEG", "truncated PNG") rather
@@ -237,32 +238,47 @@ def _exif_orientation(data, start, end):
     return 1
 
 
+_MAX_TILE = 1024
+_TIFF_VALUE = {3: "H", 4: "I", 8: "h", 9: "i", 16: "Q", 17: "q"}  # SHORT LONG SSHORT SLONG LONG8
+
+
 def _tiff_size(data):
+    """Width and height of the first IFD (the page OpenCV decodes), classic TIFF or BigTIFF,
+    either byte order."""
     order = "<" if data[:2] == b"II" else ">"
-    if data[2:4] in (b"+\x00", b"\x00+"):
-        return None  # BigTIFF: leave it to OpenCV's limit
-    (ifd,) = struct.unpack_from(order + "I", data, 4)
-    (count,) = struct.unpack_from(order + "H", data, ifd)
-    width = height = None
+    if data[2:4] in (b"+\x00", b"\x00+"):  # BigTIFF: 64-bit offsets, 20-byte entries
+        offset_size, reserved, ifd = struct.unpack_from(order + "HHQ", data, 4)
+        if offset_size != 8 or reserved != 0:
+            raise DecodeError("corrupt TIFF header (bad BigTIFF header)")
+        (count,) = struct.unpack_from(order + "Q", data, ifd)
+        first, entry, layout = ifd + 8, 20, "HHQ8s"
+    else:
+        (ifd,) = struct.unpack_from(order + "I", data, 4)
+        (count,) = struct.unpack_from(order + "H", data, ifd)
+        first, entry, layout = ifd + 2, 12, "HHI4s"
+    if first + count * entry > len(data):
+        raise DecodeError("corrupt TIFF header (directory past the end of the file)")
+    size = {}
     for i in range(count):
-        tag, typ, _, value = struct.unpack_from(order + "HHI4s", data, ifd + 2 + 12 * i)
-        if tag in (256, 257):
-            fmt = "H" if typ == 3 else "I"
-            (v,) = struct.unpack_from(order + fmt, value, 0)
-            if tag == 256:
-                width = v
-            else:
-                height = v
-    if width is None or height is None:
-        return None
+        tag, typ, n, value = struct.unpack_from(order + layout, data, first + entry * i)
+        if tag in (256, 257, 322, 323):  # width, height, tile width, tile length
+            if typ not in _TIFF_VALUE or n != 1:
+                raise DecodeError("corrupt TIFF header (bad image size field)")
+            (size[tag],) = struct.unpack_from(order + _TIFF_VALUE[typ], value, 0)
+    if 256 not in size or 257 not in size:
+        raise DecodeError("corrupt TIFF header (no image width or height)")
+    width, height = size[256], size[257]
+    # the decoder allocates a whole tile, and a tile may overhang a small image (256 x 256
+    # tiles for a 100 x 70 image are common); one far larger than both would be a bomb that
+    # the image size does not show
+    if size.get(322, 0) > max(width, _MAX_TILE) or size.get(323, 0) > max(height, _MAX_TILE):
+        raise DecodeError("corrupt TIFF header (a tile larger than the image)")
     return width, height
 
 
-def _pnm_size(data):
+def _pnm_tokens(data, pos, n, count):
     tokens = []
-    pos = 2
-    n = min(len(data), 4096)
-    while len(tokens) < 2 and pos < n:
+    while len(tokens) < count and pos < n:
         c = data[pos:pos + 1]
         if c == b"#":
             while pos < n and data[pos:pos + 1] not in (b"\n", b"\r"):
@@ -274,8 +290,16 @@ def _pnm_size(data):
             while pos < n and not data[pos:pos + 1].isspace():
                 pos += 1
             tokens.append(bytes(data[start:pos]))
-    if data[1:2] == b"7":
-        return None  # PAM header: WIDTH/HEIGHT keywords, rare; OpenCV's limit applies
+    return tokens
+
+
+def _pnm_size(data):
+    n = min(len(data), 4096)
+    if data[1:2] == b"7":  # PAM: "WIDTH w", "HEIGHT h", ... lines up to ENDHDR
+        tokens = _pnm_tokens(data, 2, n, 64)
+        fields = dict(zip(tokens[::2], tokens[1::2]))
+        return int(fields[b"WIDTH"]), int(fields[b"HEIGHT"])
+    tokens = _pnm_tokens(data, 2, n, 2)
     return int(tokens[0]), int(tokens[1])
 
 
@@ -293,11 +317,31 @@ def _webp_size(data):
         w = int.from_bytes(data[24:27], "little") + 1
         h = int.from_bytes(data[27:30], "little") + 1
         return w, h
-    return None
+    raise DecodeError("corrupt WebP header (no VP8, VP8L or VP8X chunk)")
+
+
+def _gif_size(data):
+    """The larger of the logical screen and the first frame (a frame may stick out of the
+    screen, and the decoder allocates what it covers)."""
+    w, h, packed = struct.unpack_from("<HHB", data, 6)
+    pos = 13 + (3 << ((packed & 7) + 1) if packed & 0x80 else 0)
+    n = min(len(data), 1 << 20)  # extensions before the first frame are small
+    while pos < n:
+        block = data[pos]
+        if block == 0x2C:  # image descriptor
+            left, top, fw, fh = struct.unpack_from("<HHHH", data, pos + 1)
+            return max(w, left + fw), max(h, top + fh)
+        if block != 0x21:  # trailer or garbage: the decoder says what is wrong
+            break
+        pos += 2
+        while pos < n and data[pos]:
+            pos += data[pos] + 1
+        pos += 1
+    return w, h
 
 
 def _jp2_size(data):
-    head = bytes(data[:4096])
+    head = bytes(data[:65536])
     i = head.find(b"\xffQ")  # SIZ marker of the codestream
     if i >= 0 and i + 22 <= len(head):
         xsiz, ysiz, xo, yo = struct.unpack_from(">IIII", head, i + 6)
@@ -319,7 +363,8 @@ def _avif_size(data):
 
 
 def _header(data, fmt):
-    """Header of `data` in format `fmt`: a _Header, or None when the size is unknown."""
+    """Header of `data` in format `fmt`: a _Header; DecodeError when the size cannot be read
+    (a file is never decoded without knowing how many pixels it will take)."""
     if fmt == "jpeg":
         return _jpeg_header(data)
     try:
@@ -330,7 +375,7 @@ def _header(data, fmt):
             truncated = data.rfind(b"IEND") < 0
             return _Header(w, h, truncated)
         if fmt == "gif":
-            w, h = struct.unpack_from("<HH", data, 6)
+            w, h = _gif_size(data)
         elif fmt == "bmp":
             (hsize,) = struct.unpack_from("<I", data, 14)
             if hsize == 12:
@@ -345,9 +390,10 @@ def _header(data, fmt):
                      "jp2": _jp2_size, "avif": _avif_size}[fmt]
             size = parse(data)
             if size is None:
-                return None
+                # decoding blind would let the decoder allocate whatever the file claims
+                raise DecodeError(f"cannot read the image size from the {fmt.upper()} header")
             w, h = size
-    except (struct.error, ValueError, IndexError) as exc:
+    except (struct.error, ValueError, IndexError, KeyError) as exc:
         if isinstance(exc, DecodeError):
             raise
         raise DecodeError(f"corrupt {fmt.upper()} header") from None
@@ -355,7 +401,8 @@ def _header(data, fmt):
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) read from the header of `data`, or None when unknown.
+    """(width, height) read from the header of `data`; None for bytes that are no format
+    decoded here.
 
     For JPEG the size is the one after EXIF orientation, as
     :func:`decode_gray` reports it.  Raises DecodeError on a corrupt header.
@@ -439,17 +486,16 @@ def decode_gray(data: bytes, max_side: int | None = None, *,
         raise DecodeError(f"not an image (starts with {bytes(data[:8])!r})")
     if fmt not in _DECODED:
         raise DecodeError(f"unsupported format: {fmt}")
-    header = _header(data, fmt)
-    if header is not None:
-        if header.width < 1 or header.height < 1:
-            raise DecodeError(f"corrupt {fmt.upper()} header ({header.width}x{header.height})")
-        _check_pixels(header.width, header.height, max_pixels)
-        if header.truncated:
-            raise DecodeError(f"truncated {fmt.upper()}")
+    header = _header(data, fmt)  # every decoded format's size is known before decoding
+    if header.width < 1 or header.height < 1:
+        raise DecodeError(f"corrupt {fmt.upper()} header ({header.width}x{header.height})")
+    _check_pixels(header.width, header.height, max_pixels)
+    if header.truncated:
+        raise DecodeError(f"truncated {fmt.upper()}")
 
     buf = np.frombuffer(data, np.uint8)
     r = 1
-    if header is not None and header.reducible and max_side is not None:
+    if header.reducible and max_side is not None:
         tw, th = target_size(header.width, header.height, max_side)
         r = _reduction(header.width, header.height, tw, th)
     try:
@@ -471,7 +517,8 @@ def decode_gray(data: bytes, max_side: int | None = None, *,
             gray = _finish_reduced(gray, r, width, height, tw, th, header.orientation)
     else:
         height, width = gray.shape
-        if header is None:
+        if width * height > max_pixels:  # a header that under-stated the size
+            del gray  # no pixels kept alive by the error's traceback
             _check_pixels(width, height, max_pixels)
     tw, th = target_size(width, height, max_side)
     if gray.shape != (th, tw):
@@ -517,3 +564,36 @@ def _check_pixels(width, height, max_pixels):
 def _cv_reason(exc):
     msg = str(exc).strip().splitlines()
     return msg[-1][:80] if msg else "OpenCV error"
+
+
+def decode_array(image, max_side: int | None = None) -> Decoded:
+    """An image already decoded in memory (``skimage.io.imread``, Pillow's
+    ``np.asarray(img)``, OpenCV with its channels turned to RGB) under the same policy as
+    :func:`decode_gray`: BT.601 luma, then shrunk with area averaging to ``max_side``.
+
+    ``image``: a 2-D gray array, or (h, w, 3) RGB / (h, w, 4) RGBA (alpha ignored); uint8,
+    uint16 (its high byte kept, as for 16-bit files), or float with values in [0, 1].
+    ``width`` and ``height`` are the array's; ``format`` is ``"array"``."""
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] in (3, 4):
+        a = a[:, :, :3]
+    elif a.ndim != 2:
+        raise ParameterError(f"image must be a 2-D gray array or an (h, w, 3) RGB array, got "
+                             f"shape {a.shape}", "image")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ParameterError(f"image is empty (shape {a.shape})", "image")
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 1:
+            raise ParameterError("a float image must hold finite values in [0, 1]", "image")
+        a = np.rint(a * 255).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise ParameterError(f"image must be uint8, uint16 or float in [0, 1], got {a.dtype}",
+                             "image")
+    gray = cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY) if a.ndim == 3 else a
+    height, width = gray.shape
+    tw, th = target_size(width, height, max_side)
+    if gray.shape != (th, tw):
+        gray = cv2.resize(gray, (tw, th), interpolation=cv2.INTER_AREA)
+    return Decoded(np.ascontiguousarray(gray), int(width), int(height), "array")

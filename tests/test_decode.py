@@ -382,3 +382,82 @@ def test_corrupt_jpeg_markers(rgb):
     no_frame = data[:app0_end] + data[data.find(b"\xff\xda"):]
     with pytest.raises(DecodeError, match="no frame header"):
         decode_gray(no_frame)
+
+
+# ---- every format's size is read before decoding ----------------------------------------
+
+@pytest.mark.parametrize("order", ["<", ">"])
+@pytest.mark.parametrize("big", [False, True], ids=["tiff", "bigtiff"])
+def test_tiff_and_bigtiff_size_from_header(order, big):
+    from tiff_files import gray_tiff
+    pixels = (np.arange(12 * 7) * 3 % 256).astype(np.uint8).reshape(7, 12)
+    data = gray_tiff(pixels, order=order, big=big)
+    assert image_size(data) == (12, 7)
+    assert np.array_equal(decode_gray(data).gray, pixels)
+    bomb = gray_tiff(size=(30000, 30000), order=order, big=big)
+    assert image_size(bomb) == (30000, 30000)
+    with pytest.raises(DecodeError, match=r"too many pixels \(30000x30000"):
+        decode_gray(bomb)
+
+
+def test_gif_frame_larger_than_its_screen_counts():
+    data = bytearray(_pil_encode("GIF", Image.fromarray(np.zeros((8, 8), np.uint8))))
+    i = data.index(b"\x2c")  # the first image descriptor
+    struct.pack_into("<HHHH", data, i + 1, 0, 0, 20000, 20000)
+    assert image_size(bytes(data)) == (20000, 20000)
+    with pytest.raises(DecodeError, match="too many pixels"):
+        decode_gray(bytes(data))
+
+
+def test_pam_size_from_header():
+    data = b"P7\nWIDTH 30000\nHEIGHT 30000\nDEPTH 1\nMAXVAL 255\nTUPLTYPE GRAYSCALE\nENDHDR\n"
+    assert image_size(data + b"\0" * 64) == (30000, 30000)
+    with pytest.raises(DecodeError, match="too many pixels"):
+        decode_gray(data + b"\0" * 64)
+
+
+def test_tiff_tile_far_larger_than_the_image_is_refused():
+    from tiff_files import gray_tiff
+    data = bytearray(gray_tiff(np.zeros((8, 8), np.uint8)))
+    count = struct.unpack_from("<H", data, 8)[0]
+    # turn the Compression entry (259) into TileWidth (322) = 60000: an allocation of
+    # 60000 x tile length for an 8 x 8 image
+    i = 10 + [struct.unpack_from("<H", data, 10 + 12 * k)[0] for k in range(count)].index(259) * 12
+    struct.pack_into("<HHII", data, i, 322, 4, 1, 60000)
+    with pytest.raises(DecodeError, match="tile larger than the image"):
+        decode_gray(bytes(data))
+
+
+@pytest.mark.parametrize("data", [
+    b"RIFF\x20\x00\x00\x00WEBPXYZW" + b"\0" * 32,            # no VP8/VP8L/VP8X chunk
+    b"II*\x00\x08\x00\x00\x00\x00\x00" + b"\0" * 8,          # a TIFF directory without a size
+    b"P7\nDEPTH 1\nENDHDR\n" + b"\0" * 8,                       # a PAM without WIDTH
+    b"\x00\x00\x00\x0cjP  \r\n\x87\n" + b"\0" * 64,           # a JPEG 2000 box without a size
+])
+def test_unreadable_size_is_refused_not_decoded(data):
+    with pytest.raises(DecodeError, match="corrupt|cannot read the image size"):
+        decode_gray(data)
+
+
+def test_a_decoded_array_follows_the_policy_of_files(rgb):
+    """An RGB array gives what its lossless PNG gives: the same size and shrink, and the
+    same BT.601 luma within the rounding of libpng's fixed-point version of it."""
+    from features.decode import decode_array
+    from features.exceptions import ParameterError
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    for max_side in (None, 100):
+        from_file = decode_gray(png.tobytes(), max_side)
+        from_array = decode_array(rgb, max_side)
+        assert (from_array.width, from_array.height) == (from_file.width, from_file.height)
+        assert from_array.gray.shape == from_file.gray.shape
+        diff = np.abs(from_array.gray.astype(int) - from_file.gray)
+        assert diff.max() <= 1
+    gray = decode_gray(png.tobytes()).gray
+    np.testing.assert_array_equal(decode_array(gray).gray, gray)
+    np.testing.assert_array_equal(decode_array(gray / 255.0).gray, gray)
+    np.testing.assert_array_equal(decode_array(gray.astype(np.uint16) << 8).gray, gray)
+    for bad in (gray.astype(np.int32), gray * 1.0, np.zeros((4, 4, 2), np.uint8),
+                np.zeros((0, 3), np.uint8)):
+        with pytest.raises(ParameterError, match="image"):
+            decode_array(bad)

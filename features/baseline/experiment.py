@@ -3,7 +3,8 @@
 Which images train and which score:
 
 - ``val`` given (a second store, e.g. encoded with ``features run VAL --like TRAIN``): every
-  ok image of the train store trains, every ok labelled image of the val store scores.  The
+  ok image of the train store (of its ``train`` split, if it has splits) trains, every ok
+  labelled image of the val store scores; none may be a training image (:mod:`.leaks`).  The
   two stores must share the codebook and the models the encodings learned (compared by
   checksum) and the val classes must be train classes (matched by class id).
 - else, if the store has ``images/split`` (a source with ``train/`` and ``val/`` folders),
@@ -32,8 +33,8 @@ import numpy as np
 from .._shared.hashing import array_sha256
 from ..exceptions import BaselineError, ParameterError
 from ..store.encodings import EncodingRows, encoding_attrs, list_encodings
-from ..store.models import encoding_models
-from . import hedging, metrics, significance
+from ..store.models import encoding_models, model_path
+from . import hedging, leaks, metrics, significance
 from .metrics import format_error
 from .linear import CLASSIFIERS, DEFAULT_LAMBDAS, decision_blocks, feature_stats, train_sgd
 from .wordnet import WNID, ClassHierarchy, IsA
@@ -77,7 +78,7 @@ def codebook_checksum(h5):
 
 def check_same_models(store, val_store, names):
     """A val store must be encoded as the train store: the same codebook and, for each
-    encoding scored, the same options and the same models (``models/*``, by the checksums
+    encoding scored, the same options and the same models (``models/NAME/*``, by the checksums
     both stores recorded for it; see :mod:`features.store.models`)."""
     hint = f"(encode it with `features run VAL -o VALSTORE --like {store.dir}`)"
     ours, theirs = codebook_checksum(store.h5), codebook_checksum(val_store.h5)
@@ -93,8 +94,8 @@ def check_same_models(store, val_store, names):
         ours, theirs = encoding_models(store.h5, name), encoding_models(val_store.h5, name)
         for model in sorted(set(ours) | set(theirs)):
             if ours.get(model) != theirs.get(model):
-                # bovw's word weights are encodings/idf, the other models under models/
-                path = "encodings/idf" if model == "idf" else f"models/{model}"
+                # bovw's word weights are encodings/idf, the others models/NAME/MODEL
+                path = model_path(store.h5, name, model)
                 what = (f"computed encodings/{name} without the {path} of "
                         f"{store.dir}" if model not in theirs else
                         f"computed encodings/{name} with another {path} than "
@@ -134,21 +135,40 @@ def _splits(store, val_store, seed, val_fraction, train_per_class):
                                 f"train store {store.dir} does not have")
         remap = np.array([where.get(c, -1) for c in val_classes], dtype=np.int64)
         train_rows = ok
+        if "images/split" in store.h5:
+            # a store with splits trains on its train split: its val/ images are its own
+            # held-apart images (and often those of the val store)
+            train_rows = ok[store.h5["images/split"].asstr()[:][ok] == "train"]
         val = _Side(val_store, val_ok, remap[val_labels[val_ok]])
         split_kind = "val store"
+        checked = leaks.check_disjoint(store, train_rows, val_store, val_ok)
     elif "images/split" in store.h5:
         split = store.h5["images/split"].asstr()[:]
         train_rows = ok[split[ok] == "train"]
         val_rows = ok[split[ok] == "val"]
         if len(val_rows) == 0:
             raise BaselineError(f"store {store.dir} has splits but no labelled val image")
+        _check_models_unseen(store, val_rows)
         val = _Side(store, val_rows, labels[val_rows])
         split_kind = "source splits"
+        checked = leaks.check_disjoint(store, train_rows, store, val_rows,
+                                       what="the val split of store")
     else:
-        val_rows = _per_class_pick(ok, labels, keys, seed, fraction=val_fraction, at_least=1)
+        # the images the codebook and the models were learned from only ever train
+        seen = leaks.model_sample_rows(store)
+        unseen = np.setdiff1d(ok, seen)
+        val_rows = _per_class_pick(unseen, labels, keys, seed, fraction=val_fraction,
+                                   at_least=1)
+        if len(val_rows) == 0 and len(seen):
+            raise BaselineError(
+                f"store {store.dir}: its codebook and models were learned from "
+                f"{len(np.intersect1d(ok, seen))} of its {len(ok)} labelled images, which "
+                f"leaves none to score; give a val store encoded --like it (--val)")
         train_rows = np.setdiff1d(ok, val_rows)
         val = _Side(store, val_rows, labels[val_rows])
         split_kind = f"seeded split ({val_fraction:g} of each class scores)"
+        checked = (f"no scored image is one of the {len(np.intersect1d(ok, seen))} images "
+                   f"the codebook and the models were learned from (they only train)")
     if train_per_class is not None:
         if train_per_class < 1:
             raise ParameterError(f"train_per_class must be >= 1, got {train_per_class}",
@@ -164,7 +184,20 @@ def _splits(store, val_store, seed, val_fraction, train_per_class):
                             + (f" ({len(missing)} such classes)" if len(missing) > 1 else ""))
     if len(val.rows) == 0:
         raise BaselineError(f"no labelled image left to score in {val.store.dir}")
-    return classes, _Side(store, train_rows, labels[train_rows]), val, split_kind
+    return classes, _Side(store, train_rows, labels[train_rows]), val, split_kind, checked
+
+
+def _check_models_unseen(store, val_rows):
+    """Refuse a store whose codebook or models were learned from images of its val split
+    (a store built before the sample was drawn from the train split only)."""
+    if leaks.sample_splits(store) in ("train", "none"):
+        return
+    seen = np.intersect1d(leaks.model_sample_rows(store), val_rows)
+    if len(seen):
+        raise BaselineError(
+            f"store {store.dir}: its codebook and models were learned from a sample holding "
+            f"{len(seen)} images of its val split (e.g. {store.keys[seen[0]]!r}); build it "
+            f"again into a new folder (the sample now takes train/ images only)")
 
 
 def class_hierarchy(classes, names, spec=None):
@@ -219,6 +252,7 @@ class _Plan:
     fit: _Side
     held: _Side
     val: _Side
+    leaks: str = ""              # how the scored images were kept apart from the training ones
 
     @property
     def n_classes(self) -> int:
@@ -251,6 +285,7 @@ def evaluate(store, val_store=None, *, encoding=None, classifiers=CLASSIFIERS, h
     """
     options = _Options(classifiers, seed, val_fraction, heldout_fraction, train_per_class,
                        epochs, lambdas, keep_scores)
+    leaks.check_not_same(store, val_store)
     names = _encodings(store, val_store, encoding)
     plan = _plan(store, val_store, hierarchy, options)
     out = _header(plan, val_store, options)
@@ -312,8 +347,8 @@ def _encodings(store, val_store, encoding):
 def _plan(store, val_store, hierarchy, options) -> _Plan:
     """The images that train and score (module doc), the held-out part of the training
     images, and the classes' hierarchy and names."""
-    classes, train, val, split_kind = _splits(store, val_store, options.seed,
-                                              options.val_fraction, options.train_per_class)
+    classes, train, val, split_kind, checked = _splits(
+        store, val_store, options.seed, options.val_fraction, options.train_per_class)
     stored = store.class_names or [""] * len(classes)
     hier, hier_source = class_hierarchy(classes, [n or c for n, c in zip(stored, classes)],
                                         hierarchy)
@@ -321,7 +356,8 @@ def _plan(store, val_store, hierarchy, options) -> _Plan:
     class_names = [n or (hier.names[i].split(",")[0] if not hier_source.startswith("flat")
                          else c) for i, (n, c) in enumerate(zip(stored, classes))]
     fit, held = _hold_out(store, train, options.seed, options.heldout_fraction)
-    return _Plan(store, classes, class_names, split_kind, hier, hier_source, fit, held, val)
+    return _Plan(store, classes, class_names, split_kind, hier, hier_source, fit, held, val,
+                 checked)
 
 
 def _hold_out(store, train, seed, fraction):
@@ -341,7 +377,8 @@ def _header(plan, val_store, options) -> dict:
     """The result's description of the experiment; its ``results`` still empty."""
     return {
         "store": str(plan.store.dir), "val_store": str(val_store.dir) if val_store else None,
-        "split": plan.split, "classes": plan.classes, "class_names": plan.class_names,
+        "split": plan.split, "leak_check": plan.leaks, "classes": plan.classes,
+        "class_names": plan.class_names,
         "hierarchy": plan.hierarchy_source, "seed": options.seed,
         "train_images": int(len(plan.fit.rows)), "heldout_images": int(len(plan.held.rows)),
         "val_images": int(len(plan.val.rows)), "train_per_class": options.train_per_class,

@@ -7,6 +7,7 @@ are written block by block, so memory stays bounded whatever the number of image
 """
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import h5py
@@ -44,15 +45,19 @@ def write_synthetic_store(directory, labels, *, classes=None, names=None, dense=
     with h5py.File(directory / "store.h5", "w") as f:
         write_header(f, get_preset("sift", words=16), n, versions=library_versions())
         status = np.zeros(n, np.uint8) if status is None else np.asarray(status, np.uint8)
-        write_images(f, [f"{classes[c] if c >= 0 else 'none'}/{i:07d}.png"
-                         for i, c in enumerate(labels)],
+        keys = [f"{classes[c] if c >= 0 else 'none'}/{i:07d}.png" for i, c in enumerate(labels)]
+        # each image its own (made-up) file bytes: stores of other seeds share no image
+        digests = [hashlib.sha256(f"{seed}/{k}".encode()).hexdigest() for k in keys]
+        write_images(f, keys, sha256=digests,
                      label=labels, width=np.full(n, 64, np.int32),
                      height=np.full(n, 64, np.int32), status=status,
                      reason=["" if s == 0 else "broken" for s in status])
         if split is not None:
             write_split(f, split)
         create_offsets(f, n)
-        write_codebook(f, centroids if centroids is not None else np.zeros((16, 128)))
+        # no model of this store learned from its images
+        write_codebook(f, centroids if centroids is not None else np.zeros((16, 128)),
+                       sample_splits="none")
         write_labels(f, classes, names or ())
         enc = f.create_group("encodings")
         lab = np.maximum(labels, 0)

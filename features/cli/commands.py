@@ -21,7 +21,31 @@ def _config(args):
                      failure_budget=args.failure_budget)
     if args.no_descriptors:
         overrides["store_descriptors"] = False
-    return get_preset(args.preset, **overrides)
+    return get_preset(args.preset or "sift", **overrides)
+
+
+# the recipe options of `run` (the configuration fields they set)
+_RECIPE_OPTIONS = ("preset", "words", "max_side", "step", "points_per_word", "sample_per_image",
+                   "sample_images", "seed", "shard_size", "failure_budget")
+
+
+def _check_like_recipe(args):
+    """``run --like STORE`` encodes with STORE's recipe: a recipe option given that differs
+    from it would be ignored, so it is refused (one line naming the option and STORE's
+    value); an option equal to STORE's is fine."""
+    from ..store import Store
+    with Store(args.like) as other:
+        config = other.config
+    for name in _RECIPE_OPTIONS:
+        given = getattr(args, name)
+        if given is not None and given != getattr(config, name):
+            raise ParameterError(f"{name} {given} contradicts the recipe of {args.like}, "
+                                 f"which --like reuses ({name} {getattr(config, name)}); "
+                                 f"leave it out", name)
+    if args.no_descriptors and config.store_descriptors:
+        raise ParameterError(f"no_descriptors contradicts the recipe of {args.like}, which "
+                             f"--like reuses (it keeps the descriptors); leave it out",
+                             "no_descriptors")
 
 
 def _stored_config(out):
@@ -36,7 +60,13 @@ def _stored_config(out):
 
 def _source(args):
     from ..sources import open_source
-    return open_source(args.source, kind=args.kind, labels=args.labels, synsets=args.synsets)
+    source = open_source(args.source, kind=args.kind, labels=args.labels, synsets=args.synsets)
+    if source.kind in ("ilsvrc-val", "ilsvrc-val-tar") and args.labels is None:
+        # its labels are in a separate file: without it every image is unlabelled, which a
+        # baseline finds out only much later
+        print(f"features: warning: {args.source} is an ILSVRC val set without --labels: its "
+              f"images get no label (-1); give the ground truth with --labels", file=sys.stderr)
+    return source
 
 
 def _check_job(args):
@@ -72,6 +102,8 @@ def _finish(summary, config, out):
 def cmd_run(args):
     from .. import pipeline
     _check_job(args)
+    if args.like:
+        _check_like_recipe(args)
     config, source = _config(args), _source(args)
     encodings = [m.strip() for m in (args.encodings or "").split(",") if m.strip()]
     with _workers(args) as jobs:
@@ -192,8 +224,13 @@ def cmd_serve(args):
     from ..serve import serve
     if not args.max_body_mb > 0:
         raise ParameterError(f"max_body_mb must be > 0, got {args.max_body_mb}", "max_body_mb")
+    if not args.upload_memory_mb > 0:
+        raise ParameterError(f"upload_memory_mb must be > 0, got {args.upload_memory_mb}",
+                             "upload_memory_mb")
     limits = dict(threads=args.threads, max_body=max(1, int(args.max_body_mb * 1024 * 1024)),
-                  timeout=args.timeout, max_concurrent=args.max_concurrent)
+                  timeout=args.timeout, max_concurrent=args.max_concurrent,
+                  header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                  upload_memory=max(1, int(args.upload_memory_mb * 1024 * 1024)))
     if args.max_pixels is not None:
         limits["max_pixels"] = args.max_pixels
     limits["search_params"] = _search_params(args)
@@ -214,6 +251,10 @@ def cmd_info(args):
     for name, e in sorted(info["encoding_details"].items()):
         print(f"encoding:     {name}: {e['method'] or '?'}, {e['layout']}, {e['dim']} dims, "
               f"{e['dtype']}, {e['bytes'] / 1e6:.1f} MB")
+        for model, m in sorted(info["models"].get(name, {}).items()):
+            shape = " x ".join(map(str, m["shape"])) if m["shape"] else "missing"
+            print(f"  model:      {m['path']}: {shape}, learned from "
+                  f"{m['learned_from'] or 'an unrecorded number of descriptors'}")
     ix = info.get("index_info")
     print("index:        " + (f"{ix['vectors']} images, {ix['factory'] or '?'} on "
                               f"{ix['encoding'] or '?'}"

@@ -46,7 +46,8 @@ def _common_options() -> argparse.ArgumentParser:
 
 def _config_options(p):
     g = p.add_argument_group("recipe (defaults come from the preset)")
-    g.add_argument("--preset", default="sift", help="sift, phow or sbow (default: sift)")
+    # no default here: `run --like` tells a preset given from none
+    g.add_argument("--preset", help="sift, phow or sbow (default: sift)")
     g.add_argument("--words", type=int, help="codebook size")
     g.add_argument("--max-side", type=int, help="resize images to this max side (never enlarged)")
     g.add_argument("--step", type=int, help="dense SIFT grid step in pixels")
@@ -120,7 +121,8 @@ def build_parser():
     sp = add("run", c.cmd_run, "all steps: sample, codebook, encode, index")
     sp.add_argument("source", help="image folder, ImageNet layout, archive or list file")
     sp.add_argument("--encodings", help="comma-separated encodings to add after encode, with "
-                                        "their defaults: bovw, spm, vlad, fisher")
+                                        "their defaults: bovw, spm, vlad, fisher; with "
+                                        "--like, also names of STORE's encodings")
     sp.add_argument("--like", metavar="STORE",
                     help="encode with the recipe and codebook of STORE (e.g. val images like "
                          "the train store); learns no codebook")
@@ -207,6 +209,14 @@ def build_parser():
     sp.add_argument("--max-pixels", type=int,
                     help="largest accepted image in pixels; larger gets 400 (the decoder's "
                          "limit: 178,956,970)")
+    sp.add_argument("--header-timeout", type=float, default=10.0,
+                    help="seconds a connection has to send a request's headers (after "
+                         "opening or after its previous answer) before it is closed (10)")
+    sp.add_argument("--body-timeout", type=float, default=20.0,
+                    help="seconds an upload's body has to arrive; later gets 408 (20)")
+    sp.add_argument("--upload-memory-mb", type=float, default=256.0,
+                    help="MiB of upload bodies held in memory at once, all requests "
+                         "together; an upload that does not fit gets 503 (256)")
     _search_param_options(sp, "of every request unless it gives its own; default: those "
                               "recorded by `features index`")
     sp = add("info", c.cmd_info, "what a store holds")

@@ -3,13 +3,14 @@ a step whose output is recorded in the store's manifest is skipped, and the enco
 skips the shards already written.
 
     source --sample_descriptors--> sample.npy --train_codebook--> codebook.npy
-           --encode_images--> shards/*.h5 + store.h5 --build_index--> index.faiss
+           --encode_images--> shards/*.h5 + store.h5 --build_index--> index-GEN/index.faiss
 """
 from __future__ import annotations
 
 import csv
 import functools
 import inspect
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,17 +23,28 @@ from .._shared.versions import library_versions
 from ..codebook import KMEANS_ALGORITHM, KMEANS_TOL, bottom_k, kmeans
 from ..encodings.methods import METHODS
 from ..exceptions import StoreError
+from ..sources import open_source
 from ..sources.base import items_digest
+from ..sources.splits import split_of
 from ..store import Manifest, Store, atomic_file, store_lock
 from ..store.atomic import remove_stale_temporaries
+from ..store.shards import relabel_shard
 from ..store.layout import CODEBOOK_FILE, FAILURES_FILE, SAMPLE_FILE, SHARDS_DIR
 from ..store.oserrors import storage_errors
 from .aggregate import aggregate, restore_encodings
 from .isolate import call_isolated
-from .like import check_like_models
+from .like import check_like_models, like_encodings
 from .progress import Progress
 from .runner import batched, limited, n_workers, run_tasks
 from .tasks import merge_task, process_shard, sample_batch
+
+
+def _opened(source):
+    """A source given as a path (a folder, a list, an archive) opened as ``features run``
+    opens it, its kind recognized by its layout; a source object as it is."""
+    if isinstance(source, (str, os.PathLike)):
+        return open_source(str(source))
+    return source
 
 
 def _total(source, limit):
@@ -83,13 +95,21 @@ def sample_descriptors(config, source, out, *, jobs=1, limit=None, progress=True
     whatever the order or the worker count), at most ``config.sample_per_image`` seeded
     descriptors of each, then at most ``config.sample_size`` (words x points_per_word)
     of all those, chosen by a seeded draw over their concatenation in key order.
+
+    On a source with splits (``split-tree``) only the ``train`` images are sampled: the
+    codebook and every model learned from the sample never see an image that is scored.
     """
+    source = _opened(source)
     manifest = _prepare(config, out)
     manifest.check_job(source, limit)
     path = Path(out) / SAMPLE_FILE
     if manifest.is_done("sample") and path.exists():
         return path
-    chosen = bottom_k(limited(source, limit), config.images_to_sample, config.seed)
+    splits = sample_splits(source)
+    candidates = limited(source, limit)
+    if splits == "train":
+        candidates = (item for item in candidates if split_of(item.key) == "train")
+    chosen = bottom_k(candidates, config.images_to_sample, config.seed)
     bar = Progress("sample", len(chosen), enabled=progress)
     parts = []
     batch = max(1, min(64, -(-len(chosen) // (n_workers(jobs) * 4))))
@@ -105,8 +125,26 @@ def sample_descriptors(config, source, out, *, jobs=1, limit=None, progress=True
         rng = np.random.default_rng([config.seed, 2])
         sample = sample[np.sort(rng.choice(len(sample), config.sample_size, replace=False))]
     _save_npy(path, sample)
-    manifest.step_done("sample", images=len(chosen), descriptors=int(len(sample)))
+    manifest.step_done("sample", images=len(chosen), descriptors=int(len(sample)),
+                       splits=splits)
     return path
+
+
+def sample_splits(source) -> str:
+    """Which images of ``source`` the codebook sample is drawn from: ``train`` (its train
+    split) for a source with splits, ``all`` for the others."""
+    return "train" if getattr(source, "kind", "") == "split-tree" else "all"
+
+
+def _sample_splits_attr(manifest) -> dict:
+    """The ``sample_splits`` attribute of ``codebook``: the images the codebook and the
+    models saw: ``train``, ``all``, or ``none`` of this store's (``--like``: learned from
+    another store's). Nothing for a sample taken before it was recorded."""
+    steps = manifest.data["steps"]
+    if (steps.get("codebook") or {}).get("like"):
+        return {"sample_splits": "none"}
+    splits = (steps.get("sample") or {}).get("splits")
+    return {"sample_splits": splits} if splits else {}
 
 
 @_writer("codebook")
@@ -148,6 +186,7 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
                   progress=True, idf=None) -> EncodeSummary:
     """Pass 2: extract, quantize and count words shard by shard, then merge into store.h5
     (``idf``: the word weights to use, else the collection's own)."""
+    source = _opened(source)
     manifest = _prepare(config, out)
     manifest.check_job(source, limit)
     out = Path(out)
@@ -162,8 +201,15 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
         for number, items in enumerate(batched(limited(source, limit), config.shard_size)):
             n_shards = number + 1
             name = f"shard-{number:06d}.h5"
-            if _shard_is_current(done.get(str(number)), items, out / SHARDS_DIR / name):
-                bar.update(len(items), failed=done[str(number)]["failed"])
+            record = done.get(str(number))
+            if _shard_is_current(record, items, out / SHARDS_DIR / name):
+                bar.update(len(items), failed=record["failed"])
+                continue
+            if _only_labels_changed(record, items, out / SHARDS_DIR / name):
+                record = dict(record, items=items_digest(items),
+                              **relabel_shard(out / SHARDS_DIR / name, [i.label for i in items]))
+                manifest.shard_done(number, record)
+                bar.update(len(items), failed=record["failed"])
                 continue
             yield (config, centroids, items, out / SHARDS_DIR / name, number * config.shard_size)
 
@@ -186,7 +232,8 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
                                    "algorithm": KMEANS_ALGORITHM, "iters": config.kmeans_iters,
                                    "tol": KMEANS_TOL, "seed": config.seed,
                                    "sample_images": sample_info.get("images", 0),
-                                   "sample_descriptors": sample_info.get("descriptors", 0)},
+                                   "sample_descriptors": sample_info.get("descriptors", 0),
+                                   **_sample_splits_attr(manifest)},
                    classes=getattr(source, "classes", []), names=getattr(source, "names", []),
                    splits=getattr(source, "kind", "") == "split-tree",
                    shard_records=[manifest.data["shards"][str(n)] for n in numbers], idf=idf,
@@ -212,6 +259,19 @@ def _shard_is_current(record, items, path) -> bool:
     if not (record is not None and record["count"] == len(items)
             and record.get("items") == items_digest(items) and "checksum" in record):
         return False
+    return _intact(record, path)
+
+
+def _only_labels_changed(record, items, path) -> bool:
+    """The same images in the same state, other labels (a ground truth given or changed):
+    the shard's labels are rewritten, its features kept. Shards recorded before the digest
+    without labels (``content``) are recomputed instead."""
+    return (record is not None and record["count"] == len(items) and "checksum" in record
+            and record.get("content") == items_digest(items, labels=False)
+            and _intact(record, path))
+
+
+def _intact(record, path) -> bool:
     try:
         return (path.stat().st_size == record.get("size")
                 and file_sha256(path) == record["checksum"])
@@ -274,7 +334,8 @@ def reuse_codebook(like, out) -> tuple:
 @_writer("run")
 def run(config, source, out, *, jobs=1, limit=None, progress=True,
         encodings=(), like=None) -> EncodeSummary:
-    """All steps: sample, codebook, encode (+ merge), the ``encodings`` (methods of
+    """All steps, on ``source`` (a path, opened as ``features run`` opens it, or a source
+    of ``features.sources``), into the store ``out``: sample, codebook, encode (+ merge), the ``encodings`` (methods of
     ``features.pipeline.aggregate``, with their default options, each named after its
     method), index.
     ``bovw`` is the encode step's own; a store kept without descriptors extracts them again
@@ -284,10 +345,14 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
     codebook are those of ``like`` (``config`` is ignored), and the ``encodings`` use its
     models and options (``features.pipeline.like``).
     """
-    unknown = [m for m in encodings if m not in METHODS]
+    source = _opened(source)
+    # with --like, the names of the other store's encodings too (`f4`: its fisher of 4
+    # components), reproduced with their options and models
+    named = like_encodings(like) if like is not None else {}
+    unknown = [m for m in encodings if m not in METHODS and m not in named]
     if unknown:
         raise StoreError(f"unknown encoding(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(METHODS)}")
+                         f"{', '.join(list(METHODS) + [n for n in named if n not in METHODS])}")
     idf = None
     if like is not None:
         check_like_models(like, encodings)   # its models are reused, never learned here
@@ -301,11 +366,12 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
         codebook = train_codebook(config, sample, out, progress=progress)
     summary = encode_images(config, source, codebook, out, jobs=jobs, limit=limit,
                             progress=progress, idf=idf)
-    for method in dict.fromkeys(encodings):
-        if method == "bovw":
+    for name in dict.fromkeys(encodings):
+        method = name if name in METHODS else named[name]
+        if name in ("bovw", "bovw_counts"):
             continue
         needs_source = METHODS[method].reads == "descriptors" and not config.store_descriptors
-        aggregate(config, out, method, method, None, jobs, exist_ok=True,
+        aggregate(config, out, method, name, None, jobs, exist_ok=True,
                   source=source if needs_source else None, limit=limit, progress=progress)
     build_index(out, jobs=jobs, progress=progress)
     return summary

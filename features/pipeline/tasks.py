@@ -10,6 +10,7 @@ of a task killed its worker, which is the only reason decoding has a pool of its
 from __future__ import annotations
 
 import functools
+import hashlib
 
 from ..codebook import Assigner, subsample_rows
 from ..decode import decode_gray
@@ -41,6 +42,8 @@ def features_of(config, item, fault=None):
     except OSError as e:
         result.status, result.reason = UNREADABLE, f"cannot read: {e.strerror or e}"
         return result, None
+    # what `features baseline` compares to find the same image in a train and a val store
+    result.sha256 = hashlib.sha256(data).hexdigest()
     try:
         decoded = decode_gray(data, config.max_side)
     except DecodeError as e:
@@ -109,6 +112,7 @@ def process_shard(config, centroids, items, shard_path, first, parallel=False, *
     record = write_shard(shard_path, results, n_words=quantizer.k, first=first,
                          keep_descriptors=config.store_descriptors, geometry=geometry)
     record["items"] = items_digest(items)
+    record["content"] = items_digest(items, labels=False)
     return record
 
 

@@ -1,10 +1,14 @@
 """``features serve``: a JSON API and a web page for query-by-image search over one store.
 
-The application lives in :mod:`features.serve.app` (aiohttp), thumbnails in
-:mod:`features.serve.thumbs`, the page's HTML/CSS/JS in ``static/`` beside them.
+The application lives in :mod:`features.serve.app` (aiohttp), its admission control in
+:mod:`features.serve.admission`, connection deadlines and the run loop in
+:mod:`features.serve.connections`, thumbnails in :mod:`features.serve.thumbs`, the page's
+HTML/CSS/JS in ``static/`` beside them.
 """
 from __future__ import annotations
 
+import importlib.util
+import os
 import socket
 import sys
 
@@ -44,20 +48,24 @@ def serve(store, host: str = "127.0.0.1", port: int = 8000, **limits) -> int:
 
     Prints one line with the address once it listens (``--port 0`` takes a free port and
     the line says which). `limits` are fields of :class:`features.serve.app.ServeOptions`
-    (threads, max_body, max_pixels, timeout, max_concurrent, ...). Raises StoreError for a
+    (threads, max_body, max_pixels, timeout, max_concurrent, header_timeout, body_timeout,
+    upload_memory, ...). On a loopback address only ``Host`` headers naming loopback with
+    the port are answered (421 otherwise). Raises StoreError for a
     path that is not a store or a store without an index, ServeError when the port cannot be
     bound, ParameterError for a bad limit.
     """
-    try:
-        from aiohttp import web
-    except ImportError:
-        raise ServeError("features serve needs aiohttp: pip install '.[serve]'") from None
+    if importlib.util.find_spec("aiohttp") is None:
+        raise ServeError("features serve needs aiohttp: pip install '.[serve]'")
+    from .app import ServeOptions, Service, create_app
+    from .connections import HeadDeadlines, loopback_hosts, run
+
+    options = ServeOptions(**limits)  # ParameterError naming a bad limit, before opening anything
+    # OpenCV's own pixel limit, a second line behind the header checks; read by OpenCV at its
+    # first decode
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(options.max_pixels))
     import cv2
     import faiss
 
-    from .app import ServeOptions, Service, create_app
-
-    options = ServeOptions(**limits)  # ParameterError naming a bad limit, before opening anything
     service = Service(store, options)
     try:
         sock = _listen(host, port)
@@ -68,15 +76,24 @@ def serve(store, host: str = "127.0.0.1", port: int = 8000, **limits) -> int:
     # inside a request, is what uses the cores
     cv2.setNumThreads(1)
     faiss.omp_set_num_threads(1)
+    # an index file changed in place after the check before a search and before its read
+    # (features.index.files) still ends in SIGBUS: then at least the reason is on stderr
+    import faulthandler
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"features: serving {service.store.dir} ({service.store.n_images} images, "
           f"{service.options.threads} threads) on http://{shown}:{bound_port}/", flush=True)
+    if service.searcher.image_queries:
+        print(f"features: note: no queries by image, only by key "
+              f"({service.searcher.image_queries})", file=sys.stderr, flush=True)
     if not service.files.available:
         print(f"features: note: no thumbnails ({service.files.reason})", file=sys.stderr,
               flush=True)
-    web.run_app(create_app(service), sock=sock, print=None, access_log=None,
-                shutdown_timeout=5)
+    deadlines = HeadDeadlines(options.header_timeout)
+    app = create_app(service, hosts=loopback_hosts(bound_host, bound_port), deadlines=deadlines)
+    run(app, sock, deadlines, shutdown_timeout=5)
     return 0
 
 

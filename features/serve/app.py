@@ -1,22 +1,33 @@
 """The HTTP API and the web page of ``features serve``, on aiohttp.
 
-One process holds one open :class:`~features.search.Searcher` (store, index, codebook),
-opened before the port is bound. Every piece of CPU work (decoding, extraction, search,
-verification, thumbnails) runs in a thread pool of ``threads`` workers, never on the event
-loop, so slow queries do not stall health checks or uploads. Requests that need the pool are
-admitted up to ``max_concurrent`` at once (running or queued); beyond that the answer is 503
-at once rather than an ever longer queue. Each request has a deadline (``timeout``): past it
-the client gets 503 and the work still running in a thread is left to finish (a thread cannot
-be interrupted), still counted against the admission limit until it does.
+One process holds one open :class:`~features.search.Searcher` (store, index, codebook), opened
+before the port is bound, per generation of the store (:mod:`.generation`: a rerun under the
+server is switched to whole, never mixed). Every piece of CPU work (decoding, extraction,
+search, verification, thumbnails) runs in a thread pool of ``threads`` workers, never on the
+event loop, so slow queries do not stall health checks or uploads. Requests that need the pool
+are admitted when their headers arrive, before their body is read, up to ``max_concurrent`` at
+once and ``upload_memory`` bytes of bodies (:mod:`features.serve.admission`); beyond that the
+answer is 503 at once rather than an ever longer queue or more memory. Each request has a
+deadline (``timeout``), its body one of its own (``body_timeout``): past it the client gets 503
+(408) and the work still running in a thread is left to finish (a thread cannot be
+interrupted), still counted against the admission limit until it does. A request's error keeps
+no pixels or upload alive: the frames of a failed pool call are cleared before the error leaves
+the thread.
 
 Errors are JSON ``{"error": "..."}`` with the status that fits: 400 for a bad parameter or an
 image that cannot be decoded (decompression bombs included), 404 for an unknown key, 413 for
-a body over ``max_body`` bytes, 415 for bytes that are not an image format, 503 when busy or
-past the deadline, 500 (logged on stderr) for a bug; the server stays up.
+a body over ``max_body`` bytes, 415 for bytes that are not an image format, 503 when busy,
+past the deadline, when the store cannot be read consistently (:mod:`.generation`) or a file
+of it changed under the server (an index file truncated or rewritten in place:
+``features.index.files``), 408 for a body that does not arrive within ``body_timeout``, 421
+for a ``Host`` that does not name a server listening on loopback (DNS rebinding), 500 (logged
+on stderr) for a bug; the server stays up. Requests aiohttp's own parser refuses get JSON too
+(:mod:`features.serve.connections`).
 """
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import math
 import sys
@@ -31,15 +42,19 @@ import numpy as np
 from aiohttp import BodyPartReader, web
 
 from ..decode import MAX_PIXELS, decode_gray, image_size, sniff_format
-from ..exceptions import DecodeError, ParameterError, QueryError, ThumbnailError
-from ..search import Searcher
+from ..exceptions import (DecodeError, ParameterError, QueryError, StoreError,
+                          ThumbnailError, first_line)
 from ..store import OK
-from .thumbs import LRUCache, SourceFiles, render_thumbnail
+from .admission import Admission, current_ticket
+from .generation import Generation, Generations
+from .thumbs import render_thumbnail
 
 STATIC_DIR = Path(__file__).parent / "static"
 # The page's assets, read once: a request path is never used to open a file.
 _ASSETS = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 _READ_CHUNK = 1 << 16
+# the generation of the store the request being handled reads (None: the current one)
+_GENERATION: contextvars.ContextVar = contextvars.ContextVar("generation", default=None)
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,9 @@ class ServeOptions:
     max_pixels: int = MAX_PIXELS
     timeout: float = 30.0
     max_concurrent: int = 64
+    header_timeout: float = 10.0
+    body_timeout: float = 20.0
+    upload_memory: int = 256 * 1024 * 1024
     max_k: int = 100
     thumb_side: int = 256
     thumb_cache: int = 1024
@@ -62,14 +80,20 @@ class ServeOptions:
 
     def __post_init__(self):
         for name in ("threads", "max_body", "max_pixels", "max_concurrent", "max_k",
-                     "thumb_side", "thumb_cache", "query_cache", "max_matches"):
+                     "thumb_side", "thumb_cache", "query_cache", "max_matches",
+                     "upload_memory"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ParameterError(f"{name} must be a positive integer, got {value!r}", name)
-        if not (isinstance(self.timeout, (int, float)) and math.isfinite(self.timeout)
-                and self.timeout > 0):
-            raise ParameterError(f"timeout must be a positive number of seconds, "
-                                 f"got {self.timeout!r}", "timeout")
+        for name in ("timeout", "header_timeout", "body_timeout"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                    and math.isfinite(value) and value > 0):
+                raise ParameterError(f"{name} must be a positive number of seconds, "
+                                     f"got {value!r}", name)
+        if self.upload_memory < self.max_body:
+            raise ParameterError(f"upload_memory ({self.upload_memory:,} bytes) must be at "
+                                 f"least max_body ({self.max_body:,})", "upload_memory")
 
 
 class ApiError(Exception):
@@ -91,53 +115,47 @@ class Service:
         self.options = options or ServeOptions()
         # StoreError: not a store, or no index; ParameterError: a search parameter the
         # index does not take
-        self.searcher = Searcher(store_path, params=self.options.search_params)
-        self.store = self.searcher.store
-        self.classes = list(self.store.classes)
-        self.names = list(self.store.class_names)
-        # the small per-image columns, read once (13 bytes an image: 17 MB at 1.28M images);
-        # a lookup of an HDF5 dataset by path costs about a millisecond per request
-        h5 = self.store.h5
-        self._columns = {name: h5["images/" + name][:]
-                         for name in ("label", "width", "height", "status")}
-        # one image's file is looked for at start, so that /api/health tells whether
-        # thumbnails will really come
-        ok = np.flatnonzero(self._columns["status"] == OK)
-        self.files = SourceFiles(self.store.dir,
-                                 probe=self.store.key_of(int(ok[0])) if len(ok) else None)
-        self.thumbs = LRUCache(self.options.thumb_cache)
-        self.queries = LRUCache(self.options.query_cache)
+        self.generations = Generations(store_path, self.options)
         self.pool = ThreadPoolExecutor(self.options.threads, thread_name_prefix="features-serve")
-        self.admitted = 0
+        self.admission = Admission(self.options.max_concurrent, self.options.upload_memory)
         self.assets = {name: (STATIC_DIR / name).read_bytes() for name in _ASSETS}
+
+    # what a request reads comes from the generation it started on (see .generation)
+    @property
+    def generation(self) -> Generation:
+        return _GENERATION.get() or self.generations.current
+
+    searcher = property(lambda self: self.generation.searcher)
+    store = property(lambda self: self.generation.store)
+    classes = property(lambda self: self.generation.classes)
+    names = property(lambda self: self.generation.names)
+    files = property(lambda self: self.generation.files)
+    thumbs = property(lambda self: self.generation.thumbs)
+    queries = property(lambda self: self.generation.queries)
+    _columns = property(lambda self: self.generation.columns)
 
     def close(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
-        self.searcher.close()
+        self.generations.close()
 
     # ---- the pool -------------------------------------------------------------------
 
+    @property
+    def admitted(self) -> int:
+        return self.admission.admitted
+
     async def run(self, fn, *args):
         """Run ``fn(*args)`` in the pool; ``(result, seconds it waited for a worker)``."""
-        if self.admitted >= self.options.max_concurrent:
-            raise ApiError(503, f"server busy: {self.admitted} requests in progress "
-                                f"(limit {self.options.max_concurrent}); retry shortly",
-                           {"Retry-After": "1"})
-        loop = asyncio.get_running_loop()
-        self.admitted += 1
-        submitted = time.perf_counter()
-
-        def call():
-            started = time.perf_counter()
-            return fn(*args), started - submitted
-
-        future = self.pool.submit(call)
-        # released when the work is really over, not when a timed-out request gives up on it
-        future.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
+        generation = self.generation.enter()  # kept open until the work is over
+        future = self.pool.submit(contextvars.copy_context().run, _call, fn, args,
+                                  time.perf_counter())
+        future.add_done_callback(generation.leave)
+        ticket = current_ticket()
+        if ticket is not None:
+            # the request's place is freed when the work is really over, not when a
+            # timed-out request gives up on it
+            ticket.hold(future)
         return await asyncio.wrap_future(future)
-
-    def _release(self):
-        self.admitted -= 1
 
     # ---- store lookups (in the pool: they read HDF5) -----------------------------------
 
@@ -256,6 +274,33 @@ class Service:
             raise ApiError(400, str(e)) from None
 
 
+def _call(fn, args, submitted):
+    started = time.perf_counter()
+    try:
+        return fn(*args), started - submitted
+    except BaseException as e:
+        _forget(e)
+        fn = args = None  # noqa: F841  (this frame stays in the traceback)
+        raise
+
+
+def _forget(error):
+    """Clear the locals of the finished frames `error` passed through.
+
+    An error travels through futures and frames that refer to each other (the future holds
+    the error, the error its traceback, the traceback the frame that holds the future), so
+    without this it would keep every local of those frames (decoded pixels, the upload)
+    until the cycle collector runs: gigabytes per request for a large image. The errors it
+    was raised from (``__context__``, ``__cause__``) hold frames too."""
+    pending, seen = [error], set()
+    while pending:
+        e = pending.pop()
+        if e is not None and id(e) not in seen:
+            seen.add(id(e))
+            traceback.clear_frames(e.__traceback__)
+            pending += [e.__context__, e.__cause__]
+
+
 # ---- request parsing ------------------------------------------------------------------
 
 def _int_param(request, name, default, lo, hi):
@@ -300,40 +345,73 @@ def _key_param(request, name="key"):
     return key
 
 
-async def _read_capped(read_chunk, limit):
-    parts, size = [], 0
+async def _read_capped(read_chunk, limit, reserve):
+    # one growing buffer, not a list of chunks: a large block goes back to the system when
+    # the request ends, thousands of 64 KB ones would stay in the allocator's heap
+    body = bytearray()
     while True:
         chunk = await read_chunk(_READ_CHUNK)
         if not chunk:
-            return b"".join(parts)
-        size += len(chunk)
-        if size > limit:
+            return bytes(body)
+        if len(body) + len(chunk) > limit:
             raise ApiError(413, f"request body larger than the limit of {limit:,} bytes")
-        parts.append(chunk)
+        reserve(len(chunk))
+        body += chunk
 
 
 async def read_image(request, options: ServeOptions) -> bytes:
     """The image of a request: the raw body, or the multipart field ``image``; checked to be
-    an image format (415) whose header does not announce too many pixels (400)."""
+    an image format (415) whose header does not announce too many pixels (400).
+
+    The body counts against the upload memory budget (503 when it does not fit) and has
+    ``body_timeout`` seconds to arrive (408)."""
     limit = options.max_body
-    if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, f"request body of {request.content_length:,} bytes is larger "
+    length = request.content_length
+    if length is not None and length > limit:
+        raise ApiError(413, f"request body of {length:,} bytes is larger "
                             f"than the limit of {limit:,}")
+    ticket = current_ticket()
+
+    def reserve(nbytes):  # body bytes against the upload memory budget
+        if ticket is not None and not ticket.reserve(nbytes):
+            raise ApiError(503, ticket.admission.full(), {"Retry-After": "1"})
+
+    if length is not None:
+        reserve(length)  # the whole body, before reading a byte of it
+    try:
+        data = await asyncio.wait_for(
+            _read_body(request, limit, reserve if length is None else (lambda n: None)),
+            options.body_timeout)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within "
+                            f"{options.body_timeout:g} s") from None
+    return _checked_image(data, options)
+
+
+async def _read_body(request, limit, reserve):
     try:
         if request.content_type.startswith("multipart/"):
             reader = await request.multipart()
             data = None
             while (part := await reader.next()) is not None:
                 if isinstance(part, BodyPartReader) and part.name == "image" and data is None:
-                    data = await _read_capped(part.read_chunk, limit)
+                    data = await _read_capped(part.read_chunk, limit, reserve)
                 else:
                     await part.release()
             if data is None:
                 raise ApiError(400, "multipart body without an 'image' field")
         else:
-            data = await _read_capped(request.content.read, limit)
+            data = await _read_capped(request.content.read, limit, reserve)
     except (ValueError, AssertionError) as e:  # aiohttp's words for a malformed multipart body
         raise ApiError(400, f"malformed request body ({e})") from None
+    except web.RequestPayloadError as e:  # a chunked encoding aiohttp's parser refused
+        raise ApiError(400, f"malformed request body ({e})") from None
+    except ConnectionError:  # the client went away: nobody reads this, nothing to log
+        raise ApiError(400, "the connection was lost while the body was read") from None
+    return data
+
+
+def _checked_image(data, options):
     if not data:
         raise ApiError(400, "empty body: send the image bytes, or a multipart field 'image'")
     fmt = sniff_format(data)
@@ -379,10 +457,17 @@ def _asset(request, name):
 
 async def health(request):
     s = _service(request)
+    # an index over an encoding no image can be encoded as: key queries only, and the page
+    # offers no upload
+    why_not = s.searcher.image_queries
     return _json({"status": "ok", "images": s.store.n_images, "indexed": s.searcher.index.ntotal,
                   "preset": s.store.config.preset, "words": s.store.config.words,
+                  "encoding": s.searcher.encoding, "image_queries": why_not is None,
+                  **({"image_queries_reason": why_not} if why_not else {}),
                   "thumbnails": s.files.available, "threads": s.options.threads,
-                  "in_progress": s.admitted, "search_params": s.searcher.params})
+                  "in_progress": s.admitted, "search_params": s.searcher.params,
+                  "generation": {**s.generation.describe(),
+                                 "pending": s.generations.pending}})
 
 
 async def search(request):
@@ -428,36 +513,102 @@ async def thumbnail(request):
     return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": cache})
 
 
-def _error_middleware(timeout):
-    @web.middleware
-    async def guard(request, handler):
+def _needs_place(request) -> bool:
+    """Whether a request uses the pool or sends a body: those are admitted (the page, its
+    assets and the health check never wait)."""
+    return request.method not in ("GET", "HEAD") or (
+        request.path.startswith("/api/") and request.path != "/api/health")
+
+
+def _named_first(host):
+    return not host.startswith("localhost"), host
+
+
+def _guard(service: Service, hosts=None, deadlines=None):
+    """The middleware: Host check, admission, deadline, every error as JSON."""
+    timeout = service.options.timeout
+
+    async def answer(request, handler):
+        service.generations.poll()
+        generation = service.generations.acquire()
+        token = _GENERATION.set(generation)
         try:
-            return await asyncio.wait_for(handler(request), timeout)
+            return await checked(request, handler)
+        finally:
+            _GENERATION.reset(token)
+            generation.leave()
+
+    async def checked(request, handler):
+        try:
+            host = request.headers.get("Host")
+            if hosts is not None and host is not None and host.lower() not in hosts:
+                named = " or ".join(sorted(hosts, key=_named_first)[:2])
+                raise ApiError(421, f"this server listens on loopback and answers only to "
+                                    f"{named}, not to Host {host[:100]!r}")
+            if not _needs_place(request):
+                return await asyncio.wait_for(handler(request), timeout)
+            ticket = service.admission.enter()
+            if ticket is None:
+                raise ApiError(503, service.admission.busy(), {"Retry-After": "1"})
+            with ticket:
+                return await asyncio.wait_for(handler(request), timeout)
         except ApiError as e:
+            _forget(e)
             return _json({"error": e.message}, e.status, e.headers)
         except web.HTTPException as e:
             if e.status < 400:
                 raise
+            _forget(e)
             return _json({"error": e.reason if e.text is None or e.text.startswith(str(e.status))
                           else e.text}, e.status, {k: v for k, v in e.headers.items()
                                                    if k in ("Allow", "Retry-After")})
-        except asyncio.TimeoutError:
+        except StoreError as e:
+            # the generation served can no longer be read whole (a rerun replaced a file
+            # it had not opened yet): never a mix, the new one is opened meanwhile
+            _forget(e)
+            service.generations.poll(force=True)
+            return _json({"error": f"the store cannot be read consistently now "
+                                   f"({first_line(e, 300)}); try again"}, 503,
+                         {"Retry-After": "1"})
+        except asyncio.TimeoutError as e:
+            _forget(e)
             return _json({"error": f"the request took longer than {timeout:g} s"}, 503,
                          {"Retry-After": "1"})
-        except Exception:  # a bug: say so, keep serving
+        except Exception as e:  # a bug: say so, keep serving
             print(f"features serve: error in {request.method} {request.path_qs}:",
                   file=sys.stderr)
             traceback.print_exc(file=sys.stderr)
+            _forget(e)
             return _json({"error": "internal server error"}, 500)
+
+    @web.middleware
+    async def guard(request, handler):
+        transport = request.transport
+        if deadlines is not None:
+            deadlines.disarm(transport)  # the head is in; the body has its own deadline
+        try:
+            response = await answer(request, handler)
+        finally:
+            if deadlines is not None:
+                deadlines.arm(transport)  # the clock of the next request head
+        if response.status >= 400 and request.body_exists and not request.content.is_eof():
+            response.force_close()  # a body nobody will read: close rather than drain it
+        return response
+
     return guard
 
 
 SERVICE = web.AppKey("service", Service)
 
 
-def create_app(service: Service) -> web.Application:
-    """The aiohttp application over an open :class:`Service` (closed on app cleanup)."""
-    app = web.Application(middlewares=[_error_middleware(service.options.timeout)],
+def create_app(service: Service, *, hosts=None, deadlines=None) -> web.Application:
+    """The aiohttp application over an open :class:`Service` (closed on app cleanup).
+
+    `hosts`: the ``Host`` values answered (lower case), None for any
+    (:func:`features.serve.connections.loopback_hosts`); `deadlines`: the
+    :class:`~features.serve.connections.HeadDeadlines` of the connections, restarted after
+    each request."""
+    app = web.Application(middlewares=[_guard(service, hosts, deadlines)],
                           client_max_size=service.options.max_body)
     app[SERVICE] = service
 

@@ -2,13 +2,16 @@
 
 ``clients`` concurrent clients (one aiohttp session, one connection each) share a fixed list
 of requests and stop when it is used up, or at ``deadline`` seconds, whichever comes first:
-the loop is bounded in count and in time and never retries. Meant for loopback only.
+the loop is bounded in count and in time and never retries. :class:`HeldUploads` opens
+connections that send all but the last byte of their upload and wait, to check that held
+uploads cannot take the server's memory past its upload budget. Meant for loopback only.
 """
 from __future__ import annotations
 
 import asyncio
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from ..exceptions import ParameterError
 
@@ -90,3 +93,87 @@ def run_load(base_url: str, plan: list, *, clients: int = 8, deadline: float = 1
     if not plan:
         raise ParameterError("the plan holds no requests")
     return asyncio.run(_run(base_url, plan, clients, deadline, check))
+
+
+class HeldUploads:
+    """`count` uploads of `size` bytes that send all but their last byte and then wait: what
+    slow or hostile clients do to a server's memory (``with HeldUploads(...) as held:``).
+
+    On entering, every connection announces its size (``Content-Length``) and sends its
+    body until it is answered, closed, or has one byte left, within `deadline` seconds;
+    ``answers`` then holds each connection's answer (``b""`` for one still held) and
+    ``held`` how many are held. Leaving closes every connection. Loopback only.
+    """
+
+    def __init__(self, base_url: str, count: int, size: int, *, path: str = "/api/search",
+                 deadline: float = 30.0):
+        if count < 1 or size < 2:
+            raise ParameterError("count must be >= 1 and size >= 2", "count")
+        parts = urlsplit(base_url)
+        self._address = (parts.hostname, parts.port or 80)
+        self._head = (f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                      f"Content-Type: image/jpeg\r\nContent-Length: {size}\r\n\r\n").encode()
+        self._body = memoryview(b"\xff\xd8\xff\xe0" + b"\0" * (size - 5))  # one byte short
+        self.count, self.deadline = count, deadline
+        self._socks, self.answers = [], []
+
+    @property
+    def held(self) -> int:
+        return sum(1 for a in self.answers if not a)
+
+    def statuses(self) -> dict:
+        """{status: count} of the connections answered (0: closed without an answer)."""
+        out = {}
+        for a in self.answers:
+            if a:
+                status = int(a[9:12]) if a.startswith(b"HTTP/1.") else 0
+                out[status] = out.get(status, 0) + 1
+        return out
+
+    def __enter__(self):
+        import socket
+        for _ in range(self.count):
+            s = socket.create_connection(self._address, timeout=self.deadline)
+            self._socks.append(s)
+            s.sendall(self._head)
+            s.setblocking(False)
+        rest = [self._body] * self.count
+        self.answers = [b""] * self.count
+        stop_at = time.monotonic() + self.deadline
+        while time.monotonic() < stop_at:
+            busy = False
+            for i, s in enumerate(self._socks):
+                if rest[i] is not None and len(rest[i]):
+                    try:
+                        n = s.send(rest[i][:1 << 20])
+                        rest[i] = rest[i][n:]
+                        busy = busy or n > 0
+                    except BlockingIOError:
+                        busy = True
+                    except OSError:
+                        rest[i] = None
+                try:
+                    chunk = s.recv(65536)
+                    self.answers[i] += chunk or b"<closed>"
+                    rest[i] = None
+                except BlockingIOError:
+                    pass
+                except OSError:  # reset: the server closed without reading the body
+                    self.answers[i] += b"<reset>"
+                    rest[i] = None
+            if not any(r is not None and len(r) for r in rest):
+                break
+            if not busy:
+                time.sleep(0.01)
+        time.sleep(0.2)  # answers sent while the last bytes went out
+        for i, s in enumerate(self._socks):
+            try:
+                self.answers[i] += s.recv(65536)
+            except OSError:
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        for s in self._socks:
+            s.close()
+        self._socks = []

@@ -92,19 +92,22 @@ class SourceFiles:
 
     def __init__(self, store_dir, probe: str | None = None):
         self.root: str | None = None
-        self.reason = ""
+        # `reason` is for the operator (it names folders); clients get `public_reason`,
+        # which names none: a 404 never tells where the server's files are
+        self.reason = self.public_reason = ""
         try:
             job = Manifest(store_dir).data.get("job") or {}
         except StoreError as e:
-            self.reason = str(e)
+            self._unavailable(str(e), "the store's manifest cannot be read")
             return
         source, kind = job.get("source", ""), job.get("kind", "")
         if not source:
-            self.reason = "the store's manifest does not record its source"
+            self._unavailable("the store's manifest does not record its source")
         elif kind not in _FILE_KINDS:
-            self.reason = f"the source is a {kind or 'non-folder'} archive, not a folder"
+            self._unavailable(f"the source is a {kind or 'non-folder'} archive, not a folder")
         elif not os.path.isdir(source):
-            self.reason = f"the source folder {source} is not reachable"
+            self._unavailable(f"the source folder {source} is not reachable",
+                              "the source folder is not reachable")
         else:
             self.root = os.path.abspath(source)
             if probe is not None:
@@ -112,8 +115,12 @@ class SourceFiles:
                     self.path_of(probe)
                 except ThumbnailError:
                     self.root = None
-                    self.reason = (f"the source folder {source} does not hold the store's "
-                                   f"images (no file for {probe!r})")
+                    self._unavailable(f"the source folder {source} does not hold the store's "
+                                      f"images (no file for {probe!r})",
+                                      "the source folder does not hold the store's images")
+
+    def _unavailable(self, reason, public=None):
+        self.reason, self.public_reason = reason, public or reason
 
     @property
     def available(self) -> bool:
@@ -122,7 +129,7 @@ class SourceFiles:
     def path_of(self, stored_key: str) -> Path:
         """The file of a key read from the store; ThumbnailError when there is none."""
         if self.root is None:
-            raise ThumbnailError(f"no thumbnails: {self.reason}")
+            raise ThumbnailError(f"no thumbnails: {self.public_reason}")
         try:
             relative = key_bytes(stored_key)
         except ValueError:  # a backslash escape cut short: not a key the walk writes

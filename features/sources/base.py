@@ -79,13 +79,15 @@ class Item:
             return f.read()
 
 
-def items_digest(items) -> str:
+def items_digest(items, *, labels=True) -> str:
     """A digest of what a run of items is: each one's key, label and state (a file's size
     and modification time; archive bytes' length and CRC-32; a refusal's reason), in order.
 
     A shard built from these items is current only while this is unchanged: an image
     replaced, relabelled, removed or added inside the shard changes it, though the count
-    and the first and last keys may not change."""
+    and the first and last keys may not change. ``labels=False`` leaves the labels out:
+    while that digest is unchanged the shard's features are, and a change of labels only
+    needs its labels rewritten."""
     h = hashlib.sha256()
     for item in items:
         if item.error is not None:
@@ -98,7 +100,8 @@ def items_digest(items) -> str:
                 state = f"file {st.st_size} {st.st_mtime_ns}"
             except (OSError, TypeError, ValueError):
                 state = "unreadable"
-        h.update(f"{item.key}\0{item.label}\0{state}\n".encode("utf-8", "surrogateescape"))
+        label = item.label if labels else ""
+        h.update(f"{item.key}\0{label}\0{state}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:32]
 
 

@@ -87,8 +87,18 @@ def _open_folder(root, spec, kind, labels, synsets):
                 return FolderSource(root, kind, classes, names)
             return FolderSource(root, kind)
         label_of, classes, names = val_labeler(labels, synsets)
+        _check_covered(label_of, root_images, labels, spec)
         return FolderSource(root, kind, classes, names, file_labels=label_of)
     raise SourceError(f"kind {kind!r} does not apply to a folder ({spec})")
+
+
+def _check_covered(label_of, names, labels, spec):
+    """A ground truth that leaves images of the source without a label is refused."""
+    missing = label_of.uncovered(names)
+    if missing:
+        raise SourceError(f"labels file {labels} covers {len(names) - len(missing)} of the "
+                          f"{len(names)} images of {spec}: no label for {len(missing)} "
+                          f"(first: {missing[0]})")
 
 
 def _open_tar(path, spec, kind, labels, synsets):
@@ -124,6 +134,13 @@ def _open_tar(path, spec, kind, labels, synsets):
     if kind in ("tar", "ilsvrc-val-tar"):
         if labels is not None:
             label_of, classes, names = val_labeler(labels, synsets)
+            # an uncompressed archive lists its members without reading them; a compressed
+            # one finds an image without a label when it reaches it
+            members = tar_names(path)
+            if members is not None:
+                images = [k.rsplit("/", 1)[-1] for k in map(member_key, members)
+                          if is_image_name(k)]
+                _check_covered(label_of, images, labels, spec)
             return TarSource(path, kind, classes, names, file_labels=label_of)
         if synsets is not None:
             classes, names = load_synsets(synsets)

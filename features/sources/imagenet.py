@@ -139,17 +139,34 @@ def val_labeler(labels, synsets):
     if missing:
         raise SourceError(f"labels file {labels} names {len(missing)} wnids missing from "
                           f"the synsets file (first: {missing[0]})")
-    return _Labeler({k: index[w] for k, w in table.items()}, mode), classes, names
+    return (_Labeler({k: index[w] for k, w in table.items()}, mode, labels=labels), classes,
+            names)
 
 
 class _Labeler:
-    """Picklable file-name -> label function (sources go to worker processes)."""
+    """Picklable file-name -> label function (sources go to worker processes).
 
-    def __init__(self, table, mode):
+    With ``labels`` (the ground-truth file it was read from) every image must have a label
+    there: an image it does not cover is a :class:`SourceError`, never a silent -1."""
+
+    def __init__(self, table, mode, labels=None):
         self.table = table
         self.mode = mode
+        self.labels = labels
 
     def __call__(self, name):
+        label = self.label(name)
+        if label < 0 and self.labels is not None:
+            raise SourceError(f"labels file {self.labels} has no label for the image {name}: "
+                              f"the ground truth must cover every image")
+        return label
+
+    def uncovered(self, names) -> list:
+        """The file names of ``names`` the ground truth has no label for."""
+        return [n for n in names if self.label(n) < 0]
+
+    def label(self, name):
+        """The label of file ``name``, -1 if the table has none."""
         if self.mode == "stem":
             return self.table.get(os.path.splitext(name)[0], -1)
         m = VAL_NAME.match(name)

@@ -7,8 +7,9 @@ compressed. One directory::
     sample.npy      pass 1's descriptor sample; codebook.npy, the codebook learned from it
     failures.tsv    the failed images with their reason
     encodings/NAME/ the per-shard files of an encoding added by ``features aggregate``
-    index.faiss     the search index, and index.refine its sparse refine stage
-                    (``features.index``)
+    index-GEN/      the search index (index.faiss, and index.refine its sparse refine
+                    stage) of the build the manifest names, with the files' checksums
+                    (``features.index.layout``; stores made before: in this folder)
 
 Ragged per-image data (frames, descriptors, words, scale, geometry) lives in the shards as
 one concatenated dataset each plus ``offsets``; ``store.h5`` stitches the shards together as
@@ -29,7 +30,8 @@ ENCODINGS_DIR = "encodings"
 
 FORMAT = "features-store"
 
-VERSION = 1
+# 2: models per encoding, models/ENCODING/MODEL (1: one of each kind, models/MODEL)
+VERSION = 2
 
 # Status codes of images/status; the reason column says more.
 # NO_FEATURES: decoded, but the recipe finds nothing in it (too small, or blank); such
@@ -44,6 +46,8 @@ STATUS_NAMES = {OK: "ok", UNREADABLE: "unreadable", UNDECODABLE: "undecodable",
 # level 1 with shuffle keeps most of the gain of higher levels at a fraction of the cost.
 COMPRESS = dict(compression="gzip", compression_opts=1, shuffle=True)
 STR = h5py.string_dtype("utf-8")
+# sha256 of an image's file bytes as 64 hex digits ("" where they were not read)
+DIGEST = h5py.string_dtype("ascii", 64)
 # Encoding rows are read one at a time by key queries: a 32 KB chunk (about 30 rows of
 # 1000-word tf-idf) decompresses in a fraction of the time of a 256 KB one.
 ENCODING_CHUNK = 1 << 13

@@ -136,8 +136,11 @@ def _copy_images(s, table, offsets, at) -> list:
     keys = s["images/key"].asstr()[:]
     status = s["images/status"][:]
     reason = s["images/reason"].asstr()[:]
+    # shards written before the digests were recorded have none ("")
+    sha256 = s["images/sha256"][:] if "images/sha256" in s else None
     row = table.append(key=keys, label=s["images/label"][:], width=s["images/width"][:],
-                       height=s["images/height"][:], status=status, reason=reason)
+                       height=s["images/height"][:], status=status, reason=reason,
+                       sha256=sha256)
     offsets[row + 1:row + len(keys) + 1] = s["offsets"][1:] + at
     return [(row + i, keys[i], reason[i]) for i in np.flatnonzero(status)]
 

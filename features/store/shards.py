@@ -5,6 +5,7 @@ manifest record keeps its size and checksum, which readers and reruns check.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from ..exceptions import first_line
 from .atomic import atomic_file
 from .confined import open_confined
 from .encodings import write_csr
-from .layout import FORMAT, OK, SHARDS_DIR, STR, chunked, word_dtype
+from .layout import DIGEST, FORMAT, OK, SHARDS_DIR, STR, chunked, word_dtype
 
 
 @dataclass
@@ -37,6 +38,7 @@ class ImageResult:
     word_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     word_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     geometry: np.ndarray | None = None     # packed record (features.extract.geometry)
+    sha256: str = ""                       # hex digest of the file bytes, "" if not read
 
 
 def _shard_image(results: list[ImageResult], *, n_words, first, keep_descriptors,
@@ -68,6 +70,8 @@ def _shard_image(results: list[ImageResult], *, n_words, first, keep_descriptors
         g.create_dataset("status", data=np.array([r.status for r in results], np.uint8))
         g.create_dataset("reason", data=np.array([r.reason for r in results], dtype=object),
                          dtype=STR)
+        g.create_dataset("sha256", data=np.array([r.sha256 for r in results], "S64"),
+                         dtype=DIGEST)
         f.create_dataset("offsets", data=offsets)
         chunked(f, "frames", cat("frames", np.zeros((0, 4), np.float32)).astype(np.float32), 8192)
         chunked(f, "words", cat("words", np.zeros(0, np.int32)).astype(word_dtype(n_words)),
@@ -105,6 +109,25 @@ def write_shard(path, results: list[ImageResult], *, n_words, first, keep_descri
             "descriptors": int(sum(len(r.frames) for r in results)),
             "first_key": results[0].key if n else "", "last_key": results[-1].key if n else "",
             "size": len(image), "checksum": bytes_sha256(image)}
+
+
+def relabel_shard(path, labels) -> dict:
+    """Rewrite the labels of a shard's images (and nothing else), atomically: a rerun whose
+    source gives other labels to the same images needs no features computed again.
+
+    Returns the fields of its manifest record that change: size and checksum."""
+    path = Path(path)
+    buffer = io.BytesIO(path.read_bytes())
+    with h5py.File(buffer, "r+") as f:
+        if len(labels) != len(f["images/label"]):
+            raise ValueError(f"{len(labels)} labels for the {len(f['images/label'])} images "
+                             f"of {path}")
+        f["images/label"][:] = np.asarray(labels, np.int32)
+    image = buffer.getvalue()
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as out:
+            out.write(image)
+    return {"size": len(image), "checksum": bytes_sha256(image)}
 
 
 def shard_problems(directory, records, *, checksums=False, open_files=False) -> list[dict]:

@@ -14,7 +14,9 @@ Checks, each reported as damage with the path it concerns:
 - no HDF5 file of the store reading a file outside it (external storage, external links,
   virtual datasets mapping files elsewhere: :mod:`.confined`), checked before it is read;
 - the codebook: ``K x 128`` float32, K equal to the configured words, to ``codebook.npy``
-  and to the width of the encodings.
+  and to the width of the encodings;
+- the models of every encoding (``models/ENCODING/*``, ``encodings/idf`` for ``bovw``):
+  present, and equal to the checksums the encoding recorded.
 
 The index half is :mod:`features.index.verify`; ``features.pipeline.verify`` runs both.
 """
@@ -30,7 +32,9 @@ from .._shared.hashing import file_sha256
 from ..exceptions import StoreError, first_line
 from .confined import check_confined, open_confined
 from .layout import CODEBOOK_FILE, MANIFEST_FILE, OK, SHARDS_DIR, STORE_FILE, word_dtype
+from .encodings import list_encodings
 from .manifest import Manifest
+from .models import model_problems
 
 
 class Damage:
@@ -116,7 +120,9 @@ def _check_store_h5(directory, path, records, config, bad, checked):
         check_confined(f, directory, path)      # before anything of it is read
         n = int(f.attrs["n_images"])
         checked["images"] = n
-        for name in ("key", "label", "width", "height", "status", "reason"):
+        for name in ("key", "label", "width", "height", "status", "reason", "sha256"):
+            if name == "sha256" and name not in f["images"]:
+                continue                    # a store written before the digests
             column = f["images/" + name]
             column[:]                       # reads every chunk: a damaged one raises
             if len(column) != n:
@@ -188,6 +194,9 @@ def _check_store_h5(directory, path, records, config, bad, checked):
             if "words" in f and len(f["words"]):
                 if f["words"].dtype != word_dtype(centroids.shape[0]):
                     bad(path, f"words are {f['words'].dtype}")
+        for name in list_encodings(f):
+            for where, problem in model_problems(f, name):
+                bad(path, f"{where} {problem}")
         return np.flatnonzero((status == OK) & (lengths > 0))
 
 

@@ -7,7 +7,7 @@ datasets, dtypes, chunks, compression and attributes:
 
 - the root attributes (format, version, config, versions, n_images, created, shards):
   :func:`write_header`;
-- ``images/*`` (key, label, width, height, status, reason) with the on-disk key index
+- ``images/*`` (key, label, width, height, status, reason, sha256) with the on-disk key index
   ``key_index/*``: :class:`ImageTable`, a block of images at a time, or :func:`write_images`
   at once; ``images/split``: :func:`write_split`;
 - ``offsets`` (where each image's descriptors start): :func:`create_offsets`;
@@ -30,7 +30,7 @@ from ..exceptions import ParameterError, StoreError
 from ..presets import Config
 from .encodings import CSRWriter, create_dense, write_csr
 from .keys import KeyTableWriter
-from .layout import COMPRESS, FORMAT, OK, STATUS_NAMES, STR, VERSION, virtual_concat
+from .layout import COMPRESS, DIGEST, FORMAT, OK, STATUS_NAMES, STR, VERSION, virtual_concat
 
 __all__ = ["write_header", "ImageTable", "write_images", "write_split", "create_offsets",
            "write_labels", "write_codebook", "write_idf", "write_failures", "CSRWriter",
@@ -39,7 +39,7 @@ __all__ = ["write_header", "ImageTable", "write_images", "write_split", "create_
 
 # the columns of images/*, and their dtypes
 IMAGE_COLUMNS = {"key": STR, "label": np.int32, "width": np.int32, "height": np.int32,
-                 "status": np.uint8, "reason": STR}
+                 "status": np.uint8, "reason": STR, "sha256": DIGEST}
 # what the header records of each shard merged (see shards.shard_problems)
 SHARD_FIELDS = ("file", "count", "size", "checksum")
 
@@ -91,12 +91,14 @@ class ImageTable:
         self.keys = KeyTableWriter(self.n_images)
         self.row = 0
 
-    def append(self, *, key, label, width, height, status, reason) -> int:
+    def append(self, *, key, label, width, height, status, reason, sha256=None) -> int:
         """The next images, a sequence or array of each column (``key`` and ``reason`` as
-        str); returns the row of the first."""
-        columns = {"key": key, "label": label, "width": width, "height": height,
-                   "status": status, "reason": reason}
+        str; ``sha256``: the hex digests of their file bytes, "" where unknown, the default);
+        returns the row of the first."""
         m = len(key)
+        columns = {"key": key, "label": label, "width": width, "height": height,
+                   "status": status, "reason": reason,
+                   "sha256": [""] * m if sha256 is None else sha256}
         if any(len(v) != m for v in columns.values()):
             raise ParameterError("the image columns differ in length: " + ", ".join(
                 f"{name} {len(v)}" for name, v in columns.items()))
@@ -106,7 +108,8 @@ class ImageTable:
         if m:
             for name, values in columns.items():
                 # h5py writes variable-length strings from object arrays only
-                dtype = object if IMAGE_COLUMNS[name] is STR else IMAGE_COLUMNS[name]
+                dtype = IMAGE_COLUMNS[name]
+                dtype = object if dtype is STR else "S64" if dtype is DIGEST else dtype
                 self.group[name][start:start + m] = np.asarray(values, dtype)
             self.keys.add(key)
         self.row += m
@@ -119,9 +122,10 @@ class ImageTable:
         self.keys.write(self.file)
 
 
-def write_images(f, keys, *, label=None, width=None, height=None, status=None, reason=None):
+def write_images(f, keys, *, label=None, width=None, height=None, status=None, reason=None,
+                 sha256=None):
     """``images/*`` and the key index at once. Defaults: unlabelled (-1), size 0, status
-    ``OK``, the status's name as the reason of the others."""
+    ``OK``, the status's name as the reason of the others, no digest ("")."""
     n = len(keys)
     status = np.full(n, OK, np.uint8) if status is None else np.asarray(status, np.uint8)
     if reason is None:
@@ -131,7 +135,7 @@ def write_images(f, keys, *, label=None, width=None, height=None, status=None, r
                  label=np.full(n, -1, np.int32) if label is None else label,
                  width=np.zeros(n, np.int32) if width is None else width,
                  height=np.zeros(n, np.int32) if height is None else height,
-                 status=status, reason=list(reason))
+                 status=status, reason=list(reason), sha256=sha256)
     table.close()
     return table.group
 

@@ -75,3 +75,46 @@ def test_split_store_then_val_store_like_train(tmp_path, split_tree, small_set, 
     proc = run_cli("baseline", train, "--val", other, env=cli_env)
     assert proc.returncode == 2 and "another codebook" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_split_tree_models_learn_from_train_only(tmp_path, split_tree, cli_env):
+    """The codebook sample (and so every model) takes train/ images only, the store says so,
+    and a store whose sample held val images (built before) is refused by `baseline`."""
+    store = tmp_path / "s"
+    # more images asked for than train/ holds: every train image, and no other
+    run_cli("run", split_tree, "-o", store, "--words", "16", "--max-side", "256",
+            "--sample-images", "100", "-q", env=cli_env, check=True)
+    manifest = json.loads((store / "manifest.json").read_text())
+    assert manifest["steps"]["sample"]["images"] == 16
+    assert manifest["steps"]["sample"]["splits"] == "train"
+    with h5py.File(store / "store.h5") as f:
+        assert f["codebook"].attrs["sample_splits"] == "train"
+        assert f["codebook"].attrs["sample_images"] == 16
+    proc = run_cli("baseline", store, "--json", "--epochs", "2", "--classifier", "svm",
+                   env=cli_env, check=True)
+    r = json.loads(proc.stdout)
+    assert r["split"] == "source splits" and r["val_images"] == 6
+    assert "sha256" in r["leak_check"]
+
+    # a store built before: no sample_splits, its sample drawn from every image
+    with h5py.File(store / "store.h5", "r+") as f:
+        del f["codebook"].attrs["sample_splits"]
+    proc = run_cli("baseline", store, "--epochs", "2", env=cli_env)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "a sample holding 6 images of its val split" in lines[0]
+    assert "'val/" in lines[0]
+
+
+def test_split_tree_val_image_that_is_a_train_image(tmp_path, split_tree, cli_env):
+    root = tmp_path / "data"
+    shutil.copytree(split_tree, root)
+    shutil.copy(sorted((root / "train" / "coins").iterdir())[0], root / "val" / "coins" / "dup.jpg")
+    store = tmp_path / "s"
+    run_cli("run", root, "-o", store, "--words", "16", "--max-side", "256", "-q", env=cli_env,
+            check=True)
+    proc = run_cli("baseline", store, "--epochs", "2", env=cli_env)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the val split of store" in lines[0]
+    assert "shares 1 images" in lines[0] and "'val/coins/dup.jpg'" in lines[0]

@@ -216,11 +216,11 @@ def test_ilsvrc_val_folder_unlabeled(tmp_path):
 
 
 def test_ilsvrc_val_folder_csv_labels(tmp_path):
-    root = _val_folder(tmp_path / "val", n=6)  # image 6 has no label
+    root = _val_folder(tmp_path / "val")
     csv_path = _solution_csv(tmp_path / "LOC_val_solution.csv")
     src = open_source(root, labels=str(csv_path))
     assert src.classes == WNIDS
-    expected = [WNIDS.index(w) for w in VAL_WNIDS] + [-1]
+    expected = [WNIDS.index(w) for w in VAL_WNIDS]
     assert [i.label for i in src] == expected
     src = open_source(root, labels=str(csv_path),
                       synsets=str(_mapping(tmp_path / "LOC_synset_mapping.txt")))
@@ -237,6 +237,33 @@ def test_ilsvrc_val_folder_devkit_labels(tmp_path):
         assert src.classes == WNIDS
         assert src.names == [WORDS[w] for w in WNIDS]
         assert [i.label for i in src] == expected
+
+
+@pytest.mark.parametrize("form", ["csv", "devkit"])
+def test_val_labels_that_do_not_cover_the_images_are_refused(tmp_path, form):
+    root = _val_folder(tmp_path / "val", n=7)  # the ground truth has 5 images
+    if form == "csv":
+        labels = _solution_csv(tmp_path / "LOC_val_solution.csv")
+    else:
+        _, labels = _devkit(tmp_path / "devkit" / "data")
+    with pytest.raises(SourceError, match=r"covers 5 of the 7 images of .*: no label for 2 "
+                                          r"\(first: ILSVRC2012_val_00000006.JPEG\)"):
+        open_source(root, labels=str(labels))
+    # an uncompressed archive too, from its member list
+    tar_path = tmp_path / "val.tar"
+    with tarfile.open(tar_path, "w") as tf:
+        for f in sorted(root.iterdir()):
+            tf.add(f, arcname=f.name)
+    with pytest.raises(SourceError, match="covers 5 of the 7 images"):
+        open_source(tar_path, labels=str(labels))
+    # a compressed one when it reaches the image
+    gz = tmp_path / "val.tar.gz"
+    with tarfile.open(gz, "w:gz") as tf:
+        for f in sorted(root.iterdir()):
+            tf.add(f, arcname=f.name)
+    src = open_source(gz, labels=str(labels))
+    with pytest.raises(SourceError, match="no label for the image ILSVRC2012_val_00000006.JPEG"):
+        list(src)
 
 
 def test_devkit_labels_need_meta(tmp_path):
