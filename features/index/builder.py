@@ -167,9 +167,7 @@ def fill_part(store_dir, encoding, trained_path, start, stop, prefix, number, bl
                     kept.append(ids)
             ids = np.concatenate(kept).astype(np.int64) if kept else np.zeros(0, np.int64)
             if ivf is not None:
-                tmp = atomic_path(prefix.with_suffix(".ivf"))
-                faiss.write_index(ivf, str(tmp))
-                os.replace(tmp, prefix.with_suffix(".ivf"))
+                _write_small_index(ivf, prefix.with_suffix(".ivf"))
             np.save(prefix.with_suffix(".ids.npy"), ids)
             os.replace(codes_tmp, prefix.with_suffix(".codes"))
             if sparse is not None:
@@ -412,12 +410,20 @@ def _write_index(index, out):
                           str(out)) from None
 
 
+def _write_small_index(index, path):
+    """A trained index or one part's lists, serialized in memory and written atomically by
+    Python: a full disk is an ``OSError`` (FAISS's own writer only prints a failed close)."""
+    data = faiss.serialize_index(index)
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(memoryview(data))
+
+
 def _fill_by_parts(plan, trained, work, part_rows, run_tasks, progress) -> int:
     """An index of inverted lists and flat codes: each task of whole shards fills its part
     (``fill_part``), and the parts are merged on disk into ``index.faiss``."""
     store, rows = plan.store, plan.rows
     trained_path = work / "trained.faiss"
-    faiss.write_index(trained, str(trained_path))
+    _write_small_index(trained, trained_path)
     ranges = _part_ranges(store, rows.n_rows, part_rows)
     tasks = [(str(store.dir), plan.encoding, str(trained_path), a, b,
               str(work / f"part-{n:06d}"), n, plan.block, plan.refine)

@@ -47,7 +47,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from ..codebook import kmeans
@@ -59,11 +58,15 @@ from ..encodings.rows import encode_rows, project
 from ..exceptions import ParameterError, StoreError
 from ..store import Manifest, Store, store_lock
 from ..store.atomic import atomic_path, remove_stale_temporaries
+from ..store.confined import open_confined
 from ..store.encodings import add_encoding, create_dense, write_csr
+from ..store.h5files import h5_writing, write_h5
 from ..store.layout import ENCODINGS_DIR, SHARDS_DIR, STORE_FILE
 from ..store.models import (all_encoding_models, read_model_groups, write_encoding_models,
                             write_models_file)
+from ..store.oserrors import storage_errors
 from .._shared.threads import single_threaded_libraries
+from .isolate import call_isolated
 from .like import like_params, models_from_like
 from .model_rows import training_rows
 from .progress import Progress
@@ -190,7 +193,7 @@ def aggregate(config, store_dir, method, name=None, options=None, jobs=1, *, rep
                              f"models/{name}); choose another --name", "name")
     request = _Request(store_dir, method, name, params, replace, exist_ok, jobs, source, limit,
                        progress)
-    with store_lock(store_dir, "aggregate"):
+    with storage_errors(store_dir), store_lock(store_dir, "aggregate"):
         return _aggregate(request, config, report, warn or _warn)
 
 
@@ -390,7 +393,7 @@ def _models(request, held, record, report, warn) -> dict:
     if record is not None:
         path = request.enc_dir / f"models-{record['token']}.h5"
         if path.exists():
-            with h5py.File(path, "r") as f:
+            with open_confined(path, request.store_dir) as f:
                 started = read_model_groups(f.get("models"))
             if set(started) == set(want) and not any(
                     shape_problem(m, started[m]["arrays"], want[m]) for m in want):
@@ -545,7 +548,7 @@ def encode_shard(plan: Plan, shard_path, out_path, items=None, config=None,
     if parallel:
         single_threaded_libraries()
     out_path = Path(out_path)
-    with h5py.File(shard_path, "r") as s:
+    with open_confined(shard_path, Path(shard_path).parent.parent) as s:     # STORE/shards/
         first, count = int(s.attrs["first"]), int(s.attrs["count"])
         keys = s["images/key"].asstr()[:]
         status = s["images/status"][:]
@@ -562,18 +565,15 @@ def encode_shard(plan: Plan, shard_path, out_path, items=None, config=None,
     if items is not None:
         frames, descriptors, offsets = _extract_again(config, items, keys, status, plan,
                                                       frames, offsets)
-    tmp = atomic_path(out_path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["first"] = first
-            f.attrs["count"] = count
-            if plan.sparse:
-                _write_sparse(f, plan, words, frames, offsets, widths, heights)
-            else:
-                _write_dense(f, plan, descriptors, frames, offsets, widths, heights)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    def fill(f):
+        f.attrs["first"] = first
+        f.attrs["count"] = count
+        if plan.sparse:
+            _write_sparse(f, plan, words, frames, offsets, widths, heights)
+        else:
+            _write_dense(f, plan, descriptors, frames, offsets, widths, heights)
+
+    write_h5(out_path, fill)      # one shard's rows, built in memory: a full disk is an OSError
     return {"file": out_path.name, "first": first, "count": count,
             "first_key": keys[0] if count else "", "last_key": keys[-1] if count else "",
             "bytes": out_path.stat().st_size}
@@ -624,19 +624,32 @@ def _write_dense(f, plan, descriptors, frames, offsets, widths, heights):
 # ---------------------------------------------------------------------------- store.h5
 
 def _attach(store_dir, name, record, records, models) -> Path:
-    """Replace store.h5 by a copy holding encodings/NAME (and the models): copy, add, rename."""
+    """Replace store.h5 by a copy holding encodings/NAME (and the models): copy, add, rename.
+
+    In a worker process: HDF5 may crash the process that fails to write a file (a full
+    disk), see ``features.store.h5files``."""
+    try:
+        return call_isolated(attach_task, store_dir, name, record, records, models,
+                             what="adding the encoding to store.h5")
+    finally:
+        remove_stale_temporaries(store_dir)     # the copy of a worker that died
+
+
+def attach_task(store_dir, name, record, records, models, *, skip=None, on_item=None,
+                fault=None) -> Path:
+    """:func:`_attach`'s work, as a worker task."""
     out = Path(store_dir) / STORE_FILE
     tmp = atomic_path(out)
-    shutil.copyfile(out, tmp)
-    try:
-        with h5py.File(tmp, "r+") as f:
-            add_encoding(f, name, record, records)
-            # models/NAME/*, and the encoding's record of them by checksum (`baseline
-            # --val`, `verify`)
-            write_encoding_models(f, name, models)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    enc_dir = Path(store_dir) / ENCODINGS_DIR / name
+    # what the encoding and its models add, at most: CSR rows are copied (about the size of
+    # their files), dense ones are mapped; with room for HDF5's own structures
+    adds = sum(p.stat().st_size for p in enc_dir.glob("*.h5")) if record.get("sparse") else 0
+    with h5_writing(tmp, copy_from=out, reserve=adds + (256 << 10)) as f:
+        add_encoding(f, name, record, records)
+        # models/NAME/*, and the encoding's record of them by checksum (`baseline --val`,
+        # `verify`)
+        write_encoding_models(f, name, models)
+    os.replace(tmp, out)
     return out
 
 
@@ -671,7 +684,7 @@ def restore_encodings(store_dir) -> list[str]:
         models = {}
         models_file = enc_dir / f"models-{record.get('token')}.h5"
         if models_file.exists():
-            with h5py.File(models_file, "r") as f:
+            with open_confined(models_file, store_dir) as f:
                 models = read_model_groups(f.get("models"))
         _attach(store_dir, name, record, records, models)
         names.append(name)

@@ -40,6 +40,7 @@ import numpy as np
 
 from ..encodings.bovw import CSR
 from ..exceptions import ParameterError, StoreError
+from .confined import open_confined
 from .layout import COMPRESS, ENCODING_CHUNK, ENCODINGS_DIR, chunked, virtual_concat
 
 # the default chunk of a dense encoding: rows of about 1 MB, read a chunk at a time
@@ -371,7 +372,7 @@ def _joined_indptr(root, rel, counts):
     nnz = []
     row = 0
     for path, m in zip(rel, counts):
-        with h5py.File(root / path, "r") as s:
+        with open_confined(root / path, root) as s:
             p = s["indptr"][:]
         indptr[row + 1:row + m + 1] = p[1:] + indptr[row]
         nnz.append(int(p[-1]))

@@ -31,7 +31,6 @@ A model is kept as ``{"arrays": {name: ndarray}, "attrs": {name: value}}``.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import h5py
@@ -39,10 +38,10 @@ import h5py
 from .._shared.hashing import array_sha256
 from ..encodings.methods import METHODS
 from ..exceptions import StoreError
-from .atomic import atomic_path
 from .encodings import attr_value, list_encodings
 from .layout import VERSION
 from .write import idf_checksum
+from .h5files import write_h5
 
 __all__ = ["MODELS_VERSION", "model_checksum", "read_model_groups", "write_models",
            "write_models_file", "write_encoding_models", "encoding_models", "model_path",
@@ -92,10 +91,7 @@ def write_models(group, models):
 
 def write_models_file(path, models):
     """``models`` as a file of their own, written atomically."""
-    tmp = atomic_path(path)
-    with h5py.File(tmp, "w") as f:
-        write_models(f.create_group("models"), models)
-    os.replace(tmp, path)
+    write_h5(path, lambda f: write_models(f.create_group("models"), models))
 
 
 def write_encoding_models(f, name, models):

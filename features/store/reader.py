@@ -28,6 +28,7 @@ from ..encodings.gmm import GMM
 from ..encodings.pca import PCA
 from ..exceptions import ParameterError, StoreError, first_line
 from ..presets import Config
+from .confined import check_confined, open_confined
 from .encodings import EncodingRows, encoding_attrs, list_encodings
 from .keys import KeyTable
 from .layout import FORMAT, SHARDS_DIR, STORE_FILE, VERSION
@@ -55,7 +56,9 @@ class Store:
     """Read access to a finished store (a directory, or its store.h5).
 
     Opening checks that every shard the store was merged from is there with its size; a
-    store with a missing or changed shard is refused with one line naming the repair.
+    store with a missing or changed shard is refused with one line naming the repair, and
+    so is one whose HDF5 files would read a file outside the store
+    (:mod:`features.store.confined`).
 
     A store is one generation: store.h5 is read through the descriptor opened here (its key
     table included), and each shard file, opened when first needed, must be the very file
@@ -85,6 +88,7 @@ class Store:
 
     @_reading
     def _open(self, check_shards, open_shards):
+        check_confined(self.h5, self.dir, self.path)
         if self.h5.attrs.get("format") != FORMAT:
             raise StoreError(f"{self.path} is an HDF5 file but not a features store")
         version = int(self.h5.attrs.get("version", 1))
@@ -392,7 +396,7 @@ class Store:
             name = self.shard_records[k]["file"]
             path = self.dir / SHARDS_DIR / name
             try:
-                f = h5py.File(path, "r")
+                f = open_confined(path, self.dir)
             except OSError as e:
                 raise StoreError(f"{self.dir}: shard shards/{name} is unreadable "
                                  f"({first_line(e, 160)}); {repair_hint(self.dir)}") from None
@@ -449,7 +453,8 @@ class _RecordReader:
             # this generation's file, or a StoreError
             with self.store.shard_descriptor(path) as fd:
                 try:
-                    with h5py.File(f"/proc/self/fd/{fd}" if _PROC_FD else path, "r") as f:
+                    with open_confined(f"/proc/self/fd/{fd}" if _PROC_FD else path,
+                                    self.store.dir) as f:
                         d = f[name]
                         ok = d.chunks is None and d.compression is None and d.dtype == self.dtype
                         self.base[k] = d.id.get_offset() if ok else None
