@@ -331,6 +331,10 @@ def reuse_codebook(like, out) -> tuple:
     return config, path
 
 
+def _silent(line):
+    """Without progress, what aggregate reports on its way is left out too."""
+
+
 @_writer("run")
 def run(config, source, out, *, jobs=1, limit=None, progress=True,
         encodings=(), like=None) -> EncodeSummary:
@@ -343,12 +347,16 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
 
     With ``like`` (another store) there is no sampling and no k-means: the recipe and the
     codebook are those of ``like`` (``config`` is ignored), and the ``encodings`` use its
-    models and options (``features.pipeline.like``).
+    models and options (``features.pipeline.like``); no ``encodings`` means every encoding
+    of ``like``.
     """
     source = _opened(source)
     # with --like, the names of the other store's encodings too (`f4`: its fisher of 4
     # components), reproduced with their options and models
     named = like_encodings(like) if like is not None else {}
+    if like is not None and not encodings:
+        # a store made like another is scored against it: it needs each of its encodings
+        encodings = list(named)
     unknown = [m for m in encodings if m not in METHODS and m not in named]
     if unknown:
         raise StoreError(f"unknown encoding(s) {', '.join(unknown)}; choose from "
@@ -372,6 +380,7 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
             continue
         needs_source = METHODS[method].reads == "descriptors" and not config.store_descriptors
         aggregate(config, out, method, name, None, jobs, exist_ok=True,
-                  source=source if needs_source else None, limit=limit, progress=progress)
+                  source=source if needs_source else None, limit=limit, progress=progress,
+                  report=print if progress else _silent)
     build_index(out, jobs=jobs, progress=progress)
     return summary

@@ -113,12 +113,21 @@ def test_like_reproduces_each_encoding(train, tmp_path):
     val, one = tmp_path / "val", tmp_path / "one"
     run_cli("run", val_src, "-o", val, "--like", store, "--encodings", "fisher", "-q",
             env=env, check=True)
-    run_cli("aggregate", val, "--method", "fisher", "--name", "f4", "-q", env=env, check=True)
+    proc = run_cli("aggregate", val, "--method", "fisher", "--name", "f4", "-q", env=env,
+                   check=True)
+    # -q: the result alone, not the models' lines
+    assert proc.stdout.splitlines() == [f"encodings/f4: {val / 'store.h5'}"], proc.stdout
     # or in one run, naming the train store's encodings
     run_cli("run", val_src, "-o", one, "--like", store, "--encodings", "fisher,f4", "-q",
             env=env, check=True)
+    # or with no --encodings: every encoding of the train store
+    every = tmp_path / "every"
+    run_cli("run", val_src, "-o", every, "--like", store, "-q", env=env, check=True)
     for name in ("fisher", "f4"):
         assert _checksums(one, name) == _checksums(store, name)
+        assert _checksums(every, name) == _checksums(store, name)
+    with h5py.File(every / "store.h5") as a, h5py.File(store / "store.h5") as b:
+        assert set(a["encodings"]) == set(b["encodings"])
     with h5py.File(one / "store.h5") as a, h5py.File(val / "store.h5") as b:
         for name in ("fisher", "f4"):
             np.testing.assert_array_equal(a["encodings/" + name][:], b["encodings/" + name][:])
