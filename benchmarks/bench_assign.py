@@ -1,7 +1,7 @@
 """Nearest-centroid assignment: features.assign.Assigner against FAISS exact search.
 
 Peer: ``faiss.IndexFlatL2(128).search(x, 1)``, what the sbow peer pipeline uses. Ours:
-``Assigner(centroids).assign(x)`` (exact, lower-bound pruning; see features/assign.py),
+``Assigner(centroids).assign(x)`` (exact, lower-bound pruning; see src/features/codebook/assign.py),
 plus its brute-force method and a sweep of the bound's rank. One process, one thread
 (FAISS OpenMP, the BLAS libraries and our kernel), the same descriptors, one call per
 image as the pipeline makes it, methods interleaved in every round; medians of the rounds.

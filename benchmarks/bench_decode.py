@@ -35,7 +35,7 @@ import numpy as np
 from PIL import Image
 from skimage import data as skdata
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 import features.decode as fdecode  # noqa: E402
 from features.decode import decode_gray, target_size  # noqa: E402
 

@@ -352,7 +352,7 @@ def main():
     print(f"whole corpus, --jobs 2: {args.images} images in {full_t:.0f} s = "
           f"{full_rate:.1f} images/s", flush=True)
 
-    env = dict(os.environ, PYTHONPATH=str(HERE.parent))
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"))
     rss = {}
     for size in args.rss_sizes:
         for jobs in (1, 2):

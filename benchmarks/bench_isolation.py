@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+ROOT = HERE.parent / "src"
 sys.path.insert(0, str(HERE))
 
 CHILD = r"""

@@ -45,7 +45,7 @@ def cli_env():
     """Environment for running the real `features` command in a subprocess."""
     import os
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     return env
 

@@ -1,5 +1,5 @@
 """The package in layers (docs/DESIGN.md, "Layout"), checked by walking the code of
-`features/`: every import, at module level or inside a function, goes to its own package
+`src/features/`: every import, at module level or inside a function, goes to its own package
 or a lower layer, with no cycle; the low layers stay free of storage and search libraries;
 no module reaches into another package's private names; one exception hierarchy; and
 `import features` stays light."""
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "features"
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "features"
 
 # bottom to top; a module belongs to the first prefix it starts with
 LAYERS = [
