@@ -17,6 +17,10 @@ complete, so a task that ran twice writes the same file twice. A scheduler that 
 ends the job with one :class:`ClusterError` (the finished shards are kept: a rerun
 resumes); while a ``Cluster`` is open, Dask's own log lines on the driver (reconnect
 attempts and their tracebacks) are held back, as that error says what happened.
+
+A task never waits for ever for a worker: a cluster left with no worker (all died, or were
+stopped) ends the job with one :class:`ClusterError` when none has joined within
+``LOST_WORKERS_TIMEOUT`` seconds (the finished shards are kept: a rerun resumes).
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ import logging
 import os
 import socket
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -35,6 +40,10 @@ from ..exceptions import ClusterError, ParameterError, first_line
 
 
 # Arrays above this size are sent to every worker once, not with each task.
+# How long a job waits for a worker when its cluster has none left, and how often it looks.
+LOST_WORKERS_TIMEOUT = 60.0
+_POLL = 2.0
+
 _SCATTER_BYTES = 1 << 16
 
 # The worker processes of ``local:N`` run as joblib's do. Dask's nanny starts workers with
@@ -205,7 +214,7 @@ class Cluster:
 
         def result(future, task):
             try:
-                return future.result()
+                return self._result(future)
             except (FutureCancelledError, CancelledError, CommClosedError) as e:
                 raise ClusterError(f"lost the Dask scheduler at {self.spec} "
                                    f"({first_line(e, None)}); the finished shards are kept: "
@@ -228,6 +237,25 @@ class Cluster:
         finally:
             for future, _ in pending:
                 future.cancel()
+
+    def _result(self, future):
+        """``future.result()``, watching that the cluster keeps a worker to run it."""
+        alone_since = None
+        while True:
+            try:
+                return future.result(timeout=_POLL)
+            except TimeoutError:
+                pass
+            if self.client.scheduler_info().get("workers"):
+                alone_since = None
+                continue
+            now = time.monotonic()
+            alone_since = alone_since or now
+            if now - alone_since > LOST_WORKERS_TIMEOUT:
+                raise ClusterError(f"the Dask cluster at {self.spec} has had no worker for "
+                                   f"{LOST_WORKERS_TIMEOUT:g} s (all stopped or died); the "
+                                   f"finished shards are kept: start workers and rerun to "
+                                   f"resume")
 
     def _scatter(self, arg, scattered):
         if isinstance(arg, np.ndarray) and arg.nbytes >= _SCATTER_BYTES:
