@@ -22,6 +22,23 @@ def _wait(predicate, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def test_local_cluster_whose_workers_cannot_restart_gets_new_ones(tmp_path):
+    """The workers of a local:2 cluster die and their nannies do not start them again (as
+    happens on a loaded machine): the job's tasks still run, on new workers."""
+    lines = tmp_path / "stderr"
+    with open(lines, "w") as stream, cluster_mod.Cluster("local:2", stream=stream) as c:
+        for nanny in list(c._local.workers.values()):
+            c._local.sync(nanny.close)          # the worker ends and nothing restarts it
+        _wait(lambda: not c.client.scheduler_info()["workers"], 30, "the workers to leave")
+
+        def square(x, parallel=True):
+            return x * x
+
+        assert list(c.map(square, [(2,), (3,), (4,)])) == [4, 9, 16]
+        _wait(lambda: len(c.client.scheduler_info()["workers"]) == 2, 60, "two workers")
+    assert "cluster: no worker left in local:2; starting 2 new ones" in lines.read_text()
+
+
 def test_a_cluster_without_workers_ends_the_job(tmp_path, monkeypatch):
     """Workers of a scheduler of their own all stop mid-job: one ClusterError naming the
     wait, after LOST_WORKERS_TIMEOUT seconds, not a hang."""

@@ -20,7 +20,10 @@ attempts and their tracebacks) are held back, as that error says what happened.
 
 A task never waits for ever for a worker: a cluster left with no worker (all died, or were
 stopped) ends the job with one :class:`ClusterError` when none has joined within
-``LOST_WORKERS_TIMEOUT`` seconds (the finished shards are kept: a rerun resumes).
+``LOST_WORKERS_TIMEOUT`` seconds (the finished shards are kept: a rerun resumes). A
+``local:N`` cluster is this job's own, so it is first given N new workers: on a loaded
+machine, a nanny whose worker a crashing image killed can fail to start it again, and the
+job would otherwise wait with tasks and no worker.
 """
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ from ..exceptions import ClusterError, ParameterError, first_line
 # How long a job waits for a worker when its cluster has none left, and how often it looks.
 LOST_WORKERS_TIMEOUT = 60.0
 _POLL = 2.0
+_RESTART_AFTER = 5.0
 
 _SCATTER_BYTES = 1 << 16
 
@@ -121,6 +125,7 @@ class Cluster:
         self.spec, self.timeout = spec, timeout
         self.stream = stream if stream is not None else sys.stderr
         self._local = None
+        self._n_local = arg if kind == "local" else 0
         self._log_levels = _hold_back_dask_logs()
         try:
             if kind == "local":
@@ -251,6 +256,13 @@ class Cluster:
                 continue
             now = time.monotonic()
             alone_since = alone_since or now
+            if self._local is not None and now - alone_since > _RESTART_AFTER:
+                print(f"cluster: no worker left in {self.spec}; starting {self._n_local} new "
+                      f"ones", file=self.stream)
+                self._local.scale(0)
+                self._local.scale(self._n_local)
+                alone_since = None
+                continue
             if now - alone_since > LOST_WORKERS_TIMEOUT:
                 raise ClusterError(f"the Dask cluster at {self.spec} has had no worker for "
                                    f"{LOST_WORKERS_TIMEOUT:g} s (all stopped or died); the "
