@@ -76,8 +76,9 @@ def serve(store, host: str = "127.0.0.1", port: int = 8000, **limits) -> int:
     # inside a request, is what uses the cores
     cv2.setNumThreads(1)
     faiss.omp_set_num_threads(1)
-    # an index file changed in place after the check before a search and before its read
-    # (features.index.files) still ends in SIGBUS: then at least the reason is on stderr
+    # a mapped file changed in place under a read (the key table; the index when it is
+    # mapped, in the microseconds after the check before each search) ends in SIGBUS:
+    # then at least the reason is on stderr
     import faulthandler
     if not faulthandler.is_enabled():
         faulthandler.enable()
@@ -85,6 +86,11 @@ def serve(store, host: str = "127.0.0.1", port: int = 8000, **limits) -> int:
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"features: serving {service.store.dir} ({service.store.n_images} images, "
           f"{service.options.threads} threads) on http://{shown}:{bound_port}/", flush=True)
+    first = service.generation
+    if first.index_memory == "map":
+        print(f"features: note: the index is memory-mapped ({first.index_memory_why}): "
+              f"rewriting its files in place (cp over them, rsync --inplace) can stop the "
+              f"server; `features index` never does", file=sys.stderr, flush=True)
     if service.searcher.image_queries:
         print(f"features: note: no queries by image, only by key "
               f"({service.searcher.image_queries})", file=sys.stderr, flush=True)

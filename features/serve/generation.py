@@ -5,7 +5,8 @@ under the server: new store.h5, shard and index files, each renamed over the old
 server never mixes the two. Each :class:`Generation` holds everything a request reads, opened
 together: the :class:`~features.search.Searcher` (store.h5 through its descriptor, the key
 table mapped from it, the index mapped, each shard file checked to be the one of this
-generation), the per-image columns and the caches. :class:`Generations` keeps the one that
+generation; the index copied into the server's memory when it fits, see
+:mod:`.index_memory`), the per-image columns and the caches. :class:`Generations` keeps the one that
 new requests get:
 
 - when a request arrives, and at most every ``interval`` seconds, it compares the identity
@@ -19,7 +20,8 @@ new requests get:
 - a new generation that cannot be opened (no index yet, a half-written store) leaves the old
   one serving, and is tried again when the files change again; ``pending`` says why.
 
-The old generation stays readable after a rerun as long as its files are open or mapped; a
+The old generation stays readable after a rerun as long as its files are open, mapped or
+copied; a
 shard it had not opened yet is gone (replaced), and reading it is refused with a StoreError,
 which the server answers with 503 until the new generation is in.
 """
@@ -39,6 +41,7 @@ from ..search import Searcher
 from ..store import OK
 from ..store.layout import MANIFEST_FILE, STORE_FILE
 from ..store.lock import lock_holder
+from .index_memory import choose as choose_index_memory
 from .thumbs import LRUCache, SourceFiles
 
 
@@ -82,10 +85,13 @@ class Generation:
     that count falls to zero."""
 
     def __init__(self, store_path, options, number: int, identity: tuple):
+        path = Path(store_path)
+        self.index_memory, self.index_memory_why = choose_index_memory(
+            path if path.is_dir() else path.parent, options.index_memory)
         # the process's thread limits are set by the first generation, before any request
         # runs; set again from another thread while requests compute in BLAS, they crash it
         self.searcher = Searcher(store_path, params=options.search_params,
-                                 thread_limits=number == 1)
+                                 thread_limits=number == 1, index_memory=self.index_memory)
         self.store = self.searcher.store
         try:
             self.classes = list(self.store.classes)

@@ -269,3 +269,46 @@ def test_damaged_or_missing_refine_file(tmp_path, rows2k, cli_env, monkeypatch):
     assert refine_damage() == ["missing"]
     _build(store, factory="IVF8,PQ8,Refine(Sparse)")
     assert _file(store).read_bytes() == good and not path.exists()
+
+
+@pytest.mark.parametrize("factory", ["IVF8,Flat,Refine(Sparse)", "IVF8,PQ8,Refine(Sparse)",
+                                     "Flat"])
+def test_a_copied_index_survives_its_files_emptied_in_place(tmp_path, rows2k, factory):
+    """``load_index(mmap=False)`` reads the files into memory through the descriptors it
+    checked: no page of them is mapped, and emptying or rewriting them in place (what would
+    kill a process reading a mapped one with SIGBUS) leaves its searches as they were; the
+    check before each search still names the file."""
+    store = write_store(tmp_path / "s", rows2k[:800])
+    _build(store, factory=factory)
+    queries = sparse_rows(20, dim=64, seed=3)
+    paths = ix.current_index_paths(store)
+    with Store(store) as s:
+        index = ix.load_index(s, mmap=False)
+        assert ix.index_memory(index) == "copy"
+        with open("/proc/self/maps") as f:
+            maps = f.read()
+        assert not [p for p in paths.values() if str(p.resolve()) in maps]
+        mapped = ix.load_index(s)
+        assert ix.index_memory(mapped) == "map"
+        expect = ix.search_vectors(mapped, queries, 10)
+        before = ix.search_vectors(index, queries, 10)
+        for path in paths.values():
+            # the mapped index above maps them; the copy is compared with it
+            original = path.read_bytes()
+            with open(path, "r+b") as f:
+                f.truncate(0)
+                f.write(original[::-1])
+                f.truncate(len(original) // 2)
+        del mapped   # its pages are gone: never read again
+        with pytest.raises(StoreError, match="in place"):
+            ix.search_vectors(index, queries, 10)
+        # the searches themselves, past the check: the copy, as it was
+        if isinstance(index, RefinedIndex):
+            index.rows.files = None
+        after = index.search(queries, 10)
+        if isinstance(index, RefinedIndex):
+            assert index.rows.row(5)[0].size
+    assert REFINE_FILE in paths or factory == "Flat"
+    np.testing.assert_array_equal(before[1], expect[1])
+    np.testing.assert_array_equal(after[1], before[1])
+    np.testing.assert_allclose(after[0], before[0])

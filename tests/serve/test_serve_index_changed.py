@@ -2,7 +2,11 @@
 ``rsync --inplace``) while it maps them: 503 naming the file, never SIGBUS."""
 from __future__ import annotations
 
+import json
+import random
 import shutil
+import threading
+import time
 from urllib.parse import quote
 
 import pytest
@@ -10,7 +14,7 @@ import pytest
 pytest.importorskip("aiohttp", reason="features serve needs the [serve] extra (aiohttp)")
 
 from conftest import run_cli  # noqa: E402
-from serve_helpers import Server, get_json  # noqa: E402
+from serve_helpers import Server, get_json, request  # noqa: E402
 
 from features.index import INDEX_FILE, REFINE_FILE, current_index_paths, index_record  # noqa: E402
 
@@ -78,3 +82,79 @@ def test_a_rebuild_under_the_server_leaves_its_files_alone(small_store, tmp_path
     finally:
         code, err = server.stop()
     assert code == 0 and "Traceback" not in err, err
+
+
+def _rewrite_in_place(path, original, rng):
+    """``cp`` of other bytes over the file: the same inode truncated, then written."""
+    with open(path, "r+b") as f:
+        f.truncate(0)
+        f.flush()
+        f.write(bytes(rng.getrandbits(8) for _ in range(min(64, len(original))))
+                + original[64:][::-1])
+        f.flush()
+
+
+def _hammer(url, stop, answers):
+    """Searches over real sockets until ``stop``: each answer kept as (status, body)."""
+    while not stop.is_set():
+        status, _, body = request(url, timeout=60)
+        answers.append((status, body))
+
+
+@pytest.mark.parametrize("factory", ["IVF2,Flat,Refine(Sparse)", None])
+def test_index_files_rewritten_in_place_under_load_never_stop_the_server(
+        small_store, tmp_path, cli_env, factory):
+    """The server reads its own copy of the index files: truncating them, writing other
+    bytes over them, or leaving them empty while searches run answers 200 (the copy) or
+    503 with one line naming the file, and never kills the process (SIGBUS)."""
+    store = _store(small_store, tmp_path, factory, cli_env)
+    paths = current_index_paths(store)
+    names = [n for n in (INDEX_FILE, REFINE_FILE) if n in paths]
+    assert len(names) == (2 if factory else 1)
+    originals = {n: paths[n].read_bytes() for n in names}
+    server = Server(store)
+    answers, stop = [], threading.Event()
+    rng = random.Random(0)
+    try:
+        keys = ["chelsea/half.jpg", "coins/half.jpg", "rocket/original.jpg",
+                "astronaut/original.jpg"]
+        urls = [server.url + f"api/search?k=5&key={quote(k)}" for k in keys]
+        status, before = get_json(urls[0])
+        assert status == 200, before
+        threads = [threading.Thread(target=_hammer, args=(u, stop, answers)) for u in urls]
+        for t in threads:
+            t.start()
+        try:
+            for round_ in range(150):
+                for name in names:
+                    _rewrite_in_place(paths[name], originals[name], rng)
+                    if round_ % 3 == 0:   # and back: a new generation may be opened on it
+                        paths[name].write_bytes(originals[name])
+            for name in names:            # truncated to nothing, and left so
+                paths[name].write_bytes(b"")
+            time.sleep(1.0)
+            assert server.proc.poll() is None
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(120)
+        # the files on disk are empty now: every search says which file changed
+        for url in urls:
+            status, body = get_json(url)
+            assert status == 503 and body["error"].count("\n") == 0, body
+            assert any(n in body["error"] for n in names), body
+        status, health = get_json(server.url + "api/health")
+        assert status == 200, health
+        assert server.proc.poll() is None
+    finally:
+        code, err = server.stop()
+    assert code == 0, err
+    assert "Bus error" not in err and "Traceback" not in err, err
+    statuses = {}
+    for status, body in answers:
+        statuses[status] = statuses.get(status, 0) + 1
+        assert status in (200, 503), (status, body[:300])
+        if status == 503:
+            error = json.loads(body)["error"]
+            assert "\n" not in error and any(n in error for n in names), error
+    assert len(answers) > 100, statuses
