@@ -1,5 +1,6 @@
 """A server whose index files are truncated or rewritten in place (``cp`` over them,
-``rsync --inplace``) while it maps them: 503 naming the file, never SIGBUS."""
+``rsync --inplace``) while it serves them: it searches its own copy of them, answers 503
+naming the file, and never dies of SIGBUS."""
 from __future__ import annotations
 
 import json
@@ -36,14 +37,14 @@ def _truncate_in_place(path):
 
 
 @pytest.mark.parametrize("factory, name", [
-    ("IVF2,Flat,Refine(Sparse)", REFINE_FILE),   # index.refine, always mapped
-    (None, INDEX_FILE),                          # the exact index: FAISS maps its vectors
+    ("IVF2,Flat,Refine(Sparse)", REFINE_FILE),   # index.refine
+    (None, INDEX_FILE),                          # the exact index
 ])
 def test_index_file_cut_short_under_the_server_is_503(small_store, tmp_path, cli_env,
                                                       factory, name):
     store = _store(small_store, tmp_path, factory, cli_env)
     record = index_record(store)
-    assert record["io_flag"] != "none" or name == REFINE_FILE   # the file is really mapped
+    assert record["io_flag"] != "none" or name == REFINE_FILE   # the API would map it
     server = Server(store)
     try:
         url = server.url + f"api/search?key={KEY}&k=5"
@@ -58,21 +59,23 @@ def test_index_file_cut_short_under_the_server_is_503(small_store, tmp_path, cli
         assert server.proc.poll() is None                 # still serving
         status, health = get_json(server.url + "api/health")
         assert status == 200 and health["status"] == "ok"
+        assert health["index_memory"] == "copy"           # a small index: copied
     finally:
         code, err = server.stop()
     assert code == 0, err
-    assert "Traceback" not in err, err
+    assert "Traceback" not in err and "memory-mapped" not in err, err
 
 
 def test_a_rebuild_under_the_server_leaves_its_files_alone(small_store, tmp_path, cli_env):
     """The project's own writer never touches a file in use: the server keeps answering
     from the generation it opened while a build switches to another and removes it."""
     store = _store(small_store, tmp_path, None, cli_env)
-    server = Server(store)
+    server = Server(store, "--index-memory", "map")
     try:
         url = server.url + f"api/search?key={KEY}&k=5"
         status, before = get_json(url)
         assert status == 200
+        assert get_json(server.url + "api/health")[1]["index_memory"] == "map"
         run_cli("index", store, "--index", "IVF2,Flat,Refine(Sparse)", env=cli_env,
                 check=True)
         status, after = get_json(url)
@@ -82,6 +85,9 @@ def test_a_rebuild_under_the_server_leaves_its_files_alone(small_store, tmp_path
     finally:
         code, err = server.stop()
     assert code == 0 and "Traceback" not in err, err
+    # mapped on request: said once at start, in one line
+    notes = [line for line in err.splitlines() if "memory-mapped" in line]
+    assert len(notes) == 1 and "in place" in notes[0] and "--index-memory map" in notes[0]
 
 
 def _rewrite_in_place(path, original, rng):
