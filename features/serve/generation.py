@@ -28,6 +28,7 @@ which the server answers with 503 until the new generation is in.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -67,6 +68,13 @@ def disk_identity(store_file, directory) -> tuple:
             continue
         out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
     return tuple(out)
+
+
+def mapped_note(generation) -> str:
+    """The line that says a generation's index is mapped, and what that risks."""
+    return (f"features: note: the index is memory-mapped ({generation.index_memory_why}): "
+            f"rewriting its files in place (cp over them, rsync --inplace) can stop the "
+            f"server; `features index` never does")
 
 
 def _opened_is(generation, identity) -> bool:
@@ -174,6 +182,8 @@ class Generations:
         self._failed = None             # the identity a failed attempt was made on
         self.pending = None             # why the newer generation on disk is not served
         self._opening = False
+        self._opener = None             # the thread opening a newer generation
+        self._closed = False
         self._lock = threading.Lock()
 
     @staticmethod
@@ -200,11 +210,12 @@ class Generations:
         if on_disk == self._failed:
             return
         with self._lock:
-            if self._opening:
+            if self._opening or self._closed:
                 return
             self._opening = True
-        threading.Thread(target=self._open_next, args=(on_disk,), daemon=True,
-                         name="features-serve-generation").start()
+            self._opener = threading.Thread(target=self._open_next, args=(on_disk,),
+                                            daemon=True, name="features-serve-generation")
+        self._opener.start()
 
     def _open_next(self, on_disk):
         try:
@@ -228,9 +239,14 @@ class Generations:
                 return
             nxt.switched = time.time()
             with self._lock:
+                if self._closed:      # the server stopped while it was opened
+                    nxt.close()
+                    return
                 old, self.current = self.current, nxt
             self.pending = None
             old.retire()
+            if nxt.index_memory == "map" and old.index_memory != "map":
+                print(mapped_note(nxt), file=sys.stderr, flush=True)
         finally:
             self._opening = False
             self._checked = time.monotonic()
@@ -241,4 +257,11 @@ class Generations:
             return self.current.enter()
 
     def close(self):
+        # a generation being opened is waited for: a daemon thread stopped inside h5py at
+        # interpreter exit keeps h5py's lock, and the exit then hangs on it
+        with self._lock:
+            self._closed = True
+            opener = self._opener
+        if opener is not None:
+            opener.join(60)
         self.current.searcher.close()
