@@ -58,6 +58,7 @@ def serve(store, host: str = "127.0.0.1", port: int = 8000, **limits) -> int:
         raise ServeError("features serve needs aiohttp: pip install '.[serve]'")
     from .app import ServeOptions, Service, create_app
     from .connections import HeadDeadlines, loopback_hosts, run
+    from .generation import mapped_note
 
     options = ServeOptions(**limits)  # ParameterError naming a bad limit, before opening anything
     # OpenCV's own pixel limit, a second line behind the header checks; read by OpenCV at its
@@ -86,11 +87,8 @@ def serve(store, host: str = "127.0.0.1", port: int = 8000, **limits) -> int:
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"features: serving {service.store.dir} ({service.store.n_images} images, "
           f"{service.options.threads} threads) on http://{shown}:{bound_port}/", flush=True)
-    first = service.generation
-    if first.index_memory == "map":
-        print(f"features: note: the index is memory-mapped ({first.index_memory_why}): "
-              f"rewriting its files in place (cp over them, rsync --inplace) can stop the "
-              f"server; `features index` never does", file=sys.stderr, flush=True)
+    if service.generation.index_memory == "map":
+        print(mapped_note(service.generation), file=sys.stderr, flush=True)
     if service.searcher.image_queries:
         print(f"features: note: no queries by image, only by key "
               f"({service.searcher.image_queries})", file=sys.stderr, flush=True)

@@ -100,6 +100,10 @@ def _rewrite_in_place(path, original, rng):
         f.flush()
 
 
+def _generation(server):
+    return get_json(server.url + "api/health")[1]["generation"]["number"]
+
+
 def _hammer(url, stop, answers):
     """Searches over real sockets until ``stop``: each answer kept as (status, body)."""
     while not stop.is_set():
@@ -131,11 +135,21 @@ def test_index_files_rewritten_in_place_under_load_never_stop_the_server(
         for t in threads:
             t.start()
         try:
-            for round_ in range(150):
+            generation = before_generation = _generation(server)
+            for round_ in range(12):
+                # the original bytes back (in place): the server switches to a generation
+                # opened on them, whose checks pass, and the rewrites below hit searches
+                # that are reading it
                 for name in names:
-                    _rewrite_in_place(paths[name], originals[name], rng)
-                    if round_ % 3 == 0:   # and back: a new generation may be opened on it
-                        paths[name].write_bytes(originals[name])
+                    paths[name].write_bytes(originals[name])
+                deadline = time.monotonic() + 15
+                while _generation(server) == generation and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                generation = _generation(server)
+                for _ in range(10):
+                    for name in names:
+                        _rewrite_in_place(paths[name], originals[name], rng)
+            assert generation > before_generation + 5     # the rewrites hit fresh ones
             for name in names:            # truncated to nothing, and left so
                 paths[name].write_bytes(b"")
             time.sleep(1.0)
@@ -163,4 +177,20 @@ def test_index_files_rewritten_in_place_under_load_never_stop_the_server(
         if status == 503:
             error = json.loads(body)["error"]
             assert "\n" not in error and any(n in error for n in names), error
-    assert len(answers) > 100, statuses
+    assert len(answers) > 100 and statuses.get(200), statuses
+
+
+def test_auto_copies_an_index_within_its_bound_and_maps_a_larger_one(small_store,
+                                                                     monkeypatch):
+    from features.serve import index_memory
+    from features.exceptions import ParameterError
+    size = index_memory.index_bytes(small_store)
+    assert size == sum(p.stat().st_size for p in current_index_paths(small_store).values())
+    assert index_memory.memory_limit() > 0
+    assert index_memory.choose(small_store)[0] == "copy"
+    monkeypatch.setattr(index_memory, "memory_limit", lambda: 4 * size - 4)
+    mode, why = index_memory.choose(small_store)
+    assert mode == "map" and "over the copy bound" in why
+    assert index_memory.choose(small_store, "copy")[0] == "copy"
+    with pytest.raises(ParameterError, match="index_memory"):
+        index_memory.choose(small_store, "mmap")
