@@ -312,3 +312,38 @@ def test_a_copied_index_survives_its_files_emptied_in_place(tmp_path, rows2k, fa
     np.testing.assert_array_equal(before[1], expect[1])
     np.testing.assert_array_equal(after[1], before[1])
     np.testing.assert_allclose(after[0], before[0])
+
+
+_READ_AFTER_EMPTIED = """
+import sys, numpy as np
+from features import index as ix
+from features.store import Store
+with Store(sys.argv[1]) as s:
+    index = ix.load_index(s, mmap=sys.argv[2] == "map")
+    q = np.zeros((1, index.d), np.float32)
+    q[0, :20] = 1
+    for path in ix.current_index_paths(s.dir).values():
+        open(path, "r+b").truncate(0)
+    index.rows.files = None          # past the check before each search
+    print(index.search(q, 5)[1].tolist())
+"""
+
+
+@pytest.mark.parametrize("mode", ["map", "copy"])
+def test_why_the_server_copies_a_mapped_index_read_after_its_files_emptied(
+        tmp_path, rows2k, cli_env, mode):
+    """What the check before each search guards a mapped index against, and what it cannot
+    guard in the microseconds after it: a read of a page of a file emptied in place kills
+    the process with SIGBUS. A copy answers."""
+    import json
+    import subprocess
+    import sys
+    store = write_store(tmp_path / "s", rows2k[:800])
+    _build(store, factory="IVF8,PQ8,Refine(Sparse)")
+    proc = subprocess.run([sys.executable, "-c", _READ_AFTER_EMPTIED, str(store), mode],
+                          capture_output=True, text=True, env=cli_env, timeout=300)
+    if mode == "map":
+        assert proc.returncode == -7, (proc.returncode, proc.stderr[-500:])   # SIGBUS
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert len(json.loads(proc.stdout)[0]) == 5
