@@ -269,3 +269,81 @@ def test_damaged_or_missing_refine_file(tmp_path, rows2k, cli_env, monkeypatch):
     assert refine_damage() == ["missing"]
     _build(store, factory="IVF8,PQ8,Refine(Sparse)")
     assert _file(store).read_bytes() == good and not path.exists()
+
+
+@pytest.mark.parametrize("factory", ["IVF8,Flat,Refine(Sparse)", "IVF8,PQ8,Refine(Sparse)",
+                                     "Flat"])
+def test_a_copied_index_survives_its_files_emptied_in_place(tmp_path, rows2k, factory):
+    """``load_index(mmap=False)`` reads the files into memory through the descriptors it
+    checked: no page of them is mapped, and emptying or rewriting them in place (what would
+    kill a process reading a mapped one with SIGBUS) leaves its searches as they were; the
+    check before each search still names the file."""
+    store = write_store(tmp_path / "s", rows2k[:800])
+    _build(store, factory=factory)
+    queries = sparse_rows(20, dim=64, seed=3)
+    paths = ix.current_index_paths(store)
+    with Store(store) as s:
+        index = ix.load_index(s, mmap=False)
+        assert ix.index_memory(index) == "copy"
+        with open("/proc/self/maps") as f:
+            maps = f.read()
+        assert not [p for p in paths.values() if str(p.resolve()) in maps]
+        mapped = ix.load_index(s)
+        assert ix.index_memory(mapped) == "map"
+        expect = ix.search_vectors(mapped, queries, 10)
+        before = ix.search_vectors(index, queries, 10)
+        for path in paths.values():
+            # the mapped index above maps them; the copy is compared with it
+            original = path.read_bytes()
+            with open(path, "r+b") as f:
+                f.truncate(0)
+                f.write(original[::-1])
+                f.truncate(len(original) // 2)
+        del mapped   # its pages are gone: never read again
+        with pytest.raises(StoreError, match="in place"):
+            ix.search_vectors(index, queries, 10)
+        # the searches themselves, past the check: the copy, as it was
+        if isinstance(index, RefinedIndex):
+            index.rows.files = None
+        after = index.search(queries, 10)
+        if isinstance(index, RefinedIndex):
+            assert index.rows.row(5)[0].size
+    assert REFINE_FILE in paths or factory == "Flat"
+    np.testing.assert_array_equal(before[1], expect[1])
+    np.testing.assert_array_equal(after[1], before[1])
+    np.testing.assert_allclose(after[0], before[0])
+
+
+_READ_AFTER_EMPTIED = """
+import sys, numpy as np
+from features import index as ix
+from features.store import Store
+with Store(sys.argv[1]) as s:
+    index = ix.load_index(s, mmap=sys.argv[2] == "map")
+    q = np.zeros((1, index.d), np.float32)
+    q[0, :20] = 1
+    for path in ix.current_index_paths(s.dir).values():
+        open(path, "r+b").truncate(0)
+    index.rows.files = None          # past the check before each search
+    print(index.search(q, 5)[1].tolist())
+"""
+
+
+@pytest.mark.parametrize("mode", ["map", "copy"])
+def test_why_the_server_copies_a_mapped_index_read_after_its_files_emptied(
+        tmp_path, rows2k, cli_env, mode):
+    """What the check before each search guards a mapped index against, and what it cannot
+    guard in the microseconds after it: a read of a page of a file emptied in place kills
+    the process with SIGBUS. A copy answers."""
+    import json
+    import subprocess
+    import sys
+    store = write_store(tmp_path / "s", rows2k[:800])
+    _build(store, factory="IVF8,PQ8,Refine(Sparse)")
+    proc = subprocess.run([sys.executable, "-c", _READ_AFTER_EMPTIED, str(store), mode],
+                          capture_output=True, text=True, env=cli_env, timeout=300)
+    if mode == "map":
+        assert proc.returncode == -7, (proc.returncode, proc.stderr[-500:])   # SIGBUS
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert len(json.loads(proc.stdout)[0]) == 5

@@ -234,6 +234,7 @@ def cmd_serve(args):
     if args.max_pixels is not None:
         limits["max_pixels"] = args.max_pixels
     limits["search_params"] = _search_params(args)
+    limits["index_memory"] = args.index_memory
     return serve(args.store, args.host, args.port, **limits)
 
 

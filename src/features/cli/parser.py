@@ -217,6 +217,10 @@ def build_parser():
     sp.add_argument("--upload-memory-mb", type=float, default=256.0,
                     help="MiB of upload bodies held in memory at once, all requests "
                          "together; an upload that does not fit gets 503 (256)")
+    sp.add_argument("--index-memory", choices=["auto", "copy", "map"], default="auto",
+                    help="copy the index files into the server's memory (nothing done to "
+                         "the files on disk can then stop it; costs their size) or map "
+                         "them; auto: copy when they take at most a quarter of memory (auto)")
     _search_param_options(sp, "of every request unless it gives its own; default: those "
                               "recorded by `features index`")
     sp = add("info", c.cmd_info, "what a store holds")

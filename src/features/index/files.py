@@ -14,13 +14,19 @@ when it is at most ``HASH_AT_OPEN[name]`` bytes (about 0.2 s per 100 MB):
   zeros), so a damaged larger file is never read out of bounds, but a flipped value can
   change a score until ``features verify``, which hashes every file whole, finds it.
 
-A file a reader maps stays the file it checked: it is held open, and before each search its
-size and modification time (of the open file, not of the path) are compared with those it
-had, so a file truncated or rewritten in place (``cp`` over it, ``rsync --inplace``) is
-refused with :class:`IndexChanged` instead of reading pages that no longer exist, which
-kills the process with SIGBUS. The project's own writers never do that: a build writes a
-new generation and removes the old one's files, which a process that has them open keeps
-reading. A file changed in place between that check and the read is not caught.
+A reader either maps a file or copies it into the process's memory (``load_index``'s
+``mmap``). A mapped file's pages are read from the file at each search: truncated or
+rewritten in place (``cp`` over it, ``rsync --inplace``), it has pages that no longer exist,
+and reading one kills the process with SIGBUS. A copy is read once, from the descriptor
+that was checked (:meth:`OpenIndexFiles.read_into`, :meth:`OpenIndexFiles.reader`), and
+nothing done to the file afterwards reaches it. Either way the file is held open, and
+before each search its size and modification time (of the open file, not of the path) are
+compared with those it had, so a file changed in place is refused with
+:class:`IndexChanged` (the index no longer being the one on disk). For a mapped file that
+check is also what keeps the process alive, except for a change in the microseconds
+between the check and the read; for a copy it is only a statement. The project's own
+writers never change a file in place: a build writes a new generation and removes the old
+one's files, which a process that has them open keeps reading.
 """
 from __future__ import annotations
 
@@ -92,7 +98,8 @@ class OpenIndexFiles:
     def __init__(self, directory, record, hash_limit=None):
         self.directory = directory
         self.paths = index_paths(directory, record)
-        self.mapped = set()            # names of files a reader maps: checked by check()
+        self.mapped = set()            # names of files a reader maps
+        self.copied = set()            # names of files read into memory
         self._files, self._stats = {}, {}
         try:
             for name, path in self.paths.items():
@@ -124,16 +131,55 @@ class OpenIndexFiles:
         held = os.fstat(self._files[name].fileno())
         return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
+    def file(self, name):
+        """The open file ``name`` (binary, read-only)."""
+        return self._files[name]
+
+    def read_into(self, name, offset, out):
+        """Fill ``out`` (a writable buffer) with the bytes of file ``name`` from ``offset``,
+        read from the descriptor that was checked; :class:`IndexChanged` when the file ends
+        before (it was cut short in place)."""
+        view = memoryview(out).cast("B")
+        fd, at = self._files[name].fileno(), 0
+        while at < len(view):
+            n = os.preadv(fd, [view[at:]], offset + at)
+            if n == 0:
+                raise self._changed(name)
+            at += n
+
+    def reader(self, name):
+        """A callback ``read(n) -> bytes`` over file ``name`` from its start, through the
+        descriptor that was checked (for ``faiss.PyCallbackIOReader``)."""
+        fd, at = self._files[name].fileno(), 0
+
+        def read(n):
+            nonlocal at
+            data = os.pread(fd, n, at)
+            at += len(data)
+            return data
+        return read
+
     def check(self):
-        """Raise :class:`IndexChanged` when a mapped file was truncated or rewritten in
-        place since it was opened."""
-        for name in self.mapped:
+        """Raise :class:`IndexChanged` when a file the index maps or copied was truncated or
+        rewritten in place since it was opened."""
+        for name in self.mapped | self.copied:
             st = os.fstat(self._files[name].fileno())
             if (st.st_size, st.st_mtime_ns) != self._stats[name]:
-                raise IndexChanged(f"{self.paths[name]} was truncated or rewritten in place "
-                                   f"while in use ({st.st_size} bytes, was "
-                                   f"{self._stats[name][0]}); restart after `features index` "
-                                   f"(which never rewrites a file in use)")
+                raise self._changed(name, st.st_size)
+
+    def check_all(self):
+        """:meth:`check` over every file held, mapped, copied or neither yet."""
+        for name in self._files:
+            st = os.fstat(self._files[name].fileno())
+            if (st.st_size, st.st_mtime_ns) != self._stats[name]:
+                raise self._changed(name, st.st_size)
+
+    def _changed(self, name, size=None):
+        if size is None:
+            size = os.fstat(self._files[name].fileno()).st_size
+        return IndexChanged(f"{self.paths[name]} was truncated or rewritten in place while "
+                            f"in use ({size} bytes, was {self._stats[name][0]}); restart "
+                            f"after `features index` (which never rewrites a file in use)")
 
     def close(self):
         for f in self._files.values():

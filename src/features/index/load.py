@@ -1,5 +1,15 @@
-"""Opening a store's index for search: memory-mapped where FAISS allows, each file checked
-against the manifest's record first (``features.index.files``)."""
+"""Opening a store's index for search: memory-mapped where FAISS allows, or copied into the
+process's memory; each file checked against the manifest's record first
+(``features.index.files``).
+
+Mapped, the index costs the process no memory of its own (its pages are the file's, shared
+and dropped under pressure), and a file truncated or rewritten in place under it can kill
+the process with SIGBUS (``features.index.files`` narrows that to a few microseconds). A
+copy costs the files' size in the process's own memory and is read once, from the
+descriptors that were checked: nothing done to the files afterwards can fault it. The
+Python API maps; ``features serve`` copies when the index fits its bound
+(``features.serve.index_memory``).
+"""
 from __future__ import annotations
 
 import faiss
@@ -14,10 +24,11 @@ from .refine import RefinedIndex, RefineRows
 
 
 def load_index(store, mmap=True):
-    """The store's index, memory-mapped where FAISS allows; its files checked against the
-    manifest's record (``features.index.files``: :class:`IndexDamaged` when one is not the
-    recorded one). The index's ``files`` (:class:`~features.index.files.OpenIndexFiles`)
-    keep them open; ``search_vectors`` checks that a mapped one was not changed in place."""
+    """The store's index, memory-mapped where FAISS allows (``mmap=False``: read into the
+    process's memory); its files checked against the manifest's record
+    (``features.index.files``: :class:`IndexDamaged` when one is not the recorded one).
+    The index's ``files`` (:class:`~features.index.files.OpenIndexFiles`) keep them open;
+    ``search_vectors`` checks that none was changed in place."""
     record = index_record(store.dir)
     for _ in range(3):
         try:
@@ -45,30 +56,38 @@ def _load(store, record, mmap):
     flags = [IO_FLAGS[record["io_flag"]]] if record.get("io_flag") in IO_FLAGS \
         else [faiss.IO_FLAG_MMAP_IFC, faiss.IO_FLAG_MMAP]
     if not mmap:
-        flags = [0]
+        flags = []
     error = index = None
     for flag in flags + [0]:
         try:
-            index = faiss.read_index(str(path), flag)
+            if flag:
+                index = faiss.read_index(str(path), flag)
+            else:
+                # a copy: read through the descriptor that was checked, not the path
+                index = faiss.read_index(faiss.PyCallbackIOReader(opened.reader(INDEX_FILE)),
+                                         0)
             break
         except RuntimeError as e:
             error = e
     if index is None:
+        opened.check_all()   # IndexChanged: cut short while it was read
         raise IndexDamaged(f"{path} is damaged (FAISS cannot read it: "
                            f"{faiss_message(error)}); {hint}")
-    if flag:
-        opened.mapped.add(INDEX_FILE)
-    if not opened.is_open(INDEX_FILE):
+    (opened.mapped if flag else opened.copied).add(INDEX_FILE)
+    if flag and not opened.is_open(INDEX_FILE):
         raise StoreError(f"{path} was replaced while it was opened")
     for what, value in (("dim", index.d), ("rows", index.ntotal)):
         if isinstance(record.get(what), int) and value != record[what]:
             raise IndexDamaged(f"{path} is damaged (its {what} is {value}, the manifest "
                                f"records {record[what]}); {hint}")
     if record.get("refine") == "sparse":
-        rows = RefineRows(paths[REFINE_FILE], hint=hint)
-        opened.mapped.add(REFINE_FILE)
-        if not opened.is_open(REFINE_FILE):
-            raise StoreError(f"{rows.path} was replaced while it was opened")
+        rows = RefineRows(paths[REFINE_FILE], hint=hint, copy_from=None if mmap else opened)
+        if mmap:
+            opened.mapped.add(REFINE_FILE)
+            if not opened.is_open(REFINE_FILE):
+                raise StoreError(f"{rows.path} was replaced while it was opened")
+        else:
+            opened.copied.add(REFINE_FILE)
         rows.files = opened
         if rows.n_rows != store.n_images:
             raise IndexDamaged(f"{rows.path} holds {rows.n_rows} rows for {store.n_images} "
@@ -77,6 +96,8 @@ def _load(store, record, mmap):
             raise IndexDamaged(f"{rows.path} holds rows of {rows.dim} dimensions for an "
                                f"index of {index.d}; {hint}")
         index = RefinedIndex(index, rows, record.get("params", {}).get("k_factor", 100))
+    # a file changed in place while it was read: the copy may hold parts of two files
+    opened.check()
     _attach(index, opened)
     # the recorded defaults, whatever the file holds: `features index --nprobe` changes
     # them without rebuilding
@@ -109,11 +130,20 @@ def open_files(index):
     return None
 
 
+def index_memory(index) -> str | None:
+    """How an index ``load_index`` returned holds its files: "map" when one is mapped,
+    "copy" when all were read into memory, None when unknown."""
+    files = open_files(index)
+    if files is None:
+        return None
+    return "map" if files.mapped else "copy"
+
+
 def search_vectors(index, queries, k, *, nprobe=None, k_factor=None, what=None):
     """(scores, ids) of the k best rows per query; missing results have id -1. ``nprobe``,
     ``k_factor``: this search's instead of the index's own (ParameterError when the index
     has no such parameter; ``what`` names the index in that message). IndexChanged when a
-    file the index maps was changed in place since it was opened."""
+    file of the index was changed in place since it was opened."""
     files = open_files(index)
     if files is not None:
         files.check()

@@ -13,7 +13,7 @@ a fraction of a millisecond (``ext/_refine.pyx``).
 ``indptr`` (int64, one more than the store's images: row ``i`` is image ``i``, empty when
 the image is not in the index), the columns (uint16) and the values (float16), all
 little-endian. It is written from the parts of an index build (one part per run of
-shards, see ``SparsePart``), streamed, and read memory-mapped.
+shards, see ``SparsePart``), streamed, and read memory-mapped or copied into memory.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ import numpy as np
 from .._ext import load
 from ..exceptions import IndexDamaged, ParameterError, StoreError
 from ..store.atomic import atomic_file, atomic_path
+from .layout import REFINE_FILE
 
 MAX_DIM = 1 << 16         # columns are uint16
 _MAGIC = b"FTREFINE"
@@ -109,22 +110,29 @@ def write_refine(out, parts, n_rows, dim):
 
 
 class RefineRows:
-    """``index.refine`` memory-mapped: ``indptr``, ``columns``, ``values`` (as the uint16
-    bits of float16). :class:`IndexDamaged` for a file that is not one (its message ends
-    with ``hint`` when one is given). ``files``: the index's open files
-    (``features.index.files.OpenIndexFiles``), checked before the rows are read."""
+    """``index.refine``: ``indptr``, ``columns``, ``values`` (as the uint16 bits of float16),
+    memory-mapped, or read into the process's memory through ``copy_from`` (the
+    :class:`~features.index.files.OpenIndexFiles` holding it open, whose descriptor is
+    read): a copy is checked and used as read, whatever happens to the file after.
+    :class:`IndexDamaged` for a file that is not one (its message ends with ``hint`` when
+    one is given). ``files``: the index's open files, checked before the rows are read."""
 
     files = None
 
-    def __init__(self, path, hint=None):
+    def __init__(self, path, hint=None, copy_from=None):
         path = Path(path)
         self.path = path
         damaged = f"{path} is damaged"
         end = f"; {hint}" if hint else ""
         try:
-            size = path.stat().st_size
-            with open(path, "rb") as f:
-                raw = f.read(_HEADER.size)
+            if copy_from is not None:
+                size = os.fstat(copy_from.file(REFINE_FILE).fileno()).st_size
+                raw = bytearray(min(size, _HEADER.size))
+                copy_from.read_into(REFINE_FILE, 0, raw)
+            else:
+                size = path.stat().st_size
+                with open(path, "rb") as f:
+                    raw = f.read(_HEADER.size)
         except FileNotFoundError:
             raise IndexDamaged(f"{path} is missing{end}") from None
         if len(raw) < _HEADER.size:
@@ -136,8 +144,16 @@ class RefineRows:
         if size != expect:
             raise IndexDamaged(f"{damaged} ({size} bytes, its header says {expect}){end}")
         self.dim, self.n_rows, self.nnz = int(dim), int(n_rows), int(nnz)
+
+        def array(dtype, at, count):
+            if copy_from is None:
+                return np.memmap(path, dtype, "r", at, (count,))
+            out = np.empty(count, dtype)
+            copy_from.read_into(REFINE_FILE, at, out)
+            return out
+
         at = _HEADER_BYTES
-        self.indptr = np.memmap(path, "<i8", "r", at, (n_rows + 1,))
+        self.indptr = array("<i8", at, n_rows + 1)
         # the kernel reads rows between these pointers: checked once here (10 MB at 1.28M
         # images, a few ms), so a damaged file is refused rather than read out of bounds
         if (self.indptr[0] != 0 or self.indptr[-1] != nnz
@@ -145,9 +161,9 @@ class RefineRows:
             raise IndexDamaged(f"{damaged} (its row pointers do not increase from 0 to the "
                                f"{nnz} values){end}")
         at += 8 * (n_rows + 1)
-        self.columns = np.memmap(path, "<u2", "r", at, (nnz,)) if nnz else np.zeros(0, "<u2")
+        self.columns = array("<u2", at, nnz) if nnz else np.zeros(0, "<u2")
         at += 2 * nnz
-        self.values = np.memmap(path, "<u2", "r", at, (nnz,)) if nnz else np.zeros(0, "<u2")
+        self.values = array("<u2", at, nnz) if nnz else np.zeros(0, "<u2")
 
     def scores(self, queries, ids, n_threads=1, simd=True) -> np.ndarray:
         """Inner products (float32, n x m) of ``queries`` (n x dim) with rows ``ids``

@@ -21,7 +21,9 @@ class Searcher:
     """Holds an open store, its index and codebook for repeated queries: open it once per
     process.
 
-    The index is memory-mapped; keys are found through the store's on-disk key index and
+    The index is memory-mapped (``index_memory="copy"``: read into the process's memory, so
+    that files truncated or rewritten in place under it cannot fault it, at the cost of
+    their size; ``features serve`` copies); keys are found through the store's on-disk key index and
     a key query reads only its own row. Single queries run on ``threads`` threads (1 by
     default: FAISS's and OpenBLAS's thread pools only contend on one query);
     :meth:`search_batch` uses ``batch_threads`` for many queries at once.
@@ -32,10 +34,13 @@ class Searcher:
     """
 
     def __init__(self, store_path, *, threads=1, batch_threads=None, params=None,
-                 thread_limits=True):
+                 thread_limits=True, index_memory="map"):
+        if index_memory not in ("map", "copy"):
+            raise ParameterError(f"index_memory must be 'map' or 'copy', got "
+                                 f"{index_memory!r}", "index_memory")
         self.store = Store(store_path)
         try:
-            self.index = load_index(self.store)
+            self.index = load_index(self.store, mmap=index_memory == "map")
             record = index_record(self.store.dir) or {}
             self.factory = record.get("factory")
             self.params = {**(record.get("params") or {}),

@@ -58,6 +58,7 @@ def serve(store, host: str = "127.0.0.1", port: int = 8000, **limits) -> int:
         raise ServeError("features serve needs aiohttp: pip install '.[serve]'")
     from .app import ServeOptions, Service, create_app
     from .connections import HeadDeadlines, loopback_hosts, run
+    from .generation import mapped_note
 
     options = ServeOptions(**limits)  # ParameterError naming a bad limit, before opening anything
     # OpenCV's own pixel limit, a second line behind the header checks; read by OpenCV at its
@@ -76,8 +77,9 @@ def serve(store, host: str = "127.0.0.1", port: int = 8000, **limits) -> int:
     # inside a request, is what uses the cores
     cv2.setNumThreads(1)
     faiss.omp_set_num_threads(1)
-    # an index file changed in place after the check before a search and before its read
-    # (features.index.files) still ends in SIGBUS: then at least the reason is on stderr
+    # a mapped file changed in place under a read (the key table; the index when it is
+    # mapped, in the microseconds after the check before each search) ends in SIGBUS:
+    # then at least the reason is on stderr
     import faulthandler
     if not faulthandler.is_enabled():
         faulthandler.enable()
@@ -85,6 +87,8 @@ def serve(store, host: str = "127.0.0.1", port: int = 8000, **limits) -> int:
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"features: serving {service.store.dir} ({service.store.n_images} images, "
           f"{service.options.threads} threads) on http://{shown}:{bound_port}/", flush=True)
+    if service.generation.index_memory == "map":
+        print(mapped_note(service.generation), file=sys.stderr, flush=True)
     if service.searcher.image_queries:
         print(f"features: note: no queries by image, only by key "
               f"({service.searcher.image_queries})", file=sys.stderr, flush=True)

@@ -47,6 +47,7 @@ from ..exceptions import (DecodeError, ParameterError, QueryError, StoreError,
 from ..store import OK
 from .admission import Admission, current_ticket
 from .generation import Generation, Generations
+from .index_memory import CHOICES as INDEX_MEMORY
 from .thumbs import render_thumbnail
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -77,6 +78,8 @@ class ServeOptions:
     # the index's search parameters for every request that gives none (nprobe, k_factor,
     # any FAISS one); None: those the store records
     search_params: dict | None = field(default=None)
+    # the index copied into the server's memory or mapped (features.serve.index_memory)
+    index_memory: str = "auto"
 
     def __post_init__(self):
         for name in ("threads", "max_body", "max_pixels", "max_concurrent", "max_k",
@@ -91,6 +94,9 @@ class ServeOptions:
                     and math.isfinite(value) and value > 0):
                 raise ParameterError(f"{name} must be a positive number of seconds, "
                                      f"got {value!r}", name)
+        if self.index_memory not in INDEX_MEMORY:
+            raise ParameterError(f"index_memory must be one of {', '.join(INDEX_MEMORY)}, "
+                                 f"got {self.index_memory!r}", "index_memory")
         if self.upload_memory < self.max_body:
             raise ParameterError(f"upload_memory ({self.upload_memory:,} bytes) must be at "
                                  f"least max_body ({self.max_body:,})", "upload_memory")
@@ -472,6 +478,7 @@ async def health(request):
                   **({"image_queries_reason": why_not} if why_not else {}),
                   "thumbnails": s.files.available, "threads": s.options.threads,
                   "in_progress": s.admitted, "search_params": s.searcher.params,
+                  "index_memory": s.generation.index_memory,
                   "generation": {**s.generation.describe(),
                                  "pending": s.generations.pending}})
 

@@ -5,7 +5,8 @@ under the server: new store.h5, shard and index files, each renamed over the old
 server never mixes the two. Each :class:`Generation` holds everything a request reads, opened
 together: the :class:`~features.search.Searcher` (store.h5 through its descriptor, the key
 table mapped from it, the index mapped, each shard file checked to be the one of this
-generation), the per-image columns and the caches. :class:`Generations` keeps the one that
+generation; the index copied into the server's memory when it fits, see
+:mod:`.index_memory`), the per-image columns and the caches. :class:`Generations` keeps the one that
 new requests get:
 
 - when a request arrives, and at most every ``interval`` seconds, it compares the identity
@@ -19,13 +20,15 @@ new requests get:
 - a new generation that cannot be opened (no index yet, a half-written store) leaves the old
   one serving, and is tried again when the files change again; ``pending`` says why.
 
-The old generation stays readable after a rerun as long as its files are open or mapped; a
+The old generation stays readable after a rerun as long as its files are open, mapped or
+copied; a
 shard it had not opened yet is gone (replaced), and reading it is refused with a StoreError,
 which the server answers with 503 until the new generation is in.
 """
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -39,6 +42,7 @@ from ..search import Searcher
 from ..store import OK
 from ..store.layout import MANIFEST_FILE, STORE_FILE
 from ..store.lock import lock_holder
+from .index_memory import choose as choose_index_memory
 from .thumbs import LRUCache, SourceFiles
 
 
@@ -66,6 +70,13 @@ def disk_identity(store_file, directory) -> tuple:
     return tuple(out)
 
 
+def mapped_note(generation) -> str:
+    """The line that says a generation's index is mapped, and what that risks."""
+    return (f"features: note: the index is memory-mapped ({generation.index_memory_why}): "
+            f"rewriting its files in place (cp over them, rsync --inplace) can stop the "
+            f"server; `features index` never does")
+
+
 def _opened_is(generation, identity) -> bool:
     """Whether the store.h5 the generation opened is the file ``identity`` describes."""
     try:
@@ -82,10 +93,13 @@ class Generation:
     that count falls to zero."""
 
     def __init__(self, store_path, options, number: int, identity: tuple):
+        path = Path(store_path)
+        self.index_memory, self.index_memory_why = choose_index_memory(
+            path if path.is_dir() else path.parent, options.index_memory)
         # the process's thread limits are set by the first generation, before any request
         # runs; set again from another thread while requests compute in BLAS, they crash it
         self.searcher = Searcher(store_path, params=options.search_params,
-                                 thread_limits=number == 1)
+                                 thread_limits=number == 1, index_memory=self.index_memory)
         self.store = self.searcher.store
         try:
             self.classes = list(self.store.classes)
@@ -168,6 +182,8 @@ class Generations:
         self._failed = None             # the identity a failed attempt was made on
         self.pending = None             # why the newer generation on disk is not served
         self._opening = False
+        self._opener = None             # the thread opening a newer generation
+        self._closed = False
         self._lock = threading.Lock()
 
     @staticmethod
@@ -194,11 +210,12 @@ class Generations:
         if on_disk == self._failed:
             return
         with self._lock:
-            if self._opening:
+            if self._opening or self._closed:
                 return
             self._opening = True
-        threading.Thread(target=self._open_next, args=(on_disk,), daemon=True,
-                         name="features-serve-generation").start()
+            self._opener = threading.Thread(target=self._open_next, args=(on_disk,),
+                                            daemon=True, name="features-serve-generation")
+        self._opener.start()
 
     def _open_next(self, on_disk):
         try:
@@ -222,9 +239,14 @@ class Generations:
                 return
             nxt.switched = time.time()
             with self._lock:
+                if self._closed:      # the server stopped while it was opened
+                    nxt.close()
+                    return
                 old, self.current = self.current, nxt
             self.pending = None
             old.retire()
+            if nxt.index_memory == "map" and old.index_memory != "map":
+                print(mapped_note(nxt), file=sys.stderr, flush=True)
         finally:
             self._opening = False
             self._checked = time.monotonic()
@@ -235,4 +257,11 @@ class Generations:
             return self.current.enter()
 
     def close(self):
+        # a generation being opened is waited for: a daemon thread stopped inside h5py at
+        # interpreter exit keeps h5py's lock, and the exit then hangs on it
+        with self._lock:
+            self._closed = True
+            opener = self._opener
+        if opener is not None:
+            opener.join(60)
         self.current.searcher.close()
