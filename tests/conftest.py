@@ -40,14 +40,20 @@ def small_store(tmp_path_factory, small_set, small_config):
     return out
 
 
-@pytest.fixture
-def cli_env():
-    """Environment for running the real `features` command in a subprocess."""
+def package_env():
+    """Environment for running the real `features` command in a subprocess: this checkout's
+    package first on PYTHONPATH (module-scoped fixtures call it; tests take `cli_env`)."""
     import os
     env = dict(os.environ)
     root = str(Path(__file__).resolve().parents[1] / "src")
     env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+@pytest.fixture
+def cli_env():
+    """Environment for running the real `features` command in a subprocess."""
+    return package_env()
 
 
 def run_cli(*args, env=None, check=False):

@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import package_env, run_cli
 
 from features.store.write import create_dense
 
@@ -82,10 +82,7 @@ def fashion(tmp_path_factory):
     """(source folder, store) of the Fashion-MNIST images, with spm and pixels encodings."""
     if not DATA.is_dir():
         pytest.skip("Debian's dataset-fashion-mnist is not installed")
-    import os
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + \
-        env.get("PYTHONPATH", "")
+    env = package_env()
     x, y = _load()
     tmp = tmp_path_factory.mktemp("fashion")
     root = tmp / "images"

@@ -367,3 +367,47 @@ def test_scheduler_killed_mid_job_is_one_line(tmp_path, small_set, cli_env, dask
     assert len(errors) == 1 and "scheduler" in errors[0], stderr
     # nothing but the cluster's greeting lines and the error
     assert all(line.startswith(("cluster:", "features: error:")) for line in lines), stderr
+
+
+# ---- a cluster that loses every worker never waits for ever ----------------------------
+
+def test_local_cluster_whose_workers_cannot_restart_gets_new_ones(tmp_path):
+    """The workers of a local:2 cluster die and their nannies do not start them again (as
+    happens on a loaded machine): the job's tasks still run, on new workers."""
+    from features.pipeline.cluster import Cluster
+    lines = tmp_path / "stderr"
+    with open(lines, "w") as stream, Cluster("local:2", stream=stream) as c:
+        for nanny in list(c._local.workers.values()):
+            c._local.sync(nanny.close)          # the worker ends and nothing restarts it
+        _wait_for(lambda: not c.client.scheduler_info()["workers"], 30, "the workers to leave")
+
+        def square(x, parallel=True):
+            return x * x
+
+        assert list(c.map(square, [(2,), (3,), (4,)])) == [4, 9, 16]
+        _wait_for(lambda: len(c.client.scheduler_info()["workers"]) == 2, 60, "two workers")
+    assert "cluster: no worker left in local:2; starting 2 new ones" in lines.read_text()
+
+
+def test_a_cluster_without_workers_ends_the_job(dask_processes, monkeypatch, tmp_path):
+    """Workers of a scheduler of their own all stop mid-job: one ClusterError naming the
+    wait, after LOST_WORKERS_TIMEOUT seconds, not a hang."""
+    from features.exceptions import ClusterError
+    from features.pipeline import cluster
+    monkeypatch.setattr(cluster, "LOST_WORKERS_TIMEOUT", 3.0)
+    worker = dask_processes.worker("only")
+    dask_processes.wait_for_workers(1)
+    with cluster.Cluster(dask_processes.address, timeout=30,
+                         stream=open(os.devnull, "w")) as c:
+
+        def slow(x, parallel=True):
+            time.sleep(120)
+            return x
+
+        results = c.map(slow, [(1,)])
+        worker.kill()
+        worker.wait()
+        started = time.monotonic()
+        with pytest.raises(ClusterError, match="has had no worker for 3 s"):
+            next(results)
+        assert time.monotonic() - started < 60

@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import package_env, run_cli
 
 # Small models: the point is which arrays are used, not their quality.
 FISHER = ["--components", "4", "--pca-dims", "8"]
@@ -34,11 +34,7 @@ def stores(tmp_path_factory, small_set):
     """A train store with fisher and vlad encodings (small models, not the defaults), and a
     val store of other images encoded --like it with both (4 images of each photo train, the
     other 2 are the val images: a val image that is a training image is refused)."""
-    import os
-    from pathlib import Path
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + \
-        env.get("PYTHONPATH", "")
+    env = package_env()
     tmp = tmp_path_factory.mktemp("like")
     train_src, val_src = tmp / "train-images", tmp / "val-images"
     for photo in sorted(p.name for p in small_set.iterdir()):

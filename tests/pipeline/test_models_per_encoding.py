@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import package_env, run_cli
 
 SMALL = ["--preset", "sift", "--words", "32", "--max-side", "256", "-q"]
 BIG = ["--components", "8", "--pca-dims", "16"]      # "fisher": 2 x 8 x 16 = 256 dims
@@ -41,11 +41,7 @@ def _verify(store, env):
 @pytest.fixture(scope="module")
 def train(tmp_path_factory, small_set):
     """A store with two fisher encodings of different sizes, and the images of a val store."""
-    import os
-    from pathlib import Path
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2]) + os.pathsep + \
-        env.get("PYTHONPATH", "")
+    env = package_env()
     tmp = tmp_path_factory.mktemp("own")
     val_src = tmp / "val-images"
     for photo in sorted(p.name for p in small_set.iterdir()):

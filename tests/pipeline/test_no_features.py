@@ -7,16 +7,14 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import package_env, run_cli
 
 ARGS = ["--words", 8, "--max-side", 160, "--failure-budget", 1, "-q"]
 
 
 @pytest.fixture(scope="module")
 def store_with_featureless(tmp_path_factory, small_set):
-    import os
-    from pathlib import Path
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env = package_env()
     root = tmp_path_factory.mktemp("nofeat")
     src = root / "src"
     shutil.copytree(small_set / "coins", src / "coins")

@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import package_env, run_cli
 
 ARGS = ["--words", 32, "--max-side", 200, "--shard-size", 2, "-q"]
 
@@ -50,9 +50,7 @@ def _datasets(path):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, small_set):
-    import os
-    from pathlib import Path
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env = package_env()
     out = tmp_path_factory.mktemp("ref") / "store"
     run_cli("run", small_set, "-o", out, *ARGS, env=env, check=True)
     return out

@@ -5,11 +5,10 @@ import shutil
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import package_env, run_cli
 
 ARGS = ["--words", 16, "--max-side", 320, "-q"]
 
@@ -88,7 +87,7 @@ def test_permission_denied(tmp_path, small_set, cli_env):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, small_set):
     """A finished small store (5 shards), copied onto the full disks of the sweep."""
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env = package_env()
     out = tmp_path_factory.mktemp("finished") / "store"
     proc = run_cli("run", small_set, "-o", out, *ARGS, "--shard-size", 5, env=env)
     assert proc.returncode == 0, proc.stderr

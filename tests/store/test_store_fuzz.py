@@ -2,15 +2,13 @@
 (external storage of a dataset, external links, virtual datasets mapping files elsewhere)
 are refused by every reader with one line, and `verify` calls them damaged."""
 import json
-import os
 import shutil
-from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import package_env, run_cli
 
 ARGS = ["--words", 16, "--max-side", 200, "--shard-size", 6, "-q"]
 SECRET = b"secret-outside-the-store"
@@ -18,7 +16,7 @@ SECRET = b"secret-outside-the-store"
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, small_set):
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env = package_env()
     out = tmp_path_factory.mktemp("built") / "store"
     run_cli("run", small_set, "-o", out, *ARGS, env=env, check=True)
     return out

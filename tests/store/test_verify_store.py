@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import package_env, run_cli
 
 ARGS = ["--words", 32, "--max-side", 200, "--shard-size", 5, "-q"]
 
@@ -15,9 +15,7 @@ ARGS = ["--words", 32, "--max-side", 200, "--shard-size", 5, "-q"]
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, small_set):
     """A finished store, built by the real command; tests damage copies of it."""
-    import os
-    from pathlib import Path
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env = package_env()
     out = tmp_path_factory.mktemp("built") / "store"
     run_cli("run", small_set, "-o", out, *ARGS, env=env, check=True)
     return out
