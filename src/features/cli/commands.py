@@ -275,10 +275,6 @@ def _aggregate_options(args):
     return {k: v for k, v in values.items() if v is not None and v is not False}
 
 
-def _quiet(line):
-    """With -q, what the steps report on their way (models learned or reused) is left out."""
-
-
 def cmd_aggregate(args):
     from ..pipeline.aggregate import aggregate
     if args.jobs < 1:
@@ -292,7 +288,7 @@ def cmd_aggregate(args):
     with _workers(args) as jobs:
         path = aggregate(config, args.store, args.method, args.name, _aggregate_options(args),
                          jobs, replace=args.replace, source=source, limit=limit,
-                         progress=not args.quiet, report=_quiet if args.quiet else print)
+                         progress=not args.quiet)
     print(f"encodings/{args.name or args.method}: {path}")
     return 0
 

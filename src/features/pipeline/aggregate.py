@@ -172,7 +172,7 @@ def aggregate(config, store_dir, method, name=None, options=None, jobs=1, *, rep
     ``source`` (the store's source, with its ``limit``) re-extracts descriptors for stores
     kept without them.
     ``report`` receives the one-line size estimate and a line per model saying what it was
-    learned from; ``warn`` a line when a model gets fewer rows than it needs (default:
+    learned from (the models' lines only with ``progress``); ``warn`` a line when a model gets fewer rows than it needs (default:
     ``features: warning: ...`` on stderr).
     """
     store_dir = Path(store_dir)
@@ -197,6 +197,10 @@ def aggregate(config, store_dir, method, name=None, options=None, jobs=1, *, rep
         return _aggregate(request, config, report, warn or _warn)
 
 
+def _nothing(line):
+    pass
+
+
 def _warn(line):
     print(f"features: warning: {line}", file=sys.stderr)
 
@@ -213,7 +217,9 @@ def _aggregate(request, config, report, warn):
     record = _earlier_run(request, manifest)
     estimate, what = _size(plan, held)
     _check_space(request, estimate - _done_bytes(request, record, records), what, report)
-    plan.models = _models(request, held, record, report, warn)
+    # what each model was learned from is a detail of the way, left out without progress
+    plan.models = _models(request, held, record, report if request.progress else _nothing,
+                          warn)
     record = _start(request, plan, manifest, record)
     _encode_shards(plan, held.config, request.store_dir, request.enc_dir, records, record,
                    manifest, request.jobs, request.source, request.limit, request.progress)

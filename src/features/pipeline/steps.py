@@ -331,10 +331,6 @@ def reuse_codebook(like, out) -> tuple:
     return config, path
 
 
-def _silent(line):
-    """Without progress, what aggregate reports on its way is left out too."""
-
-
 @_writer("run")
 def run(config, source, out, *, jobs=1, limit=None, progress=True,
         encodings=(), like=None) -> EncodeSummary:
@@ -380,7 +376,6 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
             continue
         needs_source = METHODS[method].reads == "descriptors" and not config.store_descriptors
         aggregate(config, out, method, name, None, jobs, exist_ok=True,
-                  source=source if needs_source else None, limit=limit, progress=progress,
-                  report=print if progress else _silent)
+                  source=source if needs_source else None, limit=limit, progress=progress)
     build_index(out, jobs=jobs, progress=progress)
     return summary
