@@ -6,8 +6,11 @@ kill). Batch work therefore never runs in the process that holds the job: it run
 processes, a task (a shard, a batch of images) at a time, also for ``--jobs 1``.
 
 Isolating each image in its own process would cost a process per image. Instead a worker
-announces each item before it starts on it (one small message on its pipe). When a worker
-dies, the item it announced last is the culprit: it becomes a failed item (reason
+announces each item before it starts on it: it writes the item's index into a word of
+memory it shares with the job (no message, so the job sleeps until the task is done; a
+message per image woke the job, about 0.4 ms of its CPU per image on the loaded 2-core
+machine, taken from the workers). When a worker dies, the item it announced last is the
+culprit: it becomes a failed item (reason
 ``crashed the decoder``) and the task is run again in a fresh worker with that item
 skipped. A task is thus rerun once per culprit, and nothing is ever lost or counted twice.
 
@@ -167,7 +170,7 @@ def _watch_parent(pid):
             pass
 
 
-def _serve(conn, parent_pid, fault):
+def _serve(conn, parent_pid, fault, announced):
     """A worker's loop: run tasks until told to stop or the job's process is gone."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -185,8 +188,10 @@ def _serve(conn, parent_pid, fault):
             os._exit(0)
         task_id, func, args, kwargs = message
 
-        def announce(i, _id=task_id):
-            _send(conn, ("item", _id, i))
+        def announce(i):
+            # a plain store to shared memory: it is there for the job to read when this
+            # process dies on the item, however it dies
+            announced.value = i
 
         try:
             result = func(*args, **kwargs, on_item=announce, fault=fault)
@@ -215,15 +220,18 @@ def _send(conn, message):
 class _Worker:
     def __init__(self, ctx, fault, main=False):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child, os.getpid(), fault), daemon=True)
+        # the item announced last (-1: none yet), written by the worker (see _serve)
+        self.announced = ctx.RawValue("q", -1)
+        self.proc = ctx.Process(target=_serve, args=(child, os.getpid(), fault, self.announced),
+                                daemon=True)
         with _start_lock, _fork_server_environment(), _main_hidden(main):
             self.proc.start()
         child.close()
         self.task = None        # task id in progress
-        self.current = -1       # item announced last
 
     def send(self, task_id, func, args, kwargs):
-        self.task, self.current = task_id, -1
+        # the worker is idle (waiting for this message): nothing else writes it now
+        self.task, self.announced.value = task_id, -1
         self.conn.send((task_id, func, args, kwargs))
 
     def stop(self):
@@ -306,16 +314,14 @@ def run_isolated(func, tasks, jobs=1, *, n_items=len, max_ahead=None, what="work
                 except (EOFError, OSError):
                     died = True
                 for kind, t, value in messages:
-                    if kind == "item":
-                        w.current = value
-                    elif kind == "done":
+                    if kind == "done":
                         results[t] = value
                         w.task = None
                     else:
                         raise value
                 if w.task is not None and (died or not w.proc.is_alive()):
                     w.proc.join(5)
-                    t, i = w.task, w.current
+                    t, i = w.task, w.announced.value
                     if i < 0 or i >= n_items(args_of[t]) or i in skip_of[t]:
                         raise WorkerDied(f"a worker process died while {what} "
                                          f"({_how(w.proc.exitcode)}); rerun the same "
