@@ -11,6 +11,12 @@ whole job (all its processes) at two dataset sizes.
 
     python benchmarks/bench_extract.py [--images 20000] [--speed-images 2000] [--repeats 3]
 
+``--speed-only`` runs the side-by-side part alone (a corpus of ``--images``, the codebook,
+the alternating runs, the agreement, ``--jobs 2``) and keeps the whole-corpus run and the
+peak RSS of the last full run (from results/extract.json, said so in the table's notes):
+
+    python benchmarks/bench_extract.py --speed-only --images 2000 [--repeats 5]
+
 ``--e2e`` runs only the whole job, codebook included, on a 2,000-image corpus (a few
 minutes): `features run --preset sbow --jobs 1` (sample, k-means, encode, merge, index)
 against the peer script that also learns its codebook (OpenCV decode + VLFeat dense SIFT
@@ -40,7 +46,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "src"))
 
 from _vlfeat import VLFeat  # noqa: E402
 from corpus import corpus_stats, make_corpus  # noqa: E402
@@ -282,6 +288,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--rss-sizes", type=int, nargs="*", default=[2000, 20000])
     ap.add_argument("--work", type=Path, default=HERE / "_work")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only the side-by-side runs; the whole-corpus and RSS figures are "
+                         "those of the last full run")
     ap.add_argument("--e2e", action="store_true",
                     help="only the whole job with its codebook against the peer's, on "
                          "--images (default 2000) images")
@@ -347,14 +356,21 @@ def main():
     jobs2_rate = n / np.median(jobs2_t)
     print(f"--jobs 2: {jobs2_rate:.1f} images/s", flush=True)
 
-    full_t = timed(ours, config, source, codebook, work / "full", 2, None)
-    full_rate = args.images / full_t
-    print(f"whole corpus, --jobs 2: {args.images} images in {full_t:.0f} s = "
-          f"{full_rate:.1f} images/s", flush=True)
+    out_dir = HERE / "results"
+    earlier = None
+    if args.speed_only:
+        earlier = json.loads((out_dir / "extract.json").read_text())
+        full_rate = earlier["full_corpus_jobs2_images_per_s"]
+        full_images = earlier.get("full_corpus_images", earlier["corpus"]["images"])
+    else:
+        full_t = timed(ours, config, source, codebook, work / "full", 2, None)
+        full_rate, full_images = args.images / full_t, args.images
+        print(f"whole corpus, --jobs 2: {args.images} images in {full_t:.0f} s = "
+              f"{full_rate:.1f} images/s", flush=True)
 
     env = dict(os.environ, PYTHONPATH=str(HERE.parent / "src"))
-    rss = {}
-    for size in args.rss_sizes:
+    rss = earlier["peak_rss"] if earlier else {}
+    for size in ([] if earlier else args.rss_sizes):
         for jobs in (1, 2):
             out = work / f"rss-{size}-{jobs}"
             shutil.rmtree(out, ignore_errors=True)
@@ -380,6 +396,8 @@ def main():
         "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
                     "opencv": cv2.__version__, "faiss": faiss.__version__, "vlfeat": vl.version},
         "corpus": stats, "speed_images": n, "repeats": args.repeats,
+        "load_avg_end": os.getloadavg(), "speed_only": bool(earlier),
+        "full_corpus_images": full_images,
         "peer_images_per_s": peer_rate, "ours_images_per_s": ours_rate,
         "ratio": ours_rate / peer_rate, "peer_runs_s": peer_t, "ours_runs_s": ours_t,
         "assignment_agreement": agreement,
@@ -389,7 +407,6 @@ def main():
             "peer": ILSVRC_TRAIN / peer_rate / 3600},
         "codebook_seconds": codebook_seconds, "peak_rss": rss,
     }
-    out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "extract.json").write_text(json.dumps(result, indent=1))
     p = result["projected_ilsvrc_train_hours"]
@@ -400,7 +417,9 @@ def main():
         f"{stats['mean_kb']:.0f} KB, 5-95%: {stats['p5_kb']:.0f}-{stats['p95_kb']:.0f} KB. "
         f"Speed on the first {n} images, one process, one thread, median of {args.repeats} "
         f"alternating runs. Peer: OpenCV imdecode + resize, VLFeat {vl.version} vl_imsmooth + "
-        f"vl_dsift, FAISS {faiss.__version__} exact search, NumPy bincount, h5py.",
+        f"vl_dsift, FAISS {faiss.__version__} exact search, NumPy bincount, h5py. Load "
+        f"average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a shared "
+        "machine: the ratio, measured in one run, is what to read).",
         "",
         "| pipeline | images/s | ms/image | ratio |",
         "|---|---|---|---|",
@@ -410,13 +429,19 @@ def main():
         f"| features --jobs 2 | {jobs2_rate:.1f} | {1000 / jobs2_rate:.2f} | "
         f"{jobs2_rate / peer_rate:.2f} |",
         "",
+        "Ratio of each alternating run (peer time / ours): "
+        + ", ".join(f"{p_ / o_:.2f}" for p_, o_ in zip(peer_t, ours_t)) + ".",
+        "",
         f"Visual words equal to exact assignment: {100 * agreement:.2f}%.",
         "",
-        f"Whole corpus ({args.images} images) with --jobs 2: {full_rate:.1f} images/s; "
+        f"Whole corpus ({full_images} images) with --jobs 2"
+        + (" (the last full run; this run measured only the side-by-side part)"
+           if earlier else "") + f": {full_rate:.1f} images/s; "
         f"projected for ILSVRC-2012 train (1,281,167 images): {p['jobs2']:.1f} h "
         f"(1 thread: {p['jobs1']:.1f} h; peer, 1 thread: {p['peer']:.1f} h).",
         "",
-        "Peak RSS (MB) of the batch job, summed over all its processes, per step "
+        "Peak RSS (MB) of the batch job" + (" (the last full run)" if earlier else "")
+        + ", summed over all its processes, per step "
         "(pass 1 samples descriptors, codebook is k-means on the sample, pass 2 encodes):",
         "",
         "| images | --jobs | extract (pass 1) | codebook | encode (pass 2) | whole job | seconds |",

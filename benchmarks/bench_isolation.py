@@ -78,7 +78,10 @@ def main():
                        check=True, stdout=subprocess.DEVNULL)
     script = work / "child.py"
     script.write_text(CHILD)
-    variants = {"before (in-process)": Path(args.before).resolve(), "isolated": ROOT}
+    before = Path(args.before).resolve()
+    if (before / "src" / "features").is_dir():       # a checkout made after the move to src/
+        before = before / "src"
+    variants = {"before (in-process)": before, "isolated": ROOT}
     runs = {name: [] for name in variants}
     for r in range(args.rounds):
         order = list(variants) if r % 2 == 0 else list(reversed(variants))

@@ -85,3 +85,63 @@ def test_a_pipeline_runs_from_a_script_read_from_stdin(tmp_path, small_set):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "done"
     assert len(_keys(out)) == 24
+
+
+def test_workers_do_not_run_the_calling_script_again(tmp_path, small_set):
+    """A script without the ``__main__`` guard: its top-level code runs once, in the job,
+    not once more in each worker of each step (which would start the job again there)."""
+    runs = tmp_path / "runs"
+    script = tmp_path / "job.py"
+    script.write_text(JOB + f"with open({str(runs)!r}, 'a') as f:\n    f.write('run\\n')\n"
+                      "job(*sys.argv[-2:])\n")
+    out = tmp_path / "store"
+    proc = subprocess.run([sys.executable, str(script), str(small_set), str(out)],
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "done"
+    assert runs.read_text() == "run\n"
+    assert len(_keys(out)) == 24
+
+
+def test_tasks_carrying_a_class_of_the_script_run_it_again(tmp_path, small_set):
+    """Items of the script's own class: workers run the script again (guarded) to find it."""
+    runs = tmp_path / "runs"
+    script = tmp_path / "job.py"
+    script.write_text(JOB + f"""
+from features.sources.base import Item, Source
+
+with open({str(runs)!r}, 'a') as f:
+    f.write('run\\n')
+
+
+class OwnItem(Item):
+    pass
+
+
+class OwnSource(Source):
+    def __init__(self, inner):
+        super().__init__(inner.root, inner.kind, inner.classes)
+        self.inner = inner
+
+    def __iter__(self):
+        return (OwnItem(it.key, it.label, it.path) for it in self.inner)
+
+    def count(self):
+        return self.inner.count()
+
+
+if __name__ == "__main__":
+    config = get_preset("sift", words=16, max_side=160, max_keypoints=200, shard_size=6,
+                        sample_images=24)
+    run(config, OwnSource(open_source(sys.argv[-2])), sys.argv[-1], progress=False)
+    print("done")
+""")
+    out = tmp_path / "store"
+    proc = subprocess.run([sys.executable, str(script), str(small_set), str(out)],
+                          cwd=tmp_path, env=_env(), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "done"
+    assert runs.read_text().count("run") > 1
+    assert len(_keys(out)) == 24

@@ -47,6 +47,8 @@ N_ORIENTATIONS = 8  # orientation bins
 DESCRIPTOR_SIZE = N_BINS * N_BINS * N_ORIENTATIONS
 
 _WINDOWS = ("flat",)
+# standard deviation of the spatial window, in bins (vl_phow's WindowSize)
+WINDOW_SIZE = 1.5
 
 
 def _kernel():
@@ -130,7 +132,7 @@ def _frame_grid(lo, hi, size, step):
 
 def dense_sift(gray, *, step=4, sizes=(4, 6, 8, 10), magnif=6.0,
                contrast_threshold=0.005, window="flat", bounds=None,
-               window_size=1.5, n_threads=1):
+               window_size=WINDOW_SIZE, n_threads=1):
     """Dense multi-scale SIFT, as VLFeat's ``vl_phow`` (gray, fast mode).
 
     Parameters
@@ -184,6 +186,14 @@ def dense_sift(gray, *, step=4, sizes=(4, 6, 8, 10), magnif=6.0,
     if window not in _WINDOWS:
         raise ParameterError(f"window must be one of {_WINDOWS}, got {window!r}")
     image = _as_float_image(gray)
+    return _dense_sift(image, step, sizes, magnif, contrast_threshold, bounds, window_size,
+                       n_threads)
+
+
+def _dense_sift(image, step, sizes, magnif, contrast_threshold, bounds, window_size,
+                n_threads):
+    """:func:`dense_sift` on arguments already checked: ``image`` a C-contiguous float32
+    array in [0, 1] (the pyramid's resized images, checked once for all scales)."""
     height, width = image.shape
     if bounds is None:
         x_min, y_min, x_max, y_max = 0, 0, width - 1, height - 1
@@ -245,6 +255,7 @@ def dense_sift(gray, *, step=4, sizes=(4, 6, 8, 10), magnif=6.0,
     return frames, descriptors
 
 
+
 def _resize(image, scale):
     """Downscale with area averaging (pixel-centre aligned, as cv2.resize)."""
     import cv2
@@ -290,15 +301,18 @@ def dense_sift_pyramid(gray, *, bin_size=5, step=10, scales=(1.0, 0.5, 0.25),
     scales = tuple(check_real(f, "each of scales", positive=True) for f in scales)
     if any(f > 1 for f in scales):
         raise ParameterError(f"scales must be in (0, 1], got {scales!r}")
+    contrast_threshold = check_real(contrast_threshold, "contrast_threshold")
+    magnif = check_real(magnif, "magnif", positive=True)
+    n_threads = check_int(n_threads, "n_threads", 1)
+    # checked once: the smaller scales are area averages of it, in [0, 1] (_resize)
     image = _as_float_image(gray)
     all_frames, all_descriptors, all_index = [], [], []
     for index, factor in enumerate(scales):
         if image.size == 0:
             break
         resized = _resize(image, factor)
-        frames, descriptors = dense_sift(
-            resized, step=step, sizes=(bin_size,), magnif=magnif,
-            contrast_threshold=contrast_threshold, n_threads=n_threads)
+        frames, descriptors = _dense_sift(resized, step, (bin_size,), magnif,
+                                          contrast_threshold, None, WINDOW_SIZE, n_threads)
         fx = resized.shape[1] / image.shape[1]
         fy = resized.shape[0] / image.shape[0]
         frames[:, 0] = (frames[:, 0] + 0.5) / fx - 0.5
