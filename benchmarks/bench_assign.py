@@ -34,7 +34,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "src"))
 
 from features.codebook import Assigner  # noqa: E402
 from features.codebook import kmeans  # noqa: E402

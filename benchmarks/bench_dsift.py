@@ -45,7 +45,7 @@ import skimage.data  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "src"))
 
 from _vlfeat import VLFeat, load_libvl, phow_bound_offset  # noqa: E402
 

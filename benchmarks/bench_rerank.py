@@ -44,7 +44,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent / "src"))
 
 from features.demo import write_copy_set  # noqa: E402
 from features.search.metrics import average_precision  # noqa: E402
