@@ -2,6 +2,10 @@
 
 Set FEATURES_BOUNDSCHECK=1 to compile the kernels with bounds and wraparound
 checks on (the kernel tests are run once this way).
+
+The kernels are translated and compiled in parallel, one job per core this process may
+use (``pip install .`` took about twice as long with one after another); set
+FEATURES_BUILD_JOBS=N to use N jobs.
 """
 import os
 from pathlib import Path
@@ -20,6 +24,18 @@ directives = {
 }
 compile_args = ["-O3"] if not checked else ["-O1", "-g"]
 
+
+def build_jobs() -> int:
+    if os.environ.get("FEATURES_BUILD_JOBS"):
+        return max(1, int(os.environ["FEATURES_BUILD_JOBS"]))
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:          # not on Linux
+        return os.cpu_count() or 1
+
+
+jobs = build_jobs()
+
 extensions = [
     Extension(
         f"features._ext.{pyx.stem}",
@@ -33,5 +49,9 @@ extensions = [
 
 # A checked build generates its C in a separate folder and always regenerates it, so the
 # checks are really compiled in (and the unchecked C is never reused for it).
+# build_ext's `parallel` compiles the extensions in a pool of threads (the compiler runs as
+# a subprocess), cythonize's `nthreads` translates the .pyx files in a pool of processes.
 setup(ext_modules=cythonize(extensions, compiler_directives=directives, force=checked,
-                            build_dir="build/cython-checked" if checked else "build/cython"))
+                            build_dir="build/cython-checked" if checked else "build/cython",
+                            nthreads=jobs if jobs > 1 else 0),
+      options={"build_ext": {"parallel": jobs}})

@@ -147,7 +147,8 @@ METHODS = {
 
 def build_store(work):
     store = work / "store"
-    if not (store / "index.faiss").exists():
+    from features.index import INDEX_FILE, current_index_paths
+    if not current_index_paths(store)[INDEX_FILE].exists():
         images = write_copy_set(work / "images")
         run(get_preset("sift", words=1000), open_source(str(images)), store, jobs=1,
             progress=False)

@@ -203,7 +203,8 @@ def index_record(store_dir):
     if not path.exists():
         return None
     record = json.loads(path.read_text()).get("steps", {}).get("index")
-    if not record or not (Path(store_dir) / "index.faiss").exists():
+    from features.index import INDEX_FILE, index_paths
+    if not record or not index_paths(store_dir, record)[INDEX_FILE].exists():
         return None
     return {"seconds": round(record["seconds"], 1), "peak_rss_mb_children_max": None,
             "reused": True, "finished": record.get("finished"),

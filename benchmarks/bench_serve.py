@@ -46,7 +46,8 @@ KINDS = ("upload", "key", "matches", "thumb")
 
 def build_store():
     images, store = WORK / "images", WORK / "store"
-    if not (store / "index.faiss").exists():
+    from features.index import INDEX_FILE, current_index_paths
+    if not current_index_paths(store)[INDEX_FILE].exists():
         from features.pipeline import run
         from features.presets import get_preset
         from features.sources import open_source

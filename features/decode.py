@@ -564,3 +564,36 @@ def _check_pixels(width, height, max_pixels):
 def _cv_reason(exc):
     msg = str(exc).strip().splitlines()
     return msg[-1][:80] if msg else "OpenCV error"
+
+
+def decode_array(image, max_side: int | None = None) -> Decoded:
+    """An image already decoded in memory (``skimage.io.imread``, Pillow's
+    ``np.asarray(img)``, OpenCV with its channels turned to RGB) under the same policy as
+    :func:`decode_gray`: BT.601 luma, then shrunk with area averaging to ``max_side``.
+
+    ``image``: a 2-D gray array, or (h, w, 3) RGB / (h, w, 4) RGBA (alpha ignored); uint8,
+    uint16 (its high byte kept, as for 16-bit files), or float with values in [0, 1].
+    ``width`` and ``height`` are the array's; ``format`` is ``"array"``."""
+    a = np.asarray(image)
+    if a.ndim == 3 and a.shape[2] in (3, 4):
+        a = a[:, :, :3]
+    elif a.ndim != 2:
+        raise ParameterError(f"image must be a 2-D gray array or an (h, w, 3) RGB array, got "
+                             f"shape {a.shape}", "image")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ParameterError(f"image is empty (shape {a.shape})", "image")
+    if a.dtype == np.uint16:
+        a = (a >> 8).astype(np.uint8)
+    elif a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or a.min() < 0 or a.max() > 1:
+            raise ParameterError("a float image must hold finite values in [0, 1]", "image")
+        a = np.rint(a * 255).astype(np.uint8)
+    elif a.dtype != np.uint8:
+        raise ParameterError(f"image must be uint8, uint16 or float in [0, 1], got {a.dtype}",
+                             "image")
+    gray = cv2.cvtColor(np.ascontiguousarray(a), cv2.COLOR_RGB2GRAY) if a.ndim == 3 else a
+    height, width = gray.shape
+    tw, th = target_size(width, height, max_side)
+    if gray.shape != (th, tw):
+        gray = cv2.resize(gray, (tw, th), interpolation=cv2.INTER_AREA)
+    return Decoded(np.ascontiguousarray(gray), int(width), int(height), "array")

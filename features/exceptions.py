@@ -17,6 +17,10 @@ StoreError                                 a path that is not a store, a damaged
                                            store that does not hold what was asked, a disk
                                            that refused a write
 StoreLocked        ``StoreError``          another command holds the store's writer lock
+IndexDamaged       ``StoreError``          an index file that is not the one its manifest
+                                           records (size, checksum, dimension, vectors)
+IndexChanged       ``StoreError``          an index file changed on disk (truncated or
+                                           rewritten in place) while a process has it open
 WorkerDied         ``StoreError``          a worker process died outside of any item
 QueryError                                 a query that is neither a readable image nor a key
 BaselineError                              an experiment that cannot be run on these stores
@@ -62,6 +66,15 @@ class StoreLocked(StoreError):
     """Another command is writing the store."""
 
 
+class IndexDamaged(StoreError):
+    """An index file that does not match the manifest's record of its build."""
+
+
+class IndexChanged(StoreError):
+    """An index file that was truncated or rewritten in place while it was open (mapped):
+    the process can no longer read it safely."""
+
+
 class WorkerDied(StoreError):
     """A worker process died outside of any item (not a decoder crash)."""
 
@@ -87,8 +100,8 @@ class ThumbnailError(FeaturesError):
 
 
 __all__ = ["FeaturesError", "ParameterError", "SourceError", "DecodeError", "StoreError",
-           "StoreLocked", "WorkerDied", "QueryError", "BaselineError", "ClusterError", "ServeError",
-           "ThumbnailError"]
+           "StoreLocked", "IndexDamaged", "IndexChanged", "WorkerDied", "QueryError",
+           "BaselineError", "ClusterError", "ServeError", "ThumbnailError"]
 
 
 def first_line(exc, limit: int | None = 200) -> str:

@@ -2,7 +2,8 @@
 
 The configuration a store was built with is saved in the store (JSON) and read back
 by every later step, so `features search` quantizes a query exactly as the
-collection was quantized.
+collection was quantized. A field missing from a saved configuration takes its default
+here, so a field added later has as its default what stores written before it did.
 """
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ class Config:
     rootsift: bool = True
     max_keypoints: int = 2000
     peak_threshold: float = 0.04
+    # the threshold relative to the image's own contrast (features.extract.contrast): on in
+    # the sift preset; False, the absolute threshold, is what recipes stored before this
+    # field existed meant, so their stores' queries are extracted as their images were
+    relative_contrast: bool = False
     edge_threshold: float = 10.0
     # dense SIFT
     step: int = 4
@@ -110,7 +115,10 @@ def _check(ok, name, value, expected):
 
 PRESETS = {
     # OpenCV DoG SIFT + RootSIFT for retrieval and copy detection.
-    "sift": Config(preset="sift", extractor="sift", max_side=640, words=1000),
+    # The DoG threshold is relative to each image's contrast, so that dark, hazy and faded
+    # copies keep the keypoints of their originals.
+    "sift": Config(preset="sift", extractor="sift", max_side=640, words=1000,
+                   relative_contrast=True),
     # VLFeat PHOW: dense SIFT at bin sizes 4, 6, 8, 10, smoothed with sigma =
     # sqrt((size / magnif)^2 - 0.25), magnif 6 (the image's own blur of 0.5 px accounted for).
     "phow": Config(preset="phow", extractor="dense", max_side=480, step=4, sizes=(4, 6, 8, 10),

@@ -5,18 +5,23 @@ import pytest
 
 from features.demo import write_copy_set
 
+SMALL_SET_EDITS = ("original", "jpeg15", "crop60", "rotate12", "half", "perspective")
+
 
 @pytest.fixture(scope="session")
 def copy_set(tmp_path_factory):
-    """The copy-detection set: 18 shipped photos x (original + 5 edited copies)."""
+    """The copy-detection set: 18 shipped photos x (original + 7 edited copies, dark and
+    hazy ones included)."""
     return write_copy_set(tmp_path_factory.mktemp("copyset") / "images")
 
 
 @pytest.fixture(scope="session")
 def small_set(tmp_path_factory):
-    """A few photos with their copies: 4 classes x 6 images, for fast pipeline tests."""
+    """A few photos with their copies: 4 classes x 6 images (the edits before the dark and
+    hazy copies), for fast pipeline tests."""
     return write_copy_set(tmp_path_factory.mktemp("smallset") / "images",
-                          photos=("astronaut.png", "chelsea.png", "coins.png", "rocket.jpg"))
+                          photos=("astronaut.png", "chelsea.png", "coins.png", "rocket.jpg"),
+                          edits=SMALL_SET_EDITS)
 
 
 @pytest.fixture(scope="session")

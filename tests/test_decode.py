@@ -437,3 +437,27 @@ def test_tiff_tile_far_larger_than_the_image_is_refused():
 def test_unreadable_size_is_refused_not_decoded(data):
     with pytest.raises(DecodeError, match="corrupt|cannot read the image size"):
         decode_gray(data)
+
+
+def test_a_decoded_array_follows_the_policy_of_files(rgb):
+    """An RGB array gives what its lossless PNG gives: the same size and shrink, and the
+    same BT.601 luma within the rounding of libpng's fixed-point version of it."""
+    from features.decode import decode_array
+    from features.exceptions import ParameterError
+    ok, png = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    for max_side in (None, 100):
+        from_file = decode_gray(png.tobytes(), max_side)
+        from_array = decode_array(rgb, max_side)
+        assert (from_array.width, from_array.height) == (from_file.width, from_file.height)
+        assert from_array.gray.shape == from_file.gray.shape
+        diff = np.abs(from_array.gray.astype(int) - from_file.gray)
+        assert diff.max() <= 1
+    gray = decode_gray(png.tobytes()).gray
+    np.testing.assert_array_equal(decode_array(gray).gray, gray)
+    np.testing.assert_array_equal(decode_array(gray / 255.0).gray, gray)
+    np.testing.assert_array_equal(decode_array(gray.astype(np.uint16) << 8).gray, gray)
+    for bad in (gray.astype(np.int32), gray * 1.0, np.zeros((4, 4, 2), np.uint8),
+                np.zeros((0, 3), np.uint8)):
+        with pytest.raises(ParameterError, match="image"):
+            decode_array(bad)

@@ -6,7 +6,7 @@ function            format                 where it is stored
 ==================  =====================  ===============================================
 ``bytes_sha256``    ``"sha256:" + hex``    shard records of the manifest, ``encodings/idf``
 ``file_sha256``     ``"sha256:" + hex``    the same, for a file read in blocks
-``array_sha256``    ``hex``                ``codebook/centroids``, ``models/NAME``
+``array_sha256``    ``hex``                ``codebook/centroids``, ``models/ENC/MODEL``
                                            (dtype, shape and bytes of each array, in order)
 ==================  =====================  ===============================================
 """

@@ -1,6 +1,7 @@
 """The `features baseline` command (argument checks and printing only)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -21,6 +22,9 @@ def run_baseline(args):
     progress = None if quiet else (lambda label: Progress(label, unit="examples"))
     classifiers = (args.classifier,) if args.classifier else ("svm", "logreg")
     if args.report:
+        # the report's figures need matplotlib: said before the experiment, which can take hours
+        if importlib.util.find_spec("matplotlib") is None:
+            raise BaselineError("--report needs matplotlib: pip install '.[baseline]'")
         from .report import check_directory
         check_directory(args.report)
     with Store(args.store) as store:

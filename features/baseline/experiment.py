@@ -33,7 +33,7 @@ import numpy as np
 from .._shared.hashing import array_sha256
 from ..exceptions import BaselineError, ParameterError
 from ..store.encodings import EncodingRows, encoding_attrs, list_encodings
-from ..store.models import encoding_models
+from ..store.models import encoding_models, model_path
 from . import hedging, leaks, metrics, significance
 from .metrics import format_error
 from .linear import CLASSIFIERS, DEFAULT_LAMBDAS, decision_blocks, feature_stats, train_sgd
@@ -78,7 +78,7 @@ def codebook_checksum(h5):
 
 def check_same_models(store, val_store, names):
     """A val store must be encoded as the train store: the same codebook and, for each
-    encoding scored, the same options and the same models (``models/*``, by the checksums
+    encoding scored, the same options and the same models (``models/NAME/*``, by the checksums
     both stores recorded for it; see :mod:`features.store.models`)."""
     hint = f"(encode it with `features run VAL -o VALSTORE --like {store.dir}`)"
     ours, theirs = codebook_checksum(store.h5), codebook_checksum(val_store.h5)
@@ -94,8 +94,8 @@ def check_same_models(store, val_store, names):
         ours, theirs = encoding_models(store.h5, name), encoding_models(val_store.h5, name)
         for model in sorted(set(ours) | set(theirs)):
             if ours.get(model) != theirs.get(model):
-                # bovw's word weights are encodings/idf, the other models under models/
-                path = "encodings/idf" if model == "idf" else f"models/{model}"
+                # bovw's word weights are encodings/idf, the others models/NAME/MODEL
+                path = model_path(store.h5, name, model)
                 what = (f"computed encodings/{name} without the {path} of "
                         f"{store.dir}" if model not in theirs else
                         f"computed encodings/{name} with another {path} than "

@@ -251,6 +251,10 @@ def cmd_info(args):
     for name, e in sorted(info["encoding_details"].items()):
         print(f"encoding:     {name}: {e['method'] or '?'}, {e['layout']}, {e['dim']} dims, "
               f"{e['dtype']}, {e['bytes'] / 1e6:.1f} MB")
+        for model, m in sorted(info["models"].get(name, {}).items()):
+            shape = " x ".join(map(str, m["shape"])) if m["shape"] else "missing"
+            print(f"  model:      {m['path']}: {shape}, learned from "
+                  f"{m['learned_from'] or 'an unrecorded number of descriptors'}")
     ix = info.get("index_info")
     print("index:        " + (f"{ix['vectors']} images, {ix['factory'] or '?'} on "
                               f"{ix['encoding'] or '?'}"

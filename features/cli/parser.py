@@ -121,7 +121,8 @@ def build_parser():
     sp = add("run", c.cmd_run, "all steps: sample, codebook, encode, index")
     sp.add_argument("source", help="image folder, ImageNet layout, archive or list file")
     sp.add_argument("--encodings", help="comma-separated encodings to add after encode, with "
-                                        "their defaults: bovw, spm, vlad, fisher")
+                                        "their defaults: bovw, spm, vlad, fisher; with "
+                                        "--like, also names of STORE's encodings")
     sp.add_argument("--like", metavar="STORE",
                     help="encode with the recipe and codebook of STORE (e.g. val images like "
                          "the train store); learns no codebook")

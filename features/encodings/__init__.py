@@ -6,7 +6,8 @@ Arrays in, arrays out: nothing here reads a store.
   is stored, its models and options;
 - :mod:`.bovw` (tf-idf word histograms), :mod:`.spm` (spatial pyramids), :mod:`.vlad`,
   :mod:`.fisher` (improved Fisher vectors), :mod:`.kernel_map` (homogeneous kernel maps);
-- models, learned from a store's descriptor sample (seeded, so reruns are identical):
+- models, learned from a store's descriptors (seeded, so reruns are identical), as many as
+  each needs (:mod:`.training`: a table of rows per model):
   :func:`fit_pca` -> :class:`PCA` (``PCA.transform``); :func:`fit_gmm` -> :class:`GMM`
   (means, diagonal covariances, priors; EM initialized from k-means); :func:`fit_kmeans`
   -> float32 (k, d) centers (the VLAD codebook: the same exact Lloyd k-means as the BoVW

@@ -174,7 +174,19 @@ def _flags(improved, normalized, square_root, fast):
     return normalized, square_root, check_flag(fast, "fast")
 
 
-def fisher_vector_batch(x, offsets, means, covariances, priors, *, improved=True,
+def _gmm_arrays(means, covariances, priors):
+    """(means, covariances, priors): given as arrays, or as one fitted model (a
+    :class:`~features.encodings.gmm.GMM`, or anything with those three attributes) in
+    place of ``means``."""
+    if covariances is None and priors is None and hasattr(means, "covariances"):
+        return means.means, means.covariances, means.priors
+    if covariances is None or priors is None:
+        raise ParameterError("give the GMM's means, covariances and priors, or a fitted GMM "
+                             "(features.encodings.fit_gmm) as the second argument", "gmm")
+    return means, covariances, priors
+
+
+def fisher_vector_batch(x, offsets, means, covariances=None, priors=None, *, improved=True,
                         normalized=None, square_root=None, fast=False, n_threads=1,
                         out=None):
     """Fisher vectors of many images: (n_images, 2 K D) float32.
@@ -184,7 +196,7 @@ def fisher_vector_batch(x, offsets, means, covariances, priors, *, improved=True
     0 to M). Other parameters as :func:`fisher_vector`; ``out``, if given, is a
     C-contiguous float32 (n_images, 2 K D) array that receives the rows and is returned.
     """
-    model = _Model(means, covariances, priors)
+    model = _Model(*_gmm_arrays(means, covariances, priors))
     normalized, square_root, fast = _flags(improved, normalized, square_root, fast)
     n_threads = check_threads(n_threads)
     x = as_descriptors(x, model.d)
@@ -226,7 +238,7 @@ def fisher_vector_batch(x, offsets, means, covariances, priors, *, improved=True
     return out
 
 
-def fisher_vector(x, means, covariances, priors, improved=True, normalized=None,
+def fisher_vector(x, means, covariances=None, priors=None, improved=True, normalized=None,
                   square_root=None, fast=False, n_threads=1):
     """Fisher vector of one image's descriptors, as VLFeat's ``vl_fisher``.
 
@@ -236,7 +248,8 @@ def fisher_vector(x, means, covariances, priors, improved=True, normalized=None,
         Descriptors, already projected (PCA) to the model's dimension; N may be 0
         (the encoding is then the zero vector). Converted to float32.
     means, covariances : array_like, (K, D)
-        The GMM's means and diagonal covariances (variances, sigma**2, positive).
+        The GMM's means and diagonal covariances (variances, sigma**2, positive); or a
+        fitted GMM (:func:`features.encodings.fit_gmm`) as ``means``, alone.
     priors : array_like, (K,)
         Component weights, non-negative; components below 1e-6 are left out.
     improved : bool
@@ -254,6 +267,7 @@ def fisher_vector(x, means, covariances, priors, improved=True, normalized=None,
     -------
     float32 (2 K D,): the K mean-gradient blocks, then the K variance-gradient blocks.
     """
+    means, covariances, priors = _gmm_arrays(means, covariances, priors)
     x = np.asarray(x)
     d = np.shape(means)[1] if np.ndim(means) == 2 else None
     if x.ndim != 2:

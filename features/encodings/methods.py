@@ -27,7 +27,7 @@ class Method:
     name: str
     layout: str                  # "csr" (sparse rows) or "dense" (a row matrix)
     reads: str                   # "words" (and frames) or "descriptors"
-    models: tuple = ()           # names of the models it learns, under models/ of a store
+    models: tuple = ()           # names of the models it learns: models/ENCODING/MODEL
     defaults: dict = field(default_factory=dict)
 
     @property

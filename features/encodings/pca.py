@@ -11,7 +11,7 @@ is positive. Randomness only enters when ``max_rows`` subsamples the input
     model = fit_pca(sample, 64, whiten=True, seed=0)
     y = model.transform(descriptors)          # float32 (n, 64)
 
-Store layout (``models/pca``): ``mean`` (d,), ``components`` (dims, d) and, as
+Store layout (``models/ENCODING/pca``): ``mean`` (d,), ``components`` (dims, d) and, as
 attributes, ``whiten``, ``eps`` and the ``explained_variance`` the whitening
 divides by (``sqrt(explained_variance + eps)``).
 """

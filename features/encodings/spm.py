@@ -29,7 +29,7 @@ empty row: all zeros.
 
 Rows are computed for a whole shard at once: a compiled kernel (``ext/_spm.pyx``) counts
 each image's words per cell into a scratch row and emits the non-zeros in column order; the
-weights and normalizations are NumPy on those non-zeros. Returned as CSR.
+weights and normalizations are NumPy on those non-zeros. Returned as a SciPy CSR matrix.
 """
 from __future__ import annotations
 
@@ -39,7 +39,6 @@ import numpy as np
 
 from ..exceptions import ParameterError
 from .._ext import load
-from .bovw import CSR
 from .kernel_map import HomogeneousKernelMap
 
 __all__ = ["parse_grids", "level_weights", "spatial_pyramid", "spatial_pyramid_reference",
@@ -109,7 +108,7 @@ def _check(words, frames, offsets, widths, heights, n_words):
 
 def spatial_pyramid(words, frames, offsets, widths, heights, n_words, grids=DEFAULT_GRIDS, *,
                     weights="lazebnik", normalization="l1", kernel_map=None,
-                    units="pixels") -> CSR:
+                    units="pixels"):
     """Spatial-pyramid rows of several images at once.
 
     Parameters
@@ -131,7 +130,8 @@ def spatial_pyramid(words, frames, offsets, widths, heights, n_words, grids=DEFA
 
     Returns
     -------
-    CSR with ``n`` rows, int32 column indices sorted within each row, float32 values.
+    scipy.sparse.csr_matrix (n, dim): column indices sorted within each row, float32
+    values.
     """
     grids = parse_grids(grids)
     if normalization not in NORMALIZATIONS:
@@ -190,7 +190,8 @@ def spatial_pyramid(words, frames, offsets, widths, heights, n_words, grids=DEFA
     np.cumsum(lengths, out=indptr[1:])
     out_dim = dim * (kernel_map.dimension if kernel_map is not None else 1)
     index_type = np.int32 if out_dim <= np.iinfo(np.int32).max else np.int64
-    return CSR(indptr, indices.astype(index_type), values, out_dim)
+    import scipy.sparse as sp   # SciPy's CSR: the matrix the ecosystem takes
+    return sp.csr_matrix((values, indices.astype(index_type), indptr), shape=(n, out_dim))
 
 
 def spatial_pyramid_reference(words, frames, width, height, n_words, grids=DEFAULT_GRIDS, *,

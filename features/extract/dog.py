@@ -11,6 +11,7 @@ import numpy as np
 
 from .._shared.checks import check_gray
 from ..exceptions import ParameterError
+from .contrast import relative_threshold
 
 _EMPTY_FRAMES = np.zeros((0, 4), np.float32)
 _EMPTY_DESCRIPTORS = np.zeros((0, 128), np.uint8)
@@ -39,16 +40,20 @@ def rootsift(descriptors):
 
 
 def sift(gray, *, max_keypoints=0, peak_threshold=0.04, edge_threshold=10.0, sigma=1.6,
-         n_octave_layers=3, root=False):
+         n_octave_layers=3, root=False, relative_contrast=False):
     """OpenCV's DoG SIFT (Lowe 2004) on a grayscale image.
 
     Parameters
     ----------
     gray : 2-D array, uint8 (or float in [0, 1], or uint16)
     max_keypoints : int, keep the strongest N keypoints (0 keeps all)
-    peak_threshold : float, DoG contrast threshold (OpenCV's ``contrastThreshold``)
+    peak_threshold : float, DoG contrast threshold (OpenCV's ``contrastThreshold``), in the
+        [0, 1] intensity scale; with ``relative_contrast``, the threshold of a photo of
+        typical contrast, scaled to this image's (:mod:`.contrast`)
     edge_threshold : float, ratio threshold that rejects edge responses
     root : bool, return RootSIFT descriptors
+    relative_contrast : bool, scale ``peak_threshold`` by the image's grey-level spread, so
+        that dark, hazy or faded images keep the keypoints of their well-exposed versions
 
     Returns
     -------
@@ -64,6 +69,8 @@ def sift(gray, *, max_keypoints=0, peak_threshold=0.04, edge_threshold=10.0, sig
         raise ParameterError(f"edge_threshold must be > 0, got {edge_threshold!r}")
     if min(gray.shape, default=0) < 8:
         return _EMPTY_FRAMES.copy(), _EMPTY_DESCRIPTORS.copy()
+    if relative_contrast:
+        peak_threshold = relative_threshold(peak_threshold, gray)
     detector = cv2.SIFT_create(nfeatures=int(max_keypoints), nOctaveLayers=int(n_octave_layers),
                                contrastThreshold=float(peak_threshold),
                                edgeThreshold=float(edge_threshold), sigma=float(sigma))

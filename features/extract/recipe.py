@@ -26,6 +26,7 @@ class Extraction:
     rootsift: bool
     max_keypoints: int
     peak_threshold: float
+    relative_contrast: bool
     edge_threshold: float
     step: int
     sizes: tuple
@@ -71,6 +72,7 @@ def extract(extraction: Extraction, gray):
     if extraction.extractor == "sift":
         frames, desc = sift(gray, max_keypoints=extraction.max_keypoints,
                             peak_threshold=extraction.peak_threshold,
+                            relative_contrast=extraction.relative_contrast,
                             edge_threshold=extraction.edge_threshold, root=extraction.rootsift)
         return frames, desc, np.zeros(len(frames), np.int8)
     if extraction.extractor == "dense":

@@ -23,9 +23,12 @@ by ``aggregate``: from its shard files) a block at a time and adds them to its o
 the trained index, writing the part's inverted lists and flat codes to files; the driver
 merges the parts' inverted lists on disk (FAISS's ``OnDiskInvertedLists``, over the parts
 memory-mapped) and streams the merged lists, the flat codes (refine stage, or the whole
-index when it is flat) and the ids into one FAISS file, written atomically: byte for byte
-the file FAISS writes for the same index filled in memory. A sparse refine stage's rows
-are written by the same tasks, part by part, and concatenated into ``index.refine``.
+index when it is flat) and the ids into one FAISS file: byte for byte the file FAISS writes
+for the same index filled in memory. A sparse refine stage's rows are written by the same
+tasks, part by part, and concatenated into ``index.refine``. Both files are written into a
+new generation's folder (``features.index.layout``), and the manifest's record, rewritten
+atomically with their sizes and checksums, switches to it; the previous generation is
+removed after. No file a reader may have open or mapped is ever written again.
 Memory: one block of rows per task, the training sample and one inverted list; never the
 index. Indexes that do not split into inverted lists and flat codes (HNSW, fast-scan PQ,
 PQ without IVF, pre-transforms) are filled in memory instead.
@@ -60,7 +63,9 @@ from ..store.encodings import EncodingRows
 from .factory import (AUTO, EXACT_BELOW, SPARSE_REFINE, auto_factory, default_params,
                       faiss_message, io_flag, make_index, set_params, split_factory, train_size,
                       walk)
-from .layout import INDEX_FILE, REFINE_FILE, index_record
+from .files import OpenIndexFiles, describe_files
+from .layout import (INDEX_FILE, REFINE_FILE, index_paths, index_record, is_generation,
+                     new_generation)
 from .load import load_index
 from .ondisk import PART_SHIFT, errno_in, merge_on_disk, split_index
 from .params import apply_params, parse_params
@@ -162,9 +167,7 @@ def fill_part(store_dir, encoding, trained_path, start, stop, prefix, number, bl
                     kept.append(ids)
             ids = np.concatenate(kept).astype(np.int64) if kept else np.zeros(0, np.int64)
             if ivf is not None:
-                tmp = atomic_path(prefix.with_suffix(".ivf"))
-                faiss.write_index(ivf, str(tmp))
-                os.replace(tmp, prefix.with_suffix(".ivf"))
+                _write_small_index(ivf, prefix.with_suffix(".ivf"))
             np.save(prefix.with_suffix(".ids.npy"), ids)
             os.replace(codes_tmp, prefix.with_suffix(".codes"))
             if sparse is not None:
@@ -215,16 +218,14 @@ def _fingerprint(store: Store, rows: EncodingRows) -> str:
 
 
 def is_current(store: Store, encoding="bovw", factory=AUTO) -> bool:
-    """Whether ``index.faiss`` was built from these rows with this request."""
+    """Whether the index was built from these rows with this request, and its files are
+    those recorded (sizes, and checksums where ``load_index`` checks them)."""
     record = index_record(store.dir)
-    path = store.dir / INDEX_FILE
-    if not record or not path.exists() or path.stat().st_size != record.get("bytes"):
+    if not record or record.get("encoding") != encoding or record.get("requested") != factory:
         return False
-    if record.get("refine"):
-        refine = store.dir / REFINE_FILE
-        if not refine.exists() or refine.stat().st_size != record.get("refine_bytes"):
-            return False
-    if record.get("encoding") != encoding or record.get("requested") != factory:
+    try:
+        OpenIndexFiles(store.dir, record).close()
+    except StoreError:       # damaged or missing (IndexDamaged), or a bad generation name
         return False
     try:
         rows = EncodingRows(store.h5, encoding)
@@ -253,11 +254,10 @@ def build(store: Store, encoding="bovw", factory=None, *, exact_below=EXACT_BELO
         run_tasks = _run_here
     requested = factory or AUTO
     given = parse_params(search_params or {})
-    out = store.dir / INDEX_FILE
     if not force and is_current(store, encoding, requested):
         if given:
             _record_params(store, given)
-        return out
+        return index_paths(store.dir, index_record(store.dir))[INDEX_FILE]
     started = time.monotonic()
     plan = _plan(store, encoding, requested, exact_below, block)
     trained = train_index(store, plan.rows, plan.base_factory, seed=seed,
@@ -268,14 +268,19 @@ def build(store: Store, encoding="bovw", factory=None, *, exact_below=EXACT_BELO
         apply_params(_with_sparse_stage(trained, plan.refine), given, plan.factory)
         plan.params = {**plan.params, **given}
     n_vectors = _fill(plan, trained, part_rows, run_tasks, progress or _no_progress)
-    _record(plan, trained, n_vectors, started)
-    return out
+    try:
+        _record(plan, trained, n_vectors, started)     # the switch to the new generation
+    except BaseException:
+        shutil.rmtree(plan.folder, ignore_errors=True)
+        raise
+    _remove_unused(store.dir, plan.generation)
+    return plan.out
 
 
 class _Plan:
     """What one build reads and makes, passed from step to step: the encoding's rows, the
     images' status and the indexable image numbers, the index chosen for them, and the
-    block of rows read at a time."""
+    block of rows read at a time; the generation its files are written to."""
 
     def __init__(self, store, encoding, rows, status, eligible, requested, factory, params,
                  block):
@@ -285,7 +290,10 @@ class _Plan:
         self.factory, self.params = factory, params
         self.base_factory, self.refine = split_factory(factory)
         self.block = block
-        self.out = store.dir / INDEX_FILE
+        self.generation = new_generation()
+        self.folder = store.dir / self.generation
+        self.out = self.folder / INDEX_FILE
+        self.refine_path = self.folder / REFINE_FILE
 
 
 def _plan(store, encoding, requested, exact_below, block) -> _Plan:
@@ -329,27 +337,45 @@ def _no_progress(done, total):
 
 def _fill(plan, trained, part_rows, run_tasks, progress) -> int:
     """Fill a copy of the trained index with the indexable rows and write ``index.faiss``
-    (and a sparse refine stage's ``index.refine``; an earlier build's is removed when this
-    one has none), through a work folder removed after; returns the number of vectors."""
-    # a build killed before its ``finally`` left its work folder: removed here (this
-    # step holds the store's lock, so the only writers of such folders are dead ones)
+    (and a sparse refine stage's ``index.refine``) into the plan's new generation folder,
+    through a work folder removed after (the generation's too, on failure); returns the
+    number of vectors."""
+    # a build killed before its ``finally`` left its work folder, or before its switch a
+    # generation folder: removed here (this step holds the store's lock, so the only
+    # writers of such folders are dead ones)
     remove_stale_temporaries(plan.store.dir)
     for old in plan.store.dir.glob(".index-parts-*"):     # as versions before 0.2 named them
         shutil.rmtree(old, ignore_errors=True)
+    _remove_unused(plan.store.dir, (index_record(plan.store.dir) or {}).get("generation"))
     work = atomic_path(plan.store.dir / "index-parts")
     shutil.rmtree(work, ignore_errors=True)      # this process's own, from an earlier build
     work.mkdir()
+    plan.folder.mkdir()
     progress(0, len(plan.eligible))
     try:
         if split_index(trained) is None:
             n_vectors = _fill_whole(plan, trained, work, progress)
         else:
             n_vectors = _fill_by_parts(plan, trained, work, part_rows, run_tasks, progress)
+    except BaseException:
+        shutil.rmtree(plan.folder, ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    if not plan.refine:
-        (plan.store.dir / REFINE_FILE).unlink(missing_ok=True)
     return n_vectors
+
+
+def _remove_unused(directory, keep):
+    """Remove the index files of other generations than ``keep`` (the recorded one): a
+    previous build's folder, or one a killed build left, and, once the record names a
+    generation, the files of the store's index made before generations."""
+    directory = Path(directory)
+    for folder in directory.glob("index-*"):
+        if folder.name != keep and is_generation(folder.name) and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+    if keep is not None:
+        for name in (INDEX_FILE, REFINE_FILE):
+            (directory / name).unlink(missing_ok=True)
 
 
 def _fill_whole(plan, trained, work, progress) -> int:
@@ -366,14 +392,14 @@ def _fill_whole(plan, trained, work, progress) -> int:
         if sparse is not None:
             sparse.close()
     if plan.refine:
-        write_refine(plan.store.dir / REFINE_FILE, [(0, rows.n_rows, prefix)], rows.n_rows,
-                     rows.dim)
+        write_refine(plan.refine_path, [(0, rows.n_rows, prefix)], rows.n_rows, rows.dim)
     _write_index(index, plan.out)
     return int(index.ntotal)
 
 
 def _write_index(index, out):
-    """``index.faiss`` written atomically (a temporary file, then renamed)."""
+    """``index.faiss`` written (a temporary file, then renamed: the name is never a file
+    half written)."""
     with atomic_file(out) as tmp:
         try:
             faiss.write_index(index, str(tmp))
@@ -384,12 +410,20 @@ def _write_index(index, out):
                           str(out)) from None
 
 
+def _write_small_index(index, path):
+    """A trained index or one part's lists, serialized in memory and written atomically by
+    Python: a full disk is an ``OSError`` (FAISS's own writer only prints a failed close)."""
+    data = faiss.serialize_index(index)
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(memoryview(data))
+
+
 def _fill_by_parts(plan, trained, work, part_rows, run_tasks, progress) -> int:
     """An index of inverted lists and flat codes: each task of whole shards fills its part
     (``fill_part``), and the parts are merged on disk into ``index.faiss``."""
     store, rows = plan.store, plan.rows
     trained_path = work / "trained.faiss"
-    faiss.write_index(trained, str(trained_path))
+    _write_small_index(trained, trained_path)
     ranges = _part_ranges(store, rows.n_rows, part_rows)
     tasks = [(str(store.dir), plan.encoding, str(trained_path), a, b,
               str(work / f"part-{n:06d}"), n, plan.block, plan.refine)
@@ -400,7 +434,7 @@ def _fill_by_parts(plan, trained, work, part_rows, run_tasks, progress) -> int:
         counts.append(done["rows"])
         progress(sum(counts), len(plan.eligible))
     if plan.refine:
-        write_refine(store.dir / REFINE_FILE,
+        write_refine(plan.refine_path,
                      [(a, b, p) for (a, b), p in zip(ranges, prefixes)],
                      rows.n_rows, rows.dim)
     merge_on_disk(trained_path, prefixes, counts, work, plan.out)
@@ -409,8 +443,10 @@ def _fill_by_parts(plan, trained, work, part_rows, run_tasks, progress) -> int:
 
 def _record(plan, trained, n_vectors, started):
     """The manifest's record of the build: what it was built from, which ``is_current``
-    compares with the next request."""
-    refine, refine_path = plan.refine, plan.store.dir / REFINE_FILE
+    compares with the next request, and its generation with the files' sizes and
+    checksums. Its atomic rewrite is the switch to the new generation."""
+    refine, refine_path = plan.refine, plan.refine_path
+    paths = {INDEX_FILE: plan.out, **({REFINE_FILE: refine_path} if refine else {})}
     manifest = Manifest(plan.store.dir)
     manifest.step_done("index", encoding=plan.encoding, requested=plan.requested,
                        factory=plan.factory, params=plan.params,
@@ -424,6 +460,7 @@ def _record(plan, trained, n_vectors, started):
                        refine="sparse" if refine else None,
                        refine_bytes=refine_path.stat().st_size if refine else None,
                        source=_fingerprint(plan.store, plan.rows),
+                       generation=plan.generation, files=describe_files(paths),
                        seconds=round(time.monotonic() - started, 3))
 
 

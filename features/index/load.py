@@ -1,22 +1,47 @@
-"""Opening a store's index for search: memory-mapped where FAISS allows."""
+"""Opening a store's index for search: memory-mapped where FAISS allows, each file checked
+against the manifest's record first (``features.index.files``)."""
 from __future__ import annotations
 
 import faiss
 import numpy as np
 
-from ..exceptions import ParameterError, StoreError
+from ..exceptions import IndexDamaged, ParameterError, StoreError
+from . import files as index_files
 from .factory import IO_FLAGS, faiss_message
-from .layout import INDEX_FILE, REFINE_FILE, index_record
+from .layout import INDEX_FILE, REFINE_FILE, index_paths, index_record
 from .params import apply_params, query_params
 from .refine import RefinedIndex, RefineRows
 
 
 def load_index(store, mmap=True):
-    """The store's index, memory-mapped where FAISS allows."""
-    path = store.dir / INDEX_FILE
+    """The store's index, memory-mapped where FAISS allows; its files checked against the
+    manifest's record (``features.index.files``: :class:`IndexDamaged` when one is not the
+    recorded one). The index's ``files`` (:class:`~features.index.files.OpenIndexFiles`)
+    keep them open; ``search_vectors`` checks that a mapped one was not changed in place."""
+    record = index_record(store.dir)
+    for _ in range(3):
+        try:
+            return _load(store, record, mmap)
+        except StoreError:
+            # a build switched to a new generation, and removed this one, while it was
+            # being opened: open the new one
+            now = index_record(store.dir)
+            if now == record:
+                raise
+            record = now
+    return _load(store, record, mmap)
+
+
+def _load(store, record, mmap):
+    paths = index_paths(store.dir, record)
+    path = paths[INDEX_FILE]
     if not path.exists():
-        raise StoreError(f"{store.dir} has no search index; run `features index {store.dir}`")
-    record = index_record(store.dir) or {}
+        missing = f" ({path} is missing)" if record else ""
+        raise StoreError(f"{store.dir} has no search index{missing}; run "
+                         f"`features index {store.dir}`")
+    record = record or {}
+    opened = index_files.OpenIndexFiles(store.dir, record)
+    hint = index_files.rebuild_hint(store.dir)
     flags = [IO_FLAGS[record["io_flag"]]] if record.get("io_flag") in IO_FLAGS \
         else [faiss.IO_FLAG_MMAP_IFC, faiss.IO_FLAG_MMAP]
     if not mmap:
@@ -29,17 +54,30 @@ def load_index(store, mmap=True):
         except RuntimeError as e:
             error = e
     if index is None:
-        raise StoreError(f"{path} is damaged (FAISS cannot read it: {faiss_message(error)}); "
-                         f"run `features index {store.dir}` to rebuild it")
+        raise IndexDamaged(f"{path} is damaged (FAISS cannot read it: "
+                           f"{faiss_message(error)}); {hint}")
+    if flag:
+        opened.mapped.add(INDEX_FILE)
+    if not opened.is_open(INDEX_FILE):
+        raise StoreError(f"{path} was replaced while it was opened")
+    for what, value in (("dim", index.d), ("rows", index.ntotal)):
+        if isinstance(record.get(what), int) and value != record[what]:
+            raise IndexDamaged(f"{path} is damaged (its {what} is {value}, the manifest "
+                               f"records {record[what]}); {hint}")
     if record.get("refine") == "sparse":
-        try:
-            rows = RefineRows(store.dir / REFINE_FILE)
-        except StoreError as e:
-            raise StoreError(f"{e}; run `features index {store.dir}` to rebuild it") from None
+        rows = RefineRows(paths[REFINE_FILE], hint=hint)
+        opened.mapped.add(REFINE_FILE)
+        if not opened.is_open(REFINE_FILE):
+            raise StoreError(f"{rows.path} was replaced while it was opened")
+        rows.files = opened
         if rows.n_rows != store.n_images:
-            raise StoreError(f"{rows.path} holds {rows.n_rows} rows for {store.n_images} "
-                             f"images; run `features index {store.dir}` to rebuild it")
+            raise IndexDamaged(f"{rows.path} holds {rows.n_rows} rows for {store.n_images} "
+                               f"images; {hint}")
+        if rows.dim != index.d:
+            raise IndexDamaged(f"{rows.path} holds rows of {rows.dim} dimensions for an "
+                               f"index of {index.d}; {hint}")
         index = RefinedIndex(index, rows, record.get("params", {}).get("k_factor", 100))
+    _attach(index, opened)
     # the recorded defaults, whatever the file holds: `features index --nprobe` changes
     # them without rebuilding
     try:
@@ -51,10 +89,34 @@ def load_index(store, mmap=True):
     return index
 
 
+def _attach(index, opened):
+    """Keep the open files with the index: FAISS's own list of the objects an index
+    depends on (its Python wrappers take no other attribute), or a RefinedIndex's."""
+    if isinstance(index, RefinedIndex):
+        index.files = opened
+        return
+    held = list(getattr(index, "referenced_objects", None) or [])
+    index.referenced_objects = held + [opened]
+
+
+def open_files(index):
+    """The open files of an index ``load_index`` returned, or None."""
+    if isinstance(index, RefinedIndex):
+        return index.files
+    for held in getattr(index, "referenced_objects", None) or []:
+        if isinstance(held, index_files.OpenIndexFiles):
+            return held
+    return None
+
+
 def search_vectors(index, queries, k, *, nprobe=None, k_factor=None, what=None):
     """(scores, ids) of the k best rows per query; missing results have id -1. ``nprobe``,
     ``k_factor``: this search's instead of the index's own (ParameterError when the index
-    has no such parameter; ``what`` names the index in that message)."""
+    has no such parameter; ``what`` names the index in that message). IndexChanged when a
+    file the index maps was changed in place since it was opened."""
+    files = open_files(index)
+    if files is not None:
+        files.check()
     q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
     k = max(1, min(int(k), index.ntotal)) if index.ntotal else 1
     params, sparse_k_factor = query_params(index, nprobe, k_factor, what)

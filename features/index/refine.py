@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .._ext import load
-from ..exceptions import ParameterError, StoreError
+from ..exceptions import IndexDamaged, ParameterError, StoreError
 from ..store.atomic import atomic_file, atomic_path
 
 MAX_DIM = 1 << 16         # columns are uint16
@@ -110,26 +110,31 @@ def write_refine(out, parts, n_rows, dim):
 
 class RefineRows:
     """``index.refine`` memory-mapped: ``indptr``, ``columns``, ``values`` (as the uint16
-    bits of float16)."""
+    bits of float16). :class:`IndexDamaged` for a file that is not one (its message ends
+    with ``hint`` when one is given). ``files``: the index's open files
+    (``features.index.files.OpenIndexFiles``), checked before the rows are read."""
 
-    def __init__(self, path):
+    files = None
+
+    def __init__(self, path, hint=None):
         path = Path(path)
         self.path = path
         damaged = f"{path} is damaged"
+        end = f"; {hint}" if hint else ""
         try:
             size = path.stat().st_size
             with open(path, "rb") as f:
                 raw = f.read(_HEADER.size)
         except FileNotFoundError:
-            raise StoreError(f"{path} is missing") from None
+            raise IndexDamaged(f"{path} is missing{end}") from None
         if len(raw) < _HEADER.size:
-            raise StoreError(f"{damaged} (too short)")
+            raise IndexDamaged(f"{damaged} (too short){end}")
         magic, version, dim, n_rows, nnz = _HEADER.unpack(raw)
         if magic != _MAGIC or version != _VERSION:
-            raise StoreError(f"{damaged} (not a refine file of this version)")
+            raise IndexDamaged(f"{damaged} (not a refine file of this version){end}")
         expect = _HEADER_BYTES + 8 * (n_rows + 1) + 4 * nnz
         if size != expect:
-            raise StoreError(f"{damaged} ({size} bytes, its header says {expect})")
+            raise IndexDamaged(f"{damaged} ({size} bytes, its header says {expect}){end}")
         self.dim, self.n_rows, self.nnz = int(dim), int(n_rows), int(nnz)
         at = _HEADER_BYTES
         self.indptr = np.memmap(path, "<i8", "r", at, (n_rows + 1,))
@@ -137,8 +142,8 @@ class RefineRows:
         # images, a few ms), so a damaged file is refused rather than read out of bounds
         if (self.indptr[0] != 0 or self.indptr[-1] != nnz
                 or np.any(np.diff(self.indptr) < 0)):
-            raise StoreError(f"{damaged} (its row pointers do not increase from 0 to the "
-                             f"{nnz} values)")
+            raise IndexDamaged(f"{damaged} (its row pointers do not increase from 0 to the "
+                               f"{nnz} values){end}")
         at += 8 * (n_rows + 1)
         self.columns = np.memmap(path, "<u2", "r", at, (nnz,)) if nnz else np.zeros(0, "<u2")
         at += 2 * nnz
@@ -156,6 +161,8 @@ class RefineRows:
             raise ParameterError(f"ids must be {len(queries)} x m, got shape {ids.shape}")
         if ids.size and int(ids.max()) >= self.n_rows:
             raise ParameterError(f"ids must be below {self.n_rows}, got {int(ids.max())}")
+        if self.files is not None:
+            self.files.check()
         out = np.empty(ids.shape, np.float32)
         _kernel().sparse_scores(queries, self.indptr, self.columns, self.values, ids, out,
                                 int(n_threads), bool(simd))
@@ -163,6 +170,8 @@ class RefineRows:
 
     def row(self, i) -> tuple[np.ndarray, np.ndarray]:
         """(columns, float32 values) of row ``i``."""
+        if self.files is not None:
+            self.files.check()
         a, b = int(self.indptr[i]), int(self.indptr[i + 1])
         columns = np.asarray(self.columns[a:b], np.int64)
         values = np.asarray(self.values[a:b]).view(np.float16).astype(np.float32)
@@ -173,6 +182,8 @@ class RefineRows:
 class RefinedIndex:
     """A FAISS index whose shortlist of ``k_factor`` times k is re-scored on the rows of
     ``index.refine``; answers ``search`` as a FAISS index does. Threads: FAISS's."""
+
+    files = None      # the open files (features.index.files), set by load_index
 
     def __init__(self, base, rows: RefineRows, k_factor):
         self.base = base

@@ -1,6 +1,8 @@
-"""The index half of ``features verify``: the index readable (memory-mapped, as a search
-opens it), one vector per image that is ok (images without features are left out), ids in
-range; its sparse refine stage (``index.refine``) of the recorded size, one row per image,
+"""The index half of ``features verify``: each index file the size and SHA-256 the manifest
+records (every byte read: ``load_index`` hashes only files of at most
+``files.HASH_AT_OPEN`` bytes); the index readable (memory-mapped, as a search opens it),
+of the recorded dimension, one vector per image that is ok (images without features are
+left out), ids in range; its sparse refine stage (``index.refine``) one row per image,
 nonempty exactly for the indexed images, columns within the dimension and values finite."""
 from __future__ import annotations
 
@@ -11,21 +13,43 @@ import numpy as np
 from ..exceptions import StoreError, first_line
 from .builder import index_record
 from .factory import IO_FLAGS
-from .layout import INDEX_FILE, REFINE_FILE
+from .files import file_problem, recorded
+from .layout import INDEX_FILE, REFINE_FILE, index_paths
 from .refine import RefineRows
 
 
 def check_index(directory, ok_with_features, bad, checked):
-    """Check ``index.faiss`` and ``index.refine`` of a store against the images that
-    should be in it (``ok_with_features``; None: unknown), reporting to ``bad``."""
+    """Check ``index.faiss`` and ``index.refine`` of a store against the manifest's record
+    of them and the images that should be in the index (``ok_with_features``; None:
+    unknown), reporting to ``bad``."""
     directory = Path(directory)
-    path = directory / INDEX_FILE
-    if not path.exists():
-        return
     try:
-        record = index_record(directory) or {}
+        record = index_record(directory)
     except StoreError:       # reported as the manifest's damage
-        record = {}
+        record = None
+    try:
+        paths = index_paths(directory, record)
+    except StoreError as e:
+        bad(directory / "manifest.json", first_line(e, None))
+        return
+    path = paths[INDEX_FILE]
+    if not record and not path.exists():
+        return
+    record = record or {}
+    damaged = set()
+    for name, p in paths.items():
+        try:
+            with open(p, "rb") as f:
+                problem = file_problem(f, recorded(record, name))
+        except FileNotFoundError:
+            problem = "missing"
+        except OSError as e:
+            problem = f"unreadable ({first_line(e)})"
+        if problem:
+            bad(p, problem)
+            damaged.add(name)
+    if INDEX_FILE in damaged:
+        return               # not handed to FAISS: a damaged header can crash it
     try:
         import faiss
         # mapped, not read: the codes of a large index would take gigabytes of memory
@@ -33,9 +57,14 @@ def check_index(directory, ok_with_features, bad, checked):
     except (RuntimeError, OSError) as e:
         bad(path, f"unreadable ({first_line(e)})")
         return
-    if record.get("refine") == "sparse":
-        check_refine(directory, record, ok_with_features, bad)
+    # the refine stage's structure is checked however damaged: RefineRows reads nothing
+    # its header does not vouch for
+    if record.get("refine") == "sparse" and paths[REFINE_FILE].exists():
+        check_refine(paths[REFINE_FILE], record, ok_with_features, bad)
     checked["index_vectors"] = int(index.ntotal)
+    if isinstance(record.get("dim"), int) and index.d != record["dim"]:
+        bad(path, f"vectors of {index.d} dimensions, the manifest records {record['dim']}")
+        return
     if ok_with_features is None:
         return
     if index.ntotal != len(ok_with_features):
@@ -50,16 +79,12 @@ def check_index(directory, ok_with_features, bad, checked):
         bad(path, "its ids are not the images with features")
 
 
-def check_refine(directory, record, ok_with_features, bad, block=1 << 24):
-    path = directory / REFINE_FILE
+def check_refine(path, record, ok_with_features, bad, block=1 << 24):
     try:
         rows = RefineRows(path)
     except StoreError as e:
         bad(path, str(e).replace(f"{path} is ", "").replace(f"{path} ", ""))
         return
-    size = path.stat().st_size
-    if size != record.get("refine_bytes"):
-        bad(path, f"{size} bytes, the manifest records {record.get('refine_bytes')}")
     if record.get("dim") is not None and rows.dim != record["dim"]:
         bad(path, f"rows of {rows.dim} dimensions for an index of {record['dim']}")
     if ok_with_features is not None:

@@ -5,8 +5,9 @@
 - :mod:`.tasks`: the work of a task (an image, a batch, a shard) and :mod:`.runner`, how
   tasks run: here, in worker processes (:mod:`.isolate`: a crash on one image is one failed
   image) or on a Dask cluster (:mod:`.cluster`);
-- :mod:`.aggregate`: an encoding added to a finished store (``aggregate.aggregate``);
-  :mod:`.like`: a store encoded with another's recipe and models;
+- :mod:`.aggregate`: an encoding added to a finished store (``aggregate.aggregate``), its
+  models learned from the rows :mod:`.model_rows` draws; :mod:`.like`: a store encoded with
+  another's recipe and models;
 - :mod:`.progress`, :mod:`.info`, :mod:`.verify`: progress lines, ``features info`` and
   ``features verify``.
 """

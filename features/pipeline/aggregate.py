@@ -22,14 +22,20 @@ Layout in ``store.h5``
   ``indptr`` a real int64 array.
 - every parameter as attributes of ``encodings/NAME``: ``method``, ``params`` (JSON), ``dim``,
   ``dtype``, ``layout`` and the method's own (``grids``, ``kernel_map``, ...).
-- ``models/kmeans-vlad/centers``, ``models/pca/{mean,components}`` (+ ``explained_variance``,
-  ``whiten`` and ``eps`` attributes), ``models/gmm/{means,covariances,priors}``, learned from
-  the store's descriptor sample (``sample.npy``), seeded with the store's seed, so a rerun
-  learns the same models. Each encoding also keeps the models it used in
+- the models the encoding uses, its own: ``models/NAME/kmeans-vlad/centers``,
+  ``models/NAME/pca/{mean,components}`` (+ ``explained_variance``, ``whiten`` and ``eps``
+  attributes), ``models/NAME/gmm/{means,covariances,priors}``, each with its checksum,
+  recorded in the encoding's ``models`` attribute; replacing an encoding never touches
+  another's models. They are learned from as many descriptors as each needs
+  (:mod:`features.encodings.training`: the codebook's sample, else more descriptors of
+  the images it was drawn from; ``rows`` and ``learned_from`` attributes say what they were), seeded with
+  the store's seed, so a rerun learns the same models; another encoding's models of the
+  same sizes are reused. Each encoding also keeps the models it used in
   ``STORE/encodings/NAME/models-TOKEN.h5``.
 
 An image that failed, or has no descriptors, gets an all-zero row (an empty CSR row);
-``images/status`` says why.
+``images/status`` says why. The rows are those of ``features.encodings.rows.encode_rows``,
+the function a query by image is encoded with too (``features.search.encoder``).
 """
 from __future__ import annotations
 
@@ -37,28 +43,32 @@ import json
 import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from ..codebook import kmeans
-from ..encodings.fisher import fisher_vector_batch
 from ..encodings.gmm import fit_gmm
-from ..encodings.kernel_map import HomogeneousKernelMap
 from ..encodings.methods import METHODS, check_options, dimension
 from ..encodings.pca import fit_pca
-from ..encodings.spm import parse_grids, spatial_pyramid
-from ..encodings.vlad import vlad_batch
+from ..encodings.training import model_spec, rows_needed, shape_problem
+from ..encodings.rows import encode_rows, project
 from ..exceptions import ParameterError, StoreError
 from ..store import Manifest, Store, store_lock
 from ..store.atomic import atomic_path, remove_stale_temporaries
+from ..store.confined import open_confined
 from ..store.encodings import add_encoding, create_dense, write_csr
-from ..store.layout import ENCODINGS_DIR, SAMPLE_FILE, SHARDS_DIR, STORE_FILE
-from ..store.models import read_models, write_models, write_models_file
+from ..store.h5files import h5_writing, write_h5
+from ..store.layout import ENCODINGS_DIR, SHARDS_DIR, STORE_FILE
+from ..store.models import (all_encoding_models, read_model_groups, write_encoding_models,
+                            write_models_file)
+from ..store.oserrors import storage_errors
 from .._shared.threads import single_threaded_libraries
+from .isolate import call_isolated
 from .like import like_params, models_from_like
+from .model_rows import training_rows
 from .progress import Progress
 from .runner import batched, limited, run_tasks
 from .tasks import features_of
@@ -68,11 +78,8 @@ __all__ = ["aggregate", "restore_encodings", "encode_shard"]
 
 # Encodings the encode step builds (encodings/bovw is tf-idf): never replaced here.
 RESERVED = ("bovw", "bovw_counts", "idf")
-
-# Rows of the models' training sets: enough for their sizes, bounded for time.
-PCA_ROWS = 200_000
-GMM_ROWS_PER_COMPONENT = 1000
-KMEANS_ROWS_PER_CENTER = 1000
+# Names of models: models/NAME of a version-1 store, never an encoding's group of models.
+MODEL_NAMES = tuple(sorted({m for method in METHODS.values() for m in method.models}))
 
 
 @dataclass
@@ -150,11 +157,12 @@ class _Held:
     n_words: int        # 0 without a codebook
     desc_dim: int
     total_desc: int     # descriptors of all images
-    models: dict        # models/* of store.h5
+    models: dict        # encoding name -> its models (sound ones), from store.h5
 
 
 def aggregate(config, store_dir, method, name=None, options=None, jobs=1, *, replace=False,
-              source=None, limit=None, exist_ok=False, progress=True, report=print) -> Path:
+              source=None, limit=None, exist_ok=False, progress=True, report=print,
+              warn=None) -> Path:
     """Compute encoding ``method`` for every image of the store and add it as
     ``encodings/NAME`` (``name`` defaults to the method). Returns the path of store.h5.
 
@@ -163,7 +171,9 @@ def aggregate(config, store_dir, method, name=None, options=None, jobs=1, *, rep
     same method and options is there (what ``features run --encodings`` does on a rerun).
     ``source`` (the store's source, with its ``limit``) re-extracts descriptors for stores
     kept without them.
-    ``report`` receives the one-line size estimate.
+    ``report`` receives the one-line size estimate and a line per model saying what it was
+    learned from; ``warn`` a line when a model gets fewer rows than it needs (default:
+    ``features: warning: ...`` on stderr).
     """
     store_dir = Path(store_dir)
     name = name or method
@@ -178,13 +188,20 @@ def aggregate(config, store_dir, method, name=None, options=None, jobs=1, *, rep
     if name in RESERVED:
         raise StoreError(f"encodings/{name} is built by the encode step and cannot be replaced; "
                          f"choose another --name")
+    if name in MODEL_NAMES:
+        raise ParameterError(f"name {name!r} is the name of a model (a version-1 store keeps "
+                             f"models/{name}); choose another --name", "name")
     request = _Request(store_dir, method, name, params, replace, exist_ok, jobs, source, limit,
                        progress)
-    with store_lock(store_dir, "aggregate"):
-        return _aggregate(request, config, report)
+    with storage_errors(store_dir), store_lock(store_dir, "aggregate"):
+        return _aggregate(request, config, report, warn or _warn)
 
 
-def _aggregate(request, config, report):
+def _warn(line):
+    print(f"features: warning: {line}", file=sys.stderr)
+
+
+def _aggregate(request, config, report, warn):
     """:func:`aggregate` under the store's lock: read, plan, models, shards, attach."""
     remove_stale_temporaries(request.store_dir)          # a killed run's copy of store.h5
     path, held = _read_store(request, config)
@@ -196,8 +213,7 @@ def _aggregate(request, config, report):
     record = _earlier_run(request, manifest)
     estimate, what = _size(plan, held)
     _check_space(request, estimate - _done_bytes(request, record, records), what, report)
-    plan.models = _models(request.method, request.params, request.store_dir, held.models,
-                          held.desc_dim, request.replace, held.config.seed)
+    plan.models = _models(request, held, record, report, warn)
     record = _start(request, plan, manifest, record)
     _encode_shards(plan, held.config, request.store_dir, request.enc_dir, records, record,
                    manifest, request.jobs, request.source, request.limit, request.progress)
@@ -225,7 +241,7 @@ def _read_store(request, config):
             n_words=int(h5["codebook/centroids"].shape[0]) if "codebook/centroids" in h5 else 0,
             desc_dim=int(h5["descriptors"].shape[1]) if has_descriptors else 128,
             total_desc=int(h5["offsets"][-1]) if n_images else 0,
-            models=read_models(h5))
+            models=all_encoding_models(h5))
         path = store.path
     if reads == "descriptors" and not has_descriptors and request.source is None:
         raise StoreError(f"{request.store_dir} was kept without descriptors, which --method "
@@ -354,123 +370,133 @@ def _remove_unreferenced(enc_dir, record):
 
 # ---------------------------------------------------------------------------- models
 
-def _sample(store_dir, rows, seed):
-    path = Path(store_dir) / SAMPLE_FILE
-    if not path.exists():
-        raise StoreError(f"{store_dir} has no descriptor sample ({SAMPLE_FILE}) to learn "
-                         f"models from; run `features extract` first")
-    sample = np.load(path, mmap_mode="r")
-    if len(sample) > rows:
-        pick = np.sort(np.random.default_rng(seed).choice(len(sample), rows, replace=False))
-        return np.asarray(sample[pick])
-    return np.asarray(sample)
-
-
-def _models(method, params, store_dir, stored, desc_dim, replace, seed) -> dict:
-    """The models the method needs: those in store.h5 when they fit the options, else
-    learned from the descriptor sample. Stored models of another size are refused."""
-    if not METHODS[method].models:
+def _models(request, held, record, report, warn) -> dict:
+    """The models encodings/NAME uses, in this order: a ``--like`` store's (never learned
+    here); those a resumed run started with; another encoding's of the same sizes, seed
+    and training size (learned from the same rows: the same models), unless ``replace``;
+    else learned now (:func:`_learn_models`). Each encoding keeps its own copy."""
+    method, params = request.method, request.params
+    want = model_spec(method, params, held.desc_dim, held.config.seed)
+    if not want:
         return {}
-    reused = models_from_like(store_dir, method, stored)
+    reused = models_from_like(request.store_dir, method, request.name, params, held.desc_dim,
+                              held.models.get(request.name, {}))
     if reused is not None:         # encoded --like another store: its models, never new ones
         for model, have in reused.items():
-            _check_stored(model, have, _model_spec(method, params, desc_dim, seed)[model],
-                          store_dir, hint=f"give the options of {have['attrs']['like']}'s "
-                                          f"encoding")
+            _check_stored(model, have, want[model], request.store_dir,
+                          hint=f"give the options of {have['attrs']['like']}'s encoding "
+                               f"{have['attrs']['like_encoding']}",
+                          where=f"{have['attrs']['like_encoding']}/")
+            report(f"models/{request.name}/{model}: those of {have['attrs']['like']}'s "
+                   f"encodings/{have['attrs']['like_encoding']}")
         return reused
-    want = _model_spec(method, params, desc_dim, seed)
+    if record is not None:
+        path = request.enc_dir / f"models-{record['token']}.h5"
+        if path.exists():
+            with open_confined(path, request.store_dir) as f:
+                started = read_model_groups(f.get("models"))
+            if set(started) == set(want) and not any(
+                    shape_problem(m, started[m]["arrays"], want[m]) for m in want):
+                return started
+    if not request.replace:
+        for other, models in sorted(held.models.items()):
+            if other != request.name and all(_same_model(m, models.get(m), want[m])
+                                              for m in want):
+                for m in want:
+                    report(f"models/{request.name}/{m}: those of encodings/{other}, "
+                           f"{models[m]['attrs'].get('learned_from', 'learned earlier')}")
+                return {m: models[m] for m in want}
+    return _learn_models(request, held, want, report, warn)
+
+
+def _same_model(model, have, spec) -> bool:
+    """Whether a stored model is the one these sizes would learn now: same arrays' shapes,
+    options and seed, learned from a training set of the size wanted now."""
+    if have is None or shape_problem(model, have["arrays"], spec) is not None:
+        return False
+    attrs = have["attrs"]
+    return (attrs.get("seed") == spec["seed"]
+            and bool(attrs.get("whiten", False)) == bool(spec.get("whiten", False))
+            and attrs.get("rows_wanted") == rows_needed(model, spec)[1])
+
+
+def _learn_models(request, held, want, report, warn):
+    """Each model of ``want`` learned from the rows it wants (``features.encodings.training``),
+    drawn by :func:`.model_rows.training_rows`; a line says what each was learned from, and
+    a warning when that is fewer rows than the model needs."""
+    seed, name = held.config.seed, request.name
+    if "pca" in want and want["pca"]["dims"] > held.desc_dim:
+        raise ParameterError(f"pca_dims {want['pca']['dims']} exceeds the descriptors' "
+                             f"{held.desc_dim} dimensions", "pca_dims")
+    needs = {m: rows_needed(m, spec) for m, spec in want.items()}
+    rows = training_rows(request.store_dir, max(w for _, w in needs.values()), seed,
+                         source=request.source, limit=request.limit, jobs=request.jobs)
     models = {}
     for model, spec in want.items():
-        have = stored.get(model)
-        if have is not None and not replace:
-            _check_stored(model, have, spec, store_dir)
-            models[model] = have
-    missing = [m for m in want if m not in models]
-    if not missing:
-        return models
-    return _learn_models(method, params, store_dir, models, missing, desc_dim, seed)
-
-
-def _model_spec(method, params, desc_dim, seed):
-    if method == "vlad":
-        want = {"kmeans-vlad": {"centers": params["centers"], "dim": desc_dim, "seed": seed}}
-    else:
-        want = {"pca": {"dims": params["pca_dims"], "dim": desc_dim, "whiten": params["whiten"],
-                        "seed": seed},
-                "gmm": {"components": params["components"], "dim": params["pca_dims"],
-                        "seed": seed}}
-    return want
-
-
-def _learn_models(method, params, store_dir, models, missing, desc_dim, seed):
-    if "kmeans-vlad" in missing:
-        k = params["centers"]
-        x = _sample(store_dir, KMEANS_ROWS_PER_CENTER * k, seed).astype(np.float32)
-        centers = _learn(lambda: kmeans(x, k, seed=seed), "kmeans-vlad")
-        models["kmeans-vlad"] = {"arrays": {"centers": np.asarray(centers, np.float32)},
-                                 "attrs": {"centers": k, "dim": desc_dim, "seed": seed,
-                                           "iters": 25, "rows": len(x)}}
-    if "pca" in missing or "gmm" in missing:
-        rows = max(PCA_ROWS, GMM_ROWS_PER_COMPONENT * params["components"])
-        x = _sample(store_dir, rows, seed)
-        if "pca" in missing:
-            if params["pca_dims"] > desc_dim:
-                raise ParameterError(f"pca_dims {params['pca_dims']} exceeds the descriptors' "
-                                     f"{desc_dim} dimensions", "pca_dims")
-            pca = _learn(lambda: fit_pca(x[:PCA_ROWS], params["pca_dims"],
-                                         whiten=params["whiten"], seed=seed), "pca")
-            models["pca"] = {"arrays": {"mean": pca.mean, "components": pca.components,
+        floor, wanted = needs[model]
+        used = rows.take(wanted, seed)
+        x = used.x
+        sized = {"rows_wanted": wanted, "rows_floor": floor, **used.attrs()}
+        if model == "kmeans-vlad":
+            k = spec["centers"]
+            centers = _learn(lambda: kmeans(x.astype(np.float32), k, seed=seed), name, model)
+            models[model] = {"arrays": {"centers": np.asarray(centers, np.float32)},
+                             "attrs": {"centers": k, "dim": held.desc_dim, "seed": seed,
+                                       "iters": 25, **sized}}
+            what = f"{k} centers x {held.desc_dim} dims"
+        elif model == "pca":
+            pca = _learn(lambda: fit_pca(x, spec["dims"], whiten=spec["whiten"], seed=seed),
+                         name, model)
+            models[model] = {"arrays": {"mean": pca.mean, "components": pca.components,
                                         "explained_variance": pca.explained_variance},
-                             "attrs": {"dims": pca.dims, "dim": desc_dim,
+                             "attrs": {"dims": pca.dims, "dim": held.desc_dim,
                                        "whiten": bool(pca.whiten), "eps": float(pca.eps),
-                                       "seed": seed, "rows": min(len(x), PCA_ROWS)}}
-        if "gmm" in missing:
-            y = _project(x, models["pca"])
-            k = params["components"]
-            y = y[:GMM_ROWS_PER_COMPONENT * k]
-            gmm = _learn(lambda: fit_gmm(y, k, seed=seed), "gmm")
-            models["gmm"] = {"arrays": {"means": gmm.means, "covariances": gmm.covariances,
+                                       "seed": seed, **sized}}
+            what = f"{pca.dims} of {held.desc_dim} dims"
+        else:
+            y = project(x, models["pca"])
+            k = spec["components"]
+            gmm = _learn(lambda: fit_gmm(y, k, seed=seed), name, model)
+            models[model] = {"arrays": {"means": gmm.means, "covariances": gmm.covariances,
                                         "priors": gmm.priors},
                              "attrs": {"components": k, "dim": int(y.shape[1]), "seed": seed,
-                                       "rows": len(y), "iterations": int(gmm.iterations),
+                                       "iterations": int(gmm.iterations),
                                        "log_likelihood": float(gmm.log_likelihood),
                                        "covariance": "diagonal",
-                                       "initialization": "k-means"}}
+                                       "initialization": "k-means", **sized}}
+            what = f"{k} components x {y.shape[1]} dims, {gmm.iterations} EM iterations"
+        report(f"models/{name}/{model}: {what}, learned from {used.describe()}")
+        if len(x) < floor:
+            per, unit = floor // _units(model, spec), _UNIT[model]
+            warn(f"models/{name}/{model} was learned from {len(x):,} descriptors, fewer than "
+                 f"the {floor:,} it needs ({per} per {unit[0]}): it is poorly estimated (a "
+                 f"store that samples more images, --sample-images, or a smaller {unit[1]})")
     return models
 
 
-def _learn(fit, what):
+# model -> (what its size counts, the option that sets it)
+_UNIT = {"kmeans-vlad": ("center", "--centers"), "pca": ("input dimension", "--pca-dims"),
+         "gmm": ("component", "--components")}
+
+
+def _units(model, spec) -> int:
+    return int(spec["centers" if model == "kmeans-vlad" else "dim" if model == "pca"
+                    else "components"])
+
+
+def _learn(fit, name, what):
     try:
         return fit()
     except ValueError as e:
-        raise StoreError(f"learning models/{what}: {e}") from None
+        raise StoreError(f"learning models/{name}/{what}: {e}") from None
 
 
-def _check_stored(model, have, spec, store_dir, hint="pass --replace to learn new models"):
-    a = have["arrays"]
-    if model == "kmeans-vlad":
-        shape, want = a["centers"].shape, (spec["centers"], spec["dim"])
-        label = "centers"
-    elif model == "pca":
-        shape, want = a["components"].shape, (spec["dims"], spec["dim"])
-        label = "components"
-    else:
-        shape, want = a["means"].shape, (spec["components"], spec["dim"])
-        label = "means"
-        if a["covariances"].shape != shape or a["priors"].shape != (shape[0],):
-            raise StoreError(f"{store_dir}: models/gmm has covariances {a['covariances'].shape} "
-                             f"and priors {a['priors'].shape} for means {shape}")
-    if shape != want:
-        raise StoreError(f"{store_dir}: models/{model}/{label} is {shape[0]} x {shape[1]}, the "
-                         f"options need {want[0]} x {want[1]}; {hint}")
-
-
-def _project(x, pca_model):
-    a = pca_model["arrays"]
-    y = (np.asarray(x, np.float32) - a["mean"]) @ a["components"].T
-    if pca_model["attrs"].get("whiten"):
-        y /= np.sqrt(a["explained_variance"] + pca_model["attrs"]["eps"]).astype(np.float32)
-    return np.ascontiguousarray(y, np.float32)
+def _check_stored(model, have, spec, store_dir, hint="pass --replace to learn new models",
+                  where=""):
+    problem = shape_problem(model, have["arrays"], spec)
+    if problem is not None:
+        sep = " " if problem.startswith("has ") else "/"
+        raise StoreError(f"{store_dir}: models/{where}{model}{sep}{problem}; {hint}")
 
 
 # ---------------------------------------------------------------------------- shards
@@ -522,7 +548,7 @@ def encode_shard(plan: Plan, shard_path, out_path, items=None, config=None,
     if parallel:
         single_threaded_libraries()
     out_path = Path(out_path)
-    with h5py.File(shard_path, "r") as s:
+    with open_confined(shard_path, Path(shard_path).parent.parent) as s:     # STORE/shards/
         first, count = int(s.attrs["first"]), int(s.attrs["count"])
         keys = s["images/key"].asstr()[:]
         status = s["images/status"][:]
@@ -539,18 +565,15 @@ def encode_shard(plan: Plan, shard_path, out_path, items=None, config=None,
     if items is not None:
         frames, descriptors, offsets = _extract_again(config, items, keys, status, plan,
                                                       frames, offsets)
-    tmp = atomic_path(out_path)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["first"] = first
-            f.attrs["count"] = count
-            if plan.sparse:
-                _write_sparse(f, plan, words, frames, offsets, widths, heights)
-            else:
-                _write_dense(f, plan, descriptors, frames, offsets, widths, heights)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    def fill(f):
+        f.attrs["first"] = first
+        f.attrs["count"] = count
+        if plan.sparse:
+            _write_sparse(f, plan, words, frames, offsets, widths, heights)
+        else:
+            _write_dense(f, plan, descriptors, frames, offsets, widths, heights)
+
+    write_h5(out_path, fill)      # one shard's rows, built in memory: a full disk is an OSError
     return {"file": out_path.name, "first": first, "count": count,
             "first_key": keys[0] if count else "", "last_key": keys[-1] if count else "",
             "bytes": out_path.stat().st_size}
@@ -577,97 +600,56 @@ def _extract_again(config, items, keys, status, plan, frames, offsets):
 
 
 def _write_sparse(f, plan, words, frames, offsets, widths, heights):
-    p = plan.params
-    hkm = HomogeneousKernelMap(p["kernel_map"], p["kernel_order"]) if p["kernel_map"] else None
-    csr = spatial_pyramid(words, frames, offsets, widths, heights, plan.n_words,
-                          p.get("grids", "1x1"), weights=p.get("weights", "lazebnik"),
-                          normalization=p["normalization"], kernel_map=hkm, units=plan.units)
-    write_csr(f, csr)
-
-
-def _cell_order(frames, offsets, widths, heights, grids, units):
-    """Descriptor order that groups each image's descriptors by pyramid cell, and the offsets
-    of the (image, cell) segments: a pyramid of per-cell encodings is then one batch call."""
-    grids = parse_grids(grids)
-    n = len(offsets) - 1
-    counts = np.diff(offsets)
-    image = np.repeat(np.arange(n, dtype=np.int64), counts)
-    if units == "pixels":
-        fx = frames[:, 0] / np.maximum(widths, 1)[image]
-        fy = frames[:, 1] / np.maximum(heights, 1)[image]
-    else:
-        fx, fy = frames[:, 0], frames[:, 1]
-    n_cells = sum(r * c for r, c in grids)
-    # A descriptor belongs to one cell per grid, so it is listed once per grid.
-    keys, rows = [], []
-    at = 0
-    for rows_, cols in grids:
-        r = np.clip(np.floor(fy * rows_), 0, rows_ - 1).astype(np.int64)
-        c = np.clip(np.floor(fx * cols), 0, cols - 1).astype(np.int64)
-        keys.append(image * n_cells + at + r * cols + c)
-        rows.append(np.arange(len(image)))
-        at += rows_ * cols
-    keys = np.concatenate(keys)
-    rows = np.concatenate(rows)
-    order = np.argsort(keys, kind="stable")
-    seg_offsets = np.zeros(n * n_cells + 1, np.int64)
-    np.cumsum(np.bincount(keys, minlength=n * n_cells), out=seg_offsets[1:])
-    return rows[order], seg_offsets, n_cells
+    write_csr(f, encode_rows(plan.method, plan.params, offsets=offsets, widths=widths,
+                             heights=heights, words=words, frames=frames,
+                             n_words=plan.n_words, units=plan.units))
 
 
 def _write_dense(f, plan, descriptors, frames, offsets, widths, heights):
     n = len(offsets) - 1
     ds = create_dense(f, "encoding", n, plan.dim, plan.dtype)
-    grids = plan.params.get("grids")
     # Blocks of images keep the float32 rows and projected descriptors bounded.
     block = max(1, min(n, (64 << 20) // (plan.dim * 4)))
     for a in range(0, n, block):
         b = min(n, a + block)
-        x = descriptors[offsets[a]:offsets[b]]
-        local = offsets[a:b + 1] - offsets[a]
-        rows = np.zeros((b - a, plan.dim), np.float32)
-        if plan.method == "vlad":
-            m = plan.models["kmeans-vlad"]["arrays"]
-            vlad_batch(x, local, m["centers"], out=rows)
-        else:
-            y = _project(x, plan.models["pca"]) if len(x) else np.zeros(
-                (0, plan.models["pca"]["arrays"]["components"].shape[0]), np.float32)
-            g = plan.models["gmm"]["arrays"]
-            if grids:
-                order, seg, n_cells = _cell_order(frames[offsets[a]:offsets[b]], local,
-                                                  widths[a:b], heights[a:b], grids, plan.units)
-                cell_rows = rows.reshape((b - a) * n_cells, -1)
-                fisher_vector_batch(y[order], seg, g["means"], g["covariances"], g["priors"],
-                                    improved=True, out=cell_rows)
-                # Each cell's vector is improved (signed sqrt, L2); the whole pyramid is then
-                # L2-normalized so that every image has unit norm.
-                norms = np.linalg.norm(rows, axis=1, keepdims=True)
-                np.divide(rows, norms, out=rows, where=norms > 0)
-            else:
-                fisher_vector_batch(y, local, g["means"], g["covariances"], g["priors"],
-                                    improved=True, out=rows)
+        lo, hi = offsets[a], offsets[b]
+        rows = encode_rows(plan.method, plan.params, offsets=offsets[a:b + 1] - lo,
+                           widths=widths[a:b], heights=heights[a:b],
+                           descriptors=descriptors[lo:hi],
+                           frames=None if frames is None else frames[lo:hi],
+                           models=plan.models, units=plan.units)
         ds[a:b] = rows.astype(plan.dtype, copy=False)
 
 
 # ---------------------------------------------------------------------------- store.h5
 
 def _attach(store_dir, name, record, records, models) -> Path:
-    """Replace store.h5 by a copy holding encodings/NAME (and the models): copy, add, rename."""
+    """Replace store.h5 by a copy holding encodings/NAME (and the models): copy, add, rename.
+
+    In a worker process: HDF5 may crash the process that fails to write a file (a full
+    disk), see ``features.store.h5files``."""
+    try:
+        return call_isolated(attach_task, store_dir, name, record, records, models,
+                             what="adding the encoding to store.h5")
+    finally:
+        remove_stale_temporaries(store_dir)     # the copy of a worker that died
+
+
+def attach_task(store_dir, name, record, records, models, *, skip=None, on_item=None,
+                fault=None) -> Path:
+    """:func:`_attach`'s work, as a worker task."""
     out = Path(store_dir) / STORE_FILE
     tmp = atomic_path(out)
-    shutil.copyfile(out, tmp)
-    try:
-        with h5py.File(tmp, "r+") as f:
-            add_encoding(f, name, record, records)
-            if models:
-                write_models(f.require_group("models"), models)
-            # the models this encoding was computed with, by checksum (`baseline --val`)
-            f["encodings/" + name].attrs["models"] = json.dumps(
-                {m: str(f["models/" + m].attrs["checksum"]) for m in sorted(models)},
-                sort_keys=True)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    enc_dir = Path(store_dir) / ENCODINGS_DIR / name
+    # what the encoding and its models add, at most: CSR rows are copied (about the size of
+    # their files), dense ones are mapped; with room for HDF5's own structures
+    adds = sum(p.stat().st_size for p in enc_dir.glob("*.h5")) if record.get("sparse") else 0
+    with h5_writing(tmp, copy_from=out, reserve=adds + (256 << 10)) as f:
+        add_encoding(f, name, record, records)
+        # models/NAME/*, and the encoding's record of them by checksum (`baseline --val`,
+        # `verify`)
+        write_encoding_models(f, name, models)
+    os.replace(tmp, out)
     return out
 
 
@@ -702,8 +684,8 @@ def restore_encodings(store_dir) -> list[str]:
         models = {}
         models_file = enc_dir / f"models-{record.get('token')}.h5"
         if models_file.exists():
-            with h5py.File(models_file, "r") as f:
-                models = read_models(f)
+            with open_confined(models_file, store_dir) as f:
+                models = read_model_groups(f.get("models"))
         _attach(store_dir, name, record, records, models)
         names.append(name)
     manifest.save()

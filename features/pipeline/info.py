@@ -3,22 +3,23 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from ..index import INDEX_FILE, REFINE_FILE, index_header, index_record
+from ..index import INDEX_FILE, REFINE_FILE, index_header, index_paths, index_record
 from ..store import Store
 from ..store.encodings import encoding_info
+from ..store.models import models_info
 
 
 def store_info(path) -> dict:
     with Store(path, open_shards=True) as s:
         status = s.column("status")
-        index_path = s.dir / INDEX_FILE
+        record = index_record(s.dir) or {}
+        paths = index_paths(s.dir, record)
+        index_path, refine = paths[INDEX_FILE], paths[INDEX_FILE].with_name(REFINE_FILE)
         index_size, index = None, None
         if index_path.exists():
             # the header only: the index itself can be gigabytes
             header = index_header(index_path)
             index_size = header["ntotal"]
-            record = index_record(s.dir) or {}
-            refine = s.dir / REFINE_FILE
             index = {"vectors": header["ntotal"], "dim": header["dim"],
                      "bytes": index_path.stat().st_size, "factory": record.get("factory"),
                      "kind": record.get("kind"), "encoding": record.get("encoding"),
@@ -35,6 +36,8 @@ def store_info(path) -> dict:
             "encodings": sorted(s.h5["encodings"].keys()),
             # per encoding: method, layout (dense or csr), dim, dtype, bytes of its values
             "encoding_details": encoding_info(s.h5),
+            # per encoding: its models, where they are and what they were learned from
+            "models": models_info(s.h5),
             "has_descriptors": "descriptors" in s.h5,
             "index": index_path.exists(),
             "index_size": index_size,

@@ -23,13 +23,16 @@ A fault can be injected for tests: ``FEATURES_TEST_CRASH_ON="segv:KEY"`` (or ``a
 from __future__ import annotations
 
 import collections
+import contextlib
 import multiprocessing
 import multiprocessing.connection
+import multiprocessing.process
 import os
 import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 from .._shared.threads import single_threaded_libraries
 from ..exceptions import WorkerDied
@@ -52,11 +55,67 @@ def crash_reason(exitcode) -> str:
     return f"{CRASH_REASON} ({_how(exitcode)})"
 
 
+# The folder that holds this very package (a checkout, or site-packages).
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])
+# A worker's start changes process-wide state for a moment (the environment, __main__).
+_start_lock = threading.Lock()
+
+
 def _context():
     ctx = multiprocessing.get_context("forkserver")
     # The fork server imports the package once; every worker forked from it has it ready.
     ctx.set_forkserver_preload(["features.pipeline.tasks"])
     return ctx
+
+
+@contextlib.contextmanager
+def _fork_server_environment():
+    """The environment in which the fork server starts (when a worker's start finds it not
+    running), so that it imports this very package.
+
+    The server is a new interpreter started with ``python -c``, which puts its working
+    directory first on its path, and it does not take the job's ``sys.path`` (Python 3.11):
+    started in a checkout's root it would import the checkout's ``features/``, whose kernels
+    are not compiled, rather than the installed package the job runs. So it starts with
+    this package's folder first on ``PYTHONPATH`` and with ``PYTHONSAFEPATH`` (no working
+    directory on its path); the job's own environment is restored right after.
+    """
+    names = ("PYTHONPATH", "PYTHONSAFEPATH")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_PACKAGE_ROOT, saved["PYTHONPATH"]) if p)
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def _main_that_cannot_run_again_hidden():
+    """Hide ``__main__.__file__`` while a worker starts when it names no file.
+
+    A worker runs the job's main script again (as ``__mp_main__``) before it starts, as
+    ``multiprocessing`` does to find what the main module defines. A script read from stdin
+    (``python -``) names ``<stdin>``, which is no file: the worker would die before its first
+    task. Workers need nothing of such a main module (their tasks are this package's), so
+    they start without it, as they do for ``python -c`` and in a notebook.
+    """
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    if (path is None or getattr(getattr(main, "__spec__", None), "name", None) is not None
+            or os.path.isfile(os.path.join(multiprocessing.process.ORIGINAL_DIR or "", path))):
+        yield
+        return
+    del main.__file__
+    try:
+        yield
+    finally:
+        main.__file__ = path
 
 
 def inject_fault(item_key, fault):
@@ -135,7 +194,8 @@ class _Worker:
     def __init__(self, ctx, fault):
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_serve, args=(child, os.getpid(), fault), daemon=True)
-        self.proc.start()
+        with _start_lock, _fork_server_environment(), _main_that_cannot_run_again_hidden():
+            self.proc.start()
         child.close()
         self.task = None        # task id in progress
         self.current = -1       # item announced last

@@ -3,11 +3,14 @@
 ``features run VAL -o VALSTORE --like TRAINSTORE`` encodes the val images exactly as the train
 images were: the recipe, the codebook and the idf weights of ``bovw`` are the train store's
 (``steps.reuse_codebook``, ``features.store.merge``), and so are the models its
-encodings learned (``models/pca``, ``models/gmm``,
-``models/kmeans-vlad``): an encoding added to a ``--like`` store, by ``run --encodings`` or
-by ``features aggregate``, takes them from the train store and never learns its own (a val
-set must not shape the features it is scored on).  Its options default to those of the train
-store's encoding of the same name.
+encodings learned (``models/ENCODING/{pca,gmm,kmeans-vlad}``): an encoding added to a
+``--like`` store, by ``run --encodings`` or by ``features aggregate``, takes the models of
+the train store's encoding of the same name (or, for another name, of the train store's
+encoding of that method whose models fit its options) and never learns its own (a val set
+must not shape the features it is scored on).  Its options default to those of the train
+store's encoding of the same name, so each encoding is reproduced exactly: ``fisher`` and
+``f4`` of a train store with 256 and 4 components are ``fisher`` and ``f4`` of the val
+store with the same options, dimensions and models.
 
 The checksums that prove it are those of :mod:`features.store.models`: `features baseline
 --val` compares what each scored encoding used without reading the arrays.
@@ -18,12 +21,17 @@ import json
 from pathlib import Path
 
 from ..encodings.methods import METHODS
+from ..encodings.training import model_spec, shape_problem
 from ..exceptions import StoreError
 from ..store import Manifest, Store
-from ..store.encodings import encoding_attrs
-from ..store.models import read_models
+from ..store.encodings import encoding_attrs, list_encodings
+from ..store.models import model_path, read_encoding_models
 
-__all__ = ["like_of", "models_for", "models_from_like", "like_params", "check_like_models"]
+__all__ = ["like_of", "models_for", "models_from_like", "like_params", "like_encoding",
+           "like_encodings", "check_like_models"]
+
+# the options that size an encoding's models: an encoding of another name must fit them
+MODEL_OPTIONS = ("pca_dims", "whiten", "components", "centers")
 
 
 def like_of(store_dir) -> Path | None:
@@ -40,72 +48,113 @@ def models_for(method) -> tuple:
     return METHODS[method].models if method in METHODS else ()
 
 
+def _of_method(h5, method) -> list:
+    """The encodings of ``method`` in an open store.h5, in name order."""
+    return [n for n in list_encodings(h5) if encoding_attrs(h5, n).get("method") == method]
+
+
+def _fits(h5, name, method, params, desc_dim) -> bool:
+    """Whether the models of ``encodings/NAME`` have the sizes ``params`` ask for."""
+    spec = model_spec(method, params, desc_dim, 0)
+    for model, sizes in spec.items():
+        g = h5.get(model_path(h5, name, model))
+        if g is None:
+            return False
+        if shape_problem(model, {k: g[k] for k in g}, sizes) is not None:
+            return False
+    return True
+
+
+def like_encoding(h5, method, name, params=None, desc_dim=128) -> str | None:
+    """The encoding of a ``--like`` store (open store.h5 ``h5``) whose models and options an
+    encoding ``name`` of ``method`` takes: ``encodings/NAME`` when it is of that method;
+    else, of the encodings of that method, the only one, or the first in name order whose
+    models fit ``params`` (when given). None when there is none."""
+    if encoding_attrs(h5, name).get("method") == method:
+        return name
+    candidates = _of_method(h5, method)
+    if params is not None and len(candidates) > 1:
+        candidates = [c for c in candidates if _fits(h5, c, method, params, desc_dim)]
+    return candidates[0] if candidates else None
+
+
 def like_params(store_dir, method, name) -> dict | None:
     """Default options of an encoding added to a store encoded ``--like`` another: those of
-    the other store's ``encodings/NAME`` when it was made by ``method`` (same recipe), and
-    the sizes of the other store's models (``--pca-dims``, ``--whiten``, ``--components``,
-    ``--centers``), which an encoding of another name must fit too.  None for other stores."""
+    the other store's ``encodings/NAME`` when it was made by ``method`` (same recipe); for
+    another name, the model sizes (``--pca-dims``, ``--whiten``, ``--components``,
+    ``--centers``) of the other store's only encoding of that method, which it must fit.
+    None for other stores."""
     like = like_of(store_dir)
     if like is None or not (like / "store.h5").exists():
         return None
     with Store(like) as other:
         h5 = other.h5
-        params = {}
-        attrs = encoding_attrs(h5, name)
-        if attrs.get("method", "") == method:
-            params = json.loads(attrs.get("params", "{}"))
-        if method == "fisher":
-            if "models/pca/components" in h5:
-                params["pca_dims"] = int(h5["models/pca/components"].shape[0])
-                params["whiten"] = bool(h5["models/pca"].attrs.get("whiten", False))
-            if "models/gmm/means" in h5:
-                params["components"] = int(h5["models/gmm/means"].shape[0])
-        elif method == "vlad" and "models/kmeans-vlad/centers" in h5:
-            params["centers"] = int(h5["models/kmeans-vlad/centers"].shape[0])
-    return params
+        if encoding_attrs(h5, name).get("method") == method:
+            return json.loads(encoding_attrs(h5, name).get("params", "{}"))
+        candidates = _of_method(h5, method)
+        if len(candidates) != 1:
+            return {}
+        theirs = json.loads(encoding_attrs(h5, candidates[0]).get("params", "{}"))
+    return {k: v for k, v in theirs.items() if k in MODEL_OPTIONS}
 
 
-def models_from_like(store_dir, method, stored) -> dict | None:
-    """The models ``method`` uses in a store encoded ``--like`` another: the other store's
-    (read now, so models it learned after the val store was made are found), or, when that
-    store is gone, the copies this store already holds (``stored``), which came from it.
+def models_from_like(store_dir, method, name, params, desc_dim, stored) -> dict | None:
+    """The models an encoding ``name`` of ``method`` uses in a store encoded ``--like``
+    another: those of the other store's encoding chosen by :func:`like_encoding` (read now,
+    so models it learned after the val store was made are found), or, when that store is
+    gone, the copies this store already holds for ``name`` (``stored``), which came from it.
     None when ``store_dir`` is not a ``--like`` store.  A model neither has is refused:
     a ``--like`` store never learns one."""
     like = like_of(store_dir)
     if like is None:
         return None
     wanted = models_for(method)
+    source = name
     if (like / "store.h5").exists():
         with Store(like) as other:
-            theirs = read_models(other.h5)
+            source = like_encoding(other.h5, method, name, params, desc_dim)
+            theirs = {} if source is None else read_encoding_models(other.h5, source, like)
+        where = like
     else:
         theirs = stored
+        where = f"{store_dir} (its --like store {like} is gone)"
     missing = [m for m in wanted if m not in theirs]
     if missing:
-        where = like if (like / "store.h5").exists() else f"{store_dir} (its --like store " \
-                                                          f"{like} is gone)"
-        raise StoreError(f"{store_dir} is encoded --like {like}, which has no models/{missing[0]} "
-                         f"for --method {method}; add the encoding to {where} first "
-                         f"(`features aggregate {like} --method {method}`): a --like store "
-                         f"never learns models of its own")
+        raise StoreError(f"{store_dir} is encoded --like {like}, which has no {method} "
+                         f"encoding with models/{missing[0]} that fits these options; add the "
+                         f"encoding to {where} first (`features aggregate {like} --method "
+                         f"{method}`): a --like store never learns models of its own")
     out = {}
     for m in wanted:
         model = {"arrays": theirs[m]["arrays"], "attrs": dict(theirs[m]["attrs"])}
         model["attrs"]["like"] = str(like)
+        model["attrs"]["like_encoding"] = str(source)
         out[m] = model
     return out
 
 
-def check_like_models(like, methods):
-    """Before a ``run --like`` encodes anything: the other store must hold the models of the
-    encodings asked for (one line and exit 2 rather than a failure after pass 2)."""
-    needed = [(m, model) for m in dict.fromkeys(methods) for model in models_for(m)]
+def like_encodings(like) -> dict:
+    """name -> method of the encodings of store ``like`` (``run --like --encodings`` takes
+    their names as well as methods)."""
+    with Store(like) as other:
+        return {n: str(encoding_attrs(other.h5, n).get("method") or "bovw")
+                for n in list_encodings(other.h5)}
+
+
+def check_like_models(like, encodings):
+    """Before a ``run --like`` encodes anything: the other store must hold, for each
+    encoding asked for (a method, or the name of one of its encodings), an encoding with
+    its models (one line and exit 2 rather than a failure after pass 2)."""
+    names = like_encodings(like)
+    needed = [(n if n in METHODS else names.get(n, n), n) for n in dict.fromkeys(encodings)]
+    needed = [(m, n) for m, n in needed if models_for(m)]
     if not needed:
         return
     with Store(like) as other:
-        have = set(other.h5.get("models", {}).keys())
-    for method, model in needed:
-        if model not in have:
-            raise StoreError(f"{like} has no models/{model}, which --encodings {method} needs "
-                             f"to encode --like it; add the encoding to {like} first "
-                             f"(`features aggregate {like} --method {method}`)")
+        for method, name in needed:
+            source = like_encoding(other.h5, method, name)
+            if source is None:
+                raise StoreError(f"{like} has no {method} encoding, whose models --encodings "
+                                 f"{method} needs to encode --like it; add the encoding to "
+                                 f"{like} first (`features aggregate {like} --method {method}`)")
+            read_encoding_models(other.h5, source, like)      # present and sound

@@ -3,13 +3,14 @@ a step whose output is recorded in the store's manifest is skipped, and the enco
 skips the shards already written.
 
     source --sample_descriptors--> sample.npy --train_codebook--> codebook.npy
-           --encode_images--> shards/*.h5 + store.h5 --build_index--> index.faiss
+           --encode_images--> shards/*.h5 + store.h5 --build_index--> index-GEN/index.faiss
 """
 from __future__ import annotations
 
 import csv
 import functools
 import inspect
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from .._shared.versions import library_versions
 from ..codebook import KMEANS_ALGORITHM, KMEANS_TOL, bottom_k, kmeans
 from ..encodings.methods import METHODS
 from ..exceptions import StoreError
+from ..sources import open_source
 from ..sources.base import items_digest
 from ..sources.splits import split_of
 from ..store import Manifest, Store, atomic_file, store_lock
@@ -31,10 +33,18 @@ from ..store.layout import CODEBOOK_FILE, FAILURES_FILE, SAMPLE_FILE, SHARDS_DIR
 from ..store.oserrors import storage_errors
 from .aggregate import aggregate, restore_encodings
 from .isolate import call_isolated
-from .like import check_like_models
+from .like import check_like_models, like_encodings
 from .progress import Progress
 from .runner import batched, limited, n_workers, run_tasks
 from .tasks import merge_task, process_shard, sample_batch
+
+
+def _opened(source):
+    """A source given as a path (a folder, a list, an archive) opened as ``features run``
+    opens it, its kind recognized by its layout; a source object as it is."""
+    if isinstance(source, (str, os.PathLike)):
+        return open_source(str(source))
+    return source
 
 
 def _total(source, limit):
@@ -89,6 +99,7 @@ def sample_descriptors(config, source, out, *, jobs=1, limit=None, progress=True
     On a source with splits (``split-tree``) only the ``train`` images are sampled: the
     codebook and every model learned from the sample never see an image that is scored.
     """
+    source = _opened(source)
     manifest = _prepare(config, out)
     manifest.check_job(source, limit)
     path = Path(out) / SAMPLE_FILE
@@ -175,6 +186,7 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
                   progress=True, idf=None) -> EncodeSummary:
     """Pass 2: extract, quantize and count words shard by shard, then merge into store.h5
     (``idf``: the word weights to use, else the collection's own)."""
+    source = _opened(source)
     manifest = _prepare(config, out)
     manifest.check_job(source, limit)
     out = Path(out)
@@ -322,7 +334,8 @@ def reuse_codebook(like, out) -> tuple:
 @_writer("run")
 def run(config, source, out, *, jobs=1, limit=None, progress=True,
         encodings=(), like=None) -> EncodeSummary:
-    """All steps: sample, codebook, encode (+ merge), the ``encodings`` (methods of
+    """All steps, on ``source`` (a path, opened as ``features run`` opens it, or a source
+    of ``features.sources``), into the store ``out``: sample, codebook, encode (+ merge), the ``encodings`` (methods of
     ``features.pipeline.aggregate``, with their default options, each named after its
     method), index.
     ``bovw`` is the encode step's own; a store kept without descriptors extracts them again
@@ -332,10 +345,14 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
     codebook are those of ``like`` (``config`` is ignored), and the ``encodings`` use its
     models and options (``features.pipeline.like``).
     """
-    unknown = [m for m in encodings if m not in METHODS]
+    source = _opened(source)
+    # with --like, the names of the other store's encodings too (`f4`: its fisher of 4
+    # components), reproduced with their options and models
+    named = like_encodings(like) if like is not None else {}
+    unknown = [m for m in encodings if m not in METHODS and m not in named]
     if unknown:
         raise StoreError(f"unknown encoding(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(METHODS)}")
+                         f"{', '.join(list(METHODS) + [n for n in named if n not in METHODS])}")
     idf = None
     if like is not None:
         check_like_models(like, encodings)   # its models are reused, never learned here
@@ -349,11 +366,12 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
         codebook = train_codebook(config, sample, out, progress=progress)
     summary = encode_images(config, source, codebook, out, jobs=jobs, limit=limit,
                             progress=progress, idf=idf)
-    for method in dict.fromkeys(encodings):
-        if method == "bovw":
+    for name in dict.fromkeys(encodings):
+        method = name if name in METHODS else named[name]
+        if name in ("bovw", "bovw_counts"):
             continue
         needs_source = METHODS[method].reads == "descriptors" and not config.store_descriptors
-        aggregate(config, out, method, method, None, jobs, exist_ok=True,
+        aggregate(config, out, method, name, None, jobs, exist_ok=True,
                   source=source if needs_source else None, limit=limit, progress=progress)
     build_index(out, jobs=jobs, progress=progress)
     return summary

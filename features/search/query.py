@@ -1,13 +1,8 @@
-"""A query: an image encoded as the collection was, or an image of the store by its key."""
+"""A query: an image encoded as the collection was (:mod:`.encoder`), an image of the store
+by its key, or a vector."""
 from __future__ import annotations
 
 import numpy as np
-
-from ..codebook import Assigner
-from ..decode import decode_gray
-from ..encodings.bovw import encode_words
-from ..exceptions import DecodeError, QueryError
-from ..extract import Extraction, extract_image
 
 
 class Query:
@@ -53,22 +48,3 @@ class Query:
     @words.setter
     def words(self, value):
         self._words = value
-
-
-def encode_query(name, data, config, quantizer: Assigner, idf):
-    """The bytes of an image file as a query, encoded with the store's recipe ``config``:
-    (vector (1, words) float32, frames, words, decoded image)."""
-    try:
-        decoded = decode_gray(data, config.max_side)
-    except DecodeError as e:
-        raise QueryError(f"{name}: not a usable image ({e})") from None
-    frames, descriptors, _ = extract_image(Extraction.of(config), decoded)
-    if not len(descriptors):
-        raise QueryError(f"{name}: no features ({decoded.width}x{decoded.height}, too "
-                         f"small for the {config.preset} recipe or blank); nothing to "
-                         f"search with")
-    words = quantizer.assign(descriptors)
-    ids, values = encode_words(words, quantizer.k, idf if config.tfidf else None, config.power)
-    vector = np.zeros((1, quantizer.k), np.float32)
-    vector[0, ids] = values
-    return vector, frames, words, decoded

@@ -7,12 +7,12 @@ import os
 
 import numpy as np
 
-from ..codebook import Assigner
 from ..exceptions import ParameterError, QueryError
 from ..extract.geometry import frame_geometry, keeps_geometry, unpack_geometry
 from ..index import apply_params, index_record, load_index, search_vectors
 from ..store import OK, Store
-from .query import Query, encode_query
+from .encoder import Encoder
+from .query import Query
 from .rerank import expansion_images, order_by_inliers
 from .spatial import VerifyParams, transform_matrix, verify_many, verify_pair
 
@@ -31,7 +31,8 @@ class Searcher:
     those in force); :meth:`search` also takes ``nprobe`` and ``k_factor`` for one query.
     """
 
-    def __init__(self, store_path, *, threads=1, batch_threads=None, params=None):
+    def __init__(self, store_path, *, threads=1, batch_threads=None, params=None,
+                 thread_limits=True):
         self.store = Store(store_path)
         try:
             self.index = load_index(self.store)
@@ -41,8 +42,9 @@ class Searcher:
                            **apply_params(self.index, params or {}, self.factory)}
             self.encoding = record.get("encoding", "bovw")
             self.rows = self.store.encoding_rows(self.encoding)
-            self.quantizer = Assigner(self.store.centroids)
-            self.idf = self.store.idf
+            # queries by image: encoded as the indexed encoding's stored rows were
+            self.encoder = Encoder(self.store, self.encoding)
+            self.quantizer = self.encoder.quantizer
             self.labels = self.store.column("label")
             self.status = self.store.column("status")
             self.classes = self.store.classes
@@ -53,7 +55,9 @@ class Searcher:
         self._sizes = None
         self.threads = int(threads)
         self.batch_threads = int(batch_threads or os.cpu_count() or 1)
-        self._limits = _thread_limits(self.threads)
+        # thread_limits=False: leave the process's BLAS threads alone (a server opening a new
+        # generation while requests compute: changing them under a running BLAS call is unsafe)
+        self._limits = _thread_limits(self.threads) if thread_limits else None
 
     def close(self):
         if self._limits is not None:
@@ -92,32 +96,69 @@ class Searcher:
         return Query(key, self._stored_row(i), None, None, i, int(width[i]), int(height[i]),
                      store=self.store, **self._frame_kind())
 
+    @property
+    def image_queries(self) -> str | None:
+        """None when images can be queries; else why not (the indexed encoding cannot be
+        computed from an image: ``Encoder.problem``)."""
+        return self.encoder.problem
+
     def query_from_bytes(self, name, data) -> Query:
-        if self.encoding != "bovw":
-            raise QueryError(f"{name}: the index is over the {self.encoding!r} encoding; only "
-                             f"key queries are supported for it")
-        vector, frames, words, decoded = encode_query(name, data, self.store.config,
-                                                      self.quantizer, self.idf)
-        return Query(name, vector, frames, words, None, decoded.width, decoded.height,
+        """An image file's bytes as a query."""
+        return self.query_from_image(data, name)
+
+    def query_from_image(self, image, name=None) -> Query:
+        """An image as a query: a file's path or bytes, or a decoded array (see
+        :class:`~features.search.encoder.Encoder`), encoded as the indexed encoding."""
+        if self.encoder.problem:
+            raise QueryError(f"{name or 'image'}: images cannot be queries of this index: "
+                             f"{self.encoder.problem}")
+        f = self.encoder.features(image, name)
+        vector = self.encoder.encode_features(f, name)
+        return Query(name or "image", vector, f.frames, f.words, None, f.width, f.height,
                      **self._frame_kind())
+
+    def query_from_vector(self, vector, name="vector") -> Query:
+        """A row of the indexed encoding as a query ((dim,) or (1, dim)); it cannot be
+        re-ranked (it has no features to verify)."""
+        v = np.asarray(vector, np.float32)
+        if v.ndim == 1:
+            v = v[None]
+        if v.ndim != 2 or v.shape != (1, self.rows.dim) or not np.all(np.isfinite(v)):
+            raise ParameterError(f"a query vector must be {self.rows.dim} finite values (the "
+                                 f"width of encodings/{self.encoding}), got shape "
+                                 f"{np.shape(vector)}", "vector")
+        return Query(name, np.ascontiguousarray(v), None, None, None)
 
     def _frame_kind(self):
         config = self.store.config
         return {"units": config.frame_units, "oriented": keeps_geometry(config.extractor)}
 
-    def query(self, q: str) -> Query:
-        if os.path.isfile(q):
-            try:
-                with open(q, "rb") as f:
-                    data = f.read()
-            except OSError as e:
-                raise QueryError(f"{q}: cannot read ({e.strerror})") from None
-            return self.query_from_bytes(q, data)
-        return self.query_from_key(q)
+    def query(self, q) -> Query:
+        """A query from what ``q`` is: a :class:`Query` as it is; a path of an image file
+        (str or ``os.PathLike``), else a key of the store (str); an image file's bytes; a
+        NumPy array: a vector of the indexed encoding when it is 1-D or (1, dim) float,
+        else a decoded image."""
+        if isinstance(q, Query):
+            return q
+        if isinstance(q, os.PathLike) or (isinstance(q, str) and os.path.isfile(q)):
+            return self.query_from_image(q, os.fspath(q))
+        if isinstance(q, str):
+            return self.query_from_key(q)
+        if isinstance(q, (bytes, bytearray, memoryview)):
+            return self.query_from_image(bytes(q), "image")
+        if isinstance(q, np.ndarray):
+            vector = q.ndim == 1 or (q.ndim == 2 and q.shape == (1, self.rows.dim)
+                                     and q.dtype.kind == "f")
+            return self.query_from_vector(q) if vector else self.query_from_image(q)
+        raise ParameterError(f"a query is a key, a path, image bytes, an image array or a "
+                             f"vector, got {type(q).__name__}", "query")
 
-    def search(self, query: Query, k=10, rerank=False, shortlist=100, expand=0, *,
+    def search(self, query, k=10, rerank=False, shortlist=100, expand=0, *,
                nprobe=None, k_factor=None):
         """Best k images for a query: list of dicts with key, label, score (and inliers).
+
+        ``query``: anything :meth:`query` takes (a key, an image's path, bytes or array,
+        a vector), or a :class:`Query`. A key query leaves the image itself out.
 
         ``rerank`` verifies the best ``shortlist`` results geometrically (see
         :mod:`features.search.spatial`): those with at least ``MIN_INLIERS`` inliers come
@@ -133,6 +174,10 @@ class Searcher:
             raise ParameterError(f"shortlist must be >= 1, got {shortlist!r}")
         if expand < 0:
             raise ParameterError(f"expand must be >= 0, got {expand!r}")
+        query = self.query(query)
+        if rerank and query.self_index is None and query.frames is None:
+            raise ParameterError("rerank needs an image or key query (a vector query has no "
+                                 "features to verify)", "rerank")
         n = max(k, shortlist) if rerank else k
         tuning = {"nprobe": nprobe, "k_factor": k_factor}
         hits = self._search_vector(query.vector, n, query.self_index, **tuning)
@@ -158,12 +203,13 @@ class Searcher:
         return hit
 
     def search_batch(self, queries, k=10, *, nprobe=None, k_factor=None):
-        """Best k images for each of many queries at once, on ``batch_threads`` threads
-        (no re-ranking)."""
+        """Best k images for each of many queries at once (anything :meth:`query` takes),
+        on ``batch_threads`` threads (no re-ranking)."""
         if k < 1:
             raise ParameterError(f"k must be >= 1, got {k!r}", "k")
         if not len(queries):
             return []
+        queries = [self.query(q) for q in queries]
         x = np.concatenate([q.vector for q in queries])
         import faiss
         extra = int(any(q.self_index is not None for q in queries))

@@ -76,10 +76,18 @@ def serve(store, host: str = "127.0.0.1", port: int = 8000, **limits) -> int:
     # inside a request, is what uses the cores
     cv2.setNumThreads(1)
     faiss.omp_set_num_threads(1)
+    # an index file changed in place after the check before a search and before its read
+    # (features.index.files) still ends in SIGBUS: then at least the reason is on stderr
+    import faulthandler
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     print(f"features: serving {service.store.dir} ({service.store.n_images} images, "
           f"{service.options.threads} threads) on http://{shown}:{bound_port}/", flush=True)
+    if service.searcher.image_queries:
+        print(f"features: note: no queries by image, only by key "
+              f"({service.searcher.image_queries})", file=sys.stderr, flush=True)
     if not service.files.available:
         print(f"features: note: no thumbnails ({service.files.reason})", file=sys.stderr,
               flush=True)

@@ -1,28 +1,33 @@
 """The HTTP API and the web page of ``features serve``, on aiohttp.
 
-One process holds one open :class:`~features.search.Searcher` (store, index, codebook),
-opened before the port is bound. Every piece of CPU work (decoding, extraction, search,
-verification, thumbnails) runs in a thread pool of ``threads`` workers, never on the event
-loop, so slow queries do not stall health checks or uploads. Requests that need the pool are
-admitted when their headers arrive, before their body is read, up to ``max_concurrent`` at once
-and ``upload_memory`` bytes of bodies (:mod:`features.serve.admission`); beyond that the answer
-is 503 at once rather than an ever longer queue or more memory. Each request has a deadline
-(``timeout``), its body one of its own (``body_timeout``): past it the client gets 503 (408)
-and the work still running in a thread is left to finish (a thread cannot be interrupted),
-still counted against the admission limit until it does. A request's error keeps no pixels or
-upload alive: the frames of a failed pool call are cleared before the error leaves the thread.
+One process holds one open :class:`~features.search.Searcher` (store, index, codebook), opened
+before the port is bound, per generation of the store (:mod:`.generation`: a rerun under the
+server is switched to whole, never mixed). Every piece of CPU work (decoding, extraction,
+search, verification, thumbnails) runs in a thread pool of ``threads`` workers, never on the
+event loop, so slow queries do not stall health checks or uploads. Requests that need the pool
+are admitted when their headers arrive, before their body is read, up to ``max_concurrent`` at
+once and ``upload_memory`` bytes of bodies (:mod:`features.serve.admission`); beyond that the
+answer is 503 at once rather than an ever longer queue or more memory. Each request has a
+deadline (``timeout``), its body one of its own (``body_timeout``): past it the client gets 503
+(408) and the work still running in a thread is left to finish (a thread cannot be
+interrupted), still counted against the admission limit until it does. A request's error keeps
+no pixels or upload alive: the frames of a failed pool call are cleared before the error leaves
+the thread.
 
 Errors are JSON ``{"error": "..."}`` with the status that fits: 400 for a bad parameter or an
 image that cannot be decoded (decompression bombs included), 404 for an unknown key, 413 for
-a body over ``max_body`` bytes, 415 for bytes that are not an image format, 503 when busy or
-past the deadline, 408 for a body that does not arrive within ``body_timeout``, 421 for a
-``Host`` that does not name a server listening on loopback (DNS rebinding), 500 (logged on
-stderr) for a bug; the server stays up. Requests aiohttp's own parser refuses get JSON too
+a body over ``max_body`` bytes, 415 for bytes that are not an image format, 503 when busy,
+past the deadline, when the store cannot be read consistently (:mod:`.generation`) or a file
+of it changed under the server (an index file truncated or rewritten in place:
+``features.index.files``), 408 for a body that does not arrive within ``body_timeout``, 421
+for a ``Host`` that does not name a server listening on loopback (DNS rebinding), 500 (logged
+on stderr) for a bug; the server stays up. Requests aiohttp's own parser refuses get JSON too
 (:mod:`features.serve.connections`).
 """
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import math
 import sys
@@ -37,16 +42,19 @@ import numpy as np
 from aiohttp import BodyPartReader, web
 
 from ..decode import MAX_PIXELS, decode_gray, image_size, sniff_format
-from ..exceptions import DecodeError, ParameterError, QueryError, ThumbnailError
-from ..search import Searcher
+from ..exceptions import (DecodeError, ParameterError, QueryError, StoreError,
+                          ThumbnailError, first_line)
 from ..store import OK
 from .admission import Admission, current_ticket
-from .thumbs import LRUCache, SourceFiles, render_thumbnail
+from .generation import Generation, Generations
+from .thumbs import render_thumbnail
 
 STATIC_DIR = Path(__file__).parent / "static"
 # The page's assets, read once: a request path is never used to open a file.
 _ASSETS = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 _READ_CHUNK = 1 << 16
+# the generation of the store the request being handled reads (None: the current one)
+_GENERATION: contextvars.ContextVar = contextvars.ContextVar("generation", default=None)
 
 
 @dataclass(frozen=True)
@@ -107,29 +115,28 @@ class Service:
         self.options = options or ServeOptions()
         # StoreError: not a store, or no index; ParameterError: a search parameter the
         # index does not take
-        self.searcher = Searcher(store_path, params=self.options.search_params)
-        self.store = self.searcher.store
-        self.classes = list(self.store.classes)
-        self.names = list(self.store.class_names)
-        # the small per-image columns, read once (13 bytes an image: 17 MB at 1.28M images);
-        # a lookup of an HDF5 dataset by path costs about a millisecond per request
-        h5 = self.store.h5
-        self._columns = {name: h5["images/" + name][:]
-                         for name in ("label", "width", "height", "status")}
-        # one image's file is looked for at start, so that /api/health tells whether
-        # thumbnails will really come
-        ok = np.flatnonzero(self._columns["status"] == OK)
-        self.files = SourceFiles(self.store.dir,
-                                 probe=self.store.key_of(int(ok[0])) if len(ok) else None)
-        self.thumbs = LRUCache(self.options.thumb_cache)
-        self.queries = LRUCache(self.options.query_cache)
+        self.generations = Generations(store_path, self.options)
         self.pool = ThreadPoolExecutor(self.options.threads, thread_name_prefix="features-serve")
         self.admission = Admission(self.options.max_concurrent, self.options.upload_memory)
         self.assets = {name: (STATIC_DIR / name).read_bytes() for name in _ASSETS}
 
+    # what a request reads comes from the generation it started on (see .generation)
+    @property
+    def generation(self) -> Generation:
+        return _GENERATION.get() or self.generations.current
+
+    searcher = property(lambda self: self.generation.searcher)
+    store = property(lambda self: self.generation.store)
+    classes = property(lambda self: self.generation.classes)
+    names = property(lambda self: self.generation.names)
+    files = property(lambda self: self.generation.files)
+    thumbs = property(lambda self: self.generation.thumbs)
+    queries = property(lambda self: self.generation.queries)
+    _columns = property(lambda self: self.generation.columns)
+
     def close(self):
         self.pool.shutdown(wait=True, cancel_futures=True)
-        self.searcher.close()
+        self.generations.close()
 
     # ---- the pool -------------------------------------------------------------------
 
@@ -139,7 +146,10 @@ class Service:
 
     async def run(self, fn, *args):
         """Run ``fn(*args)`` in the pool; ``(result, seconds it waited for a worker)``."""
-        future = self.pool.submit(_call, fn, args, time.perf_counter())
+        generation = self.generation.enter()  # kept open until the work is over
+        future = self.pool.submit(contextvars.copy_context().run, _call, fn, args,
+                                  time.perf_counter())
+        future.add_done_callback(generation.leave)
         ticket = current_ticket()
         if ticket is not None:
             # the request's place is freed when the work is really over, not when a
@@ -447,10 +457,17 @@ def _asset(request, name):
 
 async def health(request):
     s = _service(request)
+    # an index over an encoding no image can be encoded as: key queries only, and the page
+    # offers no upload
+    why_not = s.searcher.image_queries
     return _json({"status": "ok", "images": s.store.n_images, "indexed": s.searcher.index.ntotal,
                   "preset": s.store.config.preset, "words": s.store.config.words,
+                  "encoding": s.searcher.encoding, "image_queries": why_not is None,
+                  **({"image_queries_reason": why_not} if why_not else {}),
                   "thumbnails": s.files.available, "threads": s.options.threads,
-                  "in_progress": s.admitted, "search_params": s.searcher.params})
+                  "in_progress": s.admitted, "search_params": s.searcher.params,
+                  "generation": {**s.generation.describe(),
+                                 "pending": s.generations.pending}})
 
 
 async def search(request):
@@ -512,6 +529,16 @@ def _guard(service: Service, hosts=None, deadlines=None):
     timeout = service.options.timeout
 
     async def answer(request, handler):
+        service.generations.poll()
+        generation = service.generations.acquire()
+        token = _GENERATION.set(generation)
+        try:
+            return await checked(request, handler)
+        finally:
+            _GENERATION.reset(token)
+            generation.leave()
+
+    async def checked(request, handler):
         try:
             host = request.headers.get("Host")
             if hosts is not None and host is not None and host.lower() not in hosts:
@@ -535,6 +562,14 @@ def _guard(service: Service, hosts=None, deadlines=None):
             return _json({"error": e.reason if e.text is None or e.text.startswith(str(e.status))
                           else e.text}, e.status, {k: v for k, v in e.headers.items()
                                                    if k in ("Allow", "Retry-After")})
+        except StoreError as e:
+            # the generation served can no longer be read whole (a rerun replaced a file
+            # it had not opened yet): never a mix, the new one is opened meanwhile
+            _forget(e)
+            service.generations.poll(force=True)
+            return _json({"error": f"the store cannot be read consistently now "
+                                   f"({first_line(e, 300)}); try again"}, 503,
+                         {"Retry-After": "1"})
         except asyncio.TimeoutError as e:
             _forget(e)
             return _json({"error": f"the request took longer than {timeout:g} s"}, 503,

@@ -9,7 +9,8 @@
 - :mod:`.reader`: :class:`Store`, read access to a finished store;
 - :mod:`.encodings`: the one reader and writer of the encoding layout
   (:class:`~.encodings.EncodingRows`);
-- :mod:`.models`: the models encodings learn, and their checksums;
+- :mod:`.models`: the models each encoding learns (``models/ENCODING/MODEL``), and their
+  checksums;
 - :mod:`.keys`: the on-disk key index; :mod:`.lock`: one writer per store;
 - :mod:`.oserrors`: a refused write as one line; :mod:`.verify`: the store half of
   ``features verify``.
@@ -23,11 +24,11 @@ from .layout import (EXTRACT_FAILED, FORMAT, NO_FEATURES, OK, REFUSED, STATUS_NA
 from .lock import store_lock
 from .manifest import Manifest, repair_hint
 from .merge import merge
-from .reader import Store
+from .reader import Store, open_store, read_encoding
 from .shards import ImageResult, write_shard
 from .write import centroids_checksum, idf_checksum
 
-__all__ = ["Store", "StoreError", "Manifest", "repair_hint", "store_lock", "merge",
+__all__ = ["Store", "open_store", "read_encoding", "StoreError", "Manifest", "repair_hint", "store_lock", "merge",
            "write_shard", "ImageResult", "atomic_file", "atomic_path", "idf_checksum",
            "centroids_checksum", "word_dtype", "FORMAT", "VERSION", "OK", "UNREADABLE",
            "UNDECODABLE", "REFUSED", "EXTRACT_FAILED", "NO_FEATURES", "STATUS_NAMES"]

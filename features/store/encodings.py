@@ -25,7 +25,8 @@ counts, a shard of ``features aggregate``), :class:`CSRWriter` and :func:`create
 (``store.h5``'s, a block of rows at a time; :mod:`.write` lists them with the other parts
 of the layout), :func:`add_encoding` (virtual over the shards of ``features aggregate``).
 Read by :class:`EncodingRows` (blocks as dense arrays or SciPy CSR matrices, single rows,
-shuffled blocks), and :func:`read_encoding`, :func:`read_csr` for whole encodings;
+shuffled blocks; ``Store.encoding`` and ``read_encoding`` of :mod:`.reader` read through
+it), and :func:`read_csr` for a shard's word counts;
 :func:`encoding_attrs` and :func:`encoding_info` read what describes them, not the rows.
 """
 from __future__ import annotations
@@ -39,6 +40,7 @@ import numpy as np
 
 from ..encodings.bovw import CSR
 from ..exceptions import ParameterError, StoreError
+from .confined import open_confined
 from .layout import COMPRESS, ENCODING_CHUNK, ENCODINGS_DIR, chunked, virtual_concat
 
 # the default chunk of a dense encoding: rows of about 1 MB, read a chunk at a time
@@ -46,13 +48,15 @@ DENSE_CHUNK_BYTES = 1 << 20
 
 
 # ---------------------------------------------------------------------------- writers
-def write_csr(group, csr: CSR, **attrs):
-    """A whole CSR encoding (a shard's word counts or rows: small) as the datasets of
-    ``group``, compressed in chunks of 64k values, with ``attrs``."""
-    group.create_dataset("indptr", data=csr.indptr.astype(np.int64))
+def write_csr(group, csr, **attrs):
+    """A whole CSR encoding (a shard's word counts or rows: small; a ``CSR`` or a
+    ``scipy.sparse`` CSR matrix) as the datasets of ``group``, compressed in chunks of 64k
+    values, with ``attrs``."""
+    shape = csr.shape if hasattr(csr, "shape") else (csr.n_rows, csr.n_cols)
+    group.create_dataset("indptr", data=np.asarray(csr.indptr, np.int64))
     chunked(group, "indices", np.asarray(csr.indices, np.int32), 1 << 16)
     chunked(group, "data", csr.data, 1 << 16)
-    group.attrs["shape"] = (csr.n_rows, csr.n_cols)
+    group.attrs["shape"] = tuple(int(v) for v in shape)
     for k, v in attrs.items():
         group.attrs[k] = v
 
@@ -330,14 +334,6 @@ def encoding_attrs(h5, name) -> dict:
     return {} if obj is None else _plain(obj.attrs)
 
 
-def read_encoding(store, name, start=0, stop=None) -> np.ndarray:
-    """Rows ``start:stop`` of ``encodings/NAME`` as a dense float32 array (dense or CSR).
-
-    ``store``: a :class:`features.store.Store` or an open ``store.h5``."""
-    rows = EncodingRows(getattr(store, "h5", store), name)
-    return rows.block(start, rows.n_rows if stop is None else stop)
-
-
 def add_encoding(f, name, record, records):
     """``encodings/NAME`` in an open ``store.h5``, as virtual datasets over the per-shard
     files of ``features aggregate`` (``encodings/NAME/shard-*.h5``, listed in ``record``,
@@ -376,7 +372,7 @@ def _joined_indptr(root, rel, counts):
     nnz = []
     row = 0
     for path, m in zip(rel, counts):
-        with h5py.File(root / path, "r") as s:
+        with open_confined(root / path, root) as s:
             p = s["indptr"][:]
         indptr[row + 1:row + m + 1] = p[1:] + indptr[row]
         nnz.append(int(p[-1]))

@@ -8,6 +8,10 @@ memory-maps them and touches only the pages it needs:
     offsets  int64   N+1  key i is ``blob[offsets[i]:offsets[i+1]]``
     blob     uint8   M    the keys' UTF-8 bytes concatenated in row order
 
+The maps are made from the descriptor HDF5 opened (never by path): a store.h5 replaced by a
+rerun after the store was opened is a new file at the same path, whose offsets mean nothing
+to the file this table describes.
+
 A lookup is a binary search of ``hash`` (about 20 probes at 1.28M keys), then a comparison
 of the stored bytes, so hash collisions never give a wrong row. The same bytes give the key
 of any row in microseconds, which the search results need.
@@ -18,6 +22,7 @@ are not UTF-8 (``os.fsdecode``) has a well-defined hash and never raises.
 from __future__ import annotations
 
 import hashlib
+import os
 
 import numpy as np
 
@@ -77,8 +82,22 @@ class KeyTableWriter:
         g.attrs["hash"] = "blake2b-64, little-endian, of the UTF-8 (surrogateescape) bytes"
 
 
+def _opened_file(h5file):
+    """A file object on the descriptor ``h5file`` reads through (None for a driver without
+    one: then the datasets are read rather than mapped)."""
+    try:
+        fd = h5file.id.get_vfd_handle()
+    except (OSError, RuntimeError, ValueError, TypeError):
+        return None
+    if not isinstance(fd, int) or fd < 0:
+        return None
+    # a duplicate: HDF5 reads with pread, so the shared file offset numpy seeks is harmless
+    return os.fdopen(os.dup(fd), "rb")
+
+
 def _mapped(path, dataset, dtype):
-    """A read-only memory map of a contiguous, unfiltered dataset (None if it cannot be)."""
+    """A read-only memory map of a contiguous, unfiltered dataset (None if it cannot be);
+    ``path`` is a path or an open file object."""
     if dataset.chunks is not None or dataset.compression is not None:
         return None
     if dataset.shape[0] == 0:
@@ -92,13 +111,21 @@ def _mapped(path, dataset, dtype):
 class KeyTable:
     """Key -> row and row -> key over the memory-mapped ``key_index`` group of a store."""
 
-    def __init__(self, h5file, path):
+    def __init__(self, h5file, path=None):
+        """Maps ``h5file``'s own descriptor; ``path`` only for a file opened by a driver
+        without one (or None: then the small datasets are read)."""
         g = h5file[GROUP]
-        self.hash = _mapped(path, g["hash"], np.uint64)
-        self.row = _mapped(path, g["row"], np.int64)
-        self.offsets = _mapped(path, g["offsets"], np.int64)
-        self.blob = _mapped(path, g["blob"], np.uint8)
-        if any(a is None for a in (self.hash, self.row, self.offsets, self.blob)):
+        opened = _opened_file(h5file)
+        source = opened if opened is not None else path
+        try:
+            maps = [None if source is None else _mapped(source, g[name], dtype)
+                    for name, dtype in (("hash", np.uint64), ("row", np.int64),
+                                        ("offsets", np.int64), ("blob", np.uint8))]
+        finally:
+            if opened is not None:
+                opened.close()  # each map holds its own duplicate of the descriptor
+        self.hash, self.row, self.offsets, self.blob = maps
+        if any(m is None for m in maps):
             # a copy rewritten by another tool with filters: read it (it is small) instead
             self.hash, self.row = g["hash"][:], g["row"][:]
             self.offsets, self.blob = g["offsets"][:], g["blob"][:]

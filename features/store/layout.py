@@ -7,8 +7,9 @@ compressed. One directory::
     sample.npy      pass 1's descriptor sample; codebook.npy, the codebook learned from it
     failures.tsv    the failed images with their reason
     encodings/NAME/ the per-shard files of an encoding added by ``features aggregate``
-    index.faiss     the search index, and index.refine its sparse refine stage
-                    (``features.index``)
+    index-GEN/      the search index (index.faiss, and index.refine its sparse refine
+                    stage) of the build the manifest names, with the files' checksums
+                    (``features.index.layout``; stores made before: in this folder)
 
 Ragged per-image data (frames, descriptors, words, scale, geometry) lives in the shards as
 one concatenated dataset each plus ``offsets``; ``store.h5`` stitches the shards together as
@@ -29,7 +30,8 @@ ENCODINGS_DIR = "encodings"
 
 FORMAT = "features-store"
 
-VERSION = 1
+# 2: models per encoding, models/ENCODING/MODEL (1: one of each kind, models/MODEL)
+VERSION = 2
 
 # Status codes of images/status; the reason column says more.
 # NO_FEATURES: decoded, but the recipe finds nothing in it (too small, or blank); such

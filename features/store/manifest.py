@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from ..exceptions import StoreError
+from ..presets import Config
 from .atomic import atomic_file
 from .layout import FORMAT, MANIFEST_FILE, VERSION
 
@@ -32,7 +33,7 @@ class Manifest:
             self.data = data
 
     def check_config(self, config):
-        saved = self.data.get("config")
+        saved = _with_defaults(self.data.get("config"))
         new = json.loads(config.to_json())
         if saved == new:
             return
@@ -92,6 +93,16 @@ class Manifest:
 
 
 # Options that do not change pass 1's descriptor sample.
+def _with_defaults(saved):
+    """A saved configuration with the fields added to the recipe since it was written, at
+    their defaults (what stores did before those fields existed): an older store is resumed
+    with the recipe it reads back as, not refused as another."""
+    if saved is None:
+        return None
+    defaults = json.loads(Config().to_json())
+    return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+
+
 _NOT_IN_SAMPLE = {"words", "kmeans_iters", "tfidf", "power", "store_descriptors", "shard_size",
                   "failure_budget"}
 

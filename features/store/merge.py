@@ -1,51 +1,24 @@
 """``store.h5`` built from a job's finished shards (its parts written by :mod:`.write`)."""
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from ..encodings.bovw import document_frequency, idf_weights, weight_rows
 from ..exceptions import StoreError
 from ..extract.geometry import COLUMNS as GEOMETRY_COLUMNS
 from .atomic import atomic_path
+from .confined import open_confined
 from .encodings import read_csr
+from .h5files import h5_writing
 from .layout import OK, SHARDS_DIR, STORE_FILE, word_dtype
 from .write import (CSRWriter, ImageTable, create_offsets, idf_checksum, virtual_concat,
                     write_codebook, write_failures, write_header, write_idf, write_labels,
                     write_split)
-
-
-# HDF5 files whose writes failed: HDF5 cannot close them (closing one can crash the
-# process), so they are kept open until the process exits (see _h5_writing).
-_abandoned: list = []
-
-
-@contextlib.contextmanager
-def _h5_writing(tmp):
-    """An HDF5 file being written to a temporary path, removed if anything fails.
-
-    When a write fails (a full disk), HDF5 can neither flush nor close the file, and
-    closing it may crash the process: the handle is then abandoned, not closed. Code that
-    writes big HDF5 files to disk therefore runs in a worker process
-    (``features.pipeline.isolate``) that leaves right after reporting the error."""
-    f = h5py.File(tmp, "w")
-    try:
-        yield f
-        f.close()
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        if isinstance(e, (OSError, RuntimeError)):
-            _abandoned.append(f)     # a failed write: closing could crash, see above
-        else:
-            f.close()
-        raise
 
 
 def merge(directory, config, shard_files: list[str], *, centroids, codebook_attrs: dict,
@@ -62,11 +35,11 @@ def merge(directory, config, shard_files: list[str], *, centroids, codebook_attr
     out = directory / STORE_FILE
     tmp = atomic_path(out)
     paths = [directory / SHARDS_DIR / name for name in shard_files]
-    census = _census(paths, len(centroids))
+    census = _census(paths, len(centroids), directory)
     idf = _word_weights(census, config.tfidf, idf)
-    with _h5_writing(tmp) as f:
+    with h5_writing(tmp) as f:
         write_header(f, config, census.n_images, versions=versions, shards=shard_records)
-        failures = _copy_shards(f, paths, census, idf, config)
+        failures = _copy_shards(f, paths, census, idf, config, directory)
         _link_shards(f, shard_files, census, config.frame_units)
         write_failures(f, failures)
         write_codebook(f, centroids, **codebook_attrs)
@@ -99,14 +72,14 @@ class _Census:
         return sum(s.images for s in self.shards)
 
 
-def _census(paths, n_words) -> _Census:
+def _census(paths, n_words, root) -> _Census:
     """The first pass: document frequencies of the words over the ok images, and the
-    sizes of each shard."""
+    sizes of each shard (files of the store ``root``)."""
     df = np.zeros(n_words, np.int64)
     n_ok = 0
     shards = []
     for p in paths:
-        with h5py.File(p, "r") as s:
+        with open_confined(p, root) as s:
             ok = s["images/status"][:] == OK
             indptr = s["counts/indptr"][:]
             keep = np.repeat(ok, np.diff(indptr))
@@ -131,7 +104,7 @@ def _word_weights(census, tfidf, idf=None) -> np.ndarray:
     return np.ones(census.n_words, np.float32)
 
 
-def _copy_shards(f, paths, census, idf, config) -> list:
+def _copy_shards(f, paths, census, idf, config, root) -> list:
     """The second pass: each shard's image table, descriptor offsets and ``bovw`` rows
     (with the raw counts ``bovw_counts``) appended, one shard at a time. Returns the
     failed images as (row, key, reason)."""
@@ -149,7 +122,7 @@ def _copy_shards(f, paths, census, idf, config) -> list:
     failures = []
     at = 0                    # descriptors of the shards before
     for p, shard in zip(paths, census.shards):
-        with h5py.File(p, "r") as s:
+        with open_confined(p, root) as s:
             failures += _copy_images(s, table, offsets, at)
             _copy_rows(s, bovw, counts, idf, config.power)
         at += shard.descriptors

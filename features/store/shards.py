@@ -18,6 +18,7 @@ from ..extract.geometry import COLUMNS as GEOMETRY_COLUMNS
 from ..extract.geometry import record_dtype
 from ..exceptions import first_line
 from .atomic import atomic_file
+from .confined import open_confined
 from .encodings import write_csr
 from .layout import DIGEST, FORMAT, OK, SHARDS_DIR, STR, chunked, word_dtype
 
@@ -147,7 +148,7 @@ def shard_problems(directory, records, *, checksums=False, open_files=False) -> 
             problems.append({"shard": str(path), "problem": "checksum differs from when written"})
         elif open_files:
             try:
-                with h5py.File(path, "r") as s:
+                with open_confined(path, directory) as s:
                     if r.get("count") is not None and int(s.attrs["count"]) != r["count"]:
                         raise OSError("another image count")
             except (OSError, KeyError, RuntimeError) as e:

@@ -11,8 +11,12 @@ Checks, each reported as damage with the path it concerns:
   from equal to those of the manifest;
 - the virtual datasets (frames, words, scale, descriptors) resolving: every source file
   present with the dataset and shape they map;
+- no HDF5 file of the store reading a file outside it (external storage, external links,
+  virtual datasets mapping files elsewhere: :mod:`.confined`), checked before it is read;
 - the codebook: ``K x 128`` float32, K equal to the configured words, to ``codebook.npy``
-  and to the width of the encodings.
+  and to the width of the encodings;
+- the models of every encoding (``models/ENCODING/*``, ``encodings/idf`` for ``bovw``):
+  present, and equal to the checksums the encoding recorded.
 
 The index half is :mod:`features.index.verify`; ``features.pipeline.verify`` runs both.
 """
@@ -26,8 +30,11 @@ import numpy as np
 
 from .._shared.hashing import file_sha256
 from ..exceptions import StoreError, first_line
+from .confined import check_confined, open_confined
 from .layout import CODEBOOK_FILE, MANIFEST_FILE, OK, SHARDS_DIR, STORE_FILE, word_dtype
+from .encodings import list_encodings
 from .manifest import Manifest
+from .models import model_problems
 
 
 class Damage:
@@ -75,6 +82,8 @@ def check_store(directory, bad: Damage):
         return None
     try:
         return _check_store_h5(directory, store_path, records, config, bad, checked)
+    except StoreError as e:             # reads a file outside the store (confined)
+        bad(*_split(e))
     except (OSError, RuntimeError, KeyError, ValueError) as e:
         bad(store_path, f"unreadable ({first_line(e)})")
     return None
@@ -93,19 +102,22 @@ def _check_shard(path, record, bad):
         bad(path, "checksum differs from when written")
         return
     try:
-        with h5py.File(path, "r") as s:
+        with open_confined(path, path.parent.parent) as s:
             count = int(s.attrs["count"])
             offsets = s["offsets"][:]
             if count != record["count"] or len(offsets) != count + 1:
                 bad(path, f"holds {count} images, {record['count']} recorded")
             elif "descriptors" in record and int(offsets[-1]) != record["descriptors"]:
                 bad(path, f"holds {int(offsets[-1])} descriptors, {record['descriptors']} recorded")
+    except StoreError as e:
+        bad(*_split(e))
     except (OSError, KeyError, RuntimeError) as e:
         bad(path, f"unreadable ({first_line(e)})")
 
 
 def _check_store_h5(directory, path, records, config, bad, checked):
     with h5py.File(path, "r") as f:
+        check_confined(f, directory, path)      # before anything of it is read
         n = int(f.attrs["n_images"])
         checked["images"] = n
         for name in ("key", "label", "width", "height", "status", "reason", "sha256"):
@@ -182,6 +194,9 @@ def _check_store_h5(directory, path, records, config, bad, checked):
             if "words" in f and len(f["words"]):
                 if f["words"].dtype != word_dtype(centroids.shape[0]):
                     bad(path, f"words are {f['words'].dtype}")
+        for name in list_encodings(f):
+            for where, problem in model_problems(f, name):
+                bad(path, f"{where} {problem}")
         return np.flatnonzero((status == OK) & (lengths > 0))
 
 
@@ -190,7 +205,7 @@ def _check_vds(directory, path, name, ds, bad):
         src = Path(vs.file_name)
         src = src if src.is_absolute() else directory / src
         try:
-            with h5py.File(src, "r") as s:
+            with open_confined(src, directory) as s:
                 if vs.dset_name.lstrip("/") not in s:
                     bad(src, f"has no {vs.dset_name} (mapped by {name})")
                     continue
@@ -201,5 +216,13 @@ def _check_vds(directory, path, name, ds, bad):
                              f"{mapped}")
         except FileNotFoundError:
             bad(src, f"missing (mapped by {name} of store.h5)")
+        except StoreError as e:
+            bad(*_split(e))
         except (OSError, RuntimeError) as e:
             bad(src, f"unreadable ({first_line(e)}), mapped by {name}")
+
+
+def _split(error) -> tuple[str, str]:
+    """(path, problem) of a ``PATH: problem`` error."""
+    path, _, problem = first_line(error, None).partition(": ")
+    return path, problem

@@ -175,11 +175,13 @@ def test_search_parameters_from_the_command_line(tmp_path, small_store, cli_env)
     proc = run_cli("index", store, "--index", "IVF4,Flat", "--nprobe", 2, env=cli_env,
                    check=True)
     assert "IVF4,Flat, 24 images, bovw; searched with nprobe=2)" in proc.stdout
-    stamp = (store / "index.faiss").stat().st_mtime_ns
+    from features.index import INDEX_FILE, current_index_paths
+    path = current_index_paths(store)[INDEX_FILE]
+    stamp = path.stat().st_mtime_ns
     proc = run_cli("index", store, "--index", "IVF4,Flat", "--search-params", "nprobe=4",
                    env=cli_env, check=True)
     assert "searched with nprobe=4" in proc.stdout
-    assert (store / "index.faiss").stat().st_mtime_ns == stamp     # kept: only the default
+    assert path.stat().st_mtime_ns == stamp     # kept: only the default
     info = run_cli("info", store, env=cli_env, check=True).stdout
     assert "IVF4,Flat on bovw, searched with nprobe=4" in info
     one = json.loads(run_cli("search", store, "coins/half.jpg", "-k", 3, "--nprobe", 4,

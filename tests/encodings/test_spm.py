@@ -35,7 +35,7 @@ def test_matches_reference(grids, normalization, units):
     words, frames, offsets, widths, heights, k = _images(len(grids), units=units)
     csr = spatial_pyramid(words, frames, offsets, widths, heights, k, grids,
                           normalization=normalization, units=units)
-    dense = csr.to_dense()
+    dense = csr.toarray()
     assert dense.shape == (len(widths), pyramid_dimension(k, parse_grids(grids)))
     assert csr.indices.dtype == np.int32 and csr.data.dtype == np.float32
     for i in range(len(widths)):
@@ -61,11 +61,11 @@ def test_lazebnik_weights_and_pyramid_match():
     widths[:] = 100
     heights[:] = 100
     x = spatial_pyramid(words, frames, offsets, widths, heights, k, "1x1,2x2,4x4",
-                        normalization="none").to_dense()
+                        normalization="none").toarray()
     inter = []
     for grid in ("1x1", "2x2", "4x4"):
         h = spatial_pyramid(words, frames, offsets, widths, heights, k, grid,
-                            normalization="l1").to_dense()
+                            normalization="l1").toarray()
         inter.append(np.minimum(h[0], h[1]).sum())
     pmk = inter[2] + sum((inter[lv] - inter[lv + 1]) / 2 ** (2 - lv) for lv in range(2))
     assert np.minimum(x[0], x[1]).sum() == pytest.approx(pmk, rel=1e-5)
@@ -76,8 +76,8 @@ def test_kernel_map_on_the_pyramid():
     hkm = HomogeneousKernelMap("chi2", 1)
     csr = spatial_pyramid(words, frames, offsets, widths, heights, k, "1x1,2x2",
                           kernel_map=hkm)
-    assert csr.n_cols == pyramid_dimension(k, parse_grids("1x1,2x2"), hkm) == k * 5 * 3
-    dense = csr.to_dense()
+    assert csr.shape[1] == pyramid_dimension(k, parse_grids("1x1,2x2"), hkm) == k * 5 * 3
+    dense = csr.toarray()
     for i in (0, 1, 2):
         a, b = offsets[i], offsets[i + 1]
         ref = spatial_pyramid_reference(words[a:b], frames[a:b], widths[i], heights[i], k,
@@ -107,4 +107,4 @@ def test_bad_input():
 
 def test_no_images():
     csr = spatial_pyramid(np.zeros(0, np.int32), np.zeros((0, 4)), [0], [], [], 5)
-    assert csr.n_rows == 0 and csr.n_cols == 5 * 21
+    assert csr.shape[0] == 0 and csr.shape[1] == 5 * 21

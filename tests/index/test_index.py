@@ -32,6 +32,11 @@ def _build(path, **kw):
     return out, ix.index_record(path)
 
 
+def _file(store, name=ix.INDEX_FILE):
+    """The current index's file ``name`` (in the folder of its generation)."""
+    return ix.current_index_paths(store)[ix.INDEX_FILE].with_name(name)
+
+
 @pytest.mark.parametrize("threshold, kind, factory", [
     (5000, "exact", "Flat"),
     (3000, "compressed", "IVF64,PQ8,Refine(SQfp16)"),   # "below": 3000 is not
@@ -129,7 +134,7 @@ def test_index_filled_by_worker_processes(tmp_path, rows3k, cli_env):
     proc = run_cli("index", store, "--index", "IVF16,PQ8,Refine(SQ8)", "--force", "--jobs", "2",
                    env=cli_env, check=True)
     assert proc.stdout.startswith("index: ") and len(proc.stdout.splitlines()) == 1
-    assert (store / ix.INDEX_FILE).read_bytes() == one
+    assert _file(store).read_bytes() == one
 
 
 def test_unmergeable_index_is_filled_in_place(tmp_path, rows3k):
@@ -151,7 +156,7 @@ def test_index_is_opened_memory_mapped(tmp_path, threshold):
     x = clustered_rows(3000, dim=64, seed=2)
     store = write_store(tmp_path / "s", x)
     _build(store, exact_below=threshold)
-    path = str((store / ix.INDEX_FILE).resolve())
+    path = str(_file(store).resolve())
     assert path not in _mapped_files()
     index = ix.load_index(Store(store))
     assert path in _mapped_files()          # the codes are pages of the file, not copies
@@ -180,9 +185,18 @@ def test_index_is_kept_when_current_and_rebuilt_when_stale(tmp_path, rows3k):
     _, changed = _build(store)
     assert changed["rows"] == 399 and changed["source"] != back["source"]
     # a damaged or replaced file: rebuilt
+    path = _file(store)
     path.write_bytes(path.read_bytes()[:-10])
-    _, rebuilt = _build(store)
+    path, rebuilt = _build(store)
     assert path.stat().st_size == rebuilt["bytes"]
+    # a damaged file of the recorded size: rebuilt too (its checksum)
+    raw = bytearray(path.read_bytes())
+    raw[-100] ^= 0x40
+    path.write_bytes(bytes(raw))
+    with Store(store) as s:
+        assert not ix.is_current(s)
+    new, again = _build(store)
+    assert new != path and not path.exists() and again["generation"] != rebuilt["generation"]
 
 
 def test_run_does_not_rebuild_a_current_index(tmp_path, small_store, small_set, small_config):
@@ -190,7 +204,7 @@ def test_run_does_not_rebuild_a_current_index(tmp_path, small_store, small_set, 
     from features.sources import open_source
     out = tmp_path / "store"
     shutil.copytree(small_store, out)
-    path = out / ix.INDEX_FILE
+    path = _file(out)
     stamp, record = path.stat().st_mtime_ns, ix.index_record(out)
     run(small_config, open_source(str(small_set)), out, progress=False)  # resumes: all done
     assert path.stat().st_mtime_ns == stamp and ix.index_record(out) == record
@@ -259,7 +273,7 @@ def _one_line_error(proc, *words):
 def test_refused_factory_string_is_one_line(tmp_path, rows3k, cli_env, factory, words):
     store = write_store(tmp_path / "s", rows3k[:300])
     _one_line_error(run_cli("index", store, "--index", factory, env=cli_env), *words)
-    assert not (store / ix.INDEX_FILE).exists()
+    assert not _file(store).exists() and not list(store.glob("index-*"))
     assert not list(store.glob(".*tmp*"))
 
 

@@ -6,11 +6,11 @@ from conftest import run_cli, write_store
 from features import index as ix
 from features._ext import _refine
 from features.pipeline.verify import verify_store
-from features.index import REFINE_FILE
+from features.index import REFINE_FILE, files
 from features.index.refine import RefinedIndex, RefineRows, SparsePart, write_refine
 from features.search import Searcher
 from features.store import Store
-from features.exceptions import StoreError
+from features.exceptions import IndexDamaged, StoreError
 
 
 pytestmark = pytest.mark.usefixtures("faiss_one_thread")
@@ -126,6 +126,11 @@ def _build(store, **kw):
     return ix.index_record(store)
 
 
+def _file(store, name=REFINE_FILE):
+    """The current index's file ``name`` (in the folder of its generation)."""
+    return ix.current_index_paths(store)[ix.INDEX_FILE].with_name(name)
+
+
 @pytest.fixture(scope="module")
 def rows2k():
     return sparse_rows(2000, dim=64)
@@ -136,15 +141,15 @@ def test_auto_index_of_sparse_rows_refines_them(tmp_path, rows2k):
     record = _build(store, exact_below=100)
     assert record["factory"] == "IVF64,PQ8,Refine(Sparse)"
     assert record["params"] == {"nprobe": 2, "k_factor": 100} and record["refine"] == "sparse"
-    assert record["refine_bytes"] == (store / REFINE_FILE).stat().st_size
+    assert record["refine_bytes"] == _file(store).stat().st_size
     with Store(store) as s:
         index = ix.load_index(s)
         assert isinstance(index, RefinedIndex) and index.ntotal == 2000
         with open("/proc/self/maps") as f:
             mapped = f.read()
         # the rows mapped (the large part), the PQ codes read (FAISS scans them faster)
-        assert str((store / REFINE_FILE).resolve()) in mapped
-        assert str((store / ix.INDEX_FILE).resolve()) not in mapped
+        assert str(_file(store).resolve()) in mapped
+        assert str(_file(store, ix.INDEX_FILE).resolve()) not in mapped
         queries = sparse_rows(100, dim=64, seed=9)
         scores, got = ix.search_vectors(index, queries, 10)
     exact = queries @ rows2k.T
@@ -169,14 +174,14 @@ def test_refine_file_is_the_same_however_the_index_is_filled(tmp_path, rows2k, c
     store = write_store(tmp_path / "s", x, status=status)
     factory = "IVF16,PQ8,Refine(Sparse)"
     _build(store, factory=factory, part_rows=1, block=300)            # a part per shard
-    parts = (store / REFINE_FILE).read_bytes(), (store / ix.INDEX_FILE).read_bytes()
+    parts = _file(store).read_bytes(), _file(store, ix.INDEX_FILE).read_bytes()
     run_cli("index", store, "--index", factory, "--force", "--jobs", "2", env=cli_env,
             check=True)
-    assert ((store / REFINE_FILE).read_bytes(), (store / ix.INDEX_FILE).read_bytes()) == parts
+    assert (_file(store).read_bytes(), _file(store, ix.INDEX_FILE).read_bytes()) == parts
     record = _build(store, factory="HNSW16," + ix.SPARSE_REFINE, block=300)  # in memory
-    assert (store / REFINE_FILE).read_bytes() == parts[0]
+    assert _file(store).read_bytes() == parts[0]
     assert record["kind"] == "custom" and record["params"] == {"k_factor": 100}
-    rows = RefineRows(store / REFINE_FILE)
+    rows = RefineRows(_file(store))
     kept = (status == 0) & x.any(1)
     assert np.array_equal(np.diff(rows.indptr) > 0, kept)
     cols, vals = rows.row(100)
@@ -185,7 +190,7 @@ def test_refine_file_is_the_same_however_the_index_is_filled(tmp_path, rows2k, c
     assert not list(store.glob(".index-parts-*")) and not list(store.glob(".*tmp*"))
     # another index without the stage: the file goes, nothing refers to it
     record = _build(store, factory="IVF16,SQ8")
-    assert not (store / REFINE_FILE).exists() and record["refine"] is None
+    assert not _file(store).exists() and record["refine"] is None
 
 
 def test_key_query_through_the_refined_index(tmp_path, rows2k):
@@ -216,13 +221,13 @@ def test_sparse_refine_refused_is_one_line(tmp_path, rows2k, cli_env, factory, w
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("features: error:")
     assert all(w in lines[0] for w in words), lines[0]
-    assert not (store / ix.INDEX_FILE).exists() and not (store / REFINE_FILE).exists()
+    assert not _file(store, ix.INDEX_FILE).exists() and not _file(store).exists()
 
 
-def test_damaged_or_missing_refine_file(tmp_path, rows2k, cli_env):
+def test_damaged_or_missing_refine_file(tmp_path, rows2k, cli_env, monkeypatch):
     store = write_store(tmp_path / "s", rows2k[:800])
     _build(store, factory="IVF8,PQ8,Refine(Sparse)")
-    path = store / REFINE_FILE
+    path = _file(store)
     good = path.read_bytes()
     assert not [d for d in verify_store(store)["damage"] if REFINE_FILE in d["path"]]
 
@@ -243,9 +248,15 @@ def test_damaged_or_missing_refine_file(tmp_path, rows2k, cli_env):
     raw[at:at + 2] = (64).to_bytes(2, "little")
     path.write_bytes(bytes(raw))
     assert any("beyond the dimension" in p for p in refine_damage())
-    # searched anyway: the column counts as a zero, nothing is read out of bounds
+    # refused at open: not the recorded file
+    with pytest.raises(IndexDamaged, match="checksum"):
+        Searcher(store)
+    # a file too large to be hashed at open is searched anyway: the column counts as a
+    # zero, nothing is read out of bounds
+    monkeypatch.setitem(files.HASH_AT_OPEN, REFINE_FILE, 0)
     with Searcher(store) as searcher:
         assert len(searcher.search(searcher.query_from_key("c0/img_000000.jpg"), 5)) == 5
+    monkeypatch.undo()
     # truncated: verify, search and a rebuild
     path.write_bytes(good[:-6])
     assert any("header says" in p for p in refine_damage())
@@ -257,4 +268,4 @@ def test_damaged_or_missing_refine_file(tmp_path, rows2k, cli_env):
     path.unlink()
     assert refine_damage() == ["missing"]
     _build(store, factory="IVF8,PQ8,Refine(Sparse)")
-    assert path.read_bytes() == good
+    assert _file(store).read_bytes() == good and not path.exists()

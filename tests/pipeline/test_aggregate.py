@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli
 import features.pipeline.aggregate as agg
 from features.pipeline.aggregate import aggregate
-from features.store.encodings import read_encoding
+from features.store import read_encoding
 from features.encodings.kernel_map import HomogeneousKernelMap
 from features.encodings.spm import spatial_pyramid_reference
 from features.store import Store
@@ -162,12 +162,10 @@ def test_bad_input_one_line_and_nothing_written(store, tmp_path, cli_env):
     (tmp_path / "nostore").mkdir()
     _one_line_error(run_cli("aggregate", tmp_path / "nostore", "--method", "spm", env=cli_env),
                     "not a features store")
-    # models of the wrong dimension
-    with h5py.File(store / "store.h5", "r+") as f:
-        f.create_dataset("models/kmeans-vlad/centers", data=np.zeros((8, 64), np.float32))
+    # a name that models/ of a version-1 store uses for a model
     before = _digest(store / "store.h5")
-    _one_line_error(run_cli("aggregate", store, "--method", "vlad", "--centers", 8,
-                            env=cli_env), "models/kmeans-vlad/centers is 8 x 64")
+    _one_line_error(run_cli("aggregate", store, "--method", "vlad", "--name", "gmm",
+                            env=cli_env), "name 'gmm' is the name of a model")
     assert _digest(store / "store.h5") == before
     assert (store / "manifest.json").read_text() == manifest
     assert not (store / "encodings").exists()
@@ -262,18 +260,22 @@ def test_vlad_and_fisher_rows_equal_the_encoders_on_stored_models(store, tmp_pat
                   1, progress=False, report=_quiet)
     with Store(store) as s, Store(again) as a:
         h5 = s.h5
-        for name in ("kmeans-vlad/centers", "pca/mean", "pca/components", "gmm/means",
-                     "gmm/covariances", "gmm/priors"):
+        for name in ("vlad/kmeans-vlad/centers", "fisher/pca/mean", "fisher/pca/components",
+                     "fisher/gmm/means", "fisher/gmm/covariances", "fisher/gmm/priors"):
             np.testing.assert_array_equal(h5["models/" + name][:], a.h5["models/" + name][:])
+            if name.startswith("fisher/"):
+                # fisher-spm has models of the same sizes: a copy of fisher's, its own
+                np.testing.assert_array_equal(h5["models/fisher-spm/" + name[7:]][:],
+                                              h5["models/" + name][:])
         for name in ("vlad", "fisher", "fisher-spm"):
             np.testing.assert_array_equal(read_encoding(s, name), read_encoding(a, name))
         assert h5["encodings/fisher"].dtype == np.float16
         assert h5["encodings/fisher"].attrs["dtype"] == "float16"
         assert h5["encodings/vlad"].shape == (25, 8 * 128)
         assert h5["encodings/fisher-spm"].shape == (25, 2 * 8 * 16 * 4)
-        centers = h5["models/kmeans-vlad/centers"][:]
-        mean, comp = h5["models/pca/mean"][:], h5["models/pca/components"][:]
-        gmm = [h5["models/gmm/" + k][:] for k in ("means", "covariances", "priors")]
+        centers = h5["models/vlad/kmeans-vlad/centers"][:]
+        mean, comp = h5["models/fisher/pca/mean"][:], h5["models/fisher/pca/components"][:]
+        gmm = [h5["models/fisher/gmm/" + k][:] for k in ("means", "covariances", "priors")]
         offsets, status = h5["offsets"][:], s.column("status")
         widths, heights = s.column("width"), s.column("height")
         v, fv, fs = (read_encoding(s, n) for n in ("vlad", "fisher", "fisher-spm"))
@@ -312,3 +314,55 @@ def test_source_extracts_descriptors_again(store, tmp_path, cli_env):
             check=True)
     with Store(store) as s, Store(kept) as k:
         np.testing.assert_array_equal(read_encoding(s, "vlad"), read_encoding(k, "vlad"))
+
+
+def test_models_want_more_than_the_sample_from_the_source_or_the_store(store, tmp_path,
+                                                                       cli_env):
+    """VLAD with 16 centers wants 4,096 rows, more than the 2,500 of the codebook sample: a
+    store kept without descriptors extracts them again from the source, and learns the same
+    centers as a store that kept them."""
+    kept = tmp_path / "kept"
+    shutil.copytree(store, kept)
+    with h5py.File(store / "store.h5", "r+") as f:
+        del f["descriptors"]
+    assert len(np.load(store / "sample.npy")) < 16 * 256
+    source = json.loads((store / "manifest.json").read_text())["job"]["source"]
+    run_cli("aggregate", store, "--method", "vlad", "--centers", 16, "--source", source, "-q",
+            env=cli_env, check=True)
+    run_cli("aggregate", kept, "--method", "vlad", "--centers", 16, "-q", env=cli_env,
+            check=True)
+    with Store(store) as s, Store(kept) as k:
+        a, b = s.h5["models/vlad/kmeans-vlad"], k.h5["models/vlad/kmeans-vlad"]
+        assert "extracted again from the source" in a.attrs["learned_from"]
+        assert "the store's descriptors" in b.attrs["learned_from"]
+        assert a.attrs["rows"] == b.attrs["rows"] > len(np.load(store / "sample.npy"))
+        np.testing.assert_array_equal(a["centers"][:], b["centers"][:])
+
+
+def test_resumed_aggregate_keeps_the_models_it_started_with(store, tmp_path, monkeypatch):
+    clean = tmp_path / "clean"
+    shutil.copytree(store, clean)
+    aggregate(None, clean, "vlad", None, {"centers": 4}, 1, progress=False, report=_quiet)
+    real = agg.encode_shard
+    calls = []
+
+    def dies_after_two(*args, **kwargs):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(args[1])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(agg, "encode_shard", dies_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        aggregate(None, store, "vlad", None, {"centers": 4}, 1, progress=False, report=_quiet)
+    monkeypatch.setattr(agg, "encode_shard", real)
+
+    def never(*a, **k):
+        raise AssertionError("a resumed run learned its models again")
+
+    monkeypatch.setattr(agg, "_learn_models", never)
+    aggregate(None, store, "vlad", None, {"centers": 4}, 1, progress=False, report=_quiet)
+    with Store(store) as s, Store(clean) as c:
+        np.testing.assert_array_equal(s.h5["models/vlad/kmeans-vlad/centers"][:],
+                                      c.h5["models/vlad/kmeans-vlad/centers"][:])
+        np.testing.assert_array_equal(read_encoding(s, "vlad"), read_encoding(c, "vlad"))

@@ -122,8 +122,9 @@ def test_local_cluster_equals_local_workers(tmp_path, small_set, cli_env, local_
     assert "24 images, 0 failed" in proc.stdout
     _assert_same_store(local_reference, out)
     # the index filled by tasks on the workers, merged by the driver
-    index = "index.faiss"
-    assert (out / index).read_bytes() == (local_reference / index).read_bytes()
+    from features.index import INDEX_FILE, REFINE_FILE, current_index_paths
+    assert (current_index_paths(out)[INDEX_FILE].read_bytes()
+            == current_index_paths(local_reference)[INDEX_FILE].read_bytes())
 
     # features aggregate's tasks on the cluster too
     copy = tmp_path / "reference"
@@ -137,8 +138,9 @@ def test_local_cluster_equals_local_workers(tmp_path, small_set, cli_env, local_
     factory = "IVF2,Flat,Refine(Sparse)"
     run_cli("index", copy, "--index", factory, "--jobs", 2, env=cli_env, check=True)
     run_cli("index", out, "--index", factory, "--cluster", "local:2", env=cli_env, check=True)
-    for name in ("index.faiss", "index.refine"):
-        assert (out / name).read_bytes() == (copy / name).read_bytes(), name
+    for name in (INDEX_FILE, REFINE_FILE):
+        assert (current_index_paths(out)[name].read_bytes()
+                == current_index_paths(copy)[name].read_bytes()), name
 
 
 def test_worker_killed_while_writing_a_shard(tmp_path, small_set, cli_env, dask_processes,

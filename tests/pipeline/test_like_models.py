@@ -16,9 +16,10 @@ SMALL = ["--preset", "sift", "--words", "32", "--max-side", "256", "-q"]
 
 
 def _models(store):
+    """(encoding, model) -> (arrays, checksum) of models/ENCODING/MODEL."""
     with h5py.File(store / "store.h5") as f:
-        return {name: ({k: g[k][:] for k in g}, g.attrs.get("checksum"))
-                for name, g in f["models"].items()}
+        return {(enc, name): ({k: g[k][:] for k in g}, g.attrs.get("checksum"))
+                for enc, group in f["models"].items() for name, g in group.items()}
 
 
 def _one_line_exit_2(proc, message):
@@ -59,7 +60,8 @@ def test_like_reuses_the_train_models(stores):
     train, val, _, _ = stores
     assert not (val / "sample.npy").exists()          # nothing was learned in the val store
     ours, theirs = _models(train), _models(val)
-    assert set(ours) == set(theirs) == {"pca", "gmm", "kmeans-vlad"}
+    assert set(ours) == set(theirs) == {("fisher", "pca"), ("fisher", "gmm"),
+                                        ("vlad", "kmeans-vlad")}
     for name, (arrays, checksum) in ours.items():
         val_arrays, val_checksum = theirs[name]
         assert checksum and val_checksum == checksum
@@ -98,13 +100,14 @@ def test_aggregate_on_a_like_store_reuses_the_train_models(stores, tmp_path):
     with h5py.File(train / "store.h5") as a, h5py.File(copy / "store.h5") as b:
         assert b["encodings/fisher2"].shape[1] == 5 * 2 * 4 * 8
         for k in ("means", "covariances", "priors"):
-            np.testing.assert_array_equal(a["models/gmm/" + k][:], b["models/gmm/" + k][:])
+            np.testing.assert_array_equal(a["models/fisher/gmm/" + k][:],
+                                          b["models/fisher2/gmm/" + k][:])
         assert json.loads(b["encodings/fisher2"].attrs["models"]) == json.loads(
             a["encodings/fisher"].attrs["models"])
     # options the train store's models do not fit: refused, never learned
     proc = run_cli("aggregate", copy, "--method", "fisher", "--name", "fisher3",
                    "--components", "8", env=env)
-    _one_line_exit_2(proc, "models/gmm/means is 4 x 8, the options need 8 x 8")
+    _one_line_exit_2(proc, "models/fisher/gmm/means is 4 x 8, the options need 8 x 8")
     assert not (copy / "sample.npy").exists()
 
 
@@ -114,7 +117,7 @@ def test_like_refuses_encodings_whose_models_the_train_store_lacks(stores, tmp_p
     run_cli("run", small_set, "-o", plain, *SMALL, env=env, check=True)
     proc = run_cli("run", val_src, "-o", tmp_path / "v", "--like", plain, "--encodings", "fisher",
                    env=env)
-    _one_line_exit_2(proc, "has no models/pca")
+    _one_line_exit_2(proc, "has no fisher encoding")
     assert not (tmp_path / "v" / "store.h5").exists()
 
 
@@ -132,7 +135,7 @@ def test_baseline_refuses_a_val_store_with_other_models(stores, tmp_path):
             check=True)
     proc = run_cli("baseline", train, "--val", other, "--encoding", "fisher", "--epochs", "2",
                    env=env)
-    _one_line_exit_2(proc, "computed encodings/fisher with another models/gmm")
+    _one_line_exit_2(proc, "computed encodings/fisher with another models/fisher/gmm")
     # its vlad still uses the train store's centers: that one is accepted
     proc = run_cli("baseline", train, "--val", other, "--encoding", "vlad", "--epochs", "2",
                    "--classifier", "svm", env=env, check=True)

@@ -44,6 +44,57 @@ def test_health(server):
     assert body["images"] == 24 and body["indexed"] == 24
     assert body["thumbnails"] is True
     assert body["search_params"] == {}   # an exact index has none
+    assert body["encoding"] == "bovw" and body["image_queries"] is True
+    assert "image_queries_reason" not in body
+
+
+def test_uploads_on_an_index_over_vlad(small_store, small_set, tmp_path):
+    """Queries by image on an index over a dense encoding of the store: the upload of a
+    stored image finds that image first."""
+    from features.pipeline import build_index
+    from features.pipeline.aggregate import aggregate
+    store = tmp_path / "store"
+    shutil.copytree(small_store, store)
+    aggregate(None, store, "vlad", options={"centers": 8}, progress=False, report=lambda _: None)
+    build_index(store, encoding="vlad", force=True, progress=False)
+    srv = Server(store, "--threads", 1)
+    try:
+        status, health = get_json(srv.url + "api/health")
+        assert status == 200 and health["encoding"] == "vlad" and health["image_queries"]
+        status, body = get_json(srv.url + "api/search?k=3",
+                                data=_bytes(small_set, "coins/half.jpg"), method="POST")
+        assert status == 200, body
+        assert body["results"][0]["key"] == "coins/half.jpg"
+        assert body["results"][0]["score"] == pytest.approx(1.0, abs=1e-3)
+    finally:
+        code, err = srv.stop()
+    assert code == 0 and "Traceback" not in err and "no queries by image" not in err, err
+
+
+def test_an_index_no_image_can_query_says_why(tmp_path, small_set):
+    """An index over rows that no image can be encoded as (written by other code): the
+    server starts, says so once on stderr and in /api/health, answers key queries, and an
+    upload is a 400 with the reason."""
+    from conftest import write_store
+    from features.pipeline import build_index
+    store = write_store(tmp_path / "s", np.random.default_rng(0).random((30, 16), np.float32),
+                        dense=True)
+    build_index(store, encoding="dense", progress=False)
+    srv = Server(store, "--threads", 1)
+    try:
+        status, health = get_json(srv.url + "api/health")
+        assert status == 200 and health["image_queries"] is False
+        assert "encodings/dense" in health["image_queries_reason"]
+        status, body = get_json(srv.url + "api/search",
+                                data=_bytes(small_set, "coins/half.jpg"), method="POST")
+        assert status == 400 and "images cannot be queries" in body["error"]
+        status, body = get_json(srv.url + "api/search?key=" + quote("c1/img_000008.jpg"))
+        assert status == 200 and len(body["results"]) == 10
+    finally:
+        code, err = srv.stop()
+    assert code == 0 and "Traceback" not in err, err
+    notes = [line for line in err.splitlines() if "no queries by image" in line]
+    assert len(notes) == 1 and "encodings/dense" in notes[0]
 
 
 def test_search_by_uploaded_bytes(server, small_set):
@@ -321,7 +372,8 @@ def test_missing_store(tmp_path):
 def test_store_without_index(small_store, tmp_path):
     copy = tmp_path / "store"
     shutil.copytree(small_store, copy)
-    (copy / "index.faiss").unlink()
+    from features.index import INDEX_FILE, current_index_paths
+    current_index_paths(copy)[INDEX_FILE].unlink()
     _one_error_line(_serve(copy, "--port", 0), "no search index")
 
 

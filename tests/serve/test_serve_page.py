@@ -268,3 +268,27 @@ def test_thumbnails_of_a_split_tree_of_links(split_links_store, browser, small_s
     finally:
         code, err = srv.stop()
     assert code == 0 and "Traceback" not in err and "no thumbnails" not in err, err
+
+
+def test_no_upload_where_no_image_can_query(browser, tmp_path):
+    """An index over rows no image can be encoded as: the page offers no upload and says
+    why, rather than failing every upload."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from conftest import write_store
+    from features.pipeline import build_index
+    store = write_store(tmp_path / "s", np.random.default_rng(0).random((30, 16), np.float32),
+                        dense=True)
+    build_index(store, encoding="dense", progress=False)
+    srv = Server(store, "--threads", 1)
+    try:
+        wait = WebDriverWait(browser, 60)
+        browser.get(srv.url)
+        wait.until(lambda d: "No queries by image" in d.find_element(By.ID, "status").text)
+        assert "encodings/dense" in browser.find_element(By.ID, "status").text
+        assert not browser.find_element(By.ID, "drop").is_displayed()
+        assert not browser.find_element(By.ID, "k").is_displayed()
+    finally:
+        code, err = srv.stop()
+    assert code == 0 and "Traceback" not in err, err

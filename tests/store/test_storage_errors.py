@@ -1,9 +1,11 @@
 """Storage errors (full disk, read-only, a path under a file): one line, exit 2, no
 temporaries left, and a rerun resumes once the cause is gone."""
 import os
+import shutil
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
@@ -81,3 +83,62 @@ def test_permission_denied(tmp_path, small_set, cli_env):
         _one_line(proc, "permission denied", str(d / "store"))
     finally:
         d.chmod(0o700)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, small_set):
+    """A finished small store (5 shards), copied onto the full disks of the sweep."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    out = tmp_path_factory.mktemp("finished") / "store"
+    proc = run_cli("run", small_set, "-o", out, *ARGS, "--shard-size", 5, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _leave_free(mnt, kb):
+    """Fill the tmpfs ``mnt`` up to ``kb`` KB free."""
+    free = shutil.disk_usage(mnt).free - kb * 1024
+    if free > 0:
+        fd = os.open(mnt / "filler", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.posix_fallocate(fd, 0, free)
+        finally:
+            os.close(fd)
+
+
+# Free space in KB for each command, in steps through where each of its files is written
+# (on the 5-shard store: the encoding's shards, its models, the copy of store.h5 for
+# aggregate; the trained index, the part and index.faiss for index).
+SWEEP = {
+    "run": [150, 450, 750, 1050],
+    "aggregate": [0, 100, 300, 500, 700, 800, 850, 900, 950, 1000, 1100],
+    "index": [0, 4, 8, 12, 16],
+}
+
+
+@pytest.mark.parametrize("tmpfs", ["16m"], indirect=True)
+@pytest.mark.parametrize("command", sorted(SWEEP))
+def test_full_disk_sweep(tmpfs, command, finished, small_set, cli_env):
+    """At every step of free space the command succeeds, or ends in one line naming the
+    full disk, exit 2, no temporary left (never a crash nor a traceback)."""
+    outcomes = []
+    for kb in SWEEP[command]:
+        out = tmpfs / "store"
+        shutil.rmtree(out, ignore_errors=True)
+        (tmpfs / "filler").unlink(missing_ok=True)
+        if command == "run":
+            args = ["run", small_set, "-o", out, *ARGS, "--shard-size", 5]
+        else:
+            shutil.copytree(finished, out)
+            args = (["aggregate", out, "--method", "vlad", "-q"] if command == "aggregate"
+                    else ["index", out, "--force", "-q"])
+        _leave_free(tmpfs, kb)
+        proc = run_cli(*args, env=cli_env)
+        left = [p for p in out.rglob("*") if ".tmp-" in p.name]
+        assert not left, (kb, left)
+        if proc.returncode != 0:
+            _one_line(proc)
+            assert ("no space left on the device" in proc.stderr
+                    or "not enough disk space" in proc.stderr), proc.stderr
+        outcomes.append(proc.returncode)
+    assert 2 in outcomes                                  # the sweep reached a full disk

@@ -91,6 +91,26 @@ def test_manifest_refuses_another_configuration(tmp_path, small_config):
         Manifest(tmp_path).check_config(small_config.replace(words=10))
 
 
+def test_manifest_of_an_older_recipe_resumes_with_what_it_reads_back_as(tmp_path,
+                                                                       small_config):
+    """A store written before `relative_contrast` existed: its steps resume with the recipe
+    it reads back as (the field off), and the preset's recipe (on) is another one."""
+    import json
+
+    from features.presets import Config
+    m = Manifest(tmp_path)
+    m.check_config(small_config.replace(relative_contrast=False))
+    m.step_done("sample")
+    m.step_done("codebook")
+    del m.data["config"]["relative_contrast"]
+    m.save()
+    stored = Config.from_json(json.dumps(Manifest(tmp_path).data["config"]))
+    assert stored.relative_contrast is False
+    Manifest(tmp_path).check_config(stored)
+    with pytest.raises(StoreError, match="differs in: relative_contrast"):
+        Manifest(tmp_path).check_config(small_config)
+
+
 def test_manifest_where_nothing_was_built_takes_a_new_configuration(tmp_path, small_config):
     m = Manifest(tmp_path)
     m.check_config(small_config)

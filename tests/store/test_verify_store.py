@@ -128,8 +128,13 @@ def test_rerun_of_run_recomputes_a_deleted_shard(store, built, small_set, cli_en
     _assert_same_store(built, store)
 
 
+def _index_file(store):
+    from features.index import INDEX_FILE, current_index_paths
+    return current_index_paths(store)[INDEX_FILE]
+
+
 def test_corrupt_index_is_refused(store, cli_env):
-    (store / "index.faiss").write_bytes(b"\x00" * 100)
+    _index_file(store).write_bytes(b"\x00" * 100)
     _one_line(run_cli("search", store, "coins/half.jpg", env=cli_env), "index.faiss",
               "features index")
     _one_line(run_cli("info", store, env=cli_env), "index.faiss")
@@ -141,9 +146,18 @@ def test_corrupt_index_is_refused(store, cli_env):
 
 def test_index_of_another_size_is_damage(store, built, cli_env, tmp_path):
     import faiss
-    index = faiss.read_index(str(store / "index.faiss"))
+    from features.index import files
+    from features.store import Manifest
+    path = _index_file(store)
+    index = faiss.read_index(str(path))
     index.remove_ids(np.array([3], np.int64))
-    faiss.write_index(index, str(store / "index.faiss"))
+    faiss.write_index(index, str(path))
+    code, result = _verify(store, cli_env)
+    assert code == 1 and "the manifest records" in result["damage"][0]["problem"]
+    # recorded as it is now: the count is still wrong
+    manifest = Manifest(store)
+    manifest.data["steps"]["index"]["files"] = files.describe_files({"index.faiss": path})
+    manifest.save()
     code, result = _verify(store, cli_env)
     assert code == 1 and "23 vectors" in result["damage"][0]["problem"]
 

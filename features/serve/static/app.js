@@ -249,6 +249,12 @@ function setup() {
   fetch("/api/health").then(apiJson).then((h) => {
     $("store-info").textContent = `${h.images} images, ${h.indexed} indexed \u00b7 ` +
       `${h.preset} preset, ${h.words} words` + (h.thumbnails ? "" : " \u00b7 no thumbnails");
+    if (h.image_queries === false) {
+      // an index no image can be encoded for: an upload could only fail, so none is offered
+      drop.hidden = true;
+      $("query-panel").querySelector(".options").hidden = true;
+      $("status").textContent = `No queries by image on this index: ${h.image_queries_reason}`;
+    }
   }).catch((e) => { $("store-info").textContent = `server unreachable: ${e.message}`; });
 }
 
