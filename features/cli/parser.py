@@ -49,6 +49,11 @@ def _config_options(p):
     # no default here: `run --like` tells a preset given from none
     g.add_argument("--preset", help="sift, phow or sbow (default: sift)")
     g.add_argument("--words", type=int, help="codebook size")
+    g.add_argument("--tree-branching", type=int, metavar="B",
+                   help="learn the words as a vocabulary tree (hierarchical k-means, for "
+                        "large vocabularies such as --words 100000) with B children per node")
+    g.add_argument("--tree-depth", type=int, metavar="L",
+                   help="levels of the vocabulary tree (default: the fewest that hold --words)")
     g.add_argument("--max-side", type=int, help="resize images to this max side (never enlarged)")
     g.add_argument("--step", type=int, help="dense SIFT grid step in pixels")
     g.add_argument("--points-per-word", type=int,

@@ -32,6 +32,11 @@ def store_info(path) -> dict:
             "failed": int((status != 0).sum()),
             "descriptors": int(s.h5["offsets"][-1]) if s.n_images else 0,
             "words": int(s.h5["codebook/centroids"].shape[0]),
+            # a vocabulary tree's branching and levels; None for flat k-means
+            "tree": ({"branching": int(s.h5["codebook"].attrs.get("branching", 0)),
+                      "depth": int(s.h5["codebook"].attrs.get("depth", 0)),
+                      "nodes": int(s.h5["codebook/tree/child_start"].shape[0] - 1)}
+                     if "codebook/tree" in s.h5 else None),
             "classes": len(s.classes),
             "encodings": sorted(s.h5["encodings"].keys()),
             # per encoding: method, layout (dense or csr), dim, dtype, bytes of its values
