@@ -10,11 +10,14 @@ internal node ``j`` being the rows ``child_start[j]:child_start[j + 1]`` of ``ce
 node number when it has children, else ``-1 - word`` (a leaf).
 
 A descriptor starts at the root and moves to the child of nearest center until it
-reaches a leaf. The distance is the float64 sum of squared differences to the float32
-center, ties going to the first child: the rule of the exact assignment
-(``ext/_assign.pyx``) applied at each node.
+reaches a leaf. The child is the argmin of the float64 squared distance to the float32
+centers, ties going to the first: the rule of the exact assignment (``ext/_assign.pyx``)
+applied at each node. The children are ranked in float32 (vectorized); the float32
+distances are within ``(d + 3) 2**-24`` (relative) of the exact ones, so only the
+children within twice that of the nearest can be the argmin, and those few are compared
+again in float64.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 
 ctypedef unsigned char uint8
 
@@ -31,54 +34,57 @@ cdef extern from *:
     #else
     #define TREE_CLONES
     #endif
+    #define TREE_LANES 16
 
-    /* Squared distance, float64, of a row (uint8 or float32) to a float32 center; four
-       independent accumulators so that the compiler vectorizes the loop. */
+    /* Squared distance in float32, in TREE_LANES independent accumulators (vectorized by
+       the compiler); used to rank a node's children. */
     TREE_CLONES
-    static double tree_dist_u8(const unsigned char *x, const float *c, Py_ssize_t d)
+    static float tree_dist32(const float *x, const float *c, Py_ssize_t d)
     {
-        double s0 = 0, s1 = 0, s2 = 0, s3 = 0, t;
-        Py_ssize_t j = 0;
-        for (; j + 4 <= d; j += 4) {
-            t = (double)x[j] - (double)c[j]; s0 += t * t;
-            t = (double)x[j + 1] - (double)c[j + 1]; s1 += t * t;
-            t = (double)x[j + 2] - (double)c[j + 2]; s2 += t * t;
-            t = (double)x[j + 3] - (double)c[j + 3]; s3 += t * t;
-        }
-        for (; j < d; j++) { t = (double)x[j] - (double)c[j]; s0 += t * t; }
-        return (s0 + s1) + (s2 + s3);
+        float acc[TREE_LANES] = {0}, s = 0, t;
+        Py_ssize_t j = 0, l;
+        for (; j + TREE_LANES <= d; j += TREE_LANES)
+            for (l = 0; l < TREE_LANES; l++) {
+                t = x[j + l] - c[j + l];
+                acc[l] += t * t;
+            }
+        for (; j < d; j++) { t = x[j] - c[j]; s += t * t; }
+        for (l = 0; l < TREE_LANES; l++) s += acc[l];
+        return s;
     }
 
-    TREE_CLONES
-    static double tree_dist_f32(const float *x, const float *c, Py_ssize_t d)
+    /* The same in float64, in one fixed order: decides between near-ties. */
+    static double tree_dist64(const float *x, const float *c, Py_ssize_t d)
     {
-        double s0 = 0, s1 = 0, s2 = 0, s3 = 0, t;
-        Py_ssize_t j = 0;
-        for (; j + 4 <= d; j += 4) {
-            t = (double)x[j] - (double)c[j]; s0 += t * t;
-            t = (double)x[j + 1] - (double)c[j + 1]; s1 += t * t;
-            t = (double)x[j + 2] - (double)c[j + 2]; s2 += t * t;
-            t = (double)x[j + 3] - (double)c[j + 3]; s3 += t * t;
-        }
-        for (; j < d; j++) { t = (double)x[j] - (double)c[j]; s0 += t * t; }
-        return (s0 + s1) + (s2 + s3);
+        double s = 0, t;
+        Py_ssize_t j;
+        for (j = 0; j < d; j++) { t = (double)x[j] - (double)c[j]; s += t * t; }
+        return s;
     }
     """
-    double tree_dist_u8(const uint8 *x, const float *c, Py_ssize_t d) noexcept nogil
-    double tree_dist_f32(const float *x, const float *c, Py_ssize_t d) noexcept nogil
+    float tree_dist32(const float *x, const float *c, Py_ssize_t d) noexcept nogil
+    double tree_dist64(const float *x, const float *c, Py_ssize_t d) noexcept nogil
 
 
 def descend(const real_in[:, ::1] x, const float[:, ::1] centers, const int[::1] child_start,
-            const int[::1] child_next, int[::1] out, Py_ssize_t max_depth, int n_threads=1):
+            const int[::1] child_next, int[::1] out, Py_ssize_t max_depth, float[:, ::1] xbuf,
+            float[:, ::1] dbuf, double rtol, int n_threads=1):
     """Writes the word of each row of ``x`` into ``out`` (caller-allocated, int32 (n,)).
 
-    A row that does not reach a leaf within ``max_depth`` steps, or meets an internal
-    node without children (a malformed tree), gets -1."""
-    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], i, s, lo, hi, best, steps
-    cdef int node, nxt
-    cdef double dist, near
+    ``xbuf`` (threads, d) and ``dbuf`` (threads, most children of a node) are float32
+    scratch. The children are ranked by float32 distances; those within ``rtol``
+    (relative) of the nearest are compared again in float64, so the child taken is the
+    float64 argmin (ties to the first) whatever the float32 rounding. A row that does not
+    reach a leaf within ``max_depth`` steps gets -1."""
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], i, j, s, lo, hi, best, first, steps
+    cdef int node, nxt, t
+    cdef float near, limit, v
+    cdef double exact, best64
     with nogil:
         for i in prange(n, num_threads=n_threads, schedule="static"):
+            t = threadid()
+            for j in range(d):
+                xbuf[t, j] = <float>x[i, j]
             node = 0
             out[i] = -1
             for steps in range(max_depth):
@@ -87,15 +93,24 @@ def descend(const real_in[:, ::1] x, const float[:, ::1] centers, const int[::1]
                 if hi <= lo:
                     break
                 best = lo
-                near = 1e308
+                near = 3.4e38
                 for s in range(lo, hi):
-                    if real_in is uint8:
-                        dist = tree_dist_u8(&x[i, 0], &centers[s, 0], d)
-                    else:
-                        dist = tree_dist_f32(&x[i, 0], &centers[s, 0], d)
-                    if dist < near:
-                        near = dist
+                    v = tree_dist32(&xbuf[t, 0], &centers[s, 0], d)
+                    dbuf[t, s - lo] = v
+                    if v < near:
+                        near = v
                         best = s
+                limit = <float>(near * (1.0 + rtol) + 1e-30)
+                first = best
+                best64 = -1.0
+                for s in range(lo, hi):
+                    if s != first and dbuf[t, s - lo] <= limit:
+                        if best64 < 0:
+                            best64 = tree_dist64(&xbuf[t, 0], &centers[first, 0], d)
+                        exact = tree_dist64(&xbuf[t, 0], &centers[s, 0], d)
+                        if exact < best64 or (exact == best64 and s < best):
+                            best64 = exact
+                            best = s
                 nxt = child_next[best]
                 if nxt < 0:
                     out[i] = -1 - nxt

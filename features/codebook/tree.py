@@ -21,8 +21,10 @@ the tree, ``branching`` distances per level instead of one per word.
   sample of at most ``node_sample`` rows per center (FAISS caps its k-means training set
   the same way); then every descriptor of the node goes to the child of its nearest final
   center (exact), so the descriptors a subtree learns from are those that descend into it.
-- A node whose descriptors hold fewer distinct rows than its share of words keeps the
-  distinct rows as words and repeats one of them for the rest (words no descriptor reaches).
+- All-zero descriptors (dense SIFT below its contrast threshold) are left out of the
+  learning; a node whose descriptors hold fewer distinct rows than its share of words
+  keeps the distinct rows as words and repeats one of them for the rest (words no
+  descriptor reaches).
 
 Memory: the descriptors (uint8, may be memory-mapped), 12 bytes per row for their children
 at the root, and one child's copy at each level below: about ``branching / (branching - 1)``
@@ -62,6 +64,10 @@ TREE_ALGORITHM = ("hierarchical k-means (vocabulary tree; greedy k-means++ init,
 NODE_SAMPLE = 256
 # Rows per block when a node's descriptors are sent to its children.
 _BLOCK = 65536
+# Children whose float32 distance is within this times (d + 3) (relative) of the nearest's
+# are compared again in float64: twice the float32 error bound of a squared distance,
+# (d + 3) 2**-24 (ext/_tree.pyx).
+_DIST_RTOL = 2.0 * 2.0 ** -24
 
 
 def tree_depth(words, branching, depth=0) -> int:
@@ -161,9 +167,12 @@ class VocabularyTree:
               or out.shape != (n,) or not out.flags.c_contiguous):
             raise ParameterError(f"out must be a C-contiguous int32 array of shape ({n},)")
         if n:
+            t = check_int(n_threads, "n_threads", 1)
+            widest = int(np.diff(self.child_start).max())
             load("_tree", "vocabulary tree").descend(
                 x, self._slots, self.child_start, self.child_next, out, self.depth,
-                int(n_threads))
+                np.empty((t, self.d), np.float32), np.empty((t, widest), np.float32),
+                _DIST_RTOL * (self.d + 3), t)
         return out
 
 
@@ -196,9 +205,10 @@ def hikmeans(descriptors, words, branching, *, depth=0, iters=25, seed=0,
     iters = check_int(iters, "iters", 1)
     seed = check_int(seed, "seed", 0)
     node_sample = check_int(node_sample, "node_sample", 1)
+    x = _without_zero_rows(x)
     if x.shape[0] < words:
-        raise ParameterError(f"cannot learn {words} words from {x.shape[0]} descriptors; "
-                             f"use fewer words or more images")
+        raise ParameterError(f"cannot learn {words} words from {x.shape[0]} descriptors "
+                             f"(all-zero ones left out); use fewer words or more images")
     builder = _Builder(x.shape[1], branching, iters, seed, node_sample, tol, words, progress)
     # thousands of small products: a BLAS thread pool costs more than it gives (7x slower
     # on 2 cores when the machine is busy)
@@ -309,6 +319,17 @@ class _Builder:
                               seed=int(rng.integers(2 ** 31)), tol=self.tol).centroids
         except ParameterError:
             return None
+
+
+def _without_zero_rows(x):
+    """The rows that are not all zero (a copy only when some are). Dense SIFT gives the
+    same all-zero descriptor to every patch below its contrast threshold, a fifth of an
+    sbow sample: learned from, that one point would get a fifth of the words, all copies
+    of it. Left out, a zero descriptor gets the word its descent reaches like any other."""
+    keep = np.empty(len(x), bool)
+    for s in range(0, len(x), _BLOCK):
+        keep[s:s + _BLOCK] = np.asarray(x[s:s + _BLOCK]).any(axis=1)
+    return x if keep.all() else x[keep]
 
 
 def _nearest(centers, x):

@@ -99,17 +99,29 @@ def test_seeded_and_a_quantizer_near_flat_kmeans():
 
 
 def test_few_distinct_rows():
-    # dense SIFT's all-zero rows, a texture repeating itself: fewer distinct rows than words
+    # a texture repeating itself: fewer distinct rows than words
     rng = np.random.default_rng(0)
-    distinct = rng.integers(0, 255, (5, 8)).astype(np.uint8)
-    x = np.concatenate([distinct[rng.integers(5, size=300)], np.zeros((100, 8), np.uint8)])
+    distinct = rng.integers(1, 255, (5, 8)).astype(np.uint8)
+    x = distinct[rng.integers(5, size=300)]
     tree = hikmeans(x, 16, 4, seed=0)
     assert tree.k == 16
     words = tree.assign(x)
-    # equal rows, equal words; each distinct row its own word
-    assert len(np.unique(words)) == 6
-    for row in np.unique(x, axis=0):
+    # each distinct row its own word
+    assert len(np.unique(words)) == 5
+    for row in distinct:
         assert len(np.unique(words[(x == row).all(1)])) == 1
+
+
+def test_zero_rows_are_not_learned_from():
+    # dense SIFT below its contrast threshold: a fifth of the rows all zero
+    x = blobs()
+    with_zeros = np.concatenate([x, np.zeros((1500, x.shape[1]), np.uint8)])
+    a, b = hikmeans(with_zeros, 40, 4, seed=0), hikmeans(x, 40, 4, seed=0)
+    assert np.array_equal(a.centroids, b.centroids)
+    # they get the word their descent reaches, one for all
+    assert len(np.unique(a.assign(with_zeros[-1500:]))) == 1
+    with pytest.raises(ParameterError, match="all-zero"):
+        hikmeans(np.zeros((500, 8), np.uint8), 4, 2)
 
 
 def test_memory_mapped_sample(tmp_path):
