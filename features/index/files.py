@@ -12,7 +12,9 @@ when it is at most ``HASH_AT_OPEN[name]`` bytes (about 0.2 s per 100 MB):
 - ``index.refine`` up to 64 MiB (about 60,000 images): its reader checks its structure
   whatever the size (header, size, row pointers; columns beyond the dimension count as
   zeros), so a damaged larger file is never read out of bounds, but a flipped value can
-  change a score until ``features verify``, which hashes every file whole, finds it.
+  change a score until ``features verify``, which hashes every file whole, finds it;
+- ``index.inverted`` up to 64 MiB, likewise: its reader checks its header, size and list
+  starts whatever the size.
 
 A file a reader maps stays the file it checked: it is held open, and before each search its
 size and modification time (of the open file, not of the path) are compared with those it
@@ -28,9 +30,9 @@ import hashlib
 import os
 
 from ..exceptions import IndexChanged, IndexDamaged
-from .layout import INDEX_FILE, REFINE_FILE, index_paths
+from .layout import INDEX_FILE, INVERTED_FILE, REFINE_FILE, index_paths
 
-HASH_AT_OPEN = {INDEX_FILE: 1 << 30, REFINE_FILE: 64 << 20}
+HASH_AT_OPEN = {INDEX_FILE: 1 << 30, REFINE_FILE: 64 << 20, INVERTED_FILE: 64 << 20}
 _BLOCK = 1 << 22
 
 
