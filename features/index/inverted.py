@@ -22,14 +22,20 @@ Built (:func:`write_inverted`) in two streaming passes over the rows, a block at
 the length of every list, then each block's values scattered to their lists in a file of
 the final size, allocated first (a full disk is an ``OSError`` then, never a fault on a
 mapped page). Memory: one block of rows and the list starts.
+
+A query reads the lists of its words (``ext/_inverted.pyx``: a score per image met, in a
+buffer per thread that is reset image by image, so its cost is the postings read, not the
+images in the index), then keeps the k best.
 """
 from __future__ import annotations
 
 import os
 import struct
+import threading
 
 import numpy as np
 
+from .._ext import load
 from ..exceptions import IndexDamaged, ParameterError
 
 MAGIC = b"FEATINV1"
@@ -116,6 +122,7 @@ class InvertedFile:
     def __init__(self, path, *, hint="run `features index` to rebuild it"):
         self.path = path
         self.files = None
+        self._local = threading.local()
         size = os.path.getsize(path)
         with open(path, "rb") as f:
             head = f.read(HEADER)
@@ -144,23 +151,32 @@ class InvertedFile:
 
     def scores(self, query) -> tuple[np.ndarray, np.ndarray]:
         """(image numbers, scores) of every image sharing a word with ``query`` (a dense
-        float row of ``d`` values), image numbers increasing."""
-        words = np.flatnonzero(query)
-        if not len(words):
+        float row of ``d`` values), in the order they were met."""
+        words = np.flatnonzero(query).astype(np.int64)
+        if not len(words) or not self.postings:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        a, b = self.starts[words], self.starts[words + 1]
-        lengths = b - a
-        total = int(lengths.sum())
-        if total == 0:
-            return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        # the postings of the query's words, gathered as one index array
-        at = np.repeat(a - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths) \
-            + np.arange(total)
-        ids = self.ids[at]
-        contrib = self.weights[at] * np.repeat(query[words].astype(np.float32), lengths)
-        acc = np.bincount(ids, weights=contrib, minlength=self.n_rows)[:self.n_rows]
-        hit = np.flatnonzero(np.bincount(ids, minlength=self.n_rows)[:self.n_rows])
-        return hit, acc[hit].astype(np.float32)
+        scores, seen, touched = self._buffers()
+        m, bad = load("_inverted", "inverted file").accumulate(
+            self.ids, self.weights, self.starts, words,
+            np.ascontiguousarray(query[words], np.float32), scores, seen, touched)
+        hit = touched[:m].astype(np.int64)
+        out = scores[hit]
+        scores[hit] = 0
+        seen[hit] = 0
+        if bad:
+            raise IndexDamaged(f"{self.path} is damaged (image numbers beyond its "
+                               f"{self.n_rows} images); run `features index` to rebuild it")
+        return hit, out
+
+    def _buffers(self):
+        """This thread's score accumulator, marks and list of images met (one of each per
+        image, zero between queries): threads of a server share the index, not these."""
+        held = getattr(self._local, "buffers", None)
+        if held is None:
+            held = (np.zeros(self.n_rows, np.float32), np.zeros(self.n_rows, np.uint8),
+                    np.empty(self.n_rows, np.int32))
+            self._local.buffers = held
+        return held
 
     def search(self, queries, k, params=None):
         """(scores float32 (n, k), image numbers int64 (n, k)) of the k best images per
