@@ -191,3 +191,15 @@ def test_real_store_search_rerank_and_serve(tree_store_inverted, small_set, cli_
         assert status == 200 and found["results"][0]["key"].startswith("coins/")
     finally:
         server.stop()
+
+
+def test_dense_encoding_refused(tmp_path):
+    from features.exceptions import StoreError
+    rows = sparse_rows(30, 200)
+    out = write_store(tmp_path / "s", rows, dense=True)
+    with Store(out) as store:
+        with pytest.raises(StoreError, match="stored dense"):
+            build(store, "dense", "Inverted")
+        # a small vocabulary keeps FAISS's exact index; Inverted when asked for
+        assert build(store).name == "index.faiss"
+        assert build(store, factory="Inverted").name == "index.inverted"
