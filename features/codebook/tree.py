@@ -126,6 +126,11 @@ class VocabularyTree:
         full[~internal] = c[leaves]
         object.__setattr__(self, "_slots", full)
 
+    def __reduce__(self):
+        # sent to every shard task: the arrays only, the slots' centers made again there
+        return (_rebuilt, (self.centroids, self.child_start, self.child_next, self.centers,
+                           self.branching))
+
     @property
     def k(self) -> int:
         """Number of words (the leaves)."""
@@ -177,6 +182,10 @@ class VocabularyTree:
                 np.empty((t, self.d), np.float32), np.empty((t, widest), np.float32),
                 _DIST_RTOL * (self.d + 3), t)
         return out
+
+
+def _rebuilt(centroids, child_start, child_next, centers, branching):
+    return VocabularyTree.from_arrays(centroids, child_start, child_next, centers, branching)
 
 
 def _longest_path(child_start, child_next) -> int:

@@ -174,3 +174,14 @@ def test_malformed_arrays_refused():
     assert np.array_equal(same.assign(q), tree.assign(q))
     with pytest.raises(ParameterError, match="shape"):
         tree.assign(q[:, :8])
+
+
+def test_pickled_for_tasks():
+    import pickle
+    tree = hikmeans(blobs(), 40, 4, seed=0)
+    data = pickle.dumps(tree)
+    # the slots' centers are not sent: about the words and the inner centers only
+    assert len(data) < 1.3 * (tree.centroids.nbytes + tree.centers.nbytes) + 4096
+    again = pickle.loads(data)
+    q = blobs(n=300, seed=2)
+    assert np.array_equal(again.assign(q), tree.assign(q)) and again.depth == tree.depth
