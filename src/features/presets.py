@@ -44,6 +44,11 @@ class Config:
     sample_per_image: int = 200
     sample_images: int | None = None
     kmeans_iters: int = 25
+    # large vocabularies: a vocabulary tree of hierarchical k-means (features.codebook.tree)
+    # with this many children per node, tree_depth levels (0: the fewest that hold words);
+    # 0 branches: flat k-means, what stores written before these fields used
+    tree_branching: int = 0
+    tree_depth: int = 0
     seed: int = 0
     # encoding
     tfidf: bool = True
@@ -67,6 +72,15 @@ class Config:
                self.sample_images, ">= 1 (or None: words x points_per_word / sample_per_image)")
         _check(self.sample_per_image >= 1, "sample_per_image", self.sample_per_image, ">= 1")
         _check(self.kmeans_iters >= 1, "kmeans_iters", self.kmeans_iters, ">= 1")
+        _check(self.tree_branching == 0 or self.tree_branching >= 2, "tree_branching",
+               self.tree_branching, ">= 2 (or 0: flat k-means)")
+        _check(self.tree_depth >= 0, "tree_depth", self.tree_depth, ">= 0 (0: the fewest levels)")
+        _check(self.tree_branching or not self.tree_depth, "tree_depth", self.tree_depth,
+               "0 without tree_branching (a depth is that of a vocabulary tree)")
+        if self.tree_branching and self.tree_depth:
+            _check(self.tree_branching ** self.tree_depth >= self.words, "tree_depth",
+                   self.tree_depth, f"large enough for {self.words} words with "
+                   f"{self.tree_branching} branches ({self.tree_branching}^depth >= words)")
         _check(self.shard_size >= 1, "shard_size", self.shard_size, ">= 1")
         _check(0.0 <= self.failure_budget <= 1.0, "failure_budget", self.failure_budget,
                "between 0 and 1")

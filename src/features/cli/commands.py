@@ -17,6 +17,7 @@ def _config(args):
     overrides = dict(words=args.words, max_side=args.max_side, step=args.step,
                      sample_images=args.sample_images, sample_per_image=args.sample_per_image,
                      points_per_word=args.points_per_word,
+                     tree_branching=args.tree_branching, tree_depth=args.tree_depth,
                      seed=args.seed, shard_size=args.shard_size,
                      failure_budget=args.failure_budget)
     if args.no_descriptors:
@@ -26,7 +27,8 @@ def _config(args):
 
 # the recipe options of `run` (the configuration fields they set)
 _RECIPE_OPTIONS = ("preset", "words", "max_side", "step", "points_per_word", "sample_per_image",
-                   "sample_images", "seed", "shard_size", "failure_budget")
+                   "sample_images", "seed", "shard_size", "failure_budget", "tree_branching",
+                   "tree_depth")
 
 
 def _check_like_recipe(args):
@@ -247,7 +249,10 @@ def cmd_info(args):
     print(f"store:        {info['store']}")
     print(f"images:       {info['images']} ({info['failed']} failed)")
     print(f"descriptors:  {info['descriptors']}")
-    print(f"preset:       {info['config']['preset']}, {info['words']} words")
+    tree = info.get("tree")
+    print(f"preset:       {info['config']['preset']}, {info['words']} words"
+          + (f" (vocabulary tree: {tree['branching']} branches, {tree['depth']} levels, "
+             f"{tree['nodes']} nodes)" if tree else ""))
     print(f"classes:      {info['classes']}")
     for name, e in sorted(info["encoding_details"].items()):
         print(f"encoding:     {name}: {e['method'] or '?'}, {e['layout']}, {e['dim']} dims, "

@@ -49,6 +49,11 @@ def _config_options(p):
     # no default here: `run --like` tells a preset given from none
     g.add_argument("--preset", help="sift, phow or sbow (default: sift)")
     g.add_argument("--words", type=int, help="codebook size")
+    g.add_argument("--tree-branching", type=int, metavar="B",
+                   help="learn the words as a vocabulary tree (hierarchical k-means, for "
+                        "large vocabularies such as --words 100000) with B children per node")
+    g.add_argument("--tree-depth", type=int, metavar="L",
+                   help="levels of the vocabulary tree (default: the fewest that hold --words)")
     g.add_argument("--max-side", type=int, help="resize images to this max side (never enlarged)")
     g.add_argument("--step", type=int, help="dense SIFT grid step in pixels")
     g.add_argument("--points-per-word", type=int,
@@ -167,12 +172,13 @@ def build_parser():
     g.add_argument("--dtype", choices=("float16", "float32"),
                    help="vlad, fisher: stored type (default float32 for vlad, float16 "
                         "for fisher)")
-    sp = add("index", c.cmd_index, "build the FAISS search index (kept when current)")
+    sp = add("index", c.cmd_index, "build the search index (kept when current)")
     sp.add_argument("store", help="the store directory")
     sp.add_argument("--encoding", default="bovw", help="stored encoding to index (bovw)")
     sp.add_argument("--index", metavar="STRING",
-                    help="a FAISS index factory string (default: exact below "
-                         "50,000 images, IVF-PQ with a refine stage above)")
+                    help="a FAISS index factory string, or Inverted for an inverted file "
+                         "(default: an inverted file over more than 16,384 words; else "
+                         "exact below 50,000 images, IVF-PQ with a refine stage above)")
     sp.add_argument("--force", action="store_true", help="rebuild even when current")
     sp.add_argument("--jobs", type=jobs_count, default=1,
                     help="worker processes filling the index shard by shard: N, or -1 for "

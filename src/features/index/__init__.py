@@ -1,10 +1,12 @@
-"""The search index of a store: a FAISS index over one stored encoding.
+"""The search index of a store: a FAISS index over one stored encoding, or for a large
+vocabulary an inverted file.
 
 - :mod:`.factory`: which index (exact below 50,000 images, IVF-PQ with a refine stage
   above, or any factory string), made, trained and parametrized;
 - :mod:`.builder`: built from the store's shards as tasks, kept when current;
 - :mod:`.ondisk`: FAISS's file format written part by part and merged on disk;
 - :mod:`.refine`: the sparse refine stage (``index.refine``);
+- :mod:`.inverted`: the inverted file of large vocabularies (``index.inverted``);
 - :mod:`.layout`: its files, in a folder of their build's generation that the manifest names;
 - :mod:`.files`: the files checked against the manifest's sizes and checksums, and held open;
 - :mod:`.load`: opened for search, memory-mapped or copied into memory;

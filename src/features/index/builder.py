@@ -56,7 +56,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from ..exceptions import StoreError
+from ..exceptions import ParameterError, StoreError
 from ..store import OK, Manifest, Store
 from ..store.atomic import atomic_file, atomic_path, remove_stale_temporaries
 from ..store.encodings import EncodingRows
@@ -64,11 +64,12 @@ from .factory import (AUTO, EXACT_BELOW, SPARSE_REFINE, auto_factory, default_pa
                       faiss_message, io_flag, make_index, set_params, split_factory, train_size,
                       walk)
 from .files import OpenIndexFiles, describe_files
-from .layout import (INDEX_FILE, REFINE_FILE, index_paths, index_record, is_generation,
-                     new_generation)
+from .layout import (INDEX_FILE, INVERTED_FILE, REFINE_FILE, index_paths, index_record,
+                     is_generation, new_generation)
 from .load import load_index
 from .ondisk import PART_SHIFT, errno_in, merge_on_disk, split_index
 from .params import apply_params, parse_params
+from .inverted import INVERTED, INVERTED_KIND, INVERTED_WORDS, write_inverted
 from .refine import MAX_DIM, SparsePart, write_refine
 
 
@@ -257,9 +258,12 @@ def build(store: Store, encoding="bovw", factory=None, *, exact_below=EXACT_BELO
     if not force and is_current(store, encoding, requested):
         if given:
             _record_params(store, given)
-        return index_paths(store.dir, index_record(store.dir))[INDEX_FILE]
+        paths = index_paths(store.dir, index_record(store.dir))
+        return paths.get(INDEX_FILE) or paths[INVERTED_FILE]
     started = time.monotonic()
     plan = _plan(store, encoding, requested, exact_below, block)
+    if plan.factory == INVERTED:
+        return _build_inverted(plan, given, started, progress or _no_progress)
     trained = train_index(store, plan.rows, plan.base_factory, seed=seed,
                           eligible=plan.eligible, params=plan.params)
     if given:
@@ -305,13 +309,24 @@ def _plan(store, encoding, requested, exact_below, block) -> _Plan:
                          f"{len(status)} images")
     eligible = np.concatenate([indexable(store, rows, a, min(a + (1 << 17), rows.n_rows), status)
                                for a in range(0, rows.n_rows, 1 << 17)] or [np.zeros(0, int)])
-    factory, params = _choose_factory(rows, encoding, requested, len(eligible), exact_below)
+    words = (int(store.h5["codebook/centroids"].shape[0]) if "codebook/centroids" in store.h5
+             else 0)
+    factory, params = _choose_factory(rows, encoding, requested, len(eligible), exact_below,
+                                      words)
     return _Plan(store, encoding, rows, status, eligible, requested, factory, params, block)
 
 
-def _choose_factory(rows, encoding, requested, n_eligible, exact_below):
-    """The factory string and its search parameters: chosen by size for "auto", else the
-    one requested; a sparse refine stage is checked against the encoding."""
+def _choose_factory(rows, encoding, requested, n_eligible, exact_below, words=0):
+    """The factory string and its search parameters: chosen by size for "auto" (an
+    inverted file for a sparse encoding over a vocabulary of more than
+    ``INVERTED_WORDS`` words, ``words``), else the one requested; a sparse refine stage
+    and an inverted file are checked against the encoding."""
+    if requested == INVERTED or (requested == AUTO and rows.sparse
+                                 and words > INVERTED_WORDS and rows.dim >= words):
+        if not rows.sparse:
+            raise StoreError(f"an inverted file indexes sparse rows, and encoding "
+                             f"{encoding!r} is stored dense")
+        return INVERTED, {}
     if requested == AUTO:
         density = (int(rows.indptr[-1]) / max(1, n_eligible * rows.dim) if rows.sparse
                    else 1.0)
@@ -333,6 +348,43 @@ def _choose_factory(rows, encoding, requested, n_eligible, exact_below):
 
 def _no_progress(done, total):
     pass
+
+
+def _build_inverted(plan, given, started, progress) -> Path:
+    """An inverted file (``features.index.inverted``) over the indexable rows, written into
+    the plan's new generation and switched to as a FAISS index is."""
+    if given:
+        raise ParameterError(f"an inverted file takes no search parameters, got "
+                             f"{', '.join(given)}", next(iter(given)))
+    store, rows = plan.store, plan.rows
+    remove_stale_temporaries(store.dir)
+    _remove_unused(store.dir, (index_record(store.dir) or {}).get("generation"))
+    plan.folder.mkdir()
+    path = plan.folder / INVERTED_FILE
+    progress(0, len(plan.eligible))
+
+    def blocks():
+        for a in range(0, rows.n_rows, plan.block):
+            b = min(a + plan.block, rows.n_rows)
+            ids = indexable(store, rows, a, b, plan.status)
+            yield ids, rows.matrix(a, b)[ids - a]
+
+    try:
+        with atomic_file(path) as tmp:
+            n_vectors = write_inverted(tmp, blocks, rows.n_rows, rows.dim,
+                                       lambda done: progress(done, len(plan.eligible)))
+        Manifest(store.dir).step_done(
+            "index", encoding=plan.encoding, requested=plan.requested, factory=INVERTED,
+            params={}, kind=INVERTED_KIND, rows=n_vectors, dim=rows.dim,
+            bytes=path.stat().st_size, io_flag="none", refine=None, refine_bytes=None,
+            source=_fingerprint(store, rows), generation=plan.generation,
+            files=describe_files({INVERTED_FILE: path}),
+            seconds=round(time.monotonic() - started, 3))
+    except BaseException:
+        shutil.rmtree(plan.folder, ignore_errors=True)
+        raise
+    _remove_unused(store.dir, plan.generation)
+    return path
 
 
 def _fill(plan, trained, part_rows, run_tasks, progress) -> int:

@@ -115,7 +115,10 @@ def set_params(index, params: dict):
 
 
 def walk(index):
-    """The index and the indexes it wraps, downcast."""
+    """The index and the indexes it wraps, downcast (nothing for an index that is not
+    FAISS's: an inverted file has no FAISS parameters)."""
+    if not isinstance(index, faiss.Index):
+        return
     index = faiss.downcast_index(index)
     yield index
     for attr in ("index", "base_index", "refine_index"):

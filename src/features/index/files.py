@@ -12,7 +12,9 @@ when it is at most ``HASH_AT_OPEN[name]`` bytes (about 0.2 s per 100 MB):
 - ``index.refine`` up to 64 MiB (about 60,000 images): its reader checks its structure
   whatever the size (header, size, row pointers; columns beyond the dimension count as
   zeros), so a damaged larger file is never read out of bounds, but a flipped value can
-  change a score until ``features verify``, which hashes every file whole, finds it.
+  change a score until ``features verify``, which hashes every file whole, finds it;
+- ``index.inverted`` up to 64 MiB, likewise: its reader checks its header, size and list
+  starts whatever the size.
 
 A reader either maps a file or copies it into the process's memory (``load_index``'s
 ``mmap``). A mapped file's pages are read from the file at each search: truncated or
@@ -34,9 +36,9 @@ import hashlib
 import os
 
 from ..exceptions import IndexChanged, IndexDamaged
-from .layout import INDEX_FILE, REFINE_FILE, index_paths
+from .layout import INDEX_FILE, INVERTED_FILE, REFINE_FILE, index_paths
 
-HASH_AT_OPEN = {INDEX_FILE: 1 << 30, REFINE_FILE: 64 << 20}
+HASH_AT_OPEN = {INDEX_FILE: 1 << 30, REFINE_FILE: 64 << 20, INVERTED_FILE: 64 << 20}
 _BLOCK = 1 << 22
 
 

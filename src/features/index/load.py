@@ -18,7 +18,8 @@ import numpy as np
 from ..exceptions import IndexDamaged, ParameterError, StoreError
 from . import files as index_files
 from .factory import IO_FLAGS, faiss_message
-from .layout import INDEX_FILE, REFINE_FILE, index_paths, index_record
+from .inverted import INVERTED_KIND, InvertedFile
+from .layout import INDEX_FILE, INVERTED_FILE, REFINE_FILE, index_paths, index_record
 from .params import apply_params, query_params
 from .refine import RefinedIndex, RefineRows
 
@@ -44,6 +45,8 @@ def load_index(store, mmap=True):
 
 
 def _load(store, record, mmap):
+    if (record or {}).get("kind") == INVERTED_KIND:
+        return _load_inverted(store, record)
     paths = index_paths(store.dir, record)
     path = paths[INDEX_FILE]
     if not path.exists():
@@ -110,6 +113,31 @@ def _load(store, record, mmap):
     return index
 
 
+def _load_inverted(store, record):
+    """An inverted-file index (``index.inverted``), memory-mapped, its file checked against
+    the record and held open."""
+    opened = index_files.OpenIndexFiles(store.dir, record)
+    path = opened.paths[INVERTED_FILE]
+    hint = index_files.rebuild_hint(store.dir)
+    try:
+        index = InvertedFile(path, hint=hint)
+    except BaseException:
+        opened.close()
+        raise
+    opened.mapped.add(INVERTED_FILE)
+    if not opened.is_open(INVERTED_FILE):
+        raise StoreError(f"{path} was replaced while it was opened")
+    for what, value in (("dim", index.d), ("rows", index.ntotal)):
+        if isinstance(record.get(what), int) and value != record[what]:
+            raise IndexDamaged(f"{path} is damaged (its {what} is {value}, the manifest "
+                               f"records {record[what]}); {hint}")
+    if index.n_rows != store.n_images:
+        raise IndexDamaged(f"{path} holds lists over {index.n_rows} images for "
+                           f"{store.n_images}; {hint}")
+    index.files = opened
+    return index
+
+
 def _attach(index, opened):
     """Keep the open files with the index: FAISS's own list of the objects an index
     depends on (its Python wrappers take no other attribute), or a RefinedIndex's."""
@@ -122,7 +150,7 @@ def _attach(index, opened):
 
 def open_files(index):
     """The open files of an index ``load_index`` returned, or None."""
-    if isinstance(index, RefinedIndex):
+    if isinstance(index, (RefinedIndex, InvertedFile)):
         return index.files
     for held in getattr(index, "referenced_objects", None) or []:
         if isinstance(held, index_files.OpenIndexFiles):

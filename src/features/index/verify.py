@@ -14,7 +14,8 @@ from ..exceptions import StoreError, first_line
 from .builder import index_record
 from .factory import IO_FLAGS
 from .files import file_problem, recorded
-from .layout import INDEX_FILE, REFINE_FILE, index_paths
+from .inverted import INVERTED_KIND, InvertedFile
+from .layout import INDEX_FILE, INVERTED_FILE, REFINE_FILE, index_paths
 from .refine import RefineRows
 
 
@@ -31,6 +32,9 @@ def check_index(directory, ok_with_features, bad, checked):
         paths = index_paths(directory, record)
     except StoreError as e:
         bad(directory / "manifest.json", first_line(e, None))
+        return
+    if (record or {}).get("kind") == INVERTED_KIND:
+        check_inverted(paths[INVERTED_FILE], record, ok_with_features, bad, checked)
         return
     path = paths[INDEX_FILE]
     if not record and not path.exists():
@@ -77,6 +81,32 @@ def check_index(directory, ok_with_features, bad, checked):
         ids = None
     if ids is not None and not np.array_equal(np.sort(ids), ok_with_features):
         bad(path, "its ids are not the images with features")
+
+
+def check_inverted(path, record, ok_with_features, bad, checked):
+    """An inverted-file index: the size and SHA-256 recorded, then its structure (every
+    list's image numbers in range and increasing, finite weights, the images with features
+    indexed), unless the file is already known damaged."""
+    try:
+        with open(path, "rb") as f:
+            problem = file_problem(f, recorded(record, INVERTED_FILE))
+    except FileNotFoundError:
+        problem = "missing"
+    except OSError as e:
+        problem = f"unreadable ({first_line(e)})"
+    if problem:
+        bad(path, problem)
+        return
+    try:
+        inverted = InvertedFile(path)
+    except StoreError as e:
+        bad(path, str(e).replace(f"{path} is ", "").split(";")[0])
+        return
+    checked["index_vectors"] = int(inverted.ntotal)
+    if isinstance(record.get("dim"), int) and inverted.d != record["dim"]:
+        bad(path, f"lists of {inverted.d} words, the manifest records {record['dim']}")
+    for problem in inverted.check_structure(ok_with_features):
+        bad(path, problem)
 
 
 def check_refine(path, record, ok_with_features, bad, block=1 << 24):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from ..index import INDEX_FILE, REFINE_FILE, index_header, index_paths, index_record
+from ..index.inverted import INVERTED_KIND, InvertedFile
 from ..store import Store
 from ..store.encodings import encoding_info
 from ..store.models import models_info
@@ -14,9 +15,19 @@ def store_info(path) -> dict:
         status = s.column("status")
         record = index_record(s.dir) or {}
         paths = index_paths(s.dir, record)
-        index_path, refine = paths[INDEX_FILE], paths[INDEX_FILE].with_name(REFINE_FILE)
+        # the main file: index.faiss, or index.inverted for an inverted file
+        index_path = paths.get(INDEX_FILE) or next(iter(paths.values()))
+        refine = index_path.with_name(REFINE_FILE)
         index_size, index = None, None
-        if index_path.exists():
+        if record.get("kind") == INVERTED_KIND and index_path.exists():
+            inverted = InvertedFile(index_path)
+            index_size = inverted.ntotal
+            index = {"vectors": inverted.ntotal, "dim": inverted.d,
+                     "bytes": index_path.stat().st_size, "factory": record.get("factory"),
+                     "kind": INVERTED_KIND, "encoding": record.get("encoding"),
+                     "params": record.get("params"), "refine_bytes": None,
+                     "postings": inverted.postings}
+        elif index_path.exists():
             # the header only: the index itself can be gigabytes
             header = index_header(index_path)
             index_size = header["ntotal"]
@@ -32,6 +43,11 @@ def store_info(path) -> dict:
             "failed": int((status != 0).sum()),
             "descriptors": int(s.h5["offsets"][-1]) if s.n_images else 0,
             "words": int(s.h5["codebook/centroids"].shape[0]),
+            # a vocabulary tree's branching and levels; None for flat k-means
+            "tree": ({"branching": int(s.h5["codebook"].attrs.get("branching", 0)),
+                      "depth": int(s.h5["codebook"].attrs.get("depth", 0)),
+                      "nodes": int(s.h5["codebook/tree/child_start"].shape[0] - 1)}
+                     if "codebook/tree" in s.h5 else None),
             "classes": len(s.classes),
             "encodings": sorted(s.h5["encodings"].keys()),
             # per encoding: method, layout (dense or csr), dim, dtype, bytes of its values

@@ -37,6 +37,7 @@ from .like import check_like_models, like_encodings
 from .progress import Progress
 from .runner import batched, limited, n_workers, run_tasks
 from .tasks import merge_task, process_shard, sample_batch
+from .vocabulary import codebook_attrs, learn_tree, load_codebook, save_tree
 
 
 def _opened(source):
@@ -149,22 +150,36 @@ def _sample_splits_attr(manifest) -> dict:
 
 @_writer("codebook")
 def train_codebook(config, sample_path, out, *, progress=True) -> Path:
-    """k-means on the sampled descriptors (``progress``: a line of iterations on stderr)."""
+    """k-means on the sampled descriptors (``progress``: a line of iterations on stderr); a
+    vocabulary tree of hierarchical k-means for a recipe with ``tree_branching`` (its
+    progress: words learned)."""
     manifest = _prepare(config, out)
     path = Path(out) / CODEBOOK_FILE
     if manifest.is_done("codebook") and path.exists():
         return path
-    sample = np.load(sample_path)
+    sample = np.load(sample_path, mmap_mode="r" if config.tree_branching else None)
+    n_sample = int(len(sample))
     start = time.monotonic()
-    bar = Progress("codebook", config.kmeans_iters, unit="iterations", enabled=progress)
+    tree = None
+    if config.tree_branching:
+        bar = Progress("codebook", config.words, unit="words", failures=False,
+                       enabled=progress)
+    else:
+        bar = Progress("codebook", config.kmeans_iters, unit="iterations", enabled=progress)
     try:
-        centroids = kmeans(sample, config.words, iters=config.kmeans_iters, seed=config.seed,
-                           progress=bar)
+        if config.tree_branching:
+            tree = learn_tree(config, sample, progress=bar)
+            centroids = tree.centroids
+        else:
+            centroids = kmeans(sample, config.words, iters=config.kmeans_iters,
+                               seed=config.seed, progress=bar)
     except ValueError as e:
         raise StoreError(f"codebook: {e}") from None
     bar.close()
+    if tree is not None:
+        save_tree(tree, path)
     _save_npy(path, centroids)
-    manifest.step_done("codebook", words=config.words, descriptors=int(len(sample)),
+    manifest.step_done("codebook", words=config.words, descriptors=n_sample,
                        seconds=round(time.monotonic() - start, 3))
     return path
 
@@ -190,7 +205,8 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
     manifest = _prepare(config, out)
     manifest.check_job(source, limit)
     out = Path(out)
-    centroids = np.load(codebook_path)
+    codebook = load_codebook(config, codebook_path)   # centroids, or a vocabulary tree
+    centroids = codebook if isinstance(codebook, np.ndarray) else codebook.centroids
     bar = Progress("encode", _total(source, limit), enabled=progress)
     done = manifest.data["shards"]
 
@@ -211,7 +227,7 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
                 manifest.shard_done(number, record)
                 bar.update(len(items), failed=record["failed"])
                 continue
-            yield (config, centroids, items, out / SHARDS_DIR / name, number * config.shard_size)
+            yield (config, codebook, items, out / SHARDS_DIR / name, number * config.shard_size)
 
     for summary in run_tasks(process_shard, tasks(), jobs):
         manifest.shard_done(summary["first"] // config.shard_size, summary)
@@ -233,7 +249,9 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
                                    "tol": KMEANS_TOL, "seed": config.seed,
                                    "sample_images": sample_info.get("images", 0),
                                    "sample_descriptors": sample_info.get("descriptors", 0),
-                                   **_sample_splits_attr(manifest)},
+                                   **_sample_splits_attr(manifest),
+                                   **codebook_attrs(config, codebook)},
+                   tree=None if codebook is centroids else codebook.arrays(),
                    classes=getattr(source, "classes", []), names=getattr(source, "names", []),
                    splits=getattr(source, "kind", "") == "split-tree",
                    shard_records=[manifest.data["shards"][str(n)] for n in numbers], idf=idf,
@@ -318,6 +336,7 @@ def reuse_codebook(like, out) -> tuple:
     with Store(like) as other:
         config, centroids = other.config, other.centroids
         checksum = str(other.h5["codebook/centroids"].attrs.get("checksum", ""))
+        tree = other.codebook_tree if config.tree_branching else None
     manifest = _prepare(config, out)
     path = Path(out) / CODEBOOK_FILE
     if manifest.is_done("codebook") and path.exists():
@@ -325,6 +344,8 @@ def reuse_codebook(like, out) -> tuple:
             raise StoreError(f"{out} already holds another codebook than {like}; "
                              f"use a new output directory")
         return config, path
+    if tree is not None:
+        save_tree(tree, path)   # queries and shards descend the same tree
     _save_npy(path, centroids)
     manifest.step_done("codebook", words=len(centroids), like=str(Path(like).resolve()),
                        checksum=checksum)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import hashlib
 
-from ..codebook import Assigner, subsample_rows
+from ..codebook import quantizer as quantizer_of, subsample_rows
 from ..decode import decode_gray
 from ..encodings.bovw import word_counts
 from ..exceptions import DecodeError
@@ -87,7 +87,7 @@ def process_shard(config, centroids, items, shard_path, first, parallel=False, *
     if parallel:
         single_threaded_libraries()
     skip = skip or {}
-    quantizer = Assigner(centroids)
+    quantizer = quantizer_of(centroids)   # centroids, or a vocabulary tree
     geometry = _extraction(config).keeps_geometry
     results = []
     for i, item in enumerate(items):

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codebook import Assigner
+from ..codebook import quantizer
 from ..decode import Decoded, decode_array, decode_gray
 from ..encodings.bovw import encode_words, word_counts
 from ..encodings.methods import METHODS
@@ -58,7 +58,9 @@ class Encoder:
             self.extraction = Extraction.of(self.config)
             self.encoding = encoding
             self.dim = self.store.encoding_rows(encoding).dim
-            self.quantizer = Assigner(self.store.centroids)
+            tree = self.store.codebook_tree
+            # a vocabulary tree's words are the leaves its descent reaches, not the nearest
+            self.quantizer = quantizer(self.store.centroids if tree is None else tree)
             self.problem = None
             self._spec()
         except BaseException:

@@ -5,6 +5,7 @@ compressed. One directory::
     shards/         one HDF5 file per shard of images, written atomically by the workers
     manifest.json   finished steps and shards, so that a rerun resumes
     sample.npy      pass 1's descriptor sample; codebook.npy, the codebook learned from it
+                    (its words; codebook-tree.npz, the rest of a vocabulary tree's nodes)
     failures.tsv    the failed images with their reason
     encodings/NAME/ the per-shard files of an encoding added by ``features aggregate``
     index-GEN/      the search index (index.faiss, and index.refine its sparse refine
@@ -25,6 +26,7 @@ STORE_FILE = "store.h5"
 MANIFEST_FILE = "manifest.json"
 SHARDS_DIR = "shards"
 SAMPLE_FILE, CODEBOOK_FILE = "sample.npy", "codebook.npy"
+TREE_FILE = "codebook-tree.npz"
 FAILURES_FILE = "failures.tsv"
 ENCODINGS_DIR = "encodings"
 

@@ -23,13 +23,14 @@ from .write import (CSRWriter, ImageTable, create_offsets, idf_checksum, virtual
 
 def merge(directory, config, shard_files: list[str], *, centroids, codebook_attrs: dict,
           classes=(), names=(), splits=False, shard_records=(), idf=None,
-          versions=None) -> Path:
+          versions=None, tree=None) -> Path:
     """Build ``store.h5`` from finished shards, one shard in memory at a time.
 
     Two passes over the shards' word counts: document frequencies first, then the tf-idf
     rows, so the idf is that of the whole collection, unless an ``idf`` is given (a store
     encoded ``--like`` another weighs its words by the other's). ``versions``: the library
-    versions recorded with the store.
+    versions recorded with the store; ``tree``: the arrays of the vocabulary tree whose
+    leaves are ``centroids``, if the words were learned as one.
     """
     directory = Path(directory)
     out = directory / STORE_FILE
@@ -42,7 +43,7 @@ def merge(directory, config, shard_files: list[str], *, centroids, codebook_attr
         failures = _copy_shards(f, paths, census, idf, config, directory)
         _link_shards(f, shard_files, census, config.frame_units)
         write_failures(f, failures)
-        write_codebook(f, centroids, **codebook_attrs)
+        write_codebook(f, centroids, tree=tree, **codebook_attrs)
         if splits:  # a train/ val/ source: the split is the first component of the key
             write_split(f, [k.split("/", 1)[0] for k in f["images/key"].asstr()[:]])
         write_labels(f, classes, names)

@@ -24,6 +24,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ..codebook.tree import VocabularyTree
 from ..encodings.gmm import GMM
 from ..encodings.pca import PCA
 from ..exceptions import ParameterError, StoreError, first_line
@@ -231,6 +232,28 @@ class Store:
     @_reading
     def centroids(self) -> np.ndarray:
         return self.h5["codebook/centroids"][:]
+
+    @property
+    @_reading
+    def codebook_tree(self) -> VocabularyTree | None:
+        """The vocabulary tree the words were learned as (``codebook/tree``; its leaves are
+        :attr:`centroids`), or None for a flat codebook. A tree whose arrays differ from
+        their checksum, or do not form a tree, is a :class:`StoreError`."""
+        if "codebook/tree" not in self.h5:
+            return None
+        from .write import tree_checksum
+        g = self.h5["codebook/tree"]
+        arrays = {name: g[name][:] for name in ("child_start", "child_next", "centers")}
+        if tree_checksum(arrays) != g.attrs.get("checksum"):
+            raise StoreError(f"{self.path}: codebook/tree differs from its checksum; the "
+                             f"store is damaged (rerun the job into a new folder)")
+        try:
+            return VocabularyTree.from_arrays(
+                self.centroids, branching=int(self.h5["codebook"].attrs.get("branching", 0)),
+                **arrays)
+        except ParameterError as e:
+            raise StoreError(f"{self.path}: codebook/tree is not a vocabulary tree: {e}") \
+                from None
 
     @property
     @_reading

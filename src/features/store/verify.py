@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 
 from .._shared.hashing import file_sha256
-from ..exceptions import StoreError, first_line
+from ..exceptions import ParameterError, StoreError, first_line
 from .confined import check_confined, open_confined
 from .layout import CODEBOOK_FILE, MANIFEST_FILE, OK, SHARDS_DIR, STORE_FILE, word_dtype
 from .encodings import list_encodings
@@ -47,6 +47,26 @@ class Damage:
     def __call__(self, path, problem):
         self.found.append({"path": str(path), "problem": problem})
 
+
+def tree_problems(f, centroids) -> list[str]:
+    """What is wrong with ``codebook/tree`` (a recipe with ``tree_branching`` has one): missing,
+    not the checksum it was written with, or not a tree whose leaves are the codebook."""
+    from ..codebook.tree import VocabularyTree
+    from .write import tree_checksum
+    if "codebook/tree" not in f:
+        return ["codebook/tree is missing (the recipe learns a vocabulary tree)"]
+    g = f["codebook/tree"]
+    try:
+        arrays = {name: g[name][:] for name in ("child_start", "child_next", "centers")}
+    except KeyError as e:
+        return [f"codebook/tree is incomplete ({first_line(e)})"]
+    if tree_checksum(arrays) != g.attrs.get("checksum"):
+        return ["codebook/tree differs from its checksum"]
+    try:
+        VocabularyTree.from_arrays(centroids, branching=2, **arrays)
+    except ParameterError as e:
+        return [f"codebook/tree is not a vocabulary tree ({first_line(e)})"]
+    return []
 
 def check_store(directory, bad: Damage):
     """Check the manifest, the shards and ``store.h5`` of a store, reporting to ``bad``.
@@ -194,6 +214,9 @@ def _check_store_h5(directory, path, records, config, bad, checked):
             if "words" in f and len(f["words"]):
                 if f["words"].dtype != word_dtype(centroids.shape[0]):
                     bad(path, f"words are {f['words'].dtype}")
+            if config.get("tree_branching") or "codebook/tree" in f:
+                for problem in tree_problems(f, centroids[:]):
+                    bad(path, problem)
         for name in list_encodings(f):
             for where, problem in model_problems(f, name):
                 bad(path, f"{where} {problem}")

@@ -35,7 +35,7 @@ from .layout import COMPRESS, DIGEST, FORMAT, OK, STATUS_NAMES, STR, VERSION, vi
 __all__ = ["write_header", "ImageTable", "write_images", "write_split", "create_offsets",
            "write_labels", "write_codebook", "write_idf", "write_failures", "CSRWriter",
            "create_dense", "write_csr", "virtual_concat", "idf_checksum",
-           "centroids_checksum", "IMAGE_COLUMNS"]
+           "centroids_checksum", "tree_checksum", "IMAGE_COLUMNS"]
 
 # the columns of images/*, and their dtypes
 IMAGE_COLUMNS = {"key": STR, "label": np.int32, "width": np.int32, "height": np.int32,
@@ -47,6 +47,14 @@ SHARD_FIELDS = ("file", "count", "size", "checksum")
 def idf_checksum(idf) -> str:
     """sha256 of the little-endian float32 word weights."""
     return bytes_sha256(np.ascontiguousarray(idf, "<f4").tobytes())
+
+
+def tree_checksum(tree) -> str:
+    """sha256 of a vocabulary tree's arrays (``child_start``, ``child_next`` int32,
+    ``centers`` float32: dtype, shape, bytes of each, in that order)."""
+    return array_sha256(np.asarray(tree["child_start"], np.int32),
+                        np.asarray(tree["child_next"], np.int32),
+                        np.asarray(tree["centers"], np.float32))
 
 
 def centroids_checksum(centroids) -> str:
@@ -172,9 +180,11 @@ def write_labels(f, classes, names=()):
     return g
 
 
-def write_codebook(f, centroids, **attrs):
+def write_codebook(f, centroids, tree=None, **attrs):
     """``codebook/centroids`` (float32, words x 128) with its checksum, and ``attrs`` (how
-    it was learned) on the group."""
+    it was learned) on the group. ``tree``: the arrays of a vocabulary tree whose leaves
+    are ``centroids`` (``VocabularyTree.arrays()``), written as ``codebook/tree/*`` with
+    their checksum."""
     centroids = np.asarray(centroids, np.float32)
     if centroids.ndim != 2:
         raise ParameterError(f"centroids must be a 2-D array, got shape {centroids.shape}")
@@ -182,6 +192,11 @@ def write_codebook(f, centroids, **attrs):
     ds = g.create_dataset("centroids", data=centroids)
     # stores encoded --like another must share its codebook: compared by this checksum
     ds.attrs["checksum"] = centroids_checksum(centroids)
+    if tree is not None:
+        t = g.create_group("tree")
+        for name in ("child_start", "child_next", "centers"):
+            t.create_dataset(name, data=tree[name])
+        t.attrs["checksum"] = tree_checksum(tree)
     for k, v in attrs.items():
         g.attrs[k] = v
     return g
