@@ -125,6 +125,27 @@ def test_automatic_choice_and_searches_equal_exact(large_store):
         assert build(store, force=True) != path
 
 
+def test_copied_answers_as_mapped_and_survives_rewrite(large_store):
+    """``mmap=False`` (serve's copy) reads the lists into memory through the checked
+    descriptor: the same answers, and a file rewritten in place afterwards cannot fault it."""
+    out, rows = large_store
+    with Store(out) as store:
+        path = build(store)
+        mapped, copied = load_index(store), load_index(store, mmap=False)
+    assert isinstance(copied.ids, np.ndarray) and not isinstance(copied.ids, np.memmap)
+    assert isinstance(mapped.ids, np.memmap)
+    want = mapped.search(rows[[0, 42]], 10)
+    saved = path.read_bytes()
+    try:
+        with open(path, "r+b") as f:       # in place, as `cp` over the file does
+            f.truncate(64)
+        got = copied.search(rows[[0, 42]], 10)
+    finally:
+        path.write_bytes(saved)
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_allclose(got[0], want[0])
+
+
 def test_parameters_of_other_indexes_refused(large_store):
     out, rows = large_store
     with Store(out) as store:

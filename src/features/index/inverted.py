@@ -37,6 +37,7 @@ import numpy as np
 
 from .._ext import load
 from ..exceptions import IndexDamaged, ParameterError
+from .layout import INVERTED_FILE
 
 MAGIC = b"FEATINV1"
 HEADER = 64
@@ -113,13 +114,15 @@ def write_inverted(path, blocks, n_rows, dim, progress=None) -> int:
 
 
 class InvertedFile:
-    """An ``index.inverted`` opened for search, memory-mapped: what ``load_index`` returns
-    for an inverted-file index. ``search(queries, k)`` answers as a FAISS index does
+    """An ``index.inverted`` opened for search, memory-mapped (or, with ``copy_from``, the
+    held :class:`~features.index.files.OpenIndexFiles` it was opened through, read into
+    memory from the checked descriptor): what ``load_index`` returns for an inverted-file
+    index. ``search(queries, k)`` answers as a FAISS index does
     (scores and image numbers, best first; -1 where fewer than k images share a word with
     the query); ``ntotal``: images indexed, ``d``: words; ``files``: the open files
     (``features.index.files``), checked before each search by ``search_vectors``."""
 
-    def __init__(self, path, *, hint="run `features index` to rebuild it"):
+    def __init__(self, path, *, hint="run `features index` to rebuild it", copy_from=None):
         self.path = path
         self.files = None
         self._local = threading.local()
@@ -140,9 +143,9 @@ class InvertedFile:
         if (self.starts[0] != 0 or self.starts[-1] != postings
                 or np.any(np.diff(self.starts) < 0)):
             raise IndexDamaged(f"{path} is damaged (its list starts); {hint}")
-        self.ids = _mapped(path, np.int32, where["ids"], postings)
-        self.weights = _mapped(path, np.float32, where["weights"], postings)
-        self.indexed = _mapped(path, np.int32, where["indexed"], indexed)
+        self.ids = _array(path, copy_from, np.int32, where["ids"], postings)
+        self.weights = _array(path, copy_from, np.float32, where["weights"], postings)
+        self.indexed = _array(path, copy_from, np.int32, where["indexed"], indexed)
 
     def list(self, word):
         """(image numbers, weights) of one word's list."""
@@ -224,7 +227,13 @@ class InvertedFile:
         return problems
 
 
-def _mapped(path, dtype, offset, n):
+def _array(path, copy_from, dtype, offset, n):
+    """``n`` values from ``offset``: mapped, or copied through the held files' checked
+    descriptor (nothing done to the file afterwards can fault a copy)."""
     if n == 0:
         return np.zeros(0, dtype)
-    return np.memmap(path, dtype, "r", offset, (n,))
+    if copy_from is None:
+        return np.memmap(path, dtype, "r", offset, (n,))
+    out = np.empty(n, dtype)
+    copy_from.read_into(INVERTED_FILE, offset, out)
+    return out

@@ -46,7 +46,7 @@ def load_index(store, mmap=True):
 
 def _load(store, record, mmap):
     if (record or {}).get("kind") == INVERTED_KIND:
-        return _load_inverted(store, record)
+        return _load_inverted(store, record, mmap)
     paths = index_paths(store.dir, record)
     path = paths[INDEX_FILE]
     if not path.exists():
@@ -113,19 +113,20 @@ def _load(store, record, mmap):
     return index
 
 
-def _load_inverted(store, record):
-    """An inverted-file index (``index.inverted``), memory-mapped, its file checked against
-    the record and held open."""
+def _load_inverted(store, record, mmap):
+    """An inverted-file index (``index.inverted``), memory-mapped or copied, its file
+    checked against the record and held open."""
     opened = index_files.OpenIndexFiles(store.dir, record)
     path = opened.paths[INVERTED_FILE]
     hint = index_files.rebuild_hint(store.dir)
     try:
-        index = InvertedFile(path, hint=hint)
+        index = InvertedFile(path, hint=hint, copy_from=None if mmap else opened)
     except BaseException:
         opened.close()
         raise
-    opened.mapped.add(INVERTED_FILE)
-    if not opened.is_open(INVERTED_FILE):
+    (opened.mapped if mmap else opened.copied).add(INVERTED_FILE)
+    opened.check()
+    if mmap and not opened.is_open(INVERTED_FILE):
         raise StoreError(f"{path} was replaced while it was opened")
     for what, value in (("dim", index.d), ("rows", index.ntotal)):
         if isinstance(record.get(what), int) and value != record[what]:
