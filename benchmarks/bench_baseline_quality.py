@@ -21,7 +21,10 @@ Each trial is one `features run` (phow dense SIFT, BoVW), a spatial pyramid and 
 Fisher vector encodings (`features aggregate`), the raw pixels, and `features baseline --json`
 with the linear SVM on all of them (so the McNemar p-value of the best against each other
 comes from the product itself).  Results go to ``benchmarks/results/baseline_quality.json``
-(appended, one record a trial) and are summarised in ``baseline_quality.md`` by hand.
+(appended, one record a trial) and are summarised in ``baseline_quality.md`` by hand.  The
+images and stores go under ``$BENCH_WORK/baseline_quality`` (default ``benchmarks/_work``),
+one directory a trial, so that trials can run side by side; ``--spm-grids none`` leaves out
+the pyramid.
 
     python benchmarks/bench_baseline_quality.py fashion --train 300 --val 100 --side 48 \\
         --words 256 --fisher 64,64,1x1,3x1 --epochs 10
@@ -44,7 +47,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-WORK = HERE / "_work" / "baseline_quality"
+WORK = Path(os.environ.get("BENCH_WORK", HERE / "_work")) / "baseline_quality"
 RESULTS = HERE / "results" / "baseline_quality.json"
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -116,7 +119,7 @@ def main():
     ap.add_argument("--side", type=int, default=64)
     ap.add_argument("--words", type=int, default=1024)
     ap.add_argument("--step", type=int)
-    ap.add_argument("--spm-grids", default="1x1,2x2,4x4")
+    ap.add_argument("--spm-grids", default="1x1,2x2,4x4", help="or none: no pyramid")
     ap.add_argument("--fisher", action="append", default=[],
                     help="PCA,COMPONENTS,GRIDS... e.g. 32,64,1x1,3x1 (repeatable)")
     ap.add_argument("--epochs", type=int, default=30)
@@ -134,7 +137,7 @@ def main():
                   "val": (x, y, pick(y, 0, a.val, "first"))}
     else:
         splits["val"] = (x, y, pick(y, a.train, a.val, a.which))
-    work = WORK / f"{a.dataset}-{a.which}{a.train}+{a.val}-s{a.side}"
+    work = WORK / f"{a.dataset}-{a.which}{a.train}+{a.val}-s{a.side}-st{a.step}-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
     root = work / "images"
     pixels = {}
@@ -151,8 +154,9 @@ def main():
     _, times["run"] = cli("run", root, "-o", store, "--preset", "phow", "--words", a.words,
                           *extra, "--jobs", "2", "--sample-images", "500",
                           "--sample-per-image", "100", "-q")
-    _, times["spm"] = cli("aggregate", store, "--method", "spm", "--grids", a.spm_grids,
-                          "--kernel-map", "chi2", "-q")
+    if a.spm_grids != "none":
+        _, times["spm"] = cli("aggregate", store, "--method", "spm", "--grids", a.spm_grids,
+                              "--kernel-map", "chi2", "-q")
     names = {}
     for spec in a.fisher:
         pca, comp, *grids = spec.split(",")

@@ -20,7 +20,10 @@ development images, not on the scored ones (see the README).  The quality asked 
 scored figure with a point of slack for the variation of the sampled models between
 machines: at most 4% error.  It was set after the scored run: the development interval's
 upper end (2.7%), set before it, would have failed on images that are simply other ones
-(30 errors against 17, intervals that overlap).
+(30 errors against 17, intervals that overlap).  Later trials on the same development images
+(dense SIFT every 2 pixels: 1.8%; a 3 x 3 grid: 2.1%) did not beat these settings, and these
+settings with all 400 other images of each digit training had already been scored (2.9%
+[2.0%, 4.1%]): no new choice was left to score, and the scored digits were not scored again.
 
     python -m pytest tests/baseline/test_baseline_digits.py -s     # prints the numbers
 """
