@@ -17,13 +17,15 @@ these: the last images of each class of the training file.  There, at 300 a clas
 16.7%] of 1,000, significantly better than BoVW (18.8%), its pyramid (20.8%) and the pixels
 (17.7%); the test asked the same and at most the upper end of that interval.
 
-Measured on the scored images: Fisher vectors 15.2% [13.1%, 17.6%] (84.8% top-1), BoVW
-pyramid 18.6% (McNemar p = 0.0007), BoVW 16.7% (p = 0.13), pixels 17.2% (p = 0.10); 2.7
-minutes of processor time (11.5 minutes of wall time on 2 cores loaded 10 to 15 times over).
-Fisher vectors are the best encoding and beat the pyramid significantly, but not BoVW and
-the pixels: the test asked that before the scored run and failed, and now asks only that
-they are better (the significant win over BoVW is the benchmark's, p = 0.004, and the
-digits test's).
+Measured first on the test file's first 100 of each class: Fisher vectors 15.2% [13.1%,
+17.6%], BoVW pyramid 18.6% (McNemar p = 0.0007), BoVW 16.7% (p = 0.13), pixels 17.2% (p =
+0.10): the win over BoVW was not significant on 1,000 images.  The settings are unchanged; the
+test now scores the first 300 of each class (3,000, 2,000 of them never scored before), with
+what it asks fixed before that run: Fisher best, significantly better than BoVW and its
+pyramid, better than the pixels, at most 16.7% error.  Measured: Fisher vectors 15.2% [14.0%,
+16.5%] (84.8% top-1), BoVW 17.3% (p = 0.0001), BoVW pyramid 19.9% (p = 1e-16), pixels 17.3%
+(p = 0.002); 3.4 minutes of processor time against 2.7 before (9 minutes of wall time on 2
+loaded cores).
 
     python -m pytest tests/baseline/test_baseline_quality.py -s     # prints the numbers
 """
@@ -36,7 +38,7 @@ import pytest
 from quality_store import build, first_of_each_class, summary
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-FASHION_TRAIN, FASHION_VAL, FASHION_SIDE, FASHION_WORDS, FASHION_EPOCHS = 300, 100, 48, 256, 10
+FASHION_TRAIN, FASHION_VAL, FASHION_SIDE, FASHION_WORDS, FASHION_EPOCHS = 300, 300, 48, 256, 10
 FASHION_FISHER = ["--pca-dims", "64", "--components", "64", "--grids", "1x1,3x1"]
 FASHION_SPM = "1x1,2x2,4x4"
 
@@ -61,12 +63,11 @@ def fashion(tmp_path_factory):
     return summary(f"Fashion-MNIST, {FASHION_TRAIN} training images per class", r)
 
 
-def test_fashion_fisher_vectors_best_and_beat_the_bovw_pyramid_significantly(fashion):
+def test_fashion_fisher_vectors_beat_bovw_significantly(fashion):
     errors, best, p = fashion
     assert best["encoding"] == "fisher"
-    assert p["spm"] < 0.05
-    # better than BoVW and the pixels, not significantly on these images (see the docstring)
-    assert errors["fisher"] < errors["bovw"] and errors["fisher"] < errors["pixels"]
+    assert p["bovw"] < 0.05 and p["spm"] < 0.05
+    assert errors["fisher"] < errors["pixels"]
 
 
 def test_fashion_best_top1_accuracy(fashion):
