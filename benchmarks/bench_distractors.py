@@ -291,7 +291,7 @@ def main():
     used = write_distractors(pool, max(sizes + [args.learn]))
     recipes = {f"{args.words} words, vocabulary tree": get_preset(
         "sift", words=args.words, tree_branching=10, points_per_word=args.points_per_word,
-        sample_per_image=1000)}
+        sample_per_image=1000, sample_images=args.learn + 72)}
     if not args.no_flat:
         recipes = {"1000 words, flat k-means": get_preset("sift", words=1000), **recipes}
     path = Path(args.out)
