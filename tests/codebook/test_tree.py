@@ -185,3 +185,43 @@ def test_pickled_for_tasks():
     again = pickle.loads(data)
     q = blobs(n=300, seed=2)
     assert np.array_equal(again.assign(q), tree.assign(q)) and again.depth == tree.depth
+
+
+def _node_at(tree, x, level):
+    """The node (or leaf, as -1 - word) each row's descent reaches after ``level`` steps."""
+    out = np.empty(len(x), np.int64)
+    for i, row in enumerate(x.astype(np.float64)):
+        node = 0
+        for _ in range(level):
+            lo, hi = tree.child_start[node], tree.child_start[node + 1]
+            centers = tree._slots[lo:hi].astype(np.float64)
+            node = int(tree.child_next[lo + int(np.argmin(((centers - row) ** 2).sum(1)))])
+            if node < 0:
+                break
+        out[i] = node
+    return out
+
+
+def test_coarse_words_are_the_nodes_of_a_level():
+    x = blobs()
+    tree = hikmeans(x, 64, 4, depth=3, seed=0)     # the full tree: 4 x 4 x 4
+    words = np.arange(64)
+    for level, size in ((1, 16), (2, 4)):
+        np.testing.assert_array_equal(tree.coarse_words(level), words // size * size)
+    np.testing.assert_array_equal(tree.coarse_words(3), words)
+    np.testing.assert_array_equal(tree.coarse_words(9), words)
+    # an uneven tree: two descriptors share a group exactly when their descents share
+    # the node of that level, and a group is a run of words named by its first
+    tree = hikmeans(x, 50, 4, seed=0)
+    for level in (1, 2):
+        groups = tree.coarse_words(level)
+        assert np.all(np.diff(groups) >= 0) and len(np.unique(groups)) <= 4 ** level
+        for g in np.unique(groups):
+            members = np.flatnonzero(groups == g)
+            assert members[0] == g and members[-1] == g + len(members) - 1
+        by_group = groups[tree.assign(x)]
+        by_node = _node_at(tree, x, level)
+        pairs = set(zip(by_group.tolist(), by_node.tolist()))
+        assert len(pairs) == len(set(by_group.tolist())) == len(set(by_node.tolist()))
+    with pytest.raises(ParameterError, match="level"):
+        tree.coarse_words(0)

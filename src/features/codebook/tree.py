@@ -183,6 +183,40 @@ class VocabularyTree:
                 _DIST_RTOL * (self.d + 3), t)
         return out
 
+    def coarse_words(self, level) -> np.ndarray:
+        """Each word's node ``level`` levels below the root, as int32 (words,): the coarser
+        vocabulary of that level of the tree, a group named by its smallest word (a leaf
+        less deep than ``level`` is a group of its own).
+
+        Two descriptors of one word share its group, and two of different words share it
+        when their descent parted below ``level``: what spatial verification needs to find
+        the tentative matches that a fine vocabulary splits. A tree learned by
+        :func:`hikmeans` numbers each subtree's words contiguously, so the groups are
+        non-decreasing in the word (features sorted by word stay sorted by group)."""
+        level = check_int(level, "level", 1)
+        start, nxt = self.child_start, self.child_next
+        n_nodes = len(start) - 1
+        slot_node = np.repeat(np.arange(n_nodes, dtype=np.int64), np.diff(start))
+        internal = nxt >= 0
+        parent = np.full(n_nodes, -1, np.int64)
+        parent[nxt[internal]] = slot_node[internal]
+        # depth of each internal node (the root 0): a fixed point, one pass per level
+        depth = np.zeros(n_nodes, np.int64)
+        for _ in range(self.depth):
+            depth[1:] = depth[parent[1:]] + 1
+        # each leaf's node at `level`: climb from the node holding it
+        words = (-1 - nxt[~internal]).astype(np.int64)
+        node = slot_node[~internal]
+        for _ in range(self.depth):
+            node = np.where(depth[node] > level, parent[node], node)
+        shallow = depth[node] < level      # the leaf is at `level` or above: its own group
+        key = np.where(shallow, n_nodes + words, node)
+        first = np.full(n_nodes + self.k, self.k, np.int64)
+        np.minimum.at(first, key, words)
+        out = np.empty(self.k, np.int32)
+        out[words] = first[key]
+        return out
+
 
 def _rebuilt(centroids, child_start, child_next, centers, branching):
     return VocabularyTree.from_arrays(centroids, child_start, child_next, centers, branching)

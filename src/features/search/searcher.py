@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from ..codebook.tree import VocabularyTree
 from ..exceptions import ParameterError, QueryError
 from ..extract.geometry import frame_geometry, keeps_geometry, unpack_geometry
 from ..index import apply_params, index_record, load_index, search_vectors
@@ -58,6 +59,7 @@ class Searcher:
             raise
         self.verify_params = VerifyParams()
         self._sizes = None
+        self._groups = {}
         self.threads = int(threads)
         self.batch_threads = int(batch_threads or os.cpu_count() or 1)
         # thread_limits=False: leave the process's BLAS threads alone (a server opening a new
@@ -271,8 +273,25 @@ class Searcher:
             self._sizes = self.store.column("width"), self.store.column("height")
         return self._sizes
 
+    def match_groups(self):
+        """What verification matches features by: None (their words), or int32 (words,),
+        each word's group at the level of the store's vocabulary tree that holds at most
+        ``verify_params.match_words`` groups (see :func:`match_groups`)."""
+        limit = self.verify_params.match_words
+        if limit not in self._groups:
+            self._groups[limit] = match_groups(self.quantizer, limit)
+        return self._groups[limit]
+
+    def _grouped(self, words):
+        groups = self.match_groups()
+        return words if groups is None else groups[words]
+
     def query_geometry(self, query: Query):
         """The query's (words, features) for verification, computed once."""
+        words, geom = self._query_geometry(query)
+        return self._grouped(words), geom
+
+    def _query_geometry(self, query: Query):
         if query.geometry is None:
             if query.self_index is not None and self.store.has_geometry:
                 records, _ = self.store.geometry([query.self_index])
@@ -306,7 +325,7 @@ class Searcher:
             words = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int32)
             geom = (np.concatenate([p[1] for p in parts]) if parts
                     else np.zeros((0, 4), np.float32))
-        return words, geom, offsets, np.maximum(w, h).astype(np.float32)
+        return self._grouped(words), geom, offsets, np.maximum(w, h).astype(np.float32)
 
     def verify_candidates(self, query: Query, ids, n_threads=1):
         """Inlier counts (int32) and similarity transforms (n x 4: a, b, tx, ty, mapping query
@@ -335,6 +354,32 @@ class Searcher:
                 "transform": transform_matrix(t).round(6).tolist() if len(rows_q) else None,
                 "query_size": [int(query.width), int(query.height)],
                 "result_size": [int(width[index]), int(height[index])]}
+
+
+def match_groups(codebook, limit):
+    """The groups of words that spatial verification matches features by, for a codebook
+    (a :class:`~features.codebook.VocabularyTree`, or anything else with ``k`` words):
+    None (the words themselves) when it has at most ``limit`` words or is not a tree;
+    else the tree's coarse words (:meth:`VocabularyTree.coarse_words`) at its deepest
+    level with at most ``limit`` of them.
+
+    With 100,000 words an edited copy's feature often falls in another word than its
+    original's (the descent parts near the leaves): matching by word finds too few
+    tentative matches to verify, and re-ranking gained nothing. A coarser level of the
+    same tree finds them again, at no cost: the geometry records keep the words, sorted,
+    and a subtree's words are contiguous, so the groups stay sorted."""
+    if not isinstance(codebook, VocabularyTree) or codebook.k <= limit:
+        return None
+    best = None
+    for level in range(1, codebook.depth):
+        groups = codebook.coarse_words(level)
+        if len(np.unique(groups)) > limit:
+            break
+        best = groups
+    if best is None or np.any(best[1:] < best[:-1]):
+        # a tree numbered otherwise would unsort the features: match by word
+        return None
+    return best
 
 
 def _thread_limits(threads):

@@ -6,7 +6,8 @@ row per feature, sorted by visual word, so matching two images is a merge.
 Verification
 ------------
 The algorithm is in ``ext/_verify.pyx``: tentative matches are the pairs of features
-sharing a word (bursty words left out); each match proposes a whole similarity transform
+sharing a word (bursty words left out; with a vocabulary tree of more than
+``match_words`` words, sharing a node of a coarser level: :func:`Searcher.match_groups`); each match proposes a whole similarity transform
 (scale and rotation from the two SIFT frames, translation from the positions); a
 (rotation, scale) histogram of the matches picks where hypotheses come from; a hypothesis
 scores the matches it maps within ``tolerance`` (a fraction of the candidate's larger
@@ -38,6 +39,9 @@ class VerifyParams:
     angle_tolerance: float = 0.5      # radians (about 29 degrees)
     scale_tolerance: float = 1.0      # octaves
     max_per_word: int = 4             # words more frequent than this in either image are left out
+    # features match by word, and in a vocabulary tree of more words than this by their
+    # node at the deepest level with at most this many (Searcher.match_groups)
+    match_words: int = 10_000
     max_hypotheses: int = 64
     lo_iters: int = 4
 
@@ -46,7 +50,8 @@ class VerifyParams:
             v = getattr(self, name)
             if not (isinstance(v, numbers.Real) and v > 0 and np.isfinite(v)):
                 raise ParameterError(f"{name} must be a positive number, got {v!r}")
-        for name, low in (("max_per_word", 1), ("max_hypotheses", 1), ("lo_iters", 0)):
+        for name, low in (("max_per_word", 1), ("max_hypotheses", 1), ("lo_iters", 0),
+                          ("match_words", 2)):
             v = getattr(self, name)
             if not isinstance(v, numbers.Integral) or v < low:
                 raise ParameterError(f"{name} must be an integer >= {low}, got {v!r}")
