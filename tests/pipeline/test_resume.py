@@ -9,9 +9,6 @@ import h5py
 import numpy as np
 import pytest
 
-from features.exceptions import StoreError
-from features.store import Manifest
-
 from conftest import package_env, run_cli
 
 ARGS = ["--words", 32, "--max-side", 200, "--shard-size", 2, "-q"]
@@ -25,8 +22,8 @@ def _start(src, out, env):
 
 def _shards_done(out):
     try:
-        return len(Manifest(out).data["shards"])
-    except (OSError, ValueError, KeyError, StoreError):
+        return len(json.loads((out / "manifest.json").read_text())["shards"])
+    except (OSError, ValueError, KeyError):
         return 0
 
 
