@@ -51,29 +51,43 @@ def _write_block(root, photos, start, stop, n_classes, seed):
     noise = np.random.default_rng([seed, start, 1]).normal(0, 5, (1000, 1000, 3)).astype(np.float32)
     for i in range(start, stop):
         rng = np.random.default_rng([seed, i])
-        wnid = f"n{10000000 + i % n_classes:08d}"
         data = _image(photos[int(rng.integers(len(photos)))], rng, noise)
-        path = root / "train" / wnid / f"{wnid}_{i}.JPEG"
-        path.write_bytes(data)
+        _path(root, i, n_classes).write_bytes(data)
         sizes.append(len(data))
     return sizes
 
 
-def make_corpus(root, n_images, *, n_classes=100, seed=0, jobs=2) -> Path:
-    """Write (or reuse) a corpus of ``n_images`` JPEGs under ``root/train``."""
+def _path(root, i, n_classes):
+    wnid = f"n{10000000 + i % n_classes:08d}"
+    return root / "train" / wnid / f"{wnid}_{i}.JPEG"
+
+
+def make_corpus(root, n_images, *, n_classes=100, seed=0, jobs=2, grow=False) -> Path:
+    """Write (or reuse) a corpus of ``n_images`` JPEGs under ``root/train``.
+
+    ``grow``: a smaller corpus of the same seed and classes already there is extended
+    rather than written again (its images are those a corpus of ``n_images`` starts with:
+    each image and each block's noise field are seeded by their position)."""
     root = Path(root)
     stamp = root / "corpus.json"
     want = {"n_images": n_images, "n_classes": n_classes, "seed": seed, "version": 1}
-    if stamp.exists() and json.loads(stamp.read_text()).get("spec") == want:
+    have = json.loads(stamp.read_text()).get("spec") if stamp.exists() else None
+    if have == want:
         return root / "train"
+    block = 500
+    start = 0
+    if grow and have and {k: v for k, v in have.items() if k != "n_images"} == {
+            k: v for k, v in want.items() if k != "n_images"} and have["n_images"] < n_images:
+        start = have["n_images"] // block * block
+    stamp.unlink(missing_ok=True)
     for c in range(n_classes):
         (root / "train" / f"n{10000000 + c:08d}").mkdir(parents=True, exist_ok=True)
     photos = [load_photo(p) for p in PHOTOS]
-    block = 500
+    kept = [np.array([_path(root, i, n_classes).stat().st_size for i in range(start)], np.int64)]
     parts = Parallel(n_jobs=jobs)(
         delayed(_write_block)(root, photos, s, min(s + block, n_images), n_classes, seed)
-        for s in range(0, n_images, block))
-    sizes = np.concatenate(parts)
+        for s in range(start, n_images, block))
+    sizes = np.concatenate(kept + [np.asarray(p, np.int64) for p in parts])
     stats = {"images": int(len(sizes)), "mean_kb": float(sizes.mean() / 1024),
              "p5_kb": float(np.percentile(sizes, 5) / 1024),
              "p95_kb": float(np.percentile(sizes, 95) / 1024),

@@ -160,8 +160,10 @@ def _check_store_h5(directory, path, records, config, bad, checked):
                     if int(k) < len(merged)] if records else []
         if records and [r["file"] for r in merged] != recorded:
             bad(path, "merged from other shards than the manifest records; rerun the job")
+        # the first record of each file, found without a scan of them all per shard
+        by_file = {x.get("file"): x for x in reversed(list(records.values()))}
         for r in merged:
-            rec = next((x for x in records.values() if x.get("file") == r["file"]), None)
+            rec = by_file.get(r["file"])
             if rec is not None and rec.get("checksum") and r.get("checksum") != rec["checksum"]:
                 bad(directory / SHARDS_DIR / r["file"], "differs from the shard store.h5 was "
                                                      "merged from")
