@@ -50,6 +50,7 @@ sys.path.insert(0, str(HERE.parent / "src"))
 
 from _vlfeat import VLFeat  # noqa: E402
 from corpus import corpus_stats, make_corpus  # noqa: E402
+from encode_store import store_with_codebook  # noqa: E402
 
 from features.codebook import KMEANS_TOL, quantization_error  # noqa: E402
 from features.pipeline import encode_images, sample_descriptors, train_codebook  # noqa: E402
@@ -220,15 +221,8 @@ def peer_pipeline(paths, centroids, vl, out_path, max_side=300, chunk=1000):
 
 
 def ours(config, source, codebook, out, jobs, limit):
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    # the codebook's steps, not its job: pass 1 saw the whole corpus, this run --speed-images
-    manifest = json.loads((codebook.parent / "manifest.json").read_text())
-    manifest.pop("job", None)
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    shutil.copy(codebook, out / codebook.name)
-    summary = encode_images(config, source, out / codebook.name, out, jobs=jobs, limit=limit,
-                            progress=False)
+    summary = encode_images(config, source, store_with_codebook(codebook, out), out,
+                            jobs=jobs, limit=limit, progress=False)
     return summary
 
 

@@ -37,7 +37,6 @@ import hashlib
 import json
 import pickle
 import resource
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -50,6 +49,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from corpus import corpus_stats, make_corpus  # noqa: E402
+from encode_store import store_with_codebook  # noqa: E402
 
 from features._shared.threads import single_threaded_libraries  # noqa: E402
 from features.codebook import Assigner  # noqa: E402
@@ -224,15 +224,9 @@ def encode_in_process(config, source, codebook, out, limit, timings):
 
 def fresh_encode(config, source, codebook, out, jobs, limit):
     """Seconds of one encode step into a fresh store that has the codebook's steps."""
-    out = Path(out)
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
-    manifest = json.loads((codebook.parent / "manifest.json").read_text())
-    manifest.pop("job", None)
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    shutil.copy(codebook, out / codebook.name)
+    in_store = store_with_codebook(codebook, out)
     w = WALL()
-    encode_images(config, source, out / codebook.name, out, jobs=jobs, limit=limit,
+    encode_images(config, source, in_store, Path(out), jobs=jobs, limit=limit,
                   progress=False)
     return WALL() - w
 

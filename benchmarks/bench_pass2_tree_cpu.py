@@ -15,7 +15,6 @@ CHECKOUT: a tree of the other version with its compiled kernels (``git archive``
 """
 import argparse
 import ctypes
-import json
 import os
 import resource
 import shutil
@@ -39,6 +38,7 @@ def child(tree, n):
     import importlib
     for name in ("cv2", "faiss", "h5py", "corpus"):     # a benchmark script's imports
         importlib.import_module(name)
+    from encode_store import store_with_codebook
     from features.pipeline import encode_images
     from features.presets import get_preset
     from features.sources import open_source
@@ -48,14 +48,8 @@ def child(tree, n):
     codebook = work / "codebook-pass2-costs" / "codebook.npy"
     out = Path(f"/tmp/pass2-tree-cpu-{os.getpid()}")
     for _ in range(2):
-        shutil.rmtree(out, ignore_errors=True)
-        out.mkdir(parents=True)
-        manifest = json.loads((codebook.parent / "manifest.json").read_text())
-        manifest.pop("job", None)
-        (out / "manifest.json").write_text(json.dumps(manifest))
-        shutil.copy(codebook, out / codebook.name)
-        encode_images(config, source, out / codebook.name, out, jobs=1, limit=n,
-                      progress=False)
+        encode_images(config, source, store_with_codebook(codebook, out), out, jobs=1,
+                      limit=n, progress=False)
     shutil.rmtree(out, ignore_errors=True)
 
 

@@ -41,6 +41,18 @@ def check_real(value, name, *, positive=False) -> float:
     return value
 
 
+def check_out(out, shape, dtype=np.float32) -> np.ndarray:
+    """A caller-allocated output array, or a new one when ``out`` is None; refused unless it
+    is a C-contiguous ndarray of exactly ``shape`` and ``dtype`` (kernels write into it)."""
+    if out is None:
+        return np.empty(shape, dtype)
+    if (not isinstance(out, np.ndarray) or out.dtype != dtype or out.shape != tuple(shape)
+            or not out.flags.c_contiguous):
+        raise ParameterError(f"out must be a C-contiguous {np.dtype(dtype).name} array of "
+                             f"shape {tuple(shape)}", "out")
+    return out
+
+
 def check_gray(gray, name="gray") -> np.ndarray:
     """``gray`` as an array after the checks above (not converted, maybe not contiguous)."""
     image = np.asarray(gray)

@@ -56,6 +56,7 @@ import numbers
 import numpy as np
 
 from .._ext import load
+from .._shared.checks import check_out
 from ..exceptions import ParameterError
 
 __all__ = ["Assigner"]
@@ -247,11 +248,7 @@ class Assigner:
         """
         x = self._check(descriptors)
         n = x.shape[0]
-        if out is None:
-            out = np.empty(n, np.int32)
-        elif (not isinstance(out, np.ndarray) or out.dtype != np.int32
-              or out.shape != (n,) or not out.flags.c_contiguous):
-            raise ParameterError(f"out must be a C-contiguous int32 array of shape ({n},)")
+        out = check_out(out, (n,), np.int32)
         if n == 0:
             return out
         kern = _kernel()

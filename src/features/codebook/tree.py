@@ -53,7 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._ext import load
-from .._shared.checks import check_int
+from .._shared.checks import check_int, check_out
 from .._shared.threads import one_blas_thread
 from ..exceptions import ParameterError
 from .assign import Assigner
@@ -169,11 +169,7 @@ class VocabularyTree:
                 raise ParameterError("descriptors contain NaN or infinite values")
         x = np.ascontiguousarray(x)
         n = x.shape[0]
-        if out is None:
-            out = np.empty(n, np.int32)
-        elif (not isinstance(out, np.ndarray) or out.dtype != np.int32
-              or out.shape != (n,) or not out.flags.c_contiguous):
-            raise ParameterError(f"out must be a C-contiguous int32 array of shape ({n},)")
+        out = check_out(out, (n,), np.int32)
         if n:
             t = check_int(n_threads, "n_threads", 1)
             widest = int(np.diff(self.child_start).max())

@@ -70,13 +70,6 @@ def check_offsets(offsets, n_rows):
     return o
 
 
-def check_out(out, n, width):
-    if out is None:
-        return np.empty((n, width), np.float32)
-    if (not isinstance(out, np.ndarray) or out.dtype != np.float32
-            or out.shape != (n, width) or not out.flags.c_contiguous):
-        raise ParameterError(f"out must be a C-contiguous float32 array of shape ({n}, {width})")
-    return out
 
 
 def blocks(offsets, block_rows=BLOCK_ROWS):

@@ -60,10 +60,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._shared.checks import check_out
 from ..exceptions import ParameterError
 from .._ext import load
 from ._common import (BLOCK_ROWS, as_descriptors, as_matrix, blocks, check_finite, check_flag,
-                      check_offsets, check_out, check_threads)
+                      check_offsets, check_threads)
 
 __all__ = ["fisher_vector", "fisher_vector_batch"]
 
@@ -204,7 +205,7 @@ def fisher_vector_batch(x, offsets, means, covariances=None, priors=None, *, imp
     offsets = check_offsets(offsets, x.shape[0])
     k, d = model.k, model.d
     n_images = len(offsets) - 1
-    out = check_out(out, n_images, 2 * k * d)
+    out = check_out(out, (n_images, 2 * k * d))
     kern = _kernel()
     t = n_threads
     acc = np.zeros((t, 2, k, d))

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._shared.checks import check_out
 from ..exceptions import ParameterError
 __all__ = ["PCA", "fit_pca", "pca_transform"]
 
@@ -122,11 +123,7 @@ def pca_transform(x, model: PCA, out=None):
     if x.shape[1] != d:
         raise ParameterError(f"x must have shape (n, {d}), got {x.shape}")
     n, dims = x.shape[0], model.components.shape[0]
-    if out is None:
-        out = np.empty((n, dims), np.float32)
-    elif (not isinstance(out, np.ndarray) or out.dtype != np.float32
-          or out.shape != (n, dims) or not out.flags.c_contiguous):
-        raise ParameterError(f"out must be a C-contiguous float32 array of shape ({n}, {dims})")
+    out = check_out(out, (n, dims))
     proj = model.components.T
     shift = model.mean @ proj
     if model.whiten:

@@ -42,11 +42,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._shared.checks import check_out
 from ..exceptions import ParameterError
 from .._ext import load
 from ..codebook import Assigner
 from ._common import (BLOCK_ROWS, as_descriptors, as_matrix, blocks, check_finite,
-                      check_flag, check_offsets, check_out, check_threads)
+                      check_flag, check_offsets, check_threads)
 
 __all__ = ["vlad", "vlad_batch"]
 
@@ -115,7 +116,7 @@ def vlad_batch(x, offsets, centers, assignments=None, *, normalize_components=Tr
         x = as_descriptors(raw, d)
     offsets = check_offsets(offsets, x.shape[0])
     n_images = len(offsets) - 1
-    out = check_out(out, n_images, k * d)
+    out = check_out(out, (n_images, k * d))
     labels = soft = None
     assigner = None
     if assignments is None:

@@ -42,13 +42,7 @@ def check_index(directory, ok_with_features, bad, checked):
     record = record or {}
     damaged = set()
     for name, p in paths.items():
-        try:
-            with open(p, "rb") as f:
-                problem = file_problem(f, recorded(record, name))
-        except FileNotFoundError:
-            problem = "missing"
-        except OSError as e:
-            problem = f"unreadable ({first_line(e)})"
+        problem = _file_problem(p, record, name)
         if problem:
             bad(p, problem)
             damaged.add(name)
@@ -87,13 +81,7 @@ def check_inverted(path, record, ok_with_features, bad, checked):
     """An inverted-file index: the size and SHA-256 recorded, then its structure (every
     list's image numbers in range and increasing, finite weights, the images with features
     indexed), unless the file is already known damaged."""
-    try:
-        with open(path, "rb") as f:
-            problem = file_problem(f, recorded(record, INVERTED_FILE))
-    except FileNotFoundError:
-        problem = "missing"
-    except OSError as e:
-        problem = f"unreadable ({first_line(e)})"
+    problem = _file_problem(path, record, INVERTED_FILE)
     if problem:
         bad(path, problem)
         return
@@ -129,3 +117,15 @@ def check_refine(path, record, ok_with_features, bad, block=1 << 24):
         if not np.isfinite(np.asarray(rows.values[a:a + block]).view(np.float16)).all():
             bad(path, "values that are not finite")
             return
+
+
+def _file_problem(path, record, name):
+    """What is wrong with one index file against its record (size, SHA-256), "missing",
+    "unreadable (...)", or None."""
+    try:
+        with open(path, "rb") as f:
+            return file_problem(f, recorded(record, name))
+    except FileNotFoundError:
+        return "missing"
+    except OSError as e:
+        return f"unreadable ({first_line(e)})"
