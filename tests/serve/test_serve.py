@@ -382,9 +382,21 @@ def test_store_without_index(small_store, tmp_path):
                                            ("--port", 70000), ("--nprobe", 4),
                                            ("--k-factor", 0), ("--header-timeout", 0),
                                            ("--body-timeout", "nan"),
-                                           ("--upload-memory-mb", 0)])
+                                           ("--upload-memory-mb", 0),
+                                           ("--max-connections", 0)])
 def test_bad_options(small_store, option, value):
     _one_error_line(_serve(small_store, "--port", 0, option, value), option.split("-")[-1])
+
+
+def test_more_connections_than_open_files(small_store):
+    """A connection limit the process's open-file limit cannot hold is refused at start
+    (at the open-file limit accepting would fail for every client)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard open-file limit to exceed")
+    _one_error_line(_serve(small_store, "--port", 0, "--max-connections", hard + 1),
+                    "--max-connections")
 
 
 def test_upload_memory_below_the_body_limit(small_store):

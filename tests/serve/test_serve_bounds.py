@@ -236,6 +236,55 @@ def test_slowloris_connections_are_closed(server):
     assert closed == {"silent", "trickle"}
 
 
+def _health_on(sock, srv) -> dict:
+    """Ask for health on an open keep-alive connection; its JSON answer."""
+    sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: " + _host(srv) + b"\r\n\r\n")
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length:")))
+    while len(body) < length:
+        body += sock.recv(65536)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    return json.loads(body)
+
+
+def _until_connections(sock, srv, n):
+    for _ in range(100):  # the server sees an opening or a close a moment later
+        if _health_on(sock, srv)["connections"] == n:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the server never counted {n} connections")
+
+
+def test_connections_over_the_limit_get_503_and_are_closed(small_store):
+    """Idle connections count: with --max-connections 3, one asking for health and two held
+    idle fill it; the next connections get a JSON 503 and are closed before anything of
+    them is read, and one freed place serves again."""
+    srv = Server(small_store, "--threads", 1, "--max-connections", 3)
+    held = []
+    try:
+        held = [socket.create_connection(_address(srv), timeout=10) for _ in range(3)]
+        asking = held[0]
+        _until_connections(asking, srv, 3)
+        for _ in range(3):  # every connection past the limit, not only the first
+            raw = _raw(srv, b"GET /api/health HTTP/1.1\r\nHost: " + _host(srv) + b"\r\n\r\n")
+            status, body = _json_answer(raw)
+            assert status == 503 and "too many open connections (limit 3)" in body["error"]
+        held.pop().close()
+        _until_connections(asking, srv, 2)
+        status, body = get_json(srv.url + "api/health")
+        assert status == 200 and body["connections"] == 3
+    finally:
+        for s in held:
+            s.close()
+        code, err = srv.stop()
+    assert code == 0, err
+    assert "Traceback" not in err, err
+
+
 def test_keep_alive_connection_serves_several_requests(server):
     with socket.create_connection(_address(server), timeout=10) as s:
         for _ in range(3):

@@ -231,6 +231,7 @@ def cmd_serve(args):
                              "upload_memory_mb")
     limits = dict(threads=args.threads, max_body=max(1, int(args.max_body_mb * 1024 * 1024)),
                   timeout=args.timeout, max_concurrent=args.max_concurrent,
+                  max_connections=args.max_connections,
                   header_timeout=args.header_timeout, body_timeout=args.body_timeout,
                   upload_memory=max(1, int(args.upload_memory_mb * 1024 * 1024)))
     if args.max_pixels is not None:

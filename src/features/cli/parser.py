@@ -208,6 +208,9 @@ def build_parser():
                     help="worker threads for decoding, extraction and search (2)")
     sp.add_argument("--max-concurrent", type=int, default=64,
                     help="requests admitted at once, running or queued; more get 503 (64)")
+    sp.add_argument("--max-connections", type=int, default=1024,
+                    help="connections open at once, idle ones included; the next one gets "
+                         "503 and is closed (1024)")
     sp.add_argument("--timeout", type=float, default=30.0,
                     help="seconds a request may take before it gets 503 (30)")
     sp.add_argument("--max-body-mb", type=float, default=16.0,

@@ -43,24 +43,50 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+# descriptors the server needs besides its connections: the store's and the index's files,
+# the listening socket, the pool's and the event loop's, a thumbnail's source image
+OTHER_FILES = 64
+
+
+def _open_files_for(max_connections: int):
+    """Raise the process's soft open-file limit so that `max_connections` connections fit
+    (up to the hard limit), or refuse: at the limit, accepting fails for every client."""
+    import resource
+    needed = max_connections + OTHER_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard == resource.RLIM_INFINITY or hard >= needed:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+            return
+        except (ValueError, OSError):  # above the kernel's own ceiling (fs.nr_open)
+            hard = soft
+    raise ParameterError(f"max_connections {max_connections} needs {needed} open files, and "
+                         f"this process may open {hard} (ulimit -n); lower --max-connections "
+                         f"to at most {max(1, hard - OTHER_FILES)} or raise the limit",
+                         "max_connections")
+
+
 def serve(store, host: str = "127.0.0.1", port: int = 8000, **limits) -> int:
     """Open `store` and its index, listen on host:port and serve until SIGINT or SIGTERM.
 
     Prints one line with the address once it listens (``--port 0`` takes a free port and
     the line says which). `limits` are fields of :class:`features.serve.app.ServeOptions`
-    (threads, max_body, max_pixels, timeout, max_concurrent, header_timeout, body_timeout,
-    upload_memory, ...). On a loopback address only ``Host`` headers naming loopback with
-    the port are answered (421 otherwise). Raises StoreError for a
-    path that is not a store or a store without an index, ServeError when the port cannot be
-    bound, ParameterError for a bad limit.
+    (threads, max_body, max_pixels, timeout, max_concurrent, max_connections, header_timeout,
+    body_timeout, upload_memory, ...). On a loopback address only ``Host`` headers naming
+    loopback with the port are answered (421 otherwise). Raises StoreError for a path that
+    is not a store or a store without an index, ServeError when the port cannot be bound,
+    ParameterError for a bad limit (or more connections than the open-file limit allows).
     """
     if importlib.util.find_spec("aiohttp") is None:
         raise ServeError("features serve needs aiohttp: pip install '.[serve]'")
     from .app import ServeOptions, Service, create_app
-    from .connections import HeadDeadlines, loopback_hosts, run
+    from .connections import ConnectionLimit, HeadDeadlines, loopback_hosts, run
     from .generation import mapped_note
 
     options = ServeOptions(**limits)  # ParameterError naming a bad limit, before opening anything
+    _open_files_for(options.max_connections)
     # OpenCV's own pixel limit, a second line behind the header checks; read by OpenCV at its
     # first decode
     os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(options.max_pixels))
@@ -96,8 +122,10 @@ def serve(store, host: str = "127.0.0.1", port: int = 8000, **limits) -> int:
         print(f"features: note: no thumbnails ({service.files.reason})", file=sys.stderr,
               flush=True)
     deadlines = HeadDeadlines(options.header_timeout)
-    app = create_app(service, hosts=loopback_hosts(bound_host, bound_port), deadlines=deadlines)
-    run(app, sock, deadlines, shutdown_timeout=5)
+    limit = ConnectionLimit(options.max_connections)
+    app = create_app(service, hosts=loopback_hosts(bound_host, bound_port), deadlines=deadlines,
+                     connections=limit)
+    run(app, sock, deadlines, limit, shutdown_timeout=5)
     return 0
 
 

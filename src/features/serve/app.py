@@ -67,6 +67,7 @@ class ServeOptions:
     max_pixels: int = MAX_PIXELS
     timeout: float = 30.0
     max_concurrent: int = 64
+    max_connections: int = 1024
     header_timeout: float = 10.0
     body_timeout: float = 20.0
     upload_memory: int = 256 * 1024 * 1024
@@ -82,7 +83,8 @@ class ServeOptions:
     index_memory: str = "auto"
 
     def __post_init__(self):
-        for name in ("threads", "max_body", "max_pixels", "max_concurrent", "max_k",
+        for name in ("threads", "max_body", "max_pixels", "max_concurrent", "max_connections",
+                     "max_k",
                      "thumb_side", "thumb_cache", "query_cache", "max_matches",
                      "upload_memory"):
             value = getattr(self, name)
@@ -477,10 +479,16 @@ async def health(request):
                   "encoding": s.searcher.encoding, "image_queries": why_not is None,
                   **({"image_queries_reason": why_not} if why_not else {}),
                   "thumbnails": s.files.available, "threads": s.options.threads,
-                  "in_progress": s.admitted, "search_params": s.searcher.params,
+                  "in_progress": s.admitted, "connections": _open_connections(request),
+                  "search_params": s.searcher.params,
                   "index_memory": s.generation.index_memory,
                   "generation": {**s.generation.describe(),
                                  "pending": s.generations.pending}})
+
+
+def _open_connections(request):
+    limit = request.app.get(CONNECTIONS)
+    return None if limit is None else limit.open
 
 
 async def search(request):
@@ -612,18 +620,23 @@ def _guard(service: Service, hosts=None, deadlines=None):
 
 
 SERVICE = web.AppKey("service", Service)
+CONNECTIONS = web.AppKey("connections", object)
 
 
-def create_app(service: Service, *, hosts=None, deadlines=None) -> web.Application:
+def create_app(service: Service, *, hosts=None, deadlines=None,
+               connections=None) -> web.Application:
     """The aiohttp application over an open :class:`Service` (closed on app cleanup).
 
     `hosts`: the ``Host`` values answered (lower case), None for any
     (:func:`features.serve.connections.loopback_hosts`); `deadlines`: the
     :class:`~features.serve.connections.HeadDeadlines` of the connections, restarted after
-    each request."""
+    each request; `connections`: their :class:`~features.serve.connections.ConnectionLimit`
+    (the health answer's count of open connections)."""
     app = web.Application(middlewares=[_guard(service, hosts, deadlines)],
                           client_max_size=service.options.max_body)
     app[SERVICE] = service
+    if connections is not None:
+        app[CONNECTIONS] = connections
 
     async def close(_app):
         service.close()

@@ -1,5 +1,12 @@
-"""The connections of ``features serve``: deadlines for request heads, JSON for the errors
-aiohttp's own HTTP parser answers, Host names a loopback server accepts, and the run loop.
+"""The connections of ``features serve``: a bound on how many are open, deadlines for
+request heads, JSON for the errors aiohttp's own HTTP parser answers, Host names a loopback
+server accepts, and the run loop.
+
+Every open connection holds a file descriptor and a little memory, whatever it sends; without
+a bound, clients that open connections and keep them (within the head deadline, or busy with
+slow requests) would take the process to its open-file limit, where accepting fails for
+everyone. :class:`ConnectionLimit` counts the open connections and answers the one over
+``max_connections`` with a JSON 503 and closes it, never handing its bytes to the parser.
 
 aiohttp waits for a request head (request line and headers) without a deadline of its own
 before version 3.14, so a client that sends a header line now and then (slowloris) would
@@ -21,6 +28,53 @@ import sys
 import traceback
 
 from aiohttp import web
+
+
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8"
+        b"\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s")
+
+
+class ConnectionLimit:
+    """Counts open connections; those over `maximum` are answered 503 and closed.
+
+    A refused connection's answer is followed by the end of the server's half and the
+    connection lingers for up to `linger` seconds, its bytes read and dropped, before it is
+    closed: closed at once with the client's request unread, the kernel would reset it and
+    the client could lose the 503 before reading it. At most `maximum` refused connections
+    linger at a time; past that they are closed at once."""
+
+    def __init__(self, maximum: int, linger: float = 1.0):
+        self.maximum, self.linger = maximum, linger
+        self._open: set = set()
+        self._lingering: set = set()
+        message = (b'{"error": "too many open connections (limit %d); retry shortly"}'
+                   % maximum)
+        self._busy = BUSY % (len(message), message)
+
+    @property
+    def open(self) -> int:
+        return len(self._open)
+
+    def admit(self, transport) -> bool:
+        """Count a new connection, or answer 503, close it and return False."""
+        if len(self._open) < self.maximum:
+            self._open.add(transport)
+            return True
+        transport.write(self._busy)
+        if len(self._lingering) < self.maximum and transport.can_write_eof():
+            transport.write_eof()
+            self._lingering.add(transport)
+            asyncio.get_running_loop().call_later(self.linger, transport.close)
+        else:
+            transport.close()
+        return False
+
+    def refused(self, transport) -> bool:
+        return transport in self._lingering
+
+    def release(self, transport):
+        self._open.discard(transport)
+        self._lingering.discard(transport)
 
 
 class HeadDeadlines:
@@ -48,17 +102,23 @@ class HeadDeadlines:
         transport.close()
 
 
-def _protocol_class(deadlines: HeadDeadlines):
+def _protocol_class(deadlines: HeadDeadlines, limit: ConnectionLimit):
     class Protocol(web.RequestHandler):
         __slots__ = ()
 
         def connection_made(self, transport):
             super().connection_made(transport)
-            deadlines.arm(transport)
+            if limit.admit(transport):
+                deadlines.arm(transport)
 
         def connection_lost(self, exc):
             deadlines.disarm(self.transport)
+            limit.release(self.transport)
             super().connection_lost(exc)
+
+        def data_received(self, data):
+            if not limit.refused(self.transport):  # a refused one's request is not read
+                super().data_received(data)
 
         def handle_error(self, request, status=500, exc=None, message=None):
             if request.writer.output_size > 0:  # an answer is on its way: nothing to add
@@ -106,12 +166,13 @@ def loopback_hosts(address: str, port: int) -> frozenset | None:
     return frozenset(hosts)
 
 
-def run(app: web.Application, sock, deadlines: HeadDeadlines, *, shutdown_timeout=5.0):
+def run(app: web.Application, sock, deadlines: HeadDeadlines, limit: ConnectionLimit, *,
+        shutdown_timeout=5.0):
     """Serve `app` on the listening socket `sock` until SIGINT or SIGTERM."""
-    asyncio.run(_serve(app, sock, deadlines, shutdown_timeout))
+    asyncio.run(_serve(app, sock, deadlines, limit, shutdown_timeout))
 
 
-async def _serve(app, sock, deadlines, shutdown_timeout):
+async def _serve(app, sock, deadlines, limit, shutdown_timeout):
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -122,7 +183,7 @@ async def _serve(app, sock, deadlines, shutdown_timeout):
                            keepalive_timeout=deadlines.seconds,
                            shutdown_timeout=shutdown_timeout)
     await runner.setup()
-    server, protocol = runner.server, _protocol_class(deadlines)
+    server, protocol = runner.server, _protocol_class(deadlines, limit)
 
     def connection():
         handler = server()
