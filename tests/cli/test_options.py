@@ -72,3 +72,19 @@ def test_bad_jobs_is_one_line(value, capsys):
 def test_version_through_the_real_command(cli_env):
     proc = run_cli("--version", env=cli_env, check=True)
     assert proc.stdout.strip() == f"features {__version__}"
+
+
+@pytest.mark.parametrize("module", ["features", "features.cli"])
+def test_the_command_runs_as_a_module(cli_env, module):
+    """``python -m features`` and ``python -m features.cli`` are the command too, errors and
+    exit status included."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
+                          text=True, env=cli_env, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"features {__version__}"
+    proc = subprocess.run([sys.executable, "-m", module, "info", "/nonexistent/store"],
+                          capture_output=True, text=True, env=cli_env, timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "features: error: /nonexistent/store is not a features store (no store.h5 in it)"]
