@@ -9,6 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
+from features.exceptions import StoreError
+from features.store import Manifest
+
 from conftest import package_env, run_cli
 
 ARGS = ["--words", 32, "--max-side", 200, "--shard-size", 2, "-q"]
@@ -22,8 +25,8 @@ def _start(src, out, env):
 
 def _shards_done(out):
     try:
-        return len(json.loads((out / "manifest.json").read_text())["shards"])
-    except (OSError, ValueError, KeyError):
+        return len(Manifest(out).data["shards"])
+    except (OSError, ValueError, KeyError, StoreError):
         return 0
 
 
