@@ -92,3 +92,38 @@ def test_an_aggregate_run_journals_its_shards_under_its_record(tmp_path, small_c
     m.save()
     m.shard_done(5, _record(5), encoding="vlad")
     assert Manifest(tmp_path).data["aggregate"]["vlad"]["shards"] == {"5": _record(5)}
+
+
+def test_a_last_line_without_its_newline_is_cut_short_even_if_it_parses(tmp_path,
+                                                                        small_config):
+    m = _started(tmp_path, small_config)
+    for n in range(3):
+        m.shard_done(n, _record(n))
+    path = tmp_path / JOURNAL_FILE
+    path.write_bytes(path.read_bytes()[:-1])      # the newline did not reach the file
+    m = Manifest(tmp_path)
+    assert sorted(m.data["shards"]) == ["0", "1"]
+    m.shard_done(2, _record(2))                   # folds first: nothing is appended to it
+    m.shard_done(3, _record(3))
+    assert sorted(Manifest(tmp_path).data["shards"]) == ["0", "1", "2", "3"]
+
+
+def test_two_objects_rewriting_in_turn_never_revive_folded_lines(tmp_path, small_config):
+    a = _started(tmp_path, small_config)
+    for n in range(3):
+        a.shard_done(n, _record(n))
+    b = Manifest(tmp_path)                        # loaded from the same rewrite as a
+    b.drop_shards_from(1)                         # b's rewrite, then a line after it
+    b.shard_done(1, dict(_record(1), checksum="1" * 64))
+    journal = (tmp_path / JOURNAL_FILE).read_bytes()
+    a.step_done("encode", images=30)              # a's rewrite: the last word ...
+    (tmp_path / JOURNAL_FILE).write_bytes(journal)  # ... but a crash came before the unlink
+    # b's line follows b's rewrite, not a's, though each made as many rewrites
+    assert Manifest(tmp_path).data["shards"] == {str(n): _record(n) for n in range(3)}
+
+
+def test_a_journal_that_is_not_text_is_refused_in_one_line(tmp_path, small_config):
+    _started(tmp_path, small_config)
+    (tmp_path / JOURNAL_FILE).write_bytes(b"\xff\xfe\x00garbage\n")
+    with pytest.raises(StoreError, match="unreadable journal"):
+        Manifest(tmp_path)

@@ -5,14 +5,22 @@ A step's changes rewrite ``manifest.json`` atomically. A finished shard is appen
 ``manifest.journal`` instead, one JSON line: rewriting the whole manifest after each of
 S shards would write O(S^2) bytes (1,281 shards of 1,000 images at ILSVRC-2012 scale), the
 journal writes each record once. Reading replays the journal's lines over the manifest;
-the next rewrite folds them in and starts a new journal. Each line carries the number of
-the manifest rewrite it follows (``journal``), so lines a rewrite already holds (a crash
-between the rewrite and the journal's removal) are never replayed over later changes; a
-last line cut short by a crash is ignored (that shard is computed again)."""
+the next rewrite folds them in and starts a new journal. Each rewrite draws a new random
+token (``journal``) and each line carries the token of the rewrite it follows, so lines a
+rewrite already holds (a crash between the rewrite and the journal's removal) are never
+replayed over later changes, even when two objects of one store rewrite it in turn (a
+count of rewrites would repeat). A last line cut short by a crash (no newline at its end,
+even if what is there parses) is ignored, and folded away before anything is appended:
+that shard is computed again. A killed job therefore leaves, at any moment, a manifest and
+a journal that a rerun reads as the shards finished before the kill, or fewer.
+
+Only shard records go to the journal: the configuration, the job and the steps are always
+in ``manifest.json`` (what ``serve`` watches to see a new generation)."""
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -85,7 +93,7 @@ class Manifest:
 
     def save(self):
         """Rewrite ``manifest.json`` with everything, the journal's shards folded in."""
-        self.data["journal"] = int(self.data.get("journal", 0)) + 1
+        self.data["journal"] = secrets.token_hex(8)
         with atomic_file(self.path) as tmp:
             tmp.write_text(json.dumps(self.data, indent=1, sort_keys=True), encoding="utf-8")
         self.journal.unlink(missing_ok=True)
@@ -99,12 +107,17 @@ class Manifest:
             self._torn = False
         at = ["shards"] if encoding is None else ["aggregate", encoding, "shards"]
         _place(self.data, at)[str(number)] = summary
-        line = json.dumps({"journal": int(self.data.get("journal", 0)), "at": at,
+        line = json.dumps({"journal": self.data.get("journal"), "at": at,
                            "number": int(number), "record": summary}, sort_keys=True)
-        with open(self.journal, "a", encoding="utf-8") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        # one write of the whole line (a buffered file may split it) at the end of the file
+        fd = os.open(self.journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            data = (line + "\n").encode()
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
     def drop_shards_from(self, number: int) -> list[str]:
         """Forget the shards numbered ``number`` and above; the names of their files."""
@@ -175,21 +188,22 @@ def _replay(journal, data) -> tuple[str | None, bool]:
         return None, False
     except OSError as e:
         return f"unreadable journal {journal.name} ({e.strerror})", False
+    except ValueError:
+        return f"unreadable journal {journal.name} (not text)", False
+    # the text after the last newline is a line cut short, even if it parses: appending
+    # to it would damage the next line
     lines = text.split("\n")
-    generation = int(data.get("journal", 0))
+    torn = lines.pop() != ""
+    generation = data.get("journal")
     for i, line in enumerate(lines):
-        if not line:
-            continue
         try:
             entry = json.loads(line)
             if entry["journal"] != generation:
                 continue                  # already folded into the manifest
             _place(data, entry["at"])[str(int(entry["number"]))] = entry["record"]
         except (ValueError, KeyError, TypeError):
-            if i == len(lines) - 1:
-                return _manifest_problem(data), True    # the last line, cut short by a crash
             return f"damaged line {i + 1} of {journal.name}", False
-    return _manifest_problem(data), False
+    return _manifest_problem(data), torn
 
 
 def repair_hint(directory) -> str:
