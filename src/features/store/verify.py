@@ -42,8 +42,8 @@ from .models import model_problems
 
 # Rows of the per-image tables, and values of an encoding, read at a time: verify's memory
 # stays flat in the number of images.
-BLOCK_IMAGES = 1 << 16
-BLOCK_VALUES = 1 << 20
+BLOCK_IMAGES = 1 << 15         # the chunk of the image tables (store.write)
+BLOCK_VALUES = 1 << 18
 
 
 class Damage:
