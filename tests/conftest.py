@@ -3,7 +3,12 @@ from pathlib import Path
 
 import pytest
 
-from features.demo import write_copy_set
+# This checkout's package first, as the commands the tests start get it (package_env): a
+# test that reads what such a command writes (a manifest polled during a job) must read it
+# with the same code, not with another checkout's installed in the environment.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from features.demo import write_copy_set  # noqa: E402
 
 SMALL_SET_EDITS = ("original", "jpeg15", "crop60", "rotate12", "half", "perspective")
 

@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from features.exceptions import StoreError
+from features.store import Manifest
+
 from conftest import run_cli
 
 
@@ -37,9 +40,9 @@ def _wait_for_pass_two(out, proc, timeout=300):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
         try:
-            if json.loads((out / "manifest.json").read_text()).get("shards"):
+            if Manifest(out).data["shards"]:
                 return
-        except (OSError, ValueError):
+        except (OSError, ValueError, StoreError):
             pass
         time.sleep(0.05)
     raise AssertionError(f"the job did not reach pass 2 (exit status {proc.poll()})")
@@ -87,7 +90,7 @@ def test_sigterm_stops_cleanly_and_the_rerun_resumes(images, tmp_path, cli_env, 
         time.sleep(0.1)
     assert _group(proc.pid) == [], "worker processes outlived the job"
 
-    shards = json.loads((out / "manifest.json").read_text())["shards"]
+    shards = Manifest(out).data["shards"]
     assert 0 < len(shards) < 48
     written = {r["file"]: (out / "shards" / r["file"]).stat().st_mtime_ns
                for r in shards.values()}

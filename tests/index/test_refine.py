@@ -224,6 +224,29 @@ def test_sparse_refine_refused_is_one_line(tmp_path, rows2k, cli_env, factory, w
     assert not _file(store, ix.INDEX_FILE).exists() and not _file(store).exists()
 
 
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_verify_reads_the_refine_rows_in_blocks(tmp_path, rows2k, where):
+    """Blocks of 7 values (rows cross their edges): a value that is not finite is found in
+    the first block and in the last, and nothing is reported of the sound file."""
+    from features.index.verify import check_refine
+    from features.index.builder import index_record
+    from features.store.verify import Damage
+    store = write_store(tmp_path / "s", rows2k[:300])
+    _build(store, factory="IVF8,PQ8,Refine(Sparse)")
+    path, record = _file(store), index_record(store)
+    rows = RefineRows(path)
+    bad = Damage()
+    check_refine(path, record, None, bad, block=7)
+    assert bad.found == []
+    at = rows.values.offset + 2 * (0 if where == "first" else rows.nnz - 1)
+    del rows
+    raw = bytearray(path.read_bytes())
+    raw[at:at + 2] = np.array([np.inf], np.float16).tobytes()
+    path.write_bytes(bytes(raw))
+    check_refine(path, record, None, bad, block=7)
+    assert [d["problem"] for d in bad.found] == ["values that are not finite"]
+
+
 def test_damaged_or_missing_refine_file(tmp_path, rows2k, cli_env, monkeypatch):
     store = write_store(tmp_path / "s", rows2k[:800])
     _build(store, factory="IVF8,PQ8,Refine(Sparse)")

@@ -15,6 +15,9 @@ import h5py
 import numpy as np
 import pytest
 
+from features.exceptions import StoreError
+from features.store import Manifest
+
 from conftest import run_cli
 
 pytest.importorskip("distributed")
@@ -187,8 +190,8 @@ def test_driver_killed_then_resumed(tmp_path, small_set, cli_env, dask_processes
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def some_shards_done():
-        with contextlib.suppress(OSError, ValueError):
-            return len(json.loads((out / "manifest.json").read_text())["shards"]) >= 2
+        with contextlib.suppress(OSError, ValueError, StoreError):
+            return len(Manifest(out).data["shards"]) >= 2
         return False
     try:
         _wait_for(some_shards_done, 240, "two finished shards")
@@ -197,7 +200,7 @@ def test_driver_killed_then_resumed(tmp_path, small_set, cli_env, dask_processes
     finally:
         if job.poll() is None:
             job.kill()
-    done = json.loads((out / "manifest.json").read_text())["shards"]
+    done = Manifest(out).data["shards"]
     assert 2 <= len(done) < 8
     run_cli(*args, env=cli_env, check=True)
     _assert_same_store(local_reference, out)
@@ -350,8 +353,8 @@ def test_scheduler_killed_mid_job_is_one_line(tmp_path, small_set, cli_env, dask
 
     def a_shard_done():
         assert job.poll() is None, job.communicate()
-        with contextlib.suppress(OSError, ValueError):
-            return len(json.loads((out / "manifest.json").read_text())["shards"]) >= 1
+        with contextlib.suppress(OSError, ValueError, StoreError):
+            return len(Manifest(out).data["shards"]) >= 1
         return False
     try:
         _wait_for(a_shard_done, 240, "a finished shard")

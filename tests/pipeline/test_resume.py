@@ -9,6 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
+from features.exceptions import StoreError
+from features.store import Manifest
+
 from conftest import package_env, run_cli
 
 ARGS = ["--words", 32, "--max-side", 200, "--shard-size", 2, "-q"]
@@ -22,8 +25,8 @@ def _start(src, out, env):
 
 def _shards_done(out):
     try:
-        return len(json.loads((out / "manifest.json").read_text())["shards"])
-    except (OSError, ValueError, KeyError):
+        return len(Manifest(out).data["shards"])
+    except (OSError, ValueError, KeyError, StoreError):
         return 0
 
 
@@ -80,3 +83,43 @@ def test_kill_and_resume_gives_the_same_store(tmp_path, small_set, cli_env, refe
     verify = run_cli("verify", out, "--json", env=cli_env)
     assert verify.returncode == 0, verify.stdout
     assert json.loads(verify.stdout)["sound"]
+
+
+class _Killed(BaseException):
+    """Stands for a kill: nothing of the step after it runs (not an Exception, which the
+    steps might handle)."""
+
+
+@pytest.mark.parametrize("damage", ["none", "torn-last-line"])
+def test_killed_between_the_journal_and_its_fold_resumes_to_the_same_store(
+        tmp_path, small_set, small_config, small_store, monkeypatch, damage):
+    from features.pipeline import run
+    from features.sources import open_source
+    from features.store.layout import JOURNAL_FILE
+
+    out = tmp_path / "store"
+    real = Manifest.step_done
+
+    def killed_before_the_fold(self, step, **info):
+        if step == "encode":            # every shard journaled, store.h5 merged, not folded
+            raise _Killed
+        return real(self, step, **info)
+
+    monkeypatch.setattr(Manifest, "step_done", killed_before_the_fold)
+    with pytest.raises(_Killed):
+        run(small_config, open_source(str(small_set)), out, progress=False)
+    monkeypatch.undo()
+    journal = out / JOURNAL_FILE
+    lines = journal.read_text().splitlines()
+    assert len(lines) == len(Manifest(out).data["shards"]) == 5
+    assert json.loads((out / "manifest.json").read_text())["shards"] == {}
+    if damage == "torn-last-line":
+        journal.write_bytes(journal.read_bytes()[:-25])    # the kill cut the last line
+        assert len(Manifest(out).data["shards"]) == 4
+    run(small_config, open_source(str(small_set)), out, progress=False)
+    assert not journal.exists()
+    a, b = _datasets(small_store / "store.h5"), _datasets(out / "store.h5")
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert len(json.loads((out / "manifest.json").read_text())["shards"]) == 5

@@ -224,3 +224,37 @@ def test_verify_of_a_job_stopped_before_store_h5_is_not_sound(tmp_path, small_se
                      "steps done: sample, codebook", "rerun")
     assert "sound" not in line
     _one_line(run_cli("search", out, "coins/half.jpg", env=cli_env))
+
+
+
+@pytest.mark.parametrize("blocks", [(5, 7), (1 << 16, 1 << 20)])
+def test_verify_reads_in_blocks_with_the_same_findings(store, monkeypatch, blocks):
+    """Blocks smaller than the store (5 images, 7 values: rows cross their edges) find what
+    one read of everything finds: the images to index, a count that differs, offsets that
+    decrease."""
+    from features.store import verify
+    monkeypatch.setattr(verify, "BLOCK_IMAGES", blocks[0])
+    monkeypatch.setattr(verify, "BLOCK_VALUES", blocks[1])
+    path = store / "store.h5"
+    with h5py.File(path, "r") as f:
+        status, offsets = f["images/status"][:], f["offsets"][:]
+        indptr = f["encodings/bovw_counts/indptr"][:]
+    expected = np.flatnonzero((status == 0) & (np.diff(offsets) > 0))
+    assert len(expected) == 24
+    bad = verify.Damage()
+    assert np.array_equal(verify.check_store(store, bad), expected) and bad.found == []
+
+    with h5py.File(path, "r+") as f:      # images 13 and 21 count one word more
+        for image in (13, 21):
+            f["encodings/bovw_counts/data"][indptr[image + 1] - 1] += 1
+    bad = verify.Damage()
+    verify.check_store(store, bad)
+    assert [d["problem"] for d in bad.found] == [
+        "word counts differ from offsets for 2 images (first: image 13)"]
+
+    with h5py.File(path, "r+") as f:      # a decrease in a later block
+        f["offsets"][17] = f["offsets"][16] - 1
+    bad = verify.Damage()
+    assert verify.check_store(store, bad) is None
+    assert [d["problem"] for d in bad.found] == [
+        "offsets are not 0, non-decreasing, one per image + 1"]

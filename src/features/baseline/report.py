@@ -178,12 +178,13 @@ def fig_confusion(best, cm, names, n=10):
 def _read_thumbnails(store, keys, side=96):
     """{key: gray uint8 thumbnail} read from the store's source; (thumbs, reason if none)."""
     from ..decode import decode_gray
-    from ..exceptions import DecodeError, SourceError
+    from ..exceptions import DecodeError, SourceError, StoreError
     from ..sources import open_source
-    job = {}
-    manifest = Path(store.dir) / "manifest.json"
-    if manifest.exists():
-        job = json.loads(manifest.read_text()).get("job") or {}
+    from ..store import Manifest
+    try:
+        job = Manifest(store.dir).data.get("job") or {}
+    except StoreError:
+        return {}, "the store's manifest cannot be read"
     if not job.get("source"):
         return {}, "the store does not record its source"
     try:

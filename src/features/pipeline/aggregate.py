@@ -531,13 +531,14 @@ def _encode_shards(plan, config, store_dir, enc_dir, records, record, manifest, 
                 yield (plan, store_dir / SHARDS_DIR / records[number]["file"],
                        enc_dir / f"shard-{number:06d}-{record['token']}.h5", None, None)
 
+    # the name the manifest keeps this run's record under (journaled shards go there)
+    name = next(n for n, r in manifest.data["aggregate"].items() if r is record)
     for summary in run_tasks(encode_shard, tasks(), jobs):
         number = summary["first"] // config.shard_size
         # made from these images of the store: current while the store's shard is
         summary["items"] = records[number].get("items")
         summary["content"] = records[number].get("content")
-        record["shards"][str(number)] = summary
-        manifest.save()
+        manifest.shard_done(number, summary, encoding=name)
         bar.update(summary["count"])
     bar.close()
     missing = [n for n in range(len(records)) if str(n) not in record["shards"]]

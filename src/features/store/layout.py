@@ -4,6 +4,7 @@ compressed. One directory::
     store.h5        the merged view that readers open (plain h5py works)
     shards/         one HDF5 file per shard of images, written atomically by the workers
     manifest.json   finished steps and shards, so that a rerun resumes
+    manifest.journal  the shards finished since manifest.json was last rewritten
     sample.npy      pass 1's descriptor sample; codebook.npy, the codebook learned from it
                     (its words; codebook-tree.npz, the rest of a vocabulary tree's nodes)
     failures.tsv    the failed images with their reason
@@ -24,6 +25,7 @@ import numpy as np
 
 STORE_FILE = "store.h5"
 MANIFEST_FILE = "manifest.json"
+JOURNAL_FILE = "manifest.journal"
 SHARDS_DIR = "shards"
 SAMPLE_FILE, CODEBOOK_FILE = "sample.npy", "codebook.npy"
 TREE_FILE = "codebook-tree.npz"

@@ -18,6 +18,10 @@ Checks, each reported as damage with the path it concerns:
 - the models of every encoding (``models/ENCODING/*``, ``encodings/idf`` for ``bovw``):
   present, and equal to the checksums the encoding recorded.
 
+``store.h5`` is read a block of rows at a time (``BLOCK_IMAGES`` images, ``BLOCK_VALUES``
+values of an encoding), so that memory stays flat in the number of images; what grows is
+the list of the images to index, 8 bytes per image, handed to the index half.
+
 The index half is :mod:`features.index.verify`; ``features.pipeline.verify`` runs both.
 """
 from __future__ import annotations
@@ -35,6 +39,11 @@ from .layout import CODEBOOK_FILE, MANIFEST_FILE, OK, SHARDS_DIR, STORE_FILE, wo
 from .encodings import list_encodings
 from .manifest import Manifest
 from .models import model_problems
+
+# Rows of the per-image tables, and values of an encoding, read at a time: verify's memory
+# stays flat in the number of images.
+BLOCK_IMAGES = 1 << 15         # the chunk of the image tables (store.write)
+BLOCK_VALUES = 1 << 18
 
 
 class Damage:
@@ -144,12 +153,11 @@ def _check_store_h5(directory, path, records, config, bad, checked):
             if name == "sha256" and name not in f["images"]:
                 continue                    # a store written before the digests
             column = f["images/" + name]
-            column[:]                       # reads every chunk: a damaged one raises
+            _read_through(column, BLOCK_IMAGES)     # every chunk: a damaged one raises
             if len(column) != n:
                 bad(path, f"images/{name} has {len(column)} rows, {n} images")
-        status = f["images/status"][:]
-        offsets = f["offsets"][:]
-        if len(offsets) != n + 1 or offsets[0] != 0 or (np.diff(offsets) < 0).any():
+        status, offsets = f["images/status"], f["offsets"]
+        if len(offsets) != n + 1 or not _starts_at_zero_non_decreasing(offsets):
             bad(path, "offsets are not 0, non-decreasing, one per image + 1")
             return None
         m = int(offsets[-1])
@@ -169,18 +177,31 @@ def _check_store_h5(directory, path, records, config, bad, checked):
                                                      "merged from")
 
         counts = f["encodings/bovw_counts"]
-        indptr = counts["indptr"][:]
+        indptr, data = counts["indptr"], counts["data"]
         if len(indptr) != n + 1:
             bad(path, f"encodings/bovw_counts has {len(indptr) - 1} rows, {n} images")
             return None
-        cumulative = np.concatenate([[0], np.cumsum(counts["data"][:], dtype=np.int64)])
-        per_image = cumulative[indptr[1:]] - cumulative[indptr[:-1]]
-        lengths = np.diff(offsets)
-        wrong = np.flatnonzero((per_image != lengths) & (status == OK))
-        if len(wrong):
-            bad(path, f"word counts differ from offsets for {len(wrong)} images "
-                      f"(first: image {int(wrong[0])})")
-        f["encodings/bovw/data"][:]
+        if not _starts_at_zero_non_decreasing(indptr) or int(indptr[-1]) > len(data):
+            bad(path, "encodings/bovw_counts has row pointers that are not 0, non-decreasing "
+                      "and within its data")
+            return None
+        # a block of images at a time, so that memory does not grow with the store (the
+        # images that are ok and have features excepted: 8 bytes each, what the index needs)
+        n_wrong, first_wrong, with_features = 0, None, []
+        for a in range(0, n, BLOCK_IMAGES):
+            b = min(a + BLOCK_IMAGES, n)
+            ok = status[a:b] == OK
+            lengths = np.diff(offsets[a:b + 1])
+            per_image = _row_sums(data, indptr[a:b + 1].astype(np.int64), BLOCK_VALUES)
+            wrong = np.flatnonzero((per_image != lengths) & ok)
+            if len(wrong) and first_wrong is None:
+                first_wrong = a + int(wrong[0])
+            n_wrong += len(wrong)
+            with_features.append(a + np.flatnonzero(ok & (lengths > 0)))
+        if n_wrong:
+            bad(path, f"word counts differ from offsets for {n_wrong} images "
+                      f"(first: image {first_wrong})")
+        _read_through(f["encodings/bovw/data"], BLOCK_VALUES)
 
         for name, tail in (("frames", (4,)), ("words", ()), ("scale", ()), ("descriptors", (128,))):
             if name not in f:
@@ -222,7 +243,46 @@ def _check_store_h5(directory, path, records, config, bad, checked):
         for name in list_encodings(f):
             for where, problem in model_problems(f, name):
                 bad(path, f"{where} {problem}")
-        return np.flatnonzero((status == OK) & (lengths > 0))
+        return np.concatenate(with_features) if with_features else np.zeros(0, np.int64)
+
+
+def _read_through(ds, block):
+    """Read every chunk of a 1-D dataset, ``block`` rows at a time (a damaged chunk
+    raises)."""
+    for a in range(0, len(ds), block):
+        ds[a:a + block]
+
+
+def _starts_at_zero_non_decreasing(ds) -> bool:
+    """Whether a 1-D dataset of integers starts at 0 and never decreases, read a block at
+    a time."""
+    if len(ds) == 0 or ds[0] != 0:
+        return False
+    last = 0
+    for a in range(0, len(ds), BLOCK_IMAGES):
+        x = ds[a:a + BLOCK_IMAGES].astype(np.int64)
+        if x[0] < last or (np.diff(x) < 0).any():
+            return False
+        last = int(x[-1])
+    return True
+
+
+def _row_sums(data, indptr, block) -> np.ndarray:
+    """The sum of each row's values of a CSR dataset (row i: ``data[indptr[i]:indptr[i+1]]``,
+    ``indptr`` non-decreasing), reading about ``block`` values at a time (a longer row in one
+    read)."""
+    n = len(indptr) - 1
+    out = np.empty(n, np.int64)
+    i = 0
+    while i < n:
+        # the rows i..j-1 whose values fit in a block, at least one
+        j = int(np.searchsorted(indptr, indptr[i] + block, side="right")) - 1
+        j = min(max(j, i + 1), n)
+        lo = int(indptr[i])
+        cumulative = np.concatenate([[0], np.cumsum(data[lo:int(indptr[j])], dtype=np.int64)])
+        out[i:j] = cumulative[indptr[i + 1:j + 1] - lo] - cumulative[indptr[i:j] - lo]
+        i = j
+    return out
 
 
 def _check_vds(directory, path, name, ds, bad):
