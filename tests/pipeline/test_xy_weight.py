@@ -73,7 +73,7 @@ def test_the_store_records_the_weight_and_a_gmm_of_descriptors_and_positions(sto
 
 
 def test_like_reproduces_the_option_and_the_models(stores):
-    train, val, _ = stores
+    train, val, env = stores
     with h5py.File(train / "store.h5") as a, h5py.File(val / "store.h5") as b:
         assert a["encodings/fxy"].attrs["params"] == b["encodings/fxy"].attrs["params"]
         assert (json.loads(a["encodings/fxy"].attrs["models"])
@@ -82,6 +82,10 @@ def test_like_reproduces_the_option_and_the_models(stores):
             np.testing.assert_array_equal(a["models/fxy/gmm/" + k][:], b["models/fxy/gmm/" + k][:])
     rows, stored = _rows_again(val, "fxy")
     np.testing.assert_allclose(rows, stored, atol=2e-3)
+    for store in (train, val):
+        # the models are those the encoding recorded (checksums): verify finds them sound
+        proc = run_cli("verify", store, env=env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_another_weight_learns_its_own_gmm_and_the_same_options_are_kept(stores, tmp_path):
