@@ -32,6 +32,8 @@ the pyramid.
         --side 64 --words 1024 --fisher 64,256,1x1,3x1          # the 88% bar
     python benchmarks/bench_baseline_quality.py mnist --train 300 --val 100 --side 48 \\
         --words 256 --fisher 32,64,1x1,2x2 --epochs 15
+    python benchmarks/bench_baseline_quality.py mnist --train 300 --val 100 --side 48 \\
+        --words 256 --fisher 32,64,1x1,2x2,xy1 --epochs 15    # + positions (--xy-weight 1)
 """
 import argparse
 import gzip
@@ -121,7 +123,9 @@ def main():
     ap.add_argument("--step", type=int)
     ap.add_argument("--spm-grids", default="1x1,2x2,4x4", help="or none: no pyramid")
     ap.add_argument("--fisher", action="append", default=[],
-                    help="PCA,COMPONENTS,GRIDS... e.g. 32,64,1x1,3x1 (repeatable)")
+                    help="PCA,COMPONENTS,GRIDS... e.g. 32,64,1x1,3x1 (repeatable); an item "
+                         "xyW appends the descriptors' positions with weight W "
+                         "(--xy-weight), e.g. 32,64,xy1 or 32,64,1x1,2x2,xy1")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--note", default="")
     a = ap.parse_args()
@@ -159,12 +163,16 @@ def main():
                               "--kernel-map", "chi2", "-q")
     names = {}
     for spec in a.fisher:
-        pca, comp, *grids = spec.split(",")
-        name = f"fv_p{pca}_k{comp}_{'_'.join(grids)}"
+        pca, comp, *rest = spec.split(",")
+        grids = [g for g in rest if not g.startswith("xy")]
+        xy = [g[2:] for g in rest if g.startswith("xy")]
+        name = f"fv_p{pca}_k{comp}_{'_'.join(grids + [f'xy{w}' for w in xy])}"
         names[name] = spec
+        options = (["--grids", ",".join(grids)] if grids else []) + \
+            (["--xy-weight", xy[-1]] if xy else [])
         _, times[name] = cli("aggregate", store, "--method", "fisher", "--name", name,
-                             "--pca-dims", pca, "--components", comp, "--grids",
-                             ",".join(grids), "--source", root, "--jobs", "2", "-q",
+                             "--pca-dims", pca, "--components", comp, *options,
+                             "--source", root, "--jobs", "2", "-q",
                              # a store keeps one PCA and one GMM: the next trial replaces
                              # them (the rows of the earlier encodings are already written)
                              *(["--replace"] if len(names) > 1 else []))

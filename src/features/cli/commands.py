@@ -276,7 +276,7 @@ def cmd_info(args):
 
 def _aggregate_options(args):
     names = ("grids", "kernel_map", "kernel_order", "normalization", "weights", "components",
-             "pca_dims", "whiten", "centers", "dtype")
+             "pca_dims", "whiten", "xy_weight", "centers", "dtype")
     values = {k: getattr(args, k, None) for k in names}
     return {k: v for k, v in values.items() if v is not None and v is not False}
 

@@ -169,6 +169,10 @@ def build_parser():
     g.add_argument("--components", type=int, help="fisher: GMM components (default 256)")
     g.add_argument("--pca-dims", type=int, help="fisher: PCA dimensions (default 64)")
     g.add_argument("--whiten", action="store_true", help="fisher: whiten after PCA")
+    g.add_argument("--xy-weight", type=float, metavar="W",
+                   help="fisher: append each descriptor's position in its image, W x (x / width "
+                        "- 0.5, y / height - 0.5), to its PCA-reduced values before the GMM "
+                        "(spatial augmentation; default: none)")
     g.add_argument("--dtype", choices=("float16", "float32"),
                    help="vlad, fisher: stored type (default float32 for vlad, float16 "
                         "for fisher)")

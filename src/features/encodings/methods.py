@@ -9,8 +9,13 @@ bovw      words           csr     (none)                 words (x 2 order + 1 wi
                                                          map)
 spm       words, frames   csr     (none)                 words x cells of the grids (idem)
 vlad      descriptors     dense   kmeans-vlad            centers x descriptor dimension
-fisher    descriptors     dense   pca, gmm               2 x components x pca_dims x cells
+fisher    descriptors     dense   pca, gmm               2 x components x (pca_dims, + 2
+                                                         with ``xy_weight``) x cells
 ========  ==============  ======  =====================  ==================================
+
+``xy_weight`` (fisher; :mod:`.positions`) is left out of the options when it is not set, so
+the options of a Fisher vector made without it are the same as before it existed (a rerun
+with ``exist_ok``, or a ``--like`` store, still finds them equal).
 """
 from __future__ import annotations
 
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 
 from ..exceptions import ParameterError
 from .kernel_map import HomogeneousKernelMap
+from .positions import check_xy_weight
 from .spm import parse_grids, pyramid_dimension
 
 
@@ -45,7 +51,7 @@ METHODS = {m.name: m for m in (
            defaults={"centers": 64, "dtype": "float32"}),
     Method("fisher", "dense", "descriptors", ("pca", "gmm"),
            defaults={"components": 256, "pca_dims": 64, "whiten": False, "grids": None,
-                     "dtype": "float16"}),
+                     "xy_weight": None, "dtype": "float16"}),
 )}
 
 
@@ -84,6 +90,10 @@ def check_options(name, options, defaults=None) -> dict:
         if key in params and (isinstance(value, bool) or not isinstance(value, numbers.Integral)
                               or value < 1):
             raise ParameterError(f"{key} must be an integer >= 1, got {value!r}", key)
+    if "xy_weight" in params:
+        params["xy_weight"] = check_xy_weight(params["xy_weight"])
+        if params["xy_weight"] is None:
+            del params["xy_weight"]
     if name == "vlad" and params["centers"] < 2:
         raise ParameterError(f"centers must be >= 2, got {params['centers']}", "centers")
     return params
@@ -100,4 +110,10 @@ def dimension(name, params, n_words, desc_dim) -> int:
     if name == "vlad":
         return params["centers"] * desc_dim
     cells = sum(r * c for r, c in parse_grids(params["grids"])) if params["grids"] else 1
-    return 2 * params["components"] * params["pca_dims"] * cells
+    return 2 * params["components"] * gmm_dims(params) * cells
+
+
+def gmm_dims(params) -> int:
+    """The dimensions a Fisher vector's GMM models: the PCA's, and the two of the
+    descriptors' positions with ``xy_weight``."""
+    return params["pca_dims"] + (2 if params.get("xy_weight") is not None else 0)

@@ -21,6 +21,7 @@ from ..exceptions import ParameterError
 from .fisher import fisher_vector_batch
 from .kernel_map import HomogeneousKernelMap
 from .methods import METHODS, dimension
+from .positions import append_positions, centred_positions, unit_positions
 from .spm import parse_grids, spatial_pyramid
 from .vlad import vlad_batch
 
@@ -58,6 +59,9 @@ def encode_rows(method, params, *, offsets, widths, heights, words=None, frames=
         vlad_batch(descriptors, offsets, models["kmeans-vlad"]["arrays"]["centers"], out=rows)
         return rows
     y = project(descriptors, models["pca"], offsets)
+    if params.get("xy_weight") is not None:
+        y = append_positions(y, centred_positions(frames, offsets, widths, heights, units),
+                             params["xy_weight"])
     g = models["gmm"]["arrays"]
     grids = params.get("grids")
     if grids:
@@ -106,11 +110,7 @@ def cell_order(frames, offsets, widths, heights, grids, units):
     n = len(offsets) - 1
     counts = np.diff(offsets)
     image = np.repeat(np.arange(n, dtype=np.int64), counts)
-    if units == "pixels":
-        fx = frames[:, 0] / np.maximum(widths, 1)[image]
-        fy = frames[:, 1] / np.maximum(heights, 1)[image]
-    else:
-        fx, fy = frames[:, 0], frames[:, 1]
+    fx, fy = unit_positions(frames, offsets, widths, heights, units)
     n_cells = sum(r * c for r, c in grids)
     # A descriptor belongs to one cell per grid, so it is listed once per grid.
     keys, rows = [], []

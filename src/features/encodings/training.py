@@ -30,6 +30,7 @@ warns with one line when a model gets fewer than its floor; every model records 
 from __future__ import annotations
 
 from ..exceptions import ParameterError
+from .methods import gmm_dims
 
 __all__ = ["rows_needed", "model_spec", "shape_problem", "ROWS"]
 
@@ -62,10 +63,12 @@ def model_spec(method, params, desc_dim, seed) -> dict:
     if method == "vlad":
         return {"kmeans-vlad": {"centers": params["centers"], "dim": desc_dim, "seed": seed}}
     if method == "fisher":
+        # a GMM of descriptors and their positions (xy_weight) models two more dimensions
+        xy = {} if params.get("xy_weight") is None else {"xy_weight": params["xy_weight"]}
         return {"pca": {"dims": params["pca_dims"], "dim": desc_dim, "whiten": params["whiten"],
                         "seed": seed},
-                "gmm": {"components": params["components"], "dim": params["pca_dims"],
-                        "seed": seed}}
+                "gmm": {"components": params["components"], "dim": gmm_dims(params),
+                        "seed": seed, **xy}}
     return {}
 
 

@@ -24,7 +24,8 @@ Layout in ``store.h5``
   ``dtype``, ``layout`` and the method's own (``grids``, ``kernel_map``, ...).
 - the models the encoding uses, its own: ``models/NAME/kmeans-vlad/centers``,
   ``models/NAME/pca/{mean,components}`` (+ ``explained_variance``, ``whiten`` and ``eps``
-  attributes), ``models/NAME/gmm/{means,covariances,priors}``, each with its checksum,
+  attributes), ``models/NAME/gmm/{means,covariances,priors}`` (+ ``xy_weight`` for a GMM of
+  descriptors and their positions), each with its checksum,
   recorded in the encoding's ``models`` attribute; replacing an encoding never touches
   another's models. They are learned from as many descriptors as each needs
   (:mod:`features.encodings.training`: the codebook's sample, else more descriptors of
@@ -53,6 +54,7 @@ from ..codebook import kmeans
 from ..encodings.gmm import fit_gmm
 from ..encodings.methods import METHODS, check_options, dimension
 from ..encodings.pca import fit_pca
+from ..encodings.positions import append_positions
 from ..encodings.training import model_spec, rows_needed, shape_problem
 from ..encodings.rows import encode_rows, project
 from ..exceptions import ParameterError, StoreError
@@ -423,6 +425,7 @@ def _same_model(model, have, spec) -> bool:
     attrs = have["attrs"]
     return (attrs.get("seed") == spec["seed"]
             and bool(attrs.get("whiten", False)) == bool(spec.get("whiten", False))
+            and attrs.get("xy_weight") == spec.get("xy_weight")
             and attrs.get("rows_wanted") == rows_needed(model, spec)[1])
 
 
@@ -435,8 +438,10 @@ def _learn_models(request, held, want, report, warn):
         raise ParameterError(f"pca_dims {want['pca']['dims']} exceeds the descriptors' "
                              f"{held.desc_dim} dimensions", "pca_dims")
     needs = {m: rows_needed(m, spec) for m, spec in want.items()}
+    xy_weight = want.get("gmm", {}).get("xy_weight")
     rows = training_rows(request.store_dir, max(w for _, w in needs.values()), seed,
-                         source=request.source, limit=request.limit, jobs=request.jobs)
+                         source=request.source, limit=request.limit, jobs=request.jobs,
+                         positions=xy_weight is not None)
     models = {}
     for model, spec in want.items():
         floor, wanted = needs[model]
@@ -461,6 +466,9 @@ def _learn_models(request, held, want, report, warn):
             what = f"{pca.dims} of {held.desc_dim} dims"
         else:
             y = project(x, models["pca"])
+            if xy_weight is not None:
+                # the GMM models descriptors and where they lie (features.encodings.positions)
+                y = append_positions(y, used.xy, xy_weight)
             k = spec["components"]
             gmm = _learn(lambda: fit_gmm(y, k, seed=seed), name, model)
             models[model] = {"arrays": {"means": gmm.means, "covariances": gmm.covariances,
@@ -469,7 +477,9 @@ def _learn_models(request, held, want, report, warn):
                                        "iterations": int(gmm.iterations),
                                        "log_likelihood": float(gmm.log_likelihood),
                                        "covariance": "diagonal",
-                                       "initialization": "k-means", **sized}}
+                                       "initialization": "k-means", **sized,
+                                       **({} if xy_weight is None
+                                          else {"xy_weight": xy_weight})}}
             what = f"{k} components x {y.shape[1]} dims, {gmm.iterations} EM iterations"
         report(f"models/{name}/{model}: {what}, learned from {used.describe()}")
         if len(x) < floor:
@@ -561,8 +571,8 @@ def encode_shard(plan: Plan, shard_path, out_path, items=None, config=None,
         status = s["images/status"][:]
         widths, heights = s["images/width"][:], s["images/height"][:]
         offsets = s["offsets"][:]
-        frames = s["frames"][:] if plan.reads == "words" or plan.params.get("grids") \
-            else None
+        frames = s["frames"][:] if (plan.reads == "words" or plan.params.get("grids")
+                                    or plan.params.get("xy_weight") is not None) else None
         words = s["words"][:] if plan.reads == "words" else None
         descriptors = None
         if plan.reads == "descriptors" and items is None:

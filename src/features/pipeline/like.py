@@ -31,7 +31,7 @@ __all__ = ["like_of", "models_for", "models_from_like", "like_params", "like_enc
            "like_encodings", "check_like_models"]
 
 # the options that size an encoding's models: an encoding of another name must fit them
-MODEL_OPTIONS = ("pca_dims", "whiten", "components", "centers")
+MODEL_OPTIONS = ("pca_dims", "whiten", "components", "xy_weight", "centers")
 
 
 def like_of(store_dir) -> Path | None:

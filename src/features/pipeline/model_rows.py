@@ -15,6 +15,10 @@ says how many), seeded so that a rerun learns the same models:
 3. else whichever of the two holds more: all there is (``--sample-images`` draws from more
    images).
 
+With ``positions`` (a Fisher vector augmented by positions, ``xy_weight``), each row comes
+with its centred position in its image (``features.encodings.positions``); the codebook's
+sample keeps none, so the rows are drawn as in 2. whatever the sample holds.
+
 What the rows are (how many, from how many images, from where) is returned with them, and
 kept with the model it learns (:func:`TrainingRows.attrs`).
 """
@@ -27,6 +31,7 @@ import numpy as np
 
 from ..codebook import subsample_rows
 from ..codebook.sample import sample_priority
+from ..encodings.positions import centred_positions
 from ..exceptions import StoreError
 from ..store import OK, Manifest, Store
 from ..store.layout import SAMPLE_FILE
@@ -46,6 +51,7 @@ class TrainingRows:
     images: int            # the images they were drawn from (0: unknown)
     origin: str            # "the codebook sample", "the store's descriptors", ...
     image_of: np.ndarray | None = None    # each row's image (None: unknown)
+    xy: np.ndarray | None = None          # (n, 2) centred positions (None: not drawn)
 
     def __len__(self):
         return len(self.x)
@@ -56,11 +62,12 @@ class TrainingRows:
             return self
         pick = np.sort(np.random.default_rng([seed, 5]).choice(len(self.x), rows,
                                                                  replace=False))
+        xy = None if self.xy is None else self.xy[pick]
         if self.image_of is None:
-            return TrainingRows(np.asarray(self.x[pick]), self.images, self.origin)
+            return TrainingRows(np.asarray(self.x[pick]), self.images, self.origin, xy=xy)
         image_of = self.image_of[pick]
         return TrainingRows(np.asarray(self.x[pick]), len(np.unique(image_of)), self.origin,
-                            image_of)
+                            image_of, xy)
 
     def describe(self) -> str:
         of = f" of {self.images:,} images" if self.images else ""
@@ -72,11 +79,19 @@ class TrainingRows:
                 "learned_from": self.describe()}
 
 
-def training_rows(store_dir, wanted, seed, *, source=None, limit=None, jobs=1) -> TrainingRows:
+def training_rows(store_dir, wanted, seed, *, source=None, limit=None, jobs=1,
+                  positions=False) -> TrainingRows:
     """``wanted`` descriptor rows of the store (fewer when it holds fewer; see the module
     doc). ``source`` (with its ``limit``): the store's source, to extract descriptors again
-    from a store kept without them."""
+    from a store kept without them. ``positions``: the rows' centred positions too
+    (``xy``), drawn from the store's images (the sample has none)."""
     store_dir = Path(store_dir)
+    if positions:
+        drawn = _from_store(store_dir, wanted, seed, source, limit, jobs, positions=True)
+        if drawn is None:
+            raise StoreError(f"{store_dir} has neither descriptors nor a source to draw "
+                             f"descriptors and their positions from (xy_weight); give --source")
+        return drawn
     path = store_dir / SAMPLE_FILE
     sample = np.load(path, mmap_mode="r") if path.exists() else None
     if sample is not None and len(sample) >= wanted:
@@ -106,9 +121,9 @@ def _sample_images(store_dir) -> int:
         return 0
 
 
-def _from_store(store_dir, wanted, seed, source, limit, jobs):
+def _from_store(store_dir, wanted, seed, source, limit, jobs, positions=False):
     """Rows drawn from the store's images (None when it has neither descriptors nor a
-    source to extract them from)."""
+    source to extract them from); with ``positions``, their centred positions too."""
     with Store(store_dir) as s:
         h5 = s.h5
         offsets = h5["offsets"][:]
@@ -125,25 +140,36 @@ def _from_store(store_dir, wanted, seed, source, limit, jobs):
         taken = np.cumsum(np.minimum(counts[order], per_image))
         chosen = np.sort(order[:int(np.searchsorted(taken, wanted)) + 1])
         keys = s.keys
+        units = s.config.frame_units
         if "descriptors" in h5:
-            ds = h5["descriptors"]
-            parts = []
+            ds, fr = h5["descriptors"], h5["frames"]
+            widths, heights = s.column("width"), s.column("height")
+            parts, where = [], []
             for i in chosen:
                 rows = subsample_rows(int(counts[i]), per_image, str(keys[i]), seed)
                 parts.append(ds[offsets[i]:offsets[i + 1]][rows])
+                if positions:
+                    frames = fr[offsets[i]:offsets[i + 1]][rows]
+                    where.append(centred_positions(frames, [0, len(frames)], widths[i:i + 1],
+                                                   heights[i:i + 1], units))
             origin = "the store's descriptors of the sampled images"
         else:
-            parts = _extract(s.config.replace(sample_per_image=per_image), source, limit,
-                             {str(keys[i]) for i in chosen}, jobs)
+            got = _extract(s.config.replace(sample_per_image=per_image), source, limit,
+                           {str(keys[i]) for i in chosen}, jobs, positions)
+            parts = [p[0] for p in got]
+            where = [p[1] for p in got] if positions else []
             origin = "descriptors extracted again from the source, of the sampled images"
     if not parts:
         return None
     x = np.concatenate(parts)
+    xy = np.concatenate(where) if positions else None
     image_of = np.repeat(np.arange(len(parts)), [len(p) for p in parts])
     if len(x) > wanted:
         pick = np.sort(np.random.default_rng([seed, 4]).choice(len(x), wanted, replace=False))
         x, image_of = x[pick], image_of[pick]
-    return TrainingRows(np.ascontiguousarray(x), len(np.unique(image_of)), origin, image_of)
+        xy = None if xy is None else xy[pick]
+    return TrainingRows(np.ascontiguousarray(x), len(np.unique(image_of)), origin, image_of,
+                        xy)
 
 
 def sampled_images(store) -> np.ndarray:
@@ -180,12 +206,12 @@ def _cap(counts, wanted) -> int:
     return lo
 
 
-def _extract(config, source, limit, keys, jobs):
-    """Descriptors (at most ``config.sample_per_image`` of each) of the source's images
-    named ``keys``, in key order."""
+def _extract(config, source, limit, keys, jobs, positions=False):
+    """(descriptors, centred positions or None) of the source's images named ``keys`` (at
+    most ``config.sample_per_image`` of each), in key order."""
     items = [it for it in limited(source, limit) if it.key in keys]
     parts = []
-    for got, _failed in run_tasks(sample_batch, ((config, b) for b in batched(items, 16)),
-                                  jobs):
+    for got, _failed in run_tasks(sample_batch, ((config, b, positions)
+                                                 for b in batched(items, 16)), jobs):
         parts.extend(got)
-    return [p for _, p in sorted(parts, key=lambda kp: kp[0])]
+    return [p[1:] if positions else (p[1], None) for p in sorted(parts, key=lambda p: p[0])]

@@ -15,6 +15,7 @@ import hashlib
 from ..codebook import quantizer as quantizer_of, subsample_rows
 from ..decode import decode_gray
 from ..encodings.bovw import word_counts
+from ..encodings.positions import centred_positions
 from ..exceptions import DecodeError
 from ..extract import Extraction, extract_image, pack_geometry
 from ..sources.base import items_digest
@@ -117,9 +118,12 @@ def process_shard(config, centroids, items, shard_path, first, parallel=False, *
 
 
 @task(items=1)
-def sample_batch(config, items, parallel=False, *, skip=None, on_item=None, fault=None):
+def sample_batch(config, items, positions=False, parallel=False, *, skip=None, on_item=None,
+                 fault=None):
     """Pass 1 for a few images: (key, a seeded subset of its descriptors) per image, and
-    failures."""
+    failures. ``positions``: (key, descriptors, their centred positions) per image
+    (``features.encodings.positions``), what a GMM of descriptors and positions is
+    learned from."""
     if parallel:
         single_threaded_libraries()
     skip = skip or {}
@@ -135,7 +139,12 @@ def sample_batch(config, items, parallel=False, *, skip=None, on_item=None, faul
             failed.append((item.key, result.reason))
             continue
         rows = subsample_rows(len(descriptors), config.sample_per_image, item.key, config.seed)
-        parts.append((item.key, descriptors[rows]))
+        if positions:
+            xy = centred_positions(result.frames[rows], [0, len(rows)], [result.width],
+                                   [result.height], config.frame_units)
+            parts.append((item.key, descriptors[rows], xy))
+        else:
+            parts.append((item.key, descriptors[rows]))
     return parts, failed
 
 
