@@ -34,6 +34,13 @@ log10(distractors) and of the median query time against distractors, projected t
 100,000 and 1,280,000 (a projection, not a measurement).
 
     python benchmarks/bench_distractors.py [--sizes 0,1000,10000] [--words 100000]
+        [--presets sift,sift-fast] [--costs] [--merge]
+
+``--presets``: one series of large-vocabulary stores per preset, side by side (the queries
+and distractors are the same files; each preset decodes and extracts them its own way).
+``--costs``: the CPU time of each stage of a re-ranked query in every store
+(``query_costs.py``, ``query_costs.md`` next to ``--out``). ``--merge``: the series of the
+report already at ``--out`` that this run does not measure keep their rows.
 
 The images and stores are written under ``--work`` (not kept by default: ``--keep``).
 """
@@ -205,8 +212,8 @@ def write_costs(costs, path, command):
     lines = ["# Where a query's time goes", "", f"`{command}`: median CPU milliseconds per "
              f"stage of `Searcher.search(path, k=501, rerank=True)` over the "
              f"{len(QUERY_PHOTOS) * len(EDITS)} query files, one thread "
-             "(`benchmarks/query_costs.py`; re-ranking verifies the 501 candidates that k "
-             "asks for). The whole search is timed separately from its stages.", ""]
+             "(`benchmarks/query_costs.py`; re-ranking verifies the best 100, the "
+             "shortlist). The whole search is timed separately from its stages.", ""]
     lines += costs_table(costs)
     path.with_suffix(".json").write_text(json.dumps(
         {f"{name}, {n}": c for (name, n), c in costs.items()}, indent=1))
