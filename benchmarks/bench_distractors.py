@@ -34,6 +34,13 @@ log10(distractors) and of the median query time against distractors, projected t
 100,000 and 1,280,000 (a projection, not a measurement).
 
     python benchmarks/bench_distractors.py [--sizes 0,1000,10000] [--words 100000]
+        [--presets sift,sift-fast] [--costs] [--merge]
+
+``--presets``: one series of large-vocabulary stores per preset, side by side (the queries
+and distractors are the same files; each preset decodes and extracts them its own way).
+``--costs``: the CPU time of each stage of a re-ranked query in every store
+(``query_costs.py``, ``query_costs.md`` next to ``--out``). ``--merge``: the series of the
+report already at ``--out`` that this run does not measure keep their rows.
 
 The images and stores are written under ``--work`` (not kept by default: ``--keep``).
 """
@@ -62,6 +69,7 @@ from features.presets import get_preset  # noqa: E402
 from features.search import Searcher  # noqa: E402
 from features.search.metrics import average_precision  # noqa: E402
 from features.sources import open_source  # noqa: E402
+from query_costs import costs_table, stage_costs  # noqa: E402
 
 QUERY_PHOTOS = ("astronaut.png", "camera.png", "chelsea.png", "coffee.png", "coins.png",
                 "motorcycle_left.png", "page.png", "retina.jpg", "rocket.jpg")
@@ -199,6 +207,19 @@ def score(store, queries_dir, k=100, repeats=1):
     return out
 
 
+def write_costs(costs, path, command):
+    """query_costs.md and .json: the CPU time of each stage of a query, per store."""
+    lines = ["# Where a query's time goes", "", f"`{command}`: median CPU milliseconds per "
+             f"stage of `Searcher.search(path, k=501, rerank=True)` over the "
+             f"{len(QUERY_PHOTOS) * len(EDITS)} query files, one thread "
+             "(`benchmarks/query_costs.py`; re-ranking verifies the best 100, the "
+             "shortlist). The whole search is timed separately from its stages.", ""]
+    lines += costs_table(costs)
+    path.with_suffix(".json").write_text(json.dumps(
+        {f"{name}, {n}": c for (name, n), c in costs.items()}, indent=1))
+    path.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
 def fit(points, what):
     """Least-squares line through (x, y) points, and its values at PROJECT."""
     x, y = np.array([p[0] for p in points], float), np.array([p[1] for p in points], float)
@@ -259,6 +280,8 @@ def write_report(report, path, command):
                              f"{o['rerank'][str(n)]['mAP']} | "
                              f"{o['plain'][str(n)]['cpu_p50_ms']} | "
                              f"{o['rerank'][str(n)]['cpu_p50_ms']} |")
+    for name, other in (report.get("merged") or {}).items():
+        lines += ["", f"{name}: the rows of an earlier run (`{other or 'not recorded'}`)"]
     lines += ["", f"distractor photos: {', '.join(report['distractor_photos'])}", "",
               f"build seconds: {json.dumps(report['build_s'])}"]
     path.with_suffix(".json").write_text(json.dumps(report, indent=1))
@@ -275,6 +298,15 @@ def main():
     parser.add_argument("--words", type=int, default=100_000)
     parser.add_argument("--points-per-word", type=int, default=4)
     parser.add_argument("--no-flat", action="store_true", help="the large vocabulary only")
+    parser.add_argument("--presets", default="sift",
+                        help="presets of the large vocabulary, comma-separated: one series "
+                             "of stores each, side by side (e.g. sift,sift-fast)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the stores of --out's report that this run does not "
+                             "measure (another run's series)")
+    parser.add_argument("--costs", action="store_true",
+                        help="also time each stage of a re-ranked query in every store "
+                             "(query_costs.md next to --out)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--work", default=str(HERE / "_work" / "distractors"))
     parser.add_argument("--out", default=str(HERE / "results" / "distractors"))
@@ -289,9 +321,15 @@ def main():
         (work / "queries.tmp").rename(queries)
     pool = work / "pool"
     used = write_distractors(pool, max(sizes + [args.learn]))
-    recipes = {f"{args.words} words, vocabulary tree": get_preset(
-        "sift", words=args.words, tree_branching=10, points_per_word=args.points_per_word,
-        sample_per_image=1000, sample_images=args.learn + 72)}
+    recipes = {}
+    for preset in args.presets.split(","):
+        config = get_preset(preset, words=args.words, tree_branching=10,
+                            points_per_word=args.points_per_word, sample_per_image=1000,
+                            sample_images=args.learn + 72)
+        name = f"{args.words} words, vocabulary tree"
+        if preset != "sift":
+            name += f", {preset} (max side {config.max_side})"
+        recipes[name] = config
     if not args.no_flat:
         recipes = {"1000 words, flat k-means": get_preset("sift", words=1000), **recipes}
     path = Path(args.out)
@@ -299,15 +337,27 @@ def main():
               "query_photos": list(QUERY_PHOTOS), "max_side": MAX_SIDE, "stores": {},
               "build_s": {}}
     command = "python benchmarks/bench_distractors.py " + " ".join(sys.argv[1:])
+    costs = {}
+    if args.merge and path.with_suffix(".json").exists():
+        # another run's series keep their rows; this run's replace theirs
+        before = json.loads(path.with_suffix(".json").read_text())
+        report["merged"] = {name: before.get("command") for name in before["stores"]
+                            if name not in recipes}
+        report["stores"] = {name: r for name, r in before["stores"].items()
+                            if name not in recipes}
+        report["build_s"] = {name: t for name, t in before["build_s"].items()
+                             if not name.startswith(tuple(recipes))}
+    report["command"] = command
     for name, config in recipes.items():
-        learned = work / f"store-{config.words}-learn{args.learn}"
+        tag = f"{config.words}-{config.preset}"
+        learned = work / f"store-{tag}-learn{args.learn}"
         t0 = time.perf_counter()
         run(config, open_source(str(image_set(work, queries, pool, args.learn))), learned,
             jobs=args.jobs, progress=False)
         report["build_s"][f"{name}, learned"] = round(time.perf_counter() - t0)
         report["stores"][name] = {}
         for n in sizes:
-            out = learned if n == args.learn else work / f"store-{config.words}-{n}"
+            out = learned if n == args.learn else work / f"store-{tag}-{n}"
             if n != args.learn:
                 t0 = time.perf_counter()
                 run(None, open_source(str(image_set(work, queries, pool, n))), out,
@@ -315,6 +365,9 @@ def main():
                 report["build_s"][f"{name}, {n}"] = round(time.perf_counter() - t0)
             result = score(out, queries)
             result.update(store_bytes(out))
+            if args.costs:
+                costs[(name, n)] = stage_costs(out, sorted(queries.rglob("*.jpg")))
+                write_costs(costs, path.parent / "query_costs", command)
             report["stores"][name][str(n)] = result
             print(name, n, json.dumps(result), flush=True)
             report["projection"] = projections(report)

@@ -133,6 +133,11 @@ PRESETS = {
     # copies keep the keypoints of their originals.
     "sift": Config(preset="sift", extractor="sift", max_side=640, words=1000,
                    relative_contrast=True),
+    # The same at most 256 pixels a side: OpenCV's DoG (which doubles the image first) is
+    # most of a query's time, and it costs about a quarter of what it does at 512. Copy
+    # detection among 1000 distractors lost 0.003 of mAP (benchmarks/results/query_costs.md).
+    "sift-fast": Config(preset="sift-fast", extractor="sift", max_side=256, words=1000,
+                        relative_contrast=True),
     # VLFeat PHOW: dense SIFT at bin sizes 4, 6, 8, 10, smoothed with sigma =
     # sqrt((size / magnif)^2 - 0.25), magnif 6 (the image's own blur of 0.5 px accounted for).
     "phow": Config(preset="phow", extractor="dense", max_side=480, step=4, sizes=(4, 6, 8, 10),

@@ -102,3 +102,26 @@ def test_vectors_are_checked(indexed):
             searcher.search(np.zeros(7, np.float32))
         with pytest.raises(ParameterError, match="rerank"):
             searcher.search(searcher.rows.row(0)[0], rerank=True)
+
+
+def test_rerank_verifies_only_the_shortlist(small_store, small_set, monkeypatch):
+    """With k above the shortlist, the shortlist is verified and re-ordered, the rest follow
+    unverified in the order of the plain search."""
+    query = str(small_set / "coins" / "half.jpg")
+    with Searcher(small_store) as searcher:
+        plain = searcher.search(query, k=10)
+        verified = []
+        verify = searcher.verify_candidates
+
+        def spy(q, ids, *args, **kwargs):
+            verified.append(list(ids))
+            return verify(q, ids, *args, **kwargs)
+
+        monkeypatch.setattr(searcher, "verify_candidates", spy)
+        hits = searcher.search(query, k=10, rerank=True, shortlist=4)
+    assert len(hits) == 10 and sum(map(len, verified)) == 4
+    assert set(verified[0]) == {h["index"] for h in plain[:4]}
+    assert {h["index"] for h in hits[:4]} == {h["index"] for h in plain[:4]}
+    assert [h["index"] for h in hits[4:]] == [h["index"] for h in plain[4:]]
+    assert all(h["inliers"] == 0 for h in hits[4:])
+    assert hits[0]["inliers"] >= 8

@@ -47,7 +47,7 @@ def _common_options() -> argparse.ArgumentParser:
 def _config_options(p):
     g = p.add_argument_group("recipe (defaults come from the preset)")
     # no default here: `run --like` tells a preset given from none
-    g.add_argument("--preset", help="sift, phow or sbow (default: sift)")
+    g.add_argument("--preset", help="sift, sift-fast, phow or sbow (default: sift)")
     g.add_argument("--words", type=int, help="codebook size")
     g.add_argument("--tree-branching", type=int, metavar="B",
                    help="learn the words as a vocabulary tree (hierarchical k-means, for "

@@ -169,7 +169,8 @@ class Searcher:
 
         ``rerank`` verifies the best ``shortlist`` results geometrically (see
         :mod:`features.search.spatial`): those with at least ``MIN_INLIERS`` inliers come
-        first, most inliers first, the others keep their order. ``expand`` (with
+        first, most inliers first, the others keep their order; results past the
+        shortlist (when ``k`` is larger) follow unverified, in their order (0 inliers). ``expand`` (with
         ``rerank``) is average query expansion: the query vector plus those of its
         ``expand`` best verified results, normalized, is searched again and its shortlist
         verified too. ``nprobe``, ``k_factor``: the index's search parameters for this
@@ -190,9 +191,14 @@ class Searcher:
         hits = self._search_vector(query.vector, n, query.self_index, **tuning)
         inliers = {}
         if rerank:
-            hits = self._rerank(query, hits, inliers)
+            # only the shortlist is verified: with k above it (a benchmark asking for 500
+            # results) verifying every result cost more than the rest of the query
+            head, tail = hits[:shortlist], hits[shortlist:]
+            head = self._rerank(query, head, inliers)
             if expand:
-                hits = self._expand(query, hits, inliers, expand, n, tuning)
+                head = self._expand(query, head, inliers, expand, shortlist, tuning)
+            seen = {i for _, i in head}
+            hits = head + [h for h in tail if h[1] not in seen]
         out = []
         for score, i in hits[:k]:
             hit = self._hit(score, i)
