@@ -240,10 +240,20 @@ def test_real_store_ranks_copies_and_serves(tree_store, small_set, cli_env):
         assert searcher.search(searcher.query_from_key("coins/half.jpg").vector, k=1)
         batch = searcher.search_batch(["chelsea/half.jpg", "coins/half.jpg"], k=2)
         assert [b[0]["key"].split("/")[0] for b in batch] == ["chelsea", "coins"]
+        with pytest.raises(ParameterError, match="nprobe"):
+            searcher.search("coins/half.jpg", k=3, nprobe=4)
     proc = run_cli("search", out, "chelsea/half.jpg", "--rerank", "--json", env=cli_env,
                    check=True)
     assert json.loads(proc.stdout)[0]["results"][0]["key"].startswith("chelsea/")
     assert run_cli("verify", out, env=cli_env).returncode == 0
+    pytest.importorskip("aiohttp")
+    from serve_helpers import Server, get_json
+    server = Server(out)
+    try:
+        status, found = get_json(server.url + "api/search?key=coins/half.jpg&k=3")
+        assert status == 200 and found["results"][0]["key"].startswith("coins/")
+    finally:
+        server.stop()
     proc = run_cli("index", out, "--index", "Inverted", "--hamming", "48", env=cli_env)
     assert proc.returncode != 0 and "48" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -11,6 +11,7 @@ from ..codebook.tree import VocabularyTree
 from ..exceptions import ParameterError, QueryError
 from ..extract.geometry import frame_geometry, keeps_geometry, unpack_geometry
 from ..index import apply_params, index_record, load_index, search_vectors
+from ..index.params import query_params
 from ..store import OK, Store
 from .encoder import Encoder
 from .query import Query
@@ -188,6 +189,7 @@ class Searcher:
         n = max(k, shortlist) if rerank else k
         tuning = {"nprobe": nprobe, "k_factor": k_factor}
         if self._selective(query):
+            query_params(self.index, nprobe, k_factor, self.factory)  # refuses them
             hits = self._search_hamming(query, n)
         else:
             hits = self._search_vector(query.vector, n, query.self_index, **tuning)
@@ -221,6 +223,7 @@ class Searcher:
             return []
         queries = [self.query(q) for q in queries]
         if any(self._selective(q) for q in queries):
+            query_params(self.index, nprobe, k_factor, self.factory)  # refuses them
             # Hamming embedding scores descriptors, one query at a time
             return [[self._hit(s, i) for s, i in self._search_hamming(q, k)]
                     if self._selective(q) else
