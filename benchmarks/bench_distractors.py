@@ -22,7 +22,10 @@ Each vocabulary is learned once, on the queries and the first ``--learn`` distra
   vocabulary tree; above 16,384 words the index is an inverted file);
 
 and every size of ``--sizes`` (0: the queries alone, the baseline of "within 0.02") is a
-store encoded ``--like`` it, so that only the distractors change.
+store encoded ``--like`` it, so that only the distractors change. With ``--hamming BITS``
+each store of the large vocabulary is searched again through an inverted file with
+Hamming embedding of that many bits (``features index --index Inverted --hamming BITS``),
+reported as a store of its own.
 
 Reported per store: mAP and recall@100 of the true copies, plain and with re-ranking;
 the query time by image file, extraction included, on one thread (``OMP_NUM_THREADS=1``,
@@ -34,7 +37,7 @@ log10(distractors) and of the median query time against distractors, projected t
 100,000 and 1,280,000 (a projection, not a measurement).
 
     python benchmarks/bench_distractors.py [--sizes 0,1000,10000] [--words 100000]
-        [--presets sift,sift-fast] [--costs] [--merge]
+        [--presets sift,sift-fast] [--costs] [--merge] [--hamming 64]
 
 ``--presets``: one series of large-vocabulary stores per preset, side by side (the queries
 and distractors are the same files; each preset decodes and extracts them its own way).
@@ -64,7 +67,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "src"))
 
 from features.demo import EDITS, write_copy_set  # noqa: E402
-from features.pipeline import run  # noqa: E402
+from features.pipeline import build_index, run  # noqa: E402
 from features.presets import get_preset  # noqa: E402
 from features.search import Searcher  # noqa: E402
 from features.search.metrics import average_precision  # noqa: E402
@@ -307,6 +310,9 @@ def main():
     parser.add_argument("--costs", action="store_true",
                         help="also time each stage of a re-ranked query in every store "
                              "(query_costs.md next to --out)")
+    parser.add_argument("--hamming", type=int, metavar="BITS",
+                        help="also search the large vocabulary's stores with Hamming "
+                             "embedding of BITS (32 or 64) bits")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--work", default=str(HERE / "_work" / "distractors"))
     parser.add_argument("--out", default=str(HERE / "results" / "distractors"))
@@ -370,6 +376,15 @@ def main():
                 write_costs(costs, path.parent / "query_costs", command)
             report["stores"][name][str(n)] = result
             print(name, n, json.dumps(result), flush=True)
+            if args.hamming and config.words > 1000:
+                he = f"{name} + Hamming embedding, {args.hamming} bits"
+                t0 = time.perf_counter()
+                build_index(out, factory="Inverted", hamming=args.hamming, progress=False)
+                report["build_s"][f"{he}, {n}, index"] = round(time.perf_counter() - t0)
+                result = score(out, queries)
+                result.update(store_bytes(out))
+                report["stores"].setdefault(he, {})[str(n)] = result
+                print(he, n, json.dumps(result), flush=True)
             report["projection"] = projections(report)
             write_report(report, path, command)
             if n != args.learn and not args.keep:

@@ -177,10 +177,12 @@ def cmd_index(args):
     with _workers(args) as jobs:
         path = pipeline.build_index(args.store, args.encoding, args.index, force=args.force,
                                     jobs=jobs, search_params=params,
-                                    progress=not args.quiet)
+                                    hamming=args.hamming, progress=not args.quiet)
     record = index_record(args.store) or {}
     print(f"index: {path} ({record.get('factory')}, {record.get('rows')} images, "
-          f"{record.get('encoding')}{_shown_params(record.get('params') or {})})")
+          f"{record.get('encoding')}{_shown_params(record.get('params') or {})}"
+          + (f", Hamming embedding of {record['hamming']} bits" if record.get("hamming")
+             else "") + ")")
     return 0
 
 

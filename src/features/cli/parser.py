@@ -183,6 +183,11 @@ def build_parser():
                     help="a FAISS index factory string, or Inverted for an inverted file "
                          "(default: an inverted file over more than 16,384 words; else "
                          "exact below 50,000 images, IVF-PQ with a refine stage above)")
+    sp.add_argument("--hamming", type=int, metavar="BITS",
+                    help="with --index Inverted: Hamming embedding, a signature of BITS "
+                         "(32 or 64) bits per descriptor that weighs each word match by "
+                         "how near the two descriptors lie (12 bytes per descriptor; the "
+                         "store must keep its SIFT descriptors)")
     sp.add_argument("--force", action="store_true", help="rebuild even when current")
     sp.add_argument("--jobs", type=jobs_count, default=1,
                     help="worker processes filling the index shard by shard: N, or -1 for "

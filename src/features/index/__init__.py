@@ -7,6 +7,7 @@ vocabulary an inverted file.
 - :mod:`.ondisk`: FAISS's file format written part by part and merged on disk;
 - :mod:`.refine`: the sparse refine stage (``index.refine``);
 - :mod:`.inverted`: the inverted file of large vocabularies (``index.inverted``);
+- :mod:`.hamming`: its Hamming embedding option (``index.hamming``);
 - :mod:`.layout`: its files, in a folder of their build's generation that the manifest names;
 - :mod:`.files`: the files checked against the manifest's sizes and checksums, and held open;
 - :mod:`.load`: opened for search, memory-mapped or copied into memory;

@@ -64,8 +64,9 @@ from .factory import (AUTO, EXACT_BELOW, SPARSE_REFINE, auto_factory, default_pa
                       faiss_message, io_flag, make_index, set_params, split_factory, train_size,
                       walk)
 from .files import OpenIndexFiles, describe_files
-from .layout import (INDEX_FILE, INVERTED_FILE, REFINE_FILE, index_paths, index_record,
-                     is_generation, new_generation)
+from .hamming import check_bits, write_hamming
+from .layout import (HAMMING_FILE, INDEX_FILE, INVERTED_FILE, REFINE_FILE, index_paths,
+                     index_record, is_generation, new_generation)
 from .load import load_index
 from .ondisk import PART_SHIFT, errno_in, merge_on_disk, split_index
 from .params import apply_params, parse_params
@@ -218,11 +219,14 @@ def _fingerprint(store: Store, rows: EncodingRows) -> str:
     return h.hexdigest()
 
 
-def is_current(store: Store, encoding="bovw", factory=AUTO) -> bool:
-    """Whether the index was built from these rows with this request, and its files are
-    those recorded (sizes, and checksums where ``load_index`` checks them)."""
+def is_current(store: Store, encoding="bovw", factory=AUTO, hamming=None) -> bool:
+    """Whether the index was built from these rows with this request (and Hamming
+    embedding of ``hamming`` bits, None: without), and its files are those recorded
+    (sizes, and checksums where ``load_index`` checks them)."""
     record = index_record(store.dir)
     if not record or record.get("encoding") != encoding or record.get("requested") != factory:
+        return False
+    if record.get("hamming") != hamming:
         return False
     try:
         OpenIndexFiles(store.dir, record).close()
@@ -237,7 +241,7 @@ def is_current(store: Store, encoding="bovw", factory=AUTO) -> bool:
 
 def build(store: Store, encoding="bovw", factory=None, *, exact_below=EXACT_BELOW,
           block=8192, part_rows=20_000, seed=0, force=False, run_tasks=None,
-          search_params=None, progress=None) -> Path:
+          search_params=None, hamming=None, progress=None) -> Path:
     """Build (or keep, when current) the store's index; returns its path.
 
     ``factory``: None or "auto" to choose by size, or any FAISS index factory string,
@@ -248,6 +252,8 @@ def build(store: Store, encoding="bovw", factory=None, *, exact_below=EXACT_BELO
     ``run_tasks(func, tasks)`` runs the fill tasks (one per run of whole shards, at least
     ``part_rows`` rows), yielding ``func(*task)`` in task order: the pipeline's runner
     (worker processes, a Dask cluster); by default they run here, one after another.
+    ``hamming`` (32 or 64): an inverted file with Hamming embedding signatures of that
+    many bits per descriptor (``features.index.hamming``), from the store's descriptors.
     ``progress(done, total)`` is called as the rows go in: images added so far, and of
     how many.
     """
@@ -255,15 +261,21 @@ def build(store: Store, encoding="bovw", factory=None, *, exact_below=EXACT_BELO
         run_tasks = _run_here
     requested = factory or AUTO
     given = parse_params(search_params or {})
-    if not force and is_current(store, encoding, requested):
+    if hamming is not None:
+        hamming = check_bits(hamming)
+    if not force and is_current(store, encoding, requested, hamming):
         if given:
             _record_params(store, given)
         paths = index_paths(store.dir, index_record(store.dir))
         return paths.get(INDEX_FILE) or paths[INVERTED_FILE]
     started = time.monotonic()
     plan = _plan(store, encoding, requested, exact_below, block)
+    if hamming is not None and plan.factory != INVERTED:
+        raise ParameterError(f"hamming {hamming} weighs the word matches of an inverted "
+                             f"file, and this index is {plan.factory} (give --index "
+                             f"{INVERTED})", "hamming")
     if plan.factory == INVERTED:
-        return _build_inverted(plan, given, started, progress or _no_progress)
+        return _build_inverted(plan, given, started, progress or _no_progress, hamming, seed)
     trained = train_index(store, plan.rows, plan.base_factory, seed=seed,
                           eligible=plan.eligible, params=plan.params)
     if given:
@@ -350,13 +362,16 @@ def _no_progress(done, total):
     pass
 
 
-def _build_inverted(plan, given, started, progress) -> Path:
-    """An inverted file (``features.index.inverted``) over the indexable rows, written into
-    the plan's new generation and switched to as a FAISS index is."""
+def _build_inverted(plan, given, started, progress, hamming=None, seed=0) -> Path:
+    """An inverted file (``features.index.inverted``) over the indexable rows, and with
+    ``hamming`` its descriptors' signatures (``features.index.hamming``), written into the
+    plan's new generation and switched to as a FAISS index is."""
     if given:
         raise ParameterError(f"an inverted file takes no search parameters, got "
                              f"{', '.join(given)}", next(iter(given)))
     store, rows = plan.store, plan.rows
+    if hamming is not None:
+        _check_descriptors(store)
     remove_stale_temporaries(store.dir)
     _remove_unused(store.dir, (index_record(store.dir) or {}).get("generation"))
     plan.folder.mkdir()
@@ -373,18 +388,62 @@ def _build_inverted(plan, given, started, progress) -> Path:
         with atomic_file(path) as tmp:
             n_vectors = write_inverted(tmp, blocks, rows.n_rows, rows.dim,
                                        lambda done: progress(done, len(plan.eligible)))
+        paths = {INVERTED_FILE: path}
+        if hamming is not None:
+            paths[HAMMING_FILE] = plan.folder / HAMMING_FILE
+            _write_hamming(plan, paths[HAMMING_FILE], hamming, seed, progress)
         Manifest(store.dir).step_done(
             "index", encoding=plan.encoding, requested=plan.requested, factory=INVERTED,
             params={}, kind=INVERTED_KIND, rows=n_vectors, dim=rows.dim,
             bytes=path.stat().st_size, io_flag="none", refine=None, refine_bytes=None,
             source=_fingerprint(store, rows), generation=plan.generation,
-            files=describe_files({INVERTED_FILE: path}),
+            hamming=hamming, files=describe_files(paths),
             seconds=round(time.monotonic() - started, 3))
     except BaseException:
         shutil.rmtree(plan.folder, ignore_errors=True)
         raise
     _remove_unused(store.dir, plan.generation)
     return path
+
+
+def _check_descriptors(store):
+    if "descriptors" not in store.h5 or "words" not in store.h5:
+        raise StoreError(f"{store.dir} keeps no SIFT descriptors, which Hamming embedding "
+                         f"signs: extract it again with the sift preset and without "
+                         f"--no-descriptors")
+
+
+def _write_hamming(plan, path, bits, seed, progress, max_descriptors=None):
+    """The Hamming embedding of the indexed images' descriptors, read from ``store.h5`` in
+    blocks of at most ``max_descriptors`` (one image more when a single image has more)."""
+    from .hamming import BLOCK_DESCRIPTORS
+    store, rows = plan.store, plan.rows
+    limit = max_descriptors or BLOCK_DESCRIPTORS
+    offsets = store.h5["offsets"][:].astype(np.int64)
+    keep = np.zeros(rows.n_rows, bool)
+    keep[plan.eligible] = True
+    idf = (store.idf.astype(np.float32) if store.config.tfidf and "encodings/idf" in store.h5
+           else np.ones(rows.dim, np.float32))
+
+    def blocks():
+        a = 0
+        while a < rows.n_rows:
+            b = int(np.searchsorted(offsets, offsets[a] + limit, side="right")) - 1
+            b = min(rows.n_rows, max(b, a + 1))
+            ids = np.flatnonzero(keep[a:b]) + a
+            if len(ids):
+                lo, hi = int(offsets[a]), int(offsets[b])
+                take = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in ids]) - lo
+                per = offsets[ids + 1] - offsets[ids]
+                yield (ids, per, store.h5["words"][lo:hi][take],
+                       store.h5["descriptors"][lo:hi][take])
+            a = b
+
+    total = int(offsets[plan.eligible + 1].sum() - offsets[plan.eligible].sum())
+    progress(0, len(plan.eligible))
+    with atomic_file(path) as tmp:
+        write_hamming(tmp, blocks, rows.n_rows, rows.dim, bits, idf, total=total, seed=seed,
+                      progress=lambda done: progress(done, len(plan.eligible)))
 
 
 def _fill(plan, trained, part_rows, run_tasks, progress) -> int:

@@ -14,7 +14,8 @@ when it is at most ``HASH_AT_OPEN[name]`` bytes (about 0.2 s per 100 MB):
   zeros), so a damaged larger file is never read out of bounds, but a flipped value can
   change a score until ``features verify``, which hashes every file whole, finds it;
 - ``index.inverted`` up to 64 MiB, likewise: its reader checks its header, size and list
-  starts whatever the size.
+  starts whatever the size;
+- ``index.hamming`` (Hamming embedding, beside an inverted file) up to 64 MiB, likewise.
 
 A reader either maps a file or copies it into the process's memory (``load_index``'s
 ``mmap``). A mapped file's pages are read from the file at each search: truncated or
@@ -36,9 +37,10 @@ import hashlib
 import os
 
 from ..exceptions import IndexChanged, IndexDamaged
-from .layout import INDEX_FILE, INVERTED_FILE, REFINE_FILE, index_paths
+from .layout import HAMMING_FILE, INDEX_FILE, INVERTED_FILE, REFINE_FILE, index_paths
 
-HASH_AT_OPEN = {INDEX_FILE: 1 << 30, REFINE_FILE: 64 << 20, INVERTED_FILE: 64 << 20}
+HASH_AT_OPEN = {INDEX_FILE: 1 << 30, REFINE_FILE: 64 << 20, INVERTED_FILE: 64 << 20,
+                HAMMING_FILE: 64 << 20}
 _BLOCK = 1 << 22
 
 

@@ -125,6 +125,7 @@ class InvertedFile:
     def __init__(self, path, *, hint="run `features index` to rebuild it", copy_from=None):
         self.path = path
         self.files = None
+        self.hamming = None      # its Hamming embedding (features.index.hamming), if any
         self._local = threading.local()
         size = os.path.getsize(path)
         with open(path, "rb") as f:

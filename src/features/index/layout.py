@@ -5,7 +5,8 @@ An index is one unit of files (``index.faiss``, and ``index.refine`` for a spars
 stage) kept in a folder of its own generation, ``index-<generation>/``, which the
 manifest's record names (``generation``) with the size and SHA-256 of each file
 (``files``); an inverted-file index (``features.index.inverted``) is the one file
-``index.inverted``. A build writes a new generation beside the current one, and the manifest's
+``index.inverted``, with ``index.hamming`` when it was built with Hamming embedding
+(``features.index.hamming``). A build writes a new generation beside the current one, and the manifest's
 atomic rewrite switches to it: a reader sees one generation's pair or the other's, never a
 mix, and the files a reader has open are never written again (the old generation is
 removed after the switch; a process that has them open keeps reading them). Stores made
@@ -25,6 +26,7 @@ from ..store import Manifest
 INDEX_FILE = "index.faiss"
 REFINE_FILE = "index.refine"   # the sparse refine stage (features.index.refine)
 INVERTED_FILE = "index.inverted"   # an inverted file, in place of both (features.index.inverted)
+HAMMING_FILE = "index.hamming"     # its Hamming embedding, an option (features.index.hamming)
 GENERATION_PREFIX = "index-"
 _GENERATION = re.compile(r"index-[0-9a-z]+-[0-9a-f]+")
 
@@ -64,9 +66,11 @@ def current_index_paths(directory) -> dict[str, Path]:
 
 def index_paths(directory, record) -> dict[str, Path]:
     """``{file name: path}`` of the index files of ``record`` (the refine stage only when
-    the record has one; an inverted file alone for an index of that kind)."""
+    the record has one; an inverted file for an index of that kind, and its Hamming
+    embedding when the record has one)."""
     folder = index_folder(directory, record)
     if (record or {}).get("kind") == "inverted":
-        return {INVERTED_FILE: folder / INVERTED_FILE}
+        names = [INVERTED_FILE] + ([HAMMING_FILE] if (record or {}).get("hamming") else [])
+        return {name: folder / name for name in names}
     names = [INDEX_FILE] + ([REFINE_FILE] if (record or {}).get("refine") else [])
     return {name: folder / name for name in names}

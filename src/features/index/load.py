@@ -18,8 +18,9 @@ import numpy as np
 from ..exceptions import IndexDamaged, ParameterError, StoreError
 from . import files as index_files
 from .factory import IO_FLAGS, faiss_message
+from .hamming import HammingFile
 from .inverted import INVERTED_KIND, InvertedFile
-from .layout import INDEX_FILE, INVERTED_FILE, REFINE_FILE, index_paths, index_record
+from .layout import HAMMING_FILE, INDEX_FILE, INVERTED_FILE, REFINE_FILE, index_paths, index_record
 from .params import apply_params, query_params
 from .refine import RefinedIndex, RefineRows
 
@@ -114,20 +115,31 @@ def _load(store, record, mmap):
 
 
 def _load_inverted(store, record, mmap):
-    """An inverted-file index (``index.inverted``), memory-mapped or copied, its file
-    checked against the record and held open."""
+    """An inverted-file index (``index.inverted``, and its Hamming embedding
+    ``index.hamming`` when it has one: ``index.hamming``), memory-mapped or copied, its
+    files checked against the record and held open."""
     opened = index_files.OpenIndexFiles(store.dir, record)
     path = opened.paths[INVERTED_FILE]
     hint = index_files.rebuild_hint(store.dir)
     try:
         index = InvertedFile(path, hint=hint, copy_from=None if mmap else opened)
+        if HAMMING_FILE in opened.paths:
+            index.hamming = HammingFile(opened.paths[HAMMING_FILE], hint=hint,
+                                        copy_from=None if mmap else opened)
     except BaseException:
         opened.close()
         raise
-    (opened.mapped if mmap else opened.copied).add(INVERTED_FILE)
+    for name in opened.paths:
+        (opened.mapped if mmap else opened.copied).add(name)
     opened.check()
-    if mmap and not opened.is_open(INVERTED_FILE):
-        raise StoreError(f"{path} was replaced while it was opened")
+    for name in opened.paths:
+        if mmap and not opened.is_open(name):
+            raise StoreError(f"{opened.paths[name]} was replaced while it was opened")
+    if index.hamming is not None and (index.hamming.n_rows != index.n_rows
+                                      or index.hamming.d != index.d):
+        raise IndexDamaged(f"{index.hamming.path} holds postings over {index.hamming.n_rows} "
+                           f"images and {index.hamming.d} words for an inverted file of "
+                           f"{index.n_rows} and {index.d}; {hint}")
     for what, value in (("dim", index.d), ("rows", index.ntotal)):
         if isinstance(record.get(what), int) and value != record[what]:
             raise IndexDamaged(f"{path} is damaged (its {what} is {value}, the manifest "

@@ -14,8 +14,9 @@ from ..exceptions import StoreError, first_line
 from .builder import index_record
 from .factory import IO_FLAGS
 from .files import file_problem, recorded
+from .hamming import HammingFile
 from .inverted import INVERTED_KIND, InvertedFile
-from .layout import INDEX_FILE, INVERTED_FILE, REFINE_FILE, index_paths
+from .layout import HAMMING_FILE, INDEX_FILE, INVERTED_FILE, REFINE_FILE, index_paths
 from .refine import RefineRows
 
 
@@ -35,6 +36,8 @@ def check_index(directory, ok_with_features, bad, checked):
         return
     if (record or {}).get("kind") == INVERTED_KIND:
         check_inverted(paths[INVERTED_FILE], record, ok_with_features, bad, checked)
+        if HAMMING_FILE in paths:
+            check_hamming(paths[HAMMING_FILE], record, ok_with_features, bad)
         return
     path = paths[INDEX_FILE]
     if not record and not path.exists():
@@ -94,6 +97,28 @@ def check_inverted(path, record, ok_with_features, bad, checked):
     if isinstance(record.get("dim"), int) and inverted.d != record["dim"]:
         bad(path, f"lists of {inverted.d} words, the manifest records {record['dim']}")
     for problem in inverted.check_structure(ok_with_features):
+        bad(path, problem)
+
+
+def check_hamming(path, record, ok_with_features, bad):
+    """An inverted file's Hamming embedding: the size and SHA-256 recorded, then its
+    structure (image numbers in range and not decreasing within a list, signatures of the
+    recorded bits, finite values, the images with features indexed)."""
+    problem = _file_problem(path, record, HAMMING_FILE)
+    if problem:
+        bad(path, problem)
+        return
+    try:
+        hamming = HammingFile(path)
+    except StoreError as e:
+        bad(path, str(e).replace(f"{path} is ", "").split(";")[0])
+        return
+    if isinstance(record.get("dim"), int) and hamming.d != record["dim"]:
+        bad(path, f"lists of {hamming.d} words, the manifest records {record['dim']}")
+    if record.get("hamming") != hamming.bits:
+        bad(path, f"signatures of {hamming.bits} bits, the manifest records "
+                  f"{record.get('hamming')}")
+    for problem in hamming.check_structure(ok_with_features):
         bad(path, problem)
 
 

@@ -310,17 +310,18 @@ def _write_failure_report(out, failures):
 @_writer("index")
 def build_index(out, encoding="bovw", factory=None, *, force=False,
                 exact_below=index.EXACT_BELOW, jobs=1, search_params=None,
-                progress=True) -> Path:
+                hamming=None, progress=True) -> Path:
     """FAISS index over one of the store's encodings; kept as it is when it is current (built
     from the same rows with the same request), unless ``force``. ``jobs``: worker processes
     or a Dask cluster for the fill tasks (one per run of whole shards). ``search_params``
     (``{"nprobe": 16}`` or ``"nprobe=16"``): the defaults recorded for searches.
-    ``progress``: a line of images added on stderr."""
+    ``hamming`` (32 or 64): an inverted file with Hamming embedding signatures of that
+    many bits (``features.index.hamming``). ``progress``: a line of images added on stderr."""
     bar = Progress("index", unit="images", failures=False, enabled=progress)
     with Store(out) as store:
         path = index.build(store, encoding, factory, force=force, exact_below=exact_below,
                            run_tasks=lambda func, tasks: run_tasks(func, tasks, jobs),
-                           search_params=search_params, progress=bar)
+                           search_params=search_params, hamming=hamming, progress=bar)
     bar.close()
     return path
 

@@ -12,7 +12,7 @@ class Query:
     search never needs them; re-ranking from geometry records does not either)."""
 
     def __init__(self, name, vector, frames, words, self_index, width=0, height=0, *,
-                 geometry=None, units="pixels", oriented=True, store=None):
+                 geometry=None, units="pixels", oriented=True, store=None, descriptors=None):
         self.name = name
         self.vector = vector          # (1, dim) float32, as the indexed encoding
         self._frames = frames         # in the original image's pixel coordinates
@@ -24,6 +24,7 @@ class Query:
         self.units = units            # of frames: the store's frame_units
         self.oriented = oriented      # frames[:, 3] is an orientation (sparse SIFT)
         self._store = store
+        self._descriptors = descriptors   # uint8 (n, 128) with the words, or None
 
     def _read(self):
         f = self._store.image_features(self.self_index)
@@ -38,6 +39,14 @@ class Query:
     @frames.setter
     def frames(self, value):
         self._frames = value
+
+    @property
+    def descriptors(self) -> np.ndarray | None:
+        """The SIFT descriptors behind the words (for Hamming embedding): an image's, or
+        read from the store for a key query (None for a vector query)."""
+        if self._descriptors is None and self._store is not None:
+            self._descriptors = self._store.descriptors(self.self_index)
+        return self._descriptors
 
     @property
     def words(self) -> np.ndarray:

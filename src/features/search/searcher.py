@@ -11,6 +11,7 @@ from ..codebook.tree import VocabularyTree
 from ..exceptions import ParameterError, QueryError
 from ..extract.geometry import frame_geometry, keeps_geometry, unpack_geometry
 from ..index import apply_params, index_record, load_index, search_vectors
+from ..index.params import query_params
 from ..store import OK, Store
 from .encoder import Encoder
 from .query import Query
@@ -122,7 +123,7 @@ class Searcher:
         f = self.encoder.features(image, name)
         vector = self.encoder.encode_features(f, name)
         return Query(name or "image", vector, f.frames, f.words, None, f.width, f.height,
-                     **self._frame_kind())
+                     descriptors=f.descriptors, **self._frame_kind())
 
     def query_from_vector(self, vector, name="vector") -> Query:
         """A row of the indexed encoding as a query ((dim,) or (1, dim)); it cannot be
@@ -188,7 +189,11 @@ class Searcher:
                                  "features to verify)", "rerank")
         n = max(k, shortlist) if rerank else k
         tuning = {"nprobe": nprobe, "k_factor": k_factor}
-        hits = self._search_vector(query.vector, n, query.self_index, **tuning)
+        if self._selective(query):
+            query_params(self.index, nprobe, k_factor, self.factory)  # refuses them
+            hits = self._search_hamming(query, n)
+        else:
+            hits = self._search_vector(query.vector, n, query.self_index, **tuning)
         inliers = {}
         if rerank:
             # only the shortlist is verified: with k above it (a benchmark asking for 500
@@ -223,6 +228,14 @@ class Searcher:
         if not len(queries):
             return []
         queries = [self.query(q) for q in queries]
+        if any(self._selective(q) for q in queries):
+            query_params(self.index, nprobe, k_factor, self.factory)  # refuses them
+            # Hamming embedding scores descriptors, one query at a time
+            return [[self._hit(s, i) for s, i in self._search_hamming(q, k)]
+                    if self._selective(q) else
+                    [self._hit(s, i) for s, i in self._search_vector(q.vector, k,
+                                                                     q.self_index)]
+                    for q in queries]
         x = np.concatenate([q.vector for q in queries])
         import faiss
         extra = int(any(q.self_index is not None for q in queries))
@@ -239,6 +252,22 @@ class Searcher:
             hits = [(s, i) for s, i in zip(s_row, i_row) if i >= 0 and i != q.self_index]
             out.append([self._hit(s, i) for s, i in hits[:k]])
         return out
+
+    def _selective(self, query) -> bool:
+        """Whether the query is scored by the index's Hamming embedding: the index has one
+        and the query has descriptors (an image, or a key of the store; a vector query is
+        scored by the inverted file's tf-idf rows)."""
+        return (getattr(self.index, "hamming", None) is not None
+                and (query.self_index is not None or query.descriptors is not None))
+
+    def _search_hamming(self, query, n):
+        """The n best (score, image) by Hamming embedding, the query's own image left out."""
+        self.index.files.check()
+        exclude = query.self_index
+        scores, ids = self.index.hamming.search(query.words, query.descriptors,
+                                                n + (exclude is not None))
+        return [(float(s), int(i)) for s, i in zip(scores[0], ids[0])
+                if i >= 0 and i != exclude][:n]
 
     def _search_vector(self, vector, n, exclude, nprobe=None, k_factor=None):
         import faiss
