@@ -29,6 +29,9 @@ class Config:
     # the sift preset; False, the absolute threshold, is what recipes stored before this
     # field existed meant, so their stores' queries are extracted as their images were
     relative_contrast: bool = False
+    # how it measures the contrast (features.extract.contrast.MEASURES): "spread-gradient"
+    # in the sift presets; "spread" is what recipes stored before this field existed meant
+    contrast_measure: str = "spread"
     edge_threshold: float = 10.0
     # dense SIFT
     step: int = 4
@@ -87,6 +90,8 @@ class Config:
         _check(0.0 < self.power <= 1.0, "power", self.power, "in (0, 1]")
         _check(self.frame_units in ("pixels", "normalized"), "frame_units", self.frame_units,
                "'pixels' or 'normalized'")
+        _check(self.contrast_measure in ("spread", "spread-gradient"), "contrast_measure",
+               self.contrast_measure, "'spread' or 'spread-gradient'")
         _check(self.max_keypoints >= 0, "max_keypoints", self.max_keypoints, ">= 0")
 
     @property
@@ -132,12 +137,12 @@ PRESETS = {
     # The DoG threshold is relative to each image's contrast, so that dark, hazy and faded
     # copies keep the keypoints of their originals.
     "sift": Config(preset="sift", extractor="sift", max_side=640, words=1000,
-                   relative_contrast=True),
+                   relative_contrast=True, contrast_measure="spread-gradient"),
     # The same at most 256 pixels a side: OpenCV's DoG (which doubles the image first) is
     # most of a query's time, and it costs about a quarter of what it does at 512. Copy
     # detection among 1000 distractors lost 0.003 of mAP (benchmarks/results/query_costs.md).
     "sift-fast": Config(preset="sift-fast", extractor="sift", max_side=256, words=1000,
-                        relative_contrast=True),
+                        relative_contrast=True, contrast_measure="spread-gradient"),
     # VLFeat PHOW: dense SIFT at bin sizes 4, 6, 8, 10, smoothed with sigma =
     # sqrt((size / magnif)^2 - 0.25), magnif 6 (the image's own blur of 0.5 px accounted for).
     "phow": Config(preset="phow", extractor="dense", max_side=480, step=4, sizes=(4, 6, 8, 10),

@@ -40,7 +40,8 @@ def rootsift(descriptors):
 
 
 def sift(gray, *, max_keypoints=0, peak_threshold=0.04, edge_threshold=10.0, sigma=1.6,
-         n_octave_layers=3, root=False, relative_contrast=False):
+         n_octave_layers=3, root=False, relative_contrast=False,
+         contrast_measure="spread"):
     """OpenCV's DoG SIFT (Lowe 2004) on a grayscale image.
 
     Parameters
@@ -54,6 +55,9 @@ def sift(gray, *, max_keypoints=0, peak_threshold=0.04, edge_threshold=10.0, sig
     root : bool, return RootSIFT descriptors
     relative_contrast : bool, scale ``peak_threshold`` by the image's grey-level spread, so
         that dark, hazy or faded images keep the keypoints of their well-exposed versions
+    contrast_measure : str, how ``relative_contrast`` measures the image's contrast:
+        ``"spread"`` (grey levels) or ``"spread-gradient"`` (the lower of that and the
+        gradient strength; see :mod:`.contrast`)
 
     Returns
     -------
@@ -70,7 +74,7 @@ def sift(gray, *, max_keypoints=0, peak_threshold=0.04, edge_threshold=10.0, sig
     if min(gray.shape, default=0) < 8:
         return _EMPTY_FRAMES.copy(), _EMPTY_DESCRIPTORS.copy()
     if relative_contrast:
-        peak_threshold = relative_threshold(peak_threshold, gray)
+        peak_threshold = relative_threshold(peak_threshold, gray, contrast_measure)
     detector = cv2.SIFT_create(nfeatures=int(max_keypoints), nOctaveLayers=int(n_octave_layers),
                                contrastThreshold=float(peak_threshold),
                                edgeThreshold=float(edge_threshold), sigma=float(sigma))

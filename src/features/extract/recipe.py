@@ -27,6 +27,7 @@ class Extraction:
     max_keypoints: int
     peak_threshold: float
     relative_contrast: bool
+    contrast_measure: str
     edge_threshold: float
     step: int
     sizes: tuple
@@ -73,6 +74,7 @@ def extract(extraction: Extraction, gray):
         frames, desc = sift(gray, max_keypoints=extraction.max_keypoints,
                             peak_threshold=extraction.peak_threshold,
                             relative_contrast=extraction.relative_contrast,
+                            contrast_measure=extraction.contrast_measure,
                             edge_threshold=extraction.edge_threshold, root=extraction.rootsift)
         return frames, desc, np.zeros(len(frames), np.int8)
     if extraction.extractor == "dense":
