@@ -20,7 +20,11 @@ def test_run_then_search_then_info(tmp_path, small_set, cli_env):
     by_file, by_key = results[0]["results"], results[1]["results"]
     assert len(by_file) == 5 and {"key", "label", "score"} <= set(by_file[0])
     assert by_file[0]["key"] == "chelsea/rotate12.jpg" and by_file[0]["score"] > 0.99
-    assert all(h["key"].startswith("chelsea/") for h in by_file)
+    # a 64-word histogram is coarse: unrelated photos can score near copies; re-ranked,
+    # the copies come first
+    proc = run_cli("search", out, query, "-k", 5, "--rerank", "--json", env=cli_env,
+                   check=True)
+    assert all(h["key"].startswith("chelsea/") for h in json.loads(proc.stdout)[0]["results"])
     assert "coins/half.jpg" not in [h["key"] for h in by_key]    # a key query skips itself
     assert [h["key"].split("/")[0] for h in by_key] == ["coins"] * 5
     assert by_key[0]["class"] == "coins"
@@ -31,6 +35,15 @@ def test_run_then_search_then_info(tmp_path, small_set, cli_env):
                    check=True)
     hits = json.loads(proc.stdout)[0]["results"]
     assert all(h["key"].startswith("coins/") for h in hits) and hits[0]["inliers"] >= 10
+    # a shortlist of one: the results after the first are not verified (0 inliers)
+    proc = run_cli("search", out, "coins/half.jpg", "-k", 3, "--rerank", "--shortlist", 1,
+                   "--json", env=cli_env, check=True)
+    short = json.loads(proc.stdout)[0]["results"]
+    assert short[0]["inliers"] >= 10 and [h["inliers"] for h in short[1:]] == [0, 0]
+    assert [h["inliers"] for h in hits[1:]] != [0, 0]
+    proc = run_cli("search", out, "coins/half.jpg", "--rerank", "--shortlist", 0, env=cli_env)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == ["features: error: --shortlist must be >= 1, got 0"]
 
     proc = run_cli("search", out, "chelsea/half.jpg", "-k", 4, "--expand", 2, env=cli_env,
                    check=True)

@@ -88,3 +88,8 @@ def test_the_command_runs_as_a_module(cli_env, module):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "features: error: /nonexistent/store is not a features store (no store.h5 in it)"]
+
+
+def test_search_shortlist_default_is_the_searchers():
+    from features.search.rerank import SHORTLIST
+    assert build_parser().parse_args(["search", "STORE", "QUERY"]).shortlist == SHORTLIST

@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("aiohttp", reason="features serve needs the [serve] extra (aiohttp)")
 
+from features.serve.app import MAX_SHORTLIST  # noqa: E402
 from serve_helpers import Server, cli_env, get_json, multipart, request  # noqa: E402
 
 MAX_BODY_MB = 1
@@ -131,6 +132,20 @@ def test_search_by_key(server, rerank):
     assert "chelsea/half.jpg" not in keys  # a key query leaves the image itself out
     assert len(keys) == 5 and all(k.startswith("chelsea/") for k in keys[:3])
     assert ("inliers" in body["results"][0]) == bool(rerank)
+
+
+def test_search_shortlist(server):
+    """Re-ranking verifies the request's shortlist only; a shortlist out of bounds is 400."""
+    url = server.url + f"api/search?key={quote('chelsea/half.jpg')}&k=4&rerank=1"
+    status, body = get_json(url + "&shortlist=1")
+    assert status == 200, body
+    inliers = [r["inliers"] for r in body["results"]]
+    assert inliers[0] >= 8 and inliers[1:] == [0, 0, 0]
+    status, body = get_json(url)
+    assert status == 200 and [r["inliers"] for r in body["results"]][1] > 0
+    for bad in (0, MAX_SHORTLIST + 1, "x"):
+        status, body = get_json(url + f"&shortlist={bad}")
+        assert status == 400 and "shortlist" in body["error"]
 
 
 def test_matches_land_on_the_same_scene_points(server, small_set):

@@ -193,11 +193,14 @@ def cmd_search(args):
         raise ParameterError(f"k must be >= 1, got {args.k}", "k")
     if args.expand < 0:
         raise ParameterError(f"expand must be >= 0, got {args.expand}", "expand")
+    if args.shortlist < 1:
+        raise ParameterError(f"shortlist must be >= 1, got {args.shortlist}", "shortlist")
     params = _search_params(args)
     results, answered, failed = [], 0, 0
     with Searcher(args.store, params=params) as searcher:
         for r in search_each(searcher, expand_queries(args.query), k=args.k,
-                             rerank=args.rerank or args.expand > 0, expand=args.expand):
+                             rerank=args.rerank or args.expand > 0, expand=args.expand,
+                             shortlist=args.shortlist):
             if "error" in r:
                 failed += 1
                 print(f"features: error: {r['error']}", file=sys.stderr, flush=True)

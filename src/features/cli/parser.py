@@ -204,6 +204,9 @@ def build_parser():
                          "(each image file below it is a query)")
     sp.add_argument("-k", type=int, default=10, help="results per query (default 10)")
     sp.add_argument("--rerank", action="store_true", help="geometric re-ranking of a shortlist")
+    sp.add_argument("--shortlist", type=int, default=100, metavar="N",
+                    help="the best N results that --rerank verifies (default 100); a longer "
+                         "one finds copies ranked lower, at the cost of verifying them")
     sp.add_argument("--expand", type=int, default=0, metavar="N",
                     help="average query expansion with the N best verified results "
                          "(implies --rerank)")

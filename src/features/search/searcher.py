@@ -15,7 +15,7 @@ from ..index.params import query_params
 from ..store import OK, Store
 from .encoder import Encoder
 from .query import Query
-from .rerank import expansion_images, order_by_inliers
+from .rerank import SHORTLIST, expansion_images, order_by_inliers
 from .spatial import VerifyParams, transform_matrix, verify_many, verify_pair
 
 
@@ -161,7 +161,7 @@ class Searcher:
         raise ParameterError(f"a query is a key, a path, image bytes, an image array or a "
                              f"vector, got {type(q).__name__}", "query")
 
-    def search(self, query, k=10, rerank=False, shortlist=100, expand=0, *,
+    def search(self, query, k=10, rerank=False, shortlist=SHORTLIST, expand=0, *,
                nprobe=None, k_factor=None):
         """Best k images for a query: list of dicts with key, label, score (and inliers).
 

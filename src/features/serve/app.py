@@ -44,6 +44,7 @@ from aiohttp import BodyPartReader, web
 from ..decode import MAX_PIXELS, decode_gray, image_size, sniff_format
 from ..exceptions import (DecodeError, ParameterError, QueryError, StoreError,
                           ThumbnailError, first_line)
+from ..search.rerank import SHORTLIST
 from ..store import OK
 from .admission import Admission, current_ticket
 from .generation import Generation, Generations
@@ -54,6 +55,8 @@ STATIC_DIR = Path(__file__).parent / "static"
 # The page's assets, read once: a request path is never used to open a file.
 _ASSETS = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 _READ_CHUNK = 1 << 16
+# the longest shortlist a request may ask re-ranking to verify: a bound on its cost
+MAX_SHORTLIST = 1000
 # the generation of the store the request being handled reads (None: the current one)
 _GENERATION: contextvars.ContextVar = contextvars.ContextVar("generation", default=None)
 
@@ -496,9 +499,11 @@ async def search(request):
     t0 = time.perf_counter()
     k = _int_param(request, "k", 10, 1, s.options.max_k)
     rerank = _bool_param(request, "rerank")
-    # this request's search parameters (the server's own apply otherwise)
+    # this request's search parameters (the server's own apply otherwise), and how many
+    # results re-ranking verifies
     tuning = {"nprobe": _int_param(request, "nprobe", None, 1, 1 << 20),
-              "k_factor": _float_param(request, "k_factor", 1)}
+              "k_factor": _float_param(request, "k_factor", 1),
+              "shortlist": _int_param(request, "shortlist", SHORTLIST, 1, MAX_SHORTLIST)}
     if request.method == "GET":
         make_query, arg = s.query_from_key, _key_param(request)
     else:
