@@ -37,11 +37,13 @@ log10(distractors) and of the median query time against distractors, projected t
 100,000 and 1,280,000 (a projection, not a measurement).
 
     python benchmarks/bench_distractors.py [--sizes 0,1000,10000] [--words 100000]
-        [--presets sift,sift-fast] [--costs] [--merge] [--hamming 64]
+        [--presets sift,sift-fast] [--costs] [--merge] [--hamming 64] [--shortlist 300]
 
 ``--presets``: one series of large-vocabulary stores per preset, side by side (the queries
 and distractors are the same files; each preset decodes and extracts them its own way).
-``--costs``: the CPU time of each stage of a re-ranked query in every store
+``--shortlist N``: re-ranking verifies the best N results instead of 100 (the series are
+named with it; with ``--keep`` and ``--merge`` a rerun over the same ``--work`` scores the
+stores already built). ``--costs``: the CPU time of each stage of a re-ranked query in every store
 (``query_costs.py``, ``query_costs.md`` next to ``--out``). ``--merge``: the series of the
 report already at ``--out`` that this run does not measure keep their rows.
 
@@ -175,8 +177,9 @@ def store_bytes(store):
             "codebook_bytes": codebook, "images": images}
 
 
-def score(store, queries_dir, k=100, repeats=1):
-    """mAP, recall@k and query times of the 72 query files, plain and re-ranked."""
+def score(store, queries_dir, k=100, repeats=1, shortlist=100):
+    """mAP, recall@k and query times of the 72 query files, plain and re-ranked (the best
+    ``shortlist`` results verified)."""
     out = {}
     files = sorted(queries_dir.rglob("*.jpg"))
     with Searcher(store, threads=1) as searcher:
@@ -194,7 +197,8 @@ def score(store, queries_dir, k=100, repeats=1):
                     me = own[key]
                     relevant = {i for i in photo if photo[i] == photo[me] and i != me}
                     t0, c0 = time.perf_counter(), time.process_time()
-                    hits = searcher.search(str(f), k=501, rerank=rerank)
+                    hits = searcher.search(str(f), k=501, rerank=rerank,
+                                           shortlist=shortlist)
                     wall.append(time.perf_counter() - t0)
                     cpu.append(time.process_time() - c0)
                     hits = [h for h in hits if h["index"] != me][:500]
@@ -317,6 +321,8 @@ def main():
     parser.add_argument("--hamming", type=int, metavar="BITS",
                         help="also search the large vocabulary's stores with Hamming "
                              "embedding of BITS (32 or 64) bits")
+    parser.add_argument("--shortlist", type=int, default=100,
+                        help="results re-ranking verifies (`features search --shortlist`)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--work", default=str(HERE / "_work" / "distractors"))
     parser.add_argument("--out", default=str(HERE / "results" / "distractors"))
@@ -339,6 +345,8 @@ def main():
         name = f"{args.words} words, vocabulary tree"
         if preset != "sift":
             name += f", {preset} (max side {config.max_side})"
+        if args.shortlist != 100:
+            name += f", shortlist {args.shortlist}"
         recipes[name] = config
     if not args.no_flat:
         recipes = {"1000 words, flat k-means": get_preset("sift", words=1000), **recipes}
@@ -373,7 +381,7 @@ def main():
                 run(None, open_source(str(image_set(work, queries, pool, n))), out,
                     jobs=args.jobs, progress=False, like=learned)
                 report["build_s"][f"{name}, {n}"] = round(time.perf_counter() - t0)
-            result = score(out, queries)
+            result = score(out, queries, shortlist=args.shortlist)
             result.update(store_bytes(out))
             if args.costs:
                 costs[(name, n)] = stage_costs(out, sorted(queries.rglob("*.jpg")))
@@ -385,7 +393,7 @@ def main():
                 t0 = time.perf_counter()
                 build_index(out, factory="Inverted", hamming=args.hamming, progress=False)
                 report["build_s"][f"{he}, {n}, index"] = round(time.perf_counter() - t0)
-                result = score(out, queries)
+                result = score(out, queries, shortlist=args.shortlist)
                 result.update(store_bytes(out))
                 report["stores"].setdefault(he, {})[str(n)] = result
                 print(he, n, json.dumps(result), flush=True)
