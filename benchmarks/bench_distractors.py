@@ -41,6 +41,7 @@ log10(distractors) and of the median query time against distractors, projected t
 
 ``--presets``: one series of large-vocabulary stores per preset, side by side (the queries
 and distractors are the same files; each preset decodes and extracts them its own way).
+``--flat-preset``: the recipe of the 1000-word series; ``--no-large``: that series only.
 ``--shortlist N``: re-ranking verifies the best N results instead of 100 (the series are
 named with it; with ``--keep`` and ``--merge`` a rerun over the same ``--work`` scores the
 stores already built). ``--costs``: the CPU time of each stage of a re-ranked query in every store
@@ -309,6 +310,9 @@ def main():
     parser.add_argument("--words", type=int, default=100_000)
     parser.add_argument("--points-per-word", type=int, default=4)
     parser.add_argument("--no-flat", action="store_true", help="the large vocabulary only")
+    parser.add_argument("--flat-preset", default="sift",
+                        help="the recipe of the 1000-word series (sift, sift-fast)")
+    parser.add_argument("--no-large", action="store_true", help="the 1000-word series only")
     parser.add_argument("--presets", default="sift",
                         help="presets of the large vocabulary, comma-separated: one series "
                              "of stores each, side by side (e.g. sift,sift-fast)")
@@ -338,7 +342,7 @@ def main():
     pool = work / "pool"
     used = write_distractors(pool, max(sizes + [args.learn]))
     recipes = {}
-    for preset in args.presets.split(","):
+    for preset in [] if args.no_large else args.presets.split(","):
         config = get_preset(preset, words=args.words, tree_branching=10,
                             points_per_word=args.points_per_word, sample_per_image=1000,
                             sample_images=args.learn + 72)
@@ -349,7 +353,13 @@ def main():
             name += f", shortlist {args.shortlist}"
         recipes[name] = config
     if not args.no_flat:
-        recipes = {"1000 words, flat k-means": get_preset("sift", words=1000), **recipes}
+        flat = get_preset(args.flat_preset, words=1000)
+        name = "1000 words, flat k-means"
+        if args.flat_preset != "sift":
+            name += f", {args.flat_preset} (max side {flat.max_side})"
+        if args.shortlist != 100:
+            name += f", shortlist {args.shortlist}"
+        recipes = {name: flat, **recipes}
     path = Path(args.out)
     report = {"sizes": sizes, "learn": args.learn, "distractor_photos": used,
               "query_photos": list(QUERY_PHOTOS), "max_side": MAX_SIDE, "stores": {},
