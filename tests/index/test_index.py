@@ -128,6 +128,38 @@ def test_index_merged_on_disk_is_the_index_filled_in_one_go(tmp_path, rows3k, fa
     assert path.read_bytes() == faiss.serialize_index(one_go).tobytes()
 
 
+@pytest.mark.parametrize("factory, kind", [("IVF16,PQ8,Refine(SQ8)", faiss.IndexIVFPQ),
+                                           ("PQ8", faiss.IndexIDMap)])   # by parts, in memory
+def test_rows_go_to_faiss_in_bounded_batches(tmp_path, rows3k, monkeypatch, factory, kind):
+    """FAISS's scratch grows with the rows added at once (a product quantizer's table of
+    rows x M x 256 distances, 335 MB for a block of 8,192 rows of PQ40): the rows read a
+    block at a time go to FAISS in batches within ``ADD_SCRATCH_BYTES``, and the index is
+    byte for byte the one filled a whole block at a time."""
+    x = rows3k.copy()
+    status = np.zeros(len(x), np.uint8)
+    status[::13] = 2
+    x[5::17] = 0
+    store = write_store(tmp_path / "s", x, status=status)
+    by_block, _ = _build(store, factory=factory, part_rows=1, block=500)
+    by_block = by_block.read_bytes()
+    per_row = 4 * (64 + 8 * 256)       # a row and its table of 8 sub-quantizers x 256
+    assert ix.builder.ADD_SCRATCH_BYTES // per_row > 500    # by default: whole blocks here
+    monkeypatch.setattr(ix.builder, "ADD_SCRATCH_BYTES", 60 * per_row)
+    assert ix.builder._add_batch(ix.factory.make_index("HNSW16,PQ8", 64), 500) == 500
+    sizes, original = [], kind.add_with_ids
+
+    def spy(self, rows, ids):
+        sizes.append(len(rows))
+        return original(self, rows, ids)
+
+    monkeypatch.setattr(kind, "add_with_ids", spy)
+    path, record = _build(store, factory=factory, part_rows=1, block=500, force=True)
+    assert max(sizes) == 60
+    assert sum(sizes) == record["rows"] == int(((status == 0) & x.any(1)).sum())
+    assert len(sizes) > 2 * 6        # six blocks of 500 rows, each split
+    assert path.read_bytes() == by_block
+
+
 def test_index_filled_by_worker_processes(tmp_path, rows3k, cli_env):
     store = write_store(tmp_path / "s", rows3k)
     one = _build(store, factory="IVF16,PQ8,Refine(SQ8)")[0].read_bytes()

@@ -29,7 +29,8 @@ tasks, part by part, and concatenated into ``index.refine``. Both files are writ
 new generation's folder (``features.index.layout``), and the manifest's record, rewritten
 atomically with their sizes and checksums, switches to it; the previous generation is
 removed after. No file a reader may have open or mapped is ever written again.
-Memory: one block of rows per task, the training sample and one inverted list; never the
+Memory: one block of rows per task (8,192), added to FAISS in batches whose scratch is
+bounded (``ADD_SCRATCH_BYTES``), the training sample and one inverted list; never the
 index. Indexes that do not split into inverted lists and flat codes (HNSW, fast-scan PQ,
 PQ without IVF, pre-transforms) are filled in memory instead.
 
@@ -72,6 +73,15 @@ from .ondisk import PART_SHIFT, errno_in, merge_on_disk, split_index
 from .params import apply_params, parse_params
 from .inverted import INVERTED, INVERTED_KIND, INVERTED_WORDS, write_inverted
 from .refine import MAX_DIM, SparsePart, write_refine
+
+# Rows go to FAISS in batches whose scratch is at most this many bytes, whatever the block
+# of rows read from the store: FAISS's product quantizer encodes a batch through a table of
+# each row's distances to every centroid of every sub-quantizer (rows x M x 256 floats, for
+# sub-quantizers of 16 or more dimensions), beside the IVF's residuals (rows x dim floats):
+# 335 MB for a block of 8,192 rows of 1000 words in IVF256,PQ40, the peak of each fill
+# worker, and 1,119 rows within this budget. A row's code and list do not depend on the
+# rows added with it, so the index is the same whatever the batch.
+ADD_SCRATCH_BYTES = 48 << 20
 
 
 def indexable(store: Store, rows: EncodingRows, start, stop, status=None) -> np.ndarray:
@@ -134,8 +144,8 @@ def fill_part(store_dir, encoding, trained_path, start, stop, prefix, number, bl
     times 2**40 plus the position in the part, made global when the lists are merged),
     ``PREFIX.codes`` (the part's flat codes, row after row) and ``PREFIX.ids.npy`` (image
     numbers, in the same order). With ``refine``, also the part's rows for a sparse refine
-    stage (``features.index.refine.SparsePart``). Memory: one block of rows and the part's IVF
-    codes.
+    stage (``features.index.refine.SparsePart``). Memory: one block of rows, FAISS's scratch
+    for one batch of them (``ADD_SCRATCH_BYTES``) and the part's IVF codes.
 
     It opens the store itself, so it runs the same in a joblib worker or on a Dask worker
     that shares the store's filesystem."""
@@ -143,6 +153,7 @@ def fill_part(store_dir, encoding, trained_path, start, stop, prefix, number, bl
         faiss.omp_set_num_threads(1)
     trained = faiss.read_index(str(trained_path))
     ivf, flat = split_index(trained)
+    add = _add_batch(ivf, block) if ivf is not None else block
     prefix = Path(prefix)
     with Store(store_dir) as store:
         rows = EncodingRows(store.h5, encoding)
@@ -159,8 +170,10 @@ def fill_part(store_dir, encoding, trained_path, start, stop, prefix, number, bl
                         continue
                     x = np.ascontiguousarray(rows.block(a, b)[ids - a])
                     if ivf is not None:
-                        ivf.add_with_ids(x, (int(number) << PART_SHIFT)
-                                         + np.arange(at, at + len(x), dtype=np.int64))
+                        part_ids = (int(number) << PART_SHIFT) + np.arange(
+                            at, at + len(x), dtype=np.int64)
+                        for c in range(0, len(x), add):
+                            ivf.add_with_ids(x[c:c + add], part_ids[c:c + add])
                     at += len(x)
                     if flat is not None:
                         codes.write(flat.sa_encode(x).tobytes())
@@ -182,6 +195,21 @@ def fill_part(store_dir, encoding, trained_path, start, stop, prefix, number, bl
     return {"prefix": str(prefix), "rows": int(len(ids))}
 
 
+def _add_batch(index, block) -> int:
+    """Rows added to ``index`` at a time: as many as ``ADD_SCRATCH_BYTES`` of FAISS's scratch
+    holds, at most ``block``. A graph (HNSW, NSG) takes whole blocks: the batches it is
+    given shape it (a batch's rows are linked highest level first)."""
+    subs = list(walk(index))
+    if any(isinstance(sub, (faiss.IndexHNSW, faiss.IndexNSG)) for sub in subs):
+        return block
+    per_row = 4 * index.d
+    for sub in subs:
+        pq = getattr(sub, "pq", None)
+        if isinstance(pq, faiss.ProductQuantizer):
+            per_row += 4 * pq.M * pq.ksub
+    return max(1, min(block, ADD_SCRATCH_BYTES // per_row))
+
+
 def _part_ranges(store: Store, n_rows, part_rows):
     """Row ranges of whole shards (the encode step's, ``config.shard_size`` images each),
     at least ``part_rows`` rows each: one task reads its shards' rows and nothing else."""
@@ -194,14 +222,17 @@ def _fill_in_memory(index, store, rows, start, stop, block, status, sparse=None,
                     progress=None):
     """Indexes that do not split into inverted lists and flat codes (HNSW, fast-scan, PQ
     refined IVF, pre-transformed ...) are filled in memory, a block of rows at a time (and
-    a sparse refine stage's rows written from the same blocks); ``progress(added)`` after
-    each block."""
+    a sparse refine stage's rows written from the same blocks), added in batches of
+    ``_add_batch`` rows; ``progress(added)`` after each block."""
+    add = _add_batch(index, block)
     for a in range(start, stop, block):
         b = min(a + block, stop)
         ids = indexable(store, rows, a, b, status)
         if len(ids):
             x = rows.block(a, b)[ids - a]
-            index.add_with_ids(x, ids.astype(np.int64))
+            ids = ids.astype(np.int64)
+            for c in range(0, len(x), add):
+                index.add_with_ids(x[c:c + add], ids[c:c + add])
             if sparse is not None:
                 sparse.add(ids, x)
             if progress is not None:
