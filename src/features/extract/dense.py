@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -51,8 +52,18 @@ _WINDOWS = ("flat",)
 WINDOW_SIZE = 1.5
 
 
+@functools.lru_cache(maxsize=None)
 def _kernel():
-    return load("_dsift", "dense SIFT")
+    """The kernel built for AVX2 where the CPU has it (same results, about 1.3x faster),
+    else the baseline build; FEATURES_DSIFT_AVX2=0 keeps the baseline."""
+    base = load("_dsift", "dense SIFT")
+    if os.environ.get("FEATURES_DSIFT_AVX2", "1") == "0" or not base.cpu_has_avx2():
+        return base
+    try:
+        wide = load("_dsift_avx2", "dense SIFT (AVX2)")
+    except ImportError:     # an older build, or a platform without the variant
+        return base
+    return wide if wide.AVX2 else base
 
 
 def _empty():
