@@ -267,15 +267,29 @@ def _dense_sift(image, step, sizes, magnif, contrast_threshold, bounds, window_s
 
 
 
+def _integer_factors(width, height, size):
+    """Whether OpenCV's INTER_AREA takes its block-mean path from (width, height) to
+    ``size``: a factor within DBL_EPSILON of an integer on both axes (cv::resize)."""
+    eps = np.finfo(np.float64).eps
+    factors = (1.0 / (size[0] / width), 1.0 / (size[1] / height))
+    return all(abs(f - round(f)) < eps for f in factors)
+
+
 def _resize(image, scale):
-    """Downscale with area averaging (pixel-centre aligned, as cv2.resize)."""
+    """Downscale with area averaging (pixel-centre aligned), as
+    ``cv2.resize(..., INTER_AREA)``: bit-identical, its fractional-factor path done by
+    ``features._ext._area`` (several times faster; integer factors stay with OpenCV)."""
     import cv2
 
     height, width = image.shape
     size = (max(int(round(width * scale)), 1), max(int(round(height * scale)), 1))
     if size == (width, height):
         return image
-    out = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    if _integer_factors(width, height, size):
+        out = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    else:
+        out = np.empty((size[1], size[0]), np.float32)
+        load("_area", "area resize").area_resize(image, out)
     # area weights in float32 can sum a white area to 1.0000001, which the input contract
     # of dense_sift refuses: averages of values in [0, 1] stay there
     return np.clip(out, 0, 1, out=out)
