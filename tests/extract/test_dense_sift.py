@@ -524,3 +524,16 @@ def test_kernel_choice_follows_the_cpu_and_the_switch(monkeypatch):
         assert dense._kernel() is base
     finally:
         dense._kernel.cache_clear()
+
+
+def test_cached_layout_is_read_only_and_reused():
+    from features.extract.dense import _layout
+    image = _photo(60, 80)
+    first = dense_sift(image, step=5, sizes=(4, 8))
+    args = (60, 80, 5, (4, 8), 6.0, 1.5, (0, 0, 79, 59))
+    layout = _layout(*args)
+    assert _layout(*args) is layout
+    assert all(not a.flags.writeable for a in layout[2])
+    again = dense_sift(image, step=5, sizes=(4, 8))
+    np.testing.assert_array_equal(first[1], again[1])
+    np.testing.assert_array_equal(first[0], again[0])

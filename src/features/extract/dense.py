@@ -222,7 +222,23 @@ def _dense_sift(image, step, sizes, magnif, contrast_threshold, bounds, window_s
         x_max, y_max = min(x_max, width - 1), min(y_max, height - 1)
     if image.size == 0:
         return _empty()
+    kernel_step, n_kernel, arrays, total = _layout(
+        height, width, step, sizes, magnif, window_size, (x_min, y_min, x_max, y_max))
+    frames = np.empty((total, 4), np.float32)
+    descriptors = np.empty((total, DESCRIPTOR_SIZE), np.uint8)
+    if total:
+        _kernel().dsift(image, kernel_step, *arrays, contrast_threshold, frames, descriptors,
+                        min(n_threads, n_kernel))
+    return frames, descriptors
 
+
+@functools.lru_cache(maxsize=1024)
+def _layout(height, width, step, sizes, magnif, window_size, bounds):
+    """The kernel's geometry arguments for an image size: (step, number of sizes,
+    (sizes, bmin_x, bmin_y, n_x, n_y, taps, radius, window_mean), frame count). Cached
+    (read-only arrays): a run sees few image sizes, and working them out cost about as
+    much as the descriptors of a quarter-size image."""
+    x_min, y_min, x_max, y_max = bounds
     n = len(sizes)
     max_size = max(sizes)
     # Sizes without a frame (larger than the image or the bounds) are passed
@@ -251,20 +267,15 @@ def _dense_sift(image, step, sizes, magnif, contrast_threshold, bounds, window_s
     taps = np.zeros((n, int(radius.max()) + 1), np.float32)
     for i, size_taps in enumerate(taps_list):
         taps[i, :len(size_taps)] = size_taps
-
     total = int((n_x.astype(np.int64) * n_y).sum())
-    frames = np.empty((total, 4), np.float32)
-    descriptors = np.empty((total, DESCRIPTOR_SIZE), np.uint8)
-    if total:
-        # with more than one frame per axis step <= the image size; beyond
-        # that only its gcd with the sizes matters, which does not change the
-        # result, so keep it in the range of a C int
-        kernel_step = min(step, max(height, width) + 1)
-        _kernel().dsift(image, kernel_step, kernel_sizes, bmin_x, bmin_y,
-                        n_x, n_y, taps, radius, window_mean,
-                        contrast_threshold, frames, descriptors, min(n_threads, n))
-    return frames, descriptors
-
+    # with more than one frame per axis step <= the image size; beyond
+    # that only its gcd with the sizes matters, which does not change the
+    # result, so keep it in the range of a C int
+    kernel_step = min(step, max(height, width) + 1)
+    arrays = (kernel_sizes, bmin_x, bmin_y, n_x, n_y, taps, radius, window_mean)
+    for array in arrays:
+        array.flags.writeable = False
+    return kernel_step, n, arrays, total
 
 
 def _integer_factors(width, height, size):
