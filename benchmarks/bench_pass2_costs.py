@@ -56,6 +56,8 @@ from features.codebook import Assigner  # noqa: E402
 from features.decode import decode_gray  # noqa: E402
 from features.encodings.bovw import word_counts  # noqa: E402
 from features.extract import Extraction, dense_sift, extract_image  # noqa: E402
+from features._ext import _area  # noqa: E402
+from features.extract.dense import _integer_factors  # noqa: E402
 from features.pipeline import encode_images, sample_descriptors, train_codebook  # noqa: E402
 from features.pipeline import steps as pipeline_steps  # noqa: E402
 from features.presets import get_preset  # noqa: E402
@@ -81,12 +83,17 @@ class Clock:
 
 
 def area_resize(image, factor):
-    """The pyramid's resize of one scale (features.extract.dense: area, then clipped)."""
+    """The pyramid's resize of one scale, as features.extract.dense._resize does it (OpenCV
+    for integer factors, the area kernel otherwise), without its clipping."""
     h, w = image.shape
     size = (max(int(round(w * factor)), 1), max(int(round(h * factor)), 1))
     if size == (w, h):
         return image
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    if _integer_factors(w, h, size):
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    out = np.empty((size[1], size[0]), np.float32)
+    _area.area_resize(image, out)
+    return out
 
 
 def stage_pass(config, items, quantizer, clock, info):

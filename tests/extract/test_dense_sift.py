@@ -476,3 +476,64 @@ def test_pyramid_of_an_image_with_white_areas(dtype):
     gray[100:200, 150:300] = np.asarray(_photo(100, 150), np.float64) * top / 255
     frames, _, index = dense_sift_pyramid(gray)
     assert len(frames) > 0 and set(index.tolist()) == {0, 1, 2}
+
+
+# --------------------------------------------------------------------------
+# the AVX2 build of the kernel
+# --------------------------------------------------------------------------
+
+def _kernels():
+    from features._ext import _dsift
+    try:
+        from features._ext import _dsift_avx2
+    except ImportError:
+        pytest.skip("no AVX2 build of the kernel on this platform")
+    if not (_dsift_avx2.AVX2 and _dsift.cpu_has_avx2()):
+        pytest.skip("the CPU has no AVX2, or the variant was built without it")
+    return _dsift, _dsift_avx2
+
+
+@pytest.mark.parametrize("shape, step, sizes", [((225, 300), 10, (5,)), ((112, 150), 10, (5,)),
+                                                ((97, 131), 4, (4, 6, 8, 10)),
+                                                ((31, 29), 3, (3, 7))])
+def test_avx2_kernel_is_bit_identical(monkeypatch, shape, step, sizes):
+    from features.extract import dense
+    base, wide = _kernels()
+    rng = np.random.default_rng(3)
+    # a photo and noise: every orientation, magnitudes near the bin boundaries
+    image = np.clip(_photo(*shape) / np.float32(255) + rng.normal(0, 0.05, shape), 0, 1)
+    image = image.astype(np.float32)
+    out = {}
+    for module in (base, wide):
+        monkeypatch.setattr(dense, "_kernel", lambda module=module: module)
+        out[module.__name__] = dense_sift(image, step=step, sizes=sizes)
+    (f0, d0), (f1, d1) = out.values()
+    assert len(f0) > 0
+    np.testing.assert_array_equal(f0, f1)
+    np.testing.assert_array_equal(d0, d1)
+
+
+def test_kernel_choice_follows_the_cpu_and_the_switch(monkeypatch):
+    from features.extract import dense
+    base, wide = _kernels()
+    dense._kernel.cache_clear()
+    try:
+        assert dense._kernel() is wide
+        monkeypatch.setenv("FEATURES_DSIFT_AVX2", "0")
+        dense._kernel.cache_clear()
+        assert dense._kernel() is base
+    finally:
+        dense._kernel.cache_clear()
+
+
+def test_cached_layout_is_read_only_and_reused():
+    from features.extract.dense import _layout
+    image = _photo(60, 80)
+    first = dense_sift(image, step=5, sizes=(4, 8))
+    args = (60, 80, 5, (4, 8), 6.0, 1.5, (0, 0, 79, 59))
+    layout = _layout(*args)
+    assert _layout(*args) is layout
+    assert all(not a.flags.writeable for a in layout[2])
+    again = dense_sift(image, step=5, sizes=(4, 8))
+    np.testing.assert_array_equal(first[1], again[1])
+    np.testing.assert_array_equal(first[0], again[0])
