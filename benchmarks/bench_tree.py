@@ -17,7 +17,19 @@ One process, one thread (BLAS, FAISS, VLFeat); methods interleaved in every roun
 of the rounds. Also reported: how often the tree's word is the nearest of all words
 (the descent is greedy, not exact), and the held-out quantization error of both.
 
+Learning: wall and CPU time of ``hikmeans``, the process's resident memory before it (the
+sample held) and its peak during it (the high-water mark reset just before, where Linux
+allows it: ``/proc/self/clear_refs``), so the codebook step's memory is seen apart from
+building the sample.
+
     python benchmarks/bench_tree.py [--rounds 5] [--images 40] [--per-word 10]
+
+1,000,000 words (about 15 minutes; exact search of a million words takes 5 to 60 ms per
+descriptor, seconds per image: ``--flat-per-image`` times it, and checks the tree's words
+against it, on the first descriptors of each image only):
+
+    python benchmarks/bench_tree.py --words 1000000 --per-word 4 --rounds 5 --no-vlfeat \
+        --flat-images 4 --flat-per-image 200 --out benchmarks/results/tree_1m
 """
 import os
 
@@ -83,16 +95,39 @@ class VLHikm:
 
 
 def build(args, rng):
-    train = []
     need = args.words * args.per_word
-    while sum(len(t) for t in train) < need:
-        name = TRAIN[len(train) % len(TRAIN)]
-        train.append(_dsift(_crop(_gray(name), rng, (480, 640))))
-    pool = np.concatenate(train)[:need]
+    # filled in place: a list of crops concatenated would hold the sample twice
+    pool = np.empty((need, 128), np.uint8)
+    n = crops = 0
+    while n < need:
+        x = _dsift(_crop(_gray(TRAIN[crops % len(TRAIN)]), rng, (480, 640)))
+        take = min(len(x), need - n)
+        pool[n:n + take] = x[:take]
+        n, crops = n + take, crops + 1
     photos = [_gray(name) for name in TEST]
     images = [_dsift(_crop(photos[i % len(photos)], rng, (225, 300)))
               for i in range(args.images)]
     return pool, images
+
+
+def _status_mb(field):
+    """A memory figure of /proc/self/status in MB (None off Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return round(int(line.split()[1]) / 1024)
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss():
+    """Reset the resident high-water mark (VmHWM); False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 def timed(fn, x):
@@ -106,6 +141,9 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--flat-images", type=int, default=4)
+    parser.add_argument("--flat-per-image", type=int, default=0,
+                        help="time the flat searches on the first N descriptors of each "
+                             "image only (0: all)")
     parser.add_argument("--words", type=int, default=100_000)
     parser.add_argument("--branching", type=int, default=10)
     parser.add_argument("--per-word", type=int, default=10)
@@ -119,13 +157,29 @@ def main():
                "descriptors_per_image": round(float(np.mean([len(x) for x in images])), 1),
                "words": args.words, "branching": args.branching}
 
-    t0 = time.perf_counter()
-    tree = hikmeans(pool, args.words, args.branching, seed=0)
-    learn = time.perf_counter() - t0
+    before_mb = _status_mb("VmRSS")
+    reset = _reset_peak_rss()
+    step = max(1, args.words // 20)
+
+    def progress(done, total):
+        if done % step == 0 or done == total:
+            print(f"  {done}/{total} words, {time.perf_counter() - t0:.0f} s", flush=True)
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    tree = hikmeans(pool, args.words, args.branching, seed=0, progress=progress)
+    learn, learn_cpu = time.perf_counter() - t0, time.process_time() - c0
+    peak = _status_mb("VmHWM") if reset else None
     setting.update(depth=tree.depth, features_learn_s=round(learn, 1),
-                   features_learn_peak_rss_mb=round(
-                       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
-    print(f"features hikmeans: {tree.k} words, depth {tree.depth}, {learn:.1f} s", flush=True)
+                   features_learn_cpu_s=round(learn_cpu, 1),
+                   sample_mb=round(pool.nbytes / 2 ** 20),
+                   rss_before_learn_mb=before_mb,
+                   features_learn_peak_rss_mb=peak if peak is not None else round(
+                       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                   peak_rss_is=("peak during hikmeans" if peak is not None
+                                else "process peak"))
+    print(f"features hikmeans: {tree.k} words, depth {tree.depth}, {learn:.1f} s "
+          f"({learn_cpu:.1f} s CPU), RSS {before_mb} MB before, peak "
+          f"{setting['features_learn_peak_rss_mb']} MB", flush=True)
 
     vl = None
     lib = None if args.no_vlfeat else load_libvl()
@@ -136,14 +190,16 @@ def main():
         setting["vlfeat_learn_s"] = round(time.perf_counter() - t0, 1)
         print(f"VLFeat vl_hikm_train: {setting['vlfeat_learn_s']} s", flush=True)
 
+    flat_imgs = [x[:args.flat_per_image] if args.flat_per_image else x
+                 for x in images[:args.flat_images]]
     flat = Assigner(tree.centroids)
     index = faiss.IndexFlatL2(tree.d)
     index.add(tree.centroids)
     methods = {"features tree descent": (tree.assign, images),
-               "features flat exact (pruned)": (flat.assign, images[:args.flat_images]),
+               "features flat exact (pruned)": (flat.assign, flat_imgs),
                "faiss IndexFlatL2 (exact)": (
                    lambda x: index.search(np.ascontiguousarray(x, np.float32), 1),
-                   images[:args.flat_images])}
+                   flat_imgs)}
     if vl is not None:
         methods["vlfeat vl_hikm_push"] = (vl.push, images)
     totals = {name: [] for name in methods}
@@ -152,14 +208,15 @@ def main():
             totals[name].append(sum(timed(fn, x) for x in imgs))
         print(f"round {r + 1}/{args.rounds}", flush=True)
 
-    held = np.concatenate(images[:args.flat_images])
+    held = np.concatenate(flat_imgs)
     tree_words = tree.assign(held)
     flat_words = flat.assign(held)
     err = {}
     for name, w in (("tree", tree_words), ("flat", flat_words)):
         diff = held.astype(np.float64) - tree.centroids[w]
         err[name] = float(np.einsum("ij,ij->i", diff, diff).mean())
-    setting.update(tree_word_is_nearest=round(float(np.mean(tree_words == flat_words)), 4),
+    setting.update(nearest_checked_on=int(len(held)),
+                   tree_word_is_nearest=round(float(np.mean(tree_words == flat_words)), 4),
                    held_out_error_tree=round(err["tree"]), held_out_error_flat=round(err["flat"]))
 
     rows, base = [], None
@@ -181,7 +238,8 @@ def main():
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1))
     lines = ["# Vocabulary tree against flat assignment", "",
-             f"`python benchmarks/bench_tree.py` ({args.rounds} rounds, medians; one thread)",
+             f"`python benchmarks/bench_tree.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
+             "", f"({args.rounds} rounds, medians; one thread)",
              "", "```", json.dumps(setting, indent=1), "```", "",
              "| method | us / descriptor | ms / 780-descriptor image | x tree |",
              "|---|---:|---:|---:|"]
