@@ -31,7 +31,9 @@ the tree, ``branching`` distances per level instead of one per word.
 
 Memory: the descriptors (uint8, may be memory-mapped), 12 bytes per row for their children
 at the root, and one child's copy at each level below: about ``branching / (branching - 1)``
-times the sample, whatever the number of words.
+times the sample; then the words and the tree's centers, which at a million words outweigh
+the sample (a peak of 3.5 GB from a 488 MB sample: the leaves are gathered from a list and
+converted, and the centers of every slot stacked; ``benchmarks/results/tree_1m.md``).
 
 A descriptor's word (:meth:`VocabularyTree.assign`, ``ext/_tree.pyx``): from the root,
 the child of nearest center (float64 distance to the float32 centers, ties to the first
