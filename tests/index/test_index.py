@@ -105,17 +105,23 @@ def test_failed_and_empty_images_are_not_indexed(tmp_path, rows3k):
     assert ids == want and record["rows"] == len(want)
 
 
+def _store_with_gaps(tmp_path, rows3k):
+    """A store of ``rows3k`` where every 13th image failed and every 17th from the 5th has
+    no features: (store, rows, status)."""
+    x = rows3k.copy()
+    status = np.zeros(len(x), np.uint8)
+    status[::13] = 2
+    x[5::17] = 0
+    return write_store(tmp_path / "s", x, status=status), x, status
+
+
 @pytest.mark.parametrize("factory", ["IVF16,PQ8,Refine(SQ8)", "IVF16,SQ8", "Flat",
                                      "IVF16,Flat,Refine(Flat)"])
 def test_index_merged_on_disk_is_the_index_filled_in_one_go(tmp_path, rows3k, factory):
     """Parts filled shard by shard from copies of the trained index, their inverted lists
     merged on disk and their codes streamed into the file: byte for byte the index that
     FAISS writes when one copy is filled with every row in memory."""
-    x = rows3k.copy()
-    status = np.zeros(len(x), np.uint8)
-    status[::13] = 2
-    x[5::17] = 0
-    store = write_store(tmp_path / "s", x, status=status)
+    store, x, status = _store_with_gaps(tmp_path, rows3k)
     path, record = _build(store, factory=factory, part_rows=1, block=500)  # one part a shard
     assert not list(store.glob(".index-parts-*")) and not list(store.glob(".*tmp*"))
     with Store(store) as s:
@@ -135,11 +141,7 @@ def test_rows_go_to_faiss_in_bounded_batches(tmp_path, rows3k, monkeypatch, fact
     rows x M x 256 distances, 335 MB for a block of 8,192 rows of PQ40): the rows read a
     block at a time go to FAISS in batches within ``ADD_SCRATCH_BYTES``, and the index is
     byte for byte the one filled a whole block at a time."""
-    x = rows3k.copy()
-    status = np.zeros(len(x), np.uint8)
-    status[::13] = 2
-    x[5::17] = 0
-    store = write_store(tmp_path / "s", x, status=status)
+    store, x, status = _store_with_gaps(tmp_path, rows3k)
     by_block, _ = _build(store, factory=factory, part_rows=1, block=500)
     by_block = by_block.read_bytes()
     per_row = 4 * (64 + 8 * 256)       # a row and its table of 8 sub-quantizers x 256
