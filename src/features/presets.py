@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from .exceptions import ParameterError
 
 EXTRACTORS = ("sift", "dense", "dense-pyramid")   # implemented in features.extract
+CONTRAST_MEASURES = ("spread", "spread-gradient")  # features.extract.contrast
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class Config:
     # the sift preset; False, the absolute threshold, is what recipes stored before this
     # field existed meant, so their stores' queries are extracted as their images were
     relative_contrast: bool = False
-    # how it measures the contrast (features.extract.contrast.MEASURES): "spread-gradient"
+    # how it measures the contrast (CONTRAST_MEASURES): "spread-gradient"
     # in the sift presets; "spread" is what recipes stored before this field existed meant
     contrast_measure: str = "spread"
     edge_threshold: float = 10.0
@@ -90,7 +91,7 @@ class Config:
         _check(0.0 < self.power <= 1.0, "power", self.power, "in (0, 1]")
         _check(self.frame_units in ("pixels", "normalized"), "frame_units", self.frame_units,
                "'pixels' or 'normalized'")
-        _check(self.contrast_measure in ("spread", "spread-gradient"), "contrast_measure",
+        _check(self.contrast_measure in CONTRAST_MEASURES, "contrast_measure",
                self.contrast_measure, "'spread' or 'spread-gradient'")
         _check(self.max_keypoints >= 0, "max_keypoints", self.max_keypoints, ">= 0")
 
@@ -140,7 +141,8 @@ PRESETS = {
                    relative_contrast=True, contrast_measure="spread-gradient"),
     # The same at most 256 pixels a side: OpenCV's DoG (which doubles the image first) is
     # most of a query's time, and it costs about a quarter of what it does at 512. Copy
-    # detection among 1000 distractors lost 0.003 of mAP (benchmarks/results/query_costs.md).
+    # detection among 1000 distractors lost 0.003 of mAP
+    # (benchmarks/results/distractors_recipes.md).
     "sift-fast": Config(preset="sift-fast", extractor="sift", max_side=256, words=1000,
                         relative_contrast=True, contrast_measure="spread-gradient"),
     # VLFeat PHOW: dense SIFT at bin sizes 4, 6, 8, 10, smoothed with sigma =

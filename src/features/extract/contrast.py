@@ -42,12 +42,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..exceptions import ParameterError
+from ..presets import CONTRAST_MEASURES as MEASURES
 
 REFERENCE_SPREAD = 0.7
 MIN_SPREAD = 18 / 255
 REFERENCE_GRADIENT = 0.55
 MIN_RATIO = 0.05
-MEASURES = ("spread", "spread-gradient")
 _LOW, _HIGH = 0.01, 0.99   # the percentiles of the spread
 
 
@@ -79,8 +79,8 @@ def gradient_strength(gray_u8) -> float:
     f = image.astype(np.float32) * np.float32(1 / 255)
     magnitude = cv2.magnitude(cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3),
                               cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3))
-    return float(np.partition(magnitude.ravel(), int(0.9 * (magnitude.size - 1)))
-                 [int(0.9 * (magnitude.size - 1))])
+    at = int(0.9 * (magnitude.size - 1))
+    return float(np.partition(magnitude.ravel(), at)[at])
 
 
 def relative_threshold(peak_threshold, gray_u8, measure="spread") -> float:
