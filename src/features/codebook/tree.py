@@ -31,9 +31,9 @@ the tree, ``branching`` distances per level instead of one per word.
 
 Memory: the descriptors (uint8, may be memory-mapped), 12 bytes per row for their children
 at the root, and one child's copy at each level below: about ``branching / (branching - 1)``
-times the sample; then the words and the tree's centers, which at a million words outweigh
-the sample (a peak of 3.5 GB from a 488 MB sample: the leaves are gathered from a list and
-converted, and the centers of every slot stacked; ``benchmarks/results/tree_1m.md``).
+times the sample; then the words (written into one preallocated float32 array as their
+leaves are made) and the centers of every slot (words and internal nodes, float32, for the
+descent), which at a million words outweigh the sample (``benchmarks/results/tree_1m.md``).
 
 A descriptor's word (:meth:`VocabularyTree.assign`, ``ext/_tree.pyx``): from the root,
 the child of nearest center (float64 distance to the float32 centers, ties to the first
@@ -258,10 +258,9 @@ def hikmeans(descriptors, words, branching, *, depth=0, iters=25, seed=0,
     # on 2 cores when the machine is busy)
     with one_blas_thread():
         builder.node(x, words, depth)
-    centroids = np.concatenate(builder.leaves).astype(np.float32)
+    centroids = builder.leaves
     internal = [c for c in builder.centers if c is not None]
-    centers = (np.stack(internal).astype(np.float32) if internal
-               else np.zeros((0, x.shape[1]), np.float32))
+    centers = (np.stack(internal) if internal else np.zeros((0, x.shape[1]), np.float32))
     tree = VocabularyTree(centroids, np.asarray(builder.child_start + [len(builder.child_next)],
                                                 np.int32),
                           np.asarray(builder.child_next, np.int32), centers, int(branching),
@@ -281,8 +280,10 @@ class _Builder:
         self.node_sample, self.tol, self.total, self.progress = node_sample, tol, words, progress
         self.child_start: list[int] = []
         self.child_next: list[int] = []
-        self.centers: list = []          # per slot: its center if internal, else None
-        self.leaves: list[np.ndarray] = []
+        self.centers: list = []          # per slot: its float32 center if internal, else None
+        # a million words as a list of small arrays cost twice their size, and as much again
+        # to gather: each leaf is written in place
+        self.leaves = np.empty((words, d), np.float32)
         self.words = 0
 
     def node(self, x, budget, levels):
@@ -314,7 +315,7 @@ class _Builder:
             if alloc[j] == 1 or len(rows) == 0:
                 self._leaf(slot, centers[j])   # the center the descent compares
                 continue
-            self.centers[slot] = centers[j]
+            self.centers[slot] = np.asarray(centers[j], np.float32)
             self.child_next[slot] = self.node(rows, int(alloc[j]), max(levels - 1, 1))
             del rows
         return number
@@ -327,7 +328,7 @@ class _Builder:
 
     def _leaf(self, slot, center):
         self.child_next[slot] = -1 - self.words
-        self.leaves.append(np.asarray(center, np.float32)[None, :])
+        self.leaves[self.words] = center
         self.words += 1
         if self.progress is not None:
             self.progress(self.words, self.total)
