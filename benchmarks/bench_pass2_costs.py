@@ -53,11 +53,11 @@ from encode_store import store_with_codebook  # noqa: E402
 
 from features._shared.threads import single_threaded_libraries  # noqa: E402
 from features.codebook import Assigner  # noqa: E402
-from features.decode import decode_gray  # noqa: E402
+from features.decode import _shrink, decode_gray  # noqa: E402
 from features.encodings.bovw import word_counts  # noqa: E402
 from features.extract import Extraction, dense_sift, extract_image  # noqa: E402
 from features._ext import _area  # noqa: E402
-from features.extract.dense import _integer_factors  # noqa: E402
+from features.extract.dense import _block_mean_is_opencvs, _integer_factors  # noqa: E402
 from features.pipeline import encode_images, sample_descriptors, train_codebook  # noqa: E402
 from features.pipeline import steps as pipeline_steps  # noqa: E402
 from features.presets import get_preset  # noqa: E402
@@ -83,13 +83,14 @@ class Clock:
 
 
 def area_resize(image, factor):
-    """The pyramid's resize of one scale, as features.extract.dense._resize does it (OpenCV
-    for integer factors, the area kernel otherwise), without its clipping."""
+    """The pyramid's resize of one scale, as features.extract.dense._resize does it (the
+    area kernel; OpenCV for integer factors if its float 2 x 2 loop is not the kernel's),
+    without its clipping."""
     h, w = image.shape
     size = (max(int(round(w * factor)), 1), max(int(round(h * factor)), 1))
     if size == (w, h):
         return image
-    if _integer_factors(w, h, size):
+    if _integer_factors(w, h, size) and not _block_mean_is_opencvs():
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     out = np.empty((size[1], size[0]), np.float32)
     _area.area_resize(image, out)
@@ -113,7 +114,7 @@ def stage_pass(config, items, quantizer, clock, info):
         c, w = clock.add("  of which libjpeg decode (cv2.imdecode, gray)", c, w)
         th, tw = decoded.gray.shape
         if full.shape != (th, tw):
-            cv2.resize(full, (tw, th), interpolation=cv2.INTER_AREA)
+            _shrink(full, tw, th)       # as decode_gray does it (the area kernel)
         c, w = clock.add("  of which resize to max side 300 (uint8, area)", c, w)
         info["pixels_full"] += full.size
         info["pixels"] += decoded.gray.size

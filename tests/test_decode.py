@@ -461,3 +461,63 @@ def test_a_decoded_array_follows_the_policy_of_files(rgb):
                 np.zeros((0, 3), np.uint8)):
         with pytest.raises(ParameterError, match="image"):
             decode_array(bad)
+
+
+# --------------------------------------------------------------------------
+# the shrink: OpenCV's INTER_AREA pixels, computed by the area kernel
+
+def _photo_gray(name):
+    image = getattr(skdata, name)()
+    return image if image.ndim == 2 else _ref_gray(image)
+
+
+@pytest.mark.parametrize("name", ["camera", "astronaut", "coffee", "chelsea", "rocket"])
+@pytest.mark.parametrize("max_side", [300, 256, 150, 37, 1])
+def test_shrink_is_opencvs_inter_area(name, max_side):
+    """A lossless file decoded at full size and shrunk: bit-identical to cv2.resize."""
+    gray = _photo_gray(name)
+    d = decode_gray(_cv_encode(".png", gray), max_side)
+    tw, th = target_size(gray.shape[1], gray.shape[0], max_side)
+    np.testing.assert_array_equal(d.gray, cv2.resize(gray, (tw, th), interpolation=cv2.INTER_AREA))
+
+
+def _reduced_by_opencv(data, orientation, max_side):
+    """decode_gray's reduced JPEG path done by OpenCV alone: the DCT-scaled decode, then
+    cv2.resize by the exact factors, the partial last pixel dropped (see _finish_reduced)."""
+    from features.decode import _PARTIAL_FLIPS, _REDUCED_FLAGS
+    width, height = image_size(data)
+    tw, th = target_size(width, height, max_side)
+    r = _reduction(width, height, tw, th)
+    assert r > 1
+    gray = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED_FLAGS[r])
+    flip_x, flip_y = _PARTIAL_FLIPS[orientation]
+    code = {(True, False): 1, (False, True): 0, (True, True): -1}.get(
+        (flip_x and width % r != 0, flip_y and height % r != 0))
+    if code is not None:
+        gray = cv2.flip(gray, code)
+    out = cv2.resize(gray, None, fx=tw * r / width, fy=th * r / height,
+                     interpolation=cv2.INTER_AREA)[:th, :tw]
+    return out if code is None else cv2.flip(out, code)
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+@pytest.mark.parametrize("w, h, max_side", [(1203, 901, 150), (1202, 899, 290), (901, 1207, 70),
+                                            (1600, 1200, 300), (2400, 1800, 300)])
+def test_reduced_jpeg_shrink_is_opencvs(orientation, w, h, max_side):
+    """The reduced path's resize by factors (cv2.resize(..., fx, fy), whose factors are not
+    the ratio of the sizes, cropped to the target): the kernel gives OpenCV's pixels,
+    including integer factors (2400 x 1800 at 300: 2 from the quarter-size decode)."""
+    stored = cv2.resize(_photo_gray("astronaut"), (w, h), interpolation=cv2.INTER_LINEAR)
+    data, _ = _oriented_jpeg(stored, orientation)
+    d = decode_gray(data, max_side)
+    np.testing.assert_array_equal(d.gray, _reduced_by_opencv(data, orientation, max_side))
+
+
+def test_shrink_of_an_array_view():
+    """decode_array shrinks any 2-D view (a transposed or strided one too) as OpenCV does."""
+    from features.decode import decode_array
+    gray = _photo_gray("camera")
+    for view in (gray.T, gray[::2, 1::3], gray[:, ::-1]):
+        expected = cv2.resize(np.ascontiguousarray(view), target_size(view.shape[1], view.shape[0], 100),
+                              interpolation=cv2.INTER_AREA)
+        np.testing.assert_array_equal(decode_array(view, 100).gray, expected)

@@ -44,7 +44,8 @@ Truncation
 Resizing
     ``scale = max_side / max(w, h)`` when the longer side exceeds ``max_side``
     (never enlarged); the new size is ``round(w * scale), round(h * scale)``,
-    each at least 1, reached with ``cv2.INTER_AREA``.  For JPEG the decoder
+    each at least 1, reached with the arithmetic of OpenCV's ``INTER_AREA``
+    (bit-identical, computed by ``features._ext._area``).  For JPEG the decoder
     first scales in the DCT domain (libjpeg, through OpenCV's
     ``IMREAD_REDUCED_GRAYSCALE_*``) by the largest factor r in 2, 4, 8 whose
     output (``ceil(w / r), ceil(h / r)``) is still at least twice the target
@@ -63,6 +64,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ._ext import load
 from .exceptions import DecodeError, ParameterError
 
 __all__ = ["DecodeError", "Decoded", "decode_gray", "sniff_format", "image_size",
@@ -522,8 +524,34 @@ def decode_gray(data: bytes, max_side: int | None = None, *,
             _check_pixels(width, height, max_pixels)
     tw, th = target_size(width, height, max_side)
     if gray.shape != (th, tw):
-        gray = cv2.resize(gray, (tw, th), interpolation=cv2.INTER_AREA)
+        gray = _shrink(gray, tw, th)
     return Decoded(np.ascontiguousarray(gray), int(width), int(height), fmt)
+
+
+def _shrink(gray, tw, th):
+    """``cv2.resize(gray, (tw, th), interpolation=cv2.INTER_AREA)``, bit-identical: the
+    area kernel is about twice as fast on the typical 500 x 375 -> 300 x 225 (it only
+    shrinks; OpenCV would enlarge a side with bilinear weights, which no caller asks)."""
+    height, width = gray.shape
+    if tw > width or th > height:
+        return cv2.resize(gray, (tw, th), interpolation=cv2.INTER_AREA)
+    out = np.empty((th, tw), np.uint8)
+    load("_area", "area resize").area_resize(np.ascontiguousarray(gray), out)
+    return out
+
+
+def _shrink_by(gray, fx, fy, tw, th):
+    """``cv2.resize(gray, None, fx=fx, fy=fy, interpolation=cv2.INTER_AREA)[:th, :tw]``,
+    bit-identical. OpenCV's size is ``round(w * fx), round(h * fy)`` (ties to even, as
+    Python's round) and its factors ``1 / fx, 1 / fy``, not the ratio of the sizes: the
+    kernel takes them as they are, and computes only the part kept."""
+    height, width = gray.shape
+    full_w, full_h = round(width * fx), round(height * fy)
+    if not (0 < fx <= 1 and 0 < fy <= 1) or full_w < 1 or full_h < 1:
+        return cv2.resize(gray, None, fx=fx, fy=fy, interpolation=cv2.INTER_AREA)[:th, :tw]
+    out = np.empty((min(th, full_h), min(tw, full_w)), np.uint8)
+    load("_area", "area resize").area_resize_by(np.ascontiguousarray(gray), out, fx, fy)
+    return out
 
 
 # EXIF orientation -> (flip x, flip y): whether libjpeg's partial last column
@@ -548,8 +576,7 @@ def _finish_reduced(gray, r, width, height, tw, th, orientation):
     code = {(True, False): 1, (False, True): 0, (True, True): -1}.get((flip_x, flip_y))
     if code is not None:
         gray = cv2.flip(gray, code)
-    out = cv2.resize(gray, None, fx=tw * r / width, fy=th * r / height,
-                     interpolation=cv2.INTER_AREA)[:th, :tw]
+    out = _shrink_by(gray, tw * r / width, th * r / height, tw, th)
     if code is not None:
         out = cv2.flip(out, code)
     return out
@@ -595,5 +622,5 @@ def decode_array(image, max_side: int | None = None) -> Decoded:
     height, width = gray.shape
     tw, th = target_size(width, height, max_side)
     if gray.shape != (th, tw):
-        gray = cv2.resize(gray, (tw, th), interpolation=cv2.INTER_AREA)
+        gray = _shrink(gray, tw, th)
     return Decoded(np.ascontiguousarray(gray), int(width), int(height), "array")

@@ -445,6 +445,21 @@ def test_pyramid_geometry():
     assert frames[:, 1].min() >= 0 and frames[:, 1].max() <= 299
 
 
+@pytest.mark.parametrize("shape", [(224, 300), (225, 300), (300, 300), (200, 300)])
+def test_pyramid_with_the_area_kernel_is_the_pyramid_with_opencv(shape, monkeypatch):
+    """The sbow pyramid of a photo: the same frames and descriptors, bit for bit, whether
+    its half and quarter sizes come from the area kernel (integer factors included, 224 x
+    300 and 200 x 300) or from cv2.resize for the integer factors."""
+    import features.extract.dense as dense
+    image = _photo(*shape)
+    with_kernel = dense_sift_pyramid(image)
+    monkeypatch.setattr(dense, "_block_mean_is_opencvs", lambda: False)
+    with_opencv = dense_sift_pyramid(image)
+    for a, b in zip(with_kernel, with_opencv):
+        np.testing.assert_array_equal(a, b)
+
+
+
 def test_pyramid_small_image_drops_small_scales():
     # a 20 x 20 patch needs 16 x 16 pixels: 40 -> 20 -> 10 keeps two scales
     frames, _, index = dense_sift_pyramid(_photo(40, 40))

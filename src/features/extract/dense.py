@@ -286,17 +286,37 @@ def _integer_factors(width, height, size):
     return all(abs(f - round(f)) < eps for f in factors)
 
 
-def _resize(image, scale):
-    """Downscale with area averaging (pixel-centre aligned), as
-    ``cv2.resize(..., INTER_AREA)``: bit-identical, its fractional-factor path done by
-    ``features._ext._area`` (several times faster; integer factors stay with OpenCV)."""
+@functools.lru_cache(maxsize=None)
+def _block_mean_is_opencvs():
+    """Whether the area kernel's integer-factor path gives the installed OpenCV's pixels.
+    Its float 2 x 2 block mean adds the pairs first in the columns of OpenCV's vector loop,
+    whose width is the build's (``FLOAT_BLOCK_LANES`` of the kernel: 4, the SSE and NEON
+    baselines); with another OpenCV the integer factors stay with it. Widths 5 to 29
+    tell 4 lanes from 8 and 16."""
     import cv2
 
+    image = np.random.default_rng(0).random((4, 58), dtype=np.float32)
+    for width in (5, 7, 13, 29):
+        out = np.empty((2, width), np.float32)
+        load("_area", "area resize").area_resize(image[:, :2 * width].copy(), out)
+        expected = cv2.resize(image[:, :2 * width], (width, 2), interpolation=cv2.INTER_AREA)
+        if not np.array_equal(out, expected):
+            return False
+    return True
+
+
+def _resize(image, scale):
+    """Downscale with area averaging (pixel-centre aligned), as
+    ``cv2.resize(..., INTER_AREA)``: bit-identical, done by ``features._ext._area``
+    (fractional factors about twice as fast as OpenCV on one thread, integer ones about
+    as fast, without its call)."""
     height, width = image.shape
     size = (max(int(round(width * scale)), 1), max(int(round(height * scale)), 1))
     if size == (width, height):
         return image
-    if _integer_factors(width, height, size):
+    if _integer_factors(width, height, size) and not _block_mean_is_opencvs():
+        import cv2
+
         out = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     else:
         out = np.empty((size[1], size[0]), np.float32)
