@@ -135,10 +135,11 @@ def stage_pass(config, items, quantizer, clock, info):
             info[f"pixels_scale_{i}"] += resized.size
         words = quantizer.assign(descriptors)
         c, w = clock.add("assignment (Assigner.assign, exact)", c, w)
-        info["descriptors"] += len(descriptors)
-        info["zero_descriptors"] += int((descriptors.max(axis=1) == 0).sum())
         ids, counts = word_counts(words, quantizer.k)
         c, w = clock.add("histogram (word_counts)", c, w)
+        # the corpus' figures, outside every stage (the zero count alone is about 0.04 ms)
+        info["descriptors"] += len(descriptors)
+        info["zero_descriptors"] += int((descriptors.max(axis=1) == 0).sum())
         results.append(ImageResult(key=item.key, label=item.label, width=decoded.width,
                                    height=decoded.height, frames=frames, words=words,
                                    scale=scale, word_ids=ids, word_counts=counts,
