@@ -14,7 +14,6 @@ import hashlib
 
 from ..codebook import quantizer as quantizer_of, subsample_rows
 from ..decode import decode_gray
-from ..encodings.bovw import word_counts
 from ..encodings.positions import centred_positions
 from ..exceptions import DecodeError
 from ..extract import Extraction, extract_image, pack_geometry
@@ -80,7 +79,8 @@ def _crashed(item, reason):
 @task(items=2)
 def process_shard(config, centroids, items, shard_path, first, parallel=False, *, skip=None,
                   on_item=None, fault=None) -> dict:
-    """Pass 2 for one shard: extract, quantize, count words, write the shard file.
+    """Pass 2 for one shard: extract and quantize each image, write the shard file (which
+    counts the words).
 
     ``skip`` maps item positions to the reason they are left out (they crashed a worker
     before); ``on_item(i)`` is called before item ``i`` (see ``isolate.run_isolated``);
@@ -100,7 +100,6 @@ def process_shard(config, centroids, items, shard_path, first, parallel=False, *
         result, descriptors = features_of(config, item, fault)
         if descriptors is not None:
             result.words = quantizer.assign(descriptors)
-            result.word_ids, result.word_counts = word_counts(result.words, quantizer.k)
             if config.store_descriptors:
                 result.descriptors = descriptors
             if geometry:
