@@ -92,8 +92,8 @@ def write_shard(path, results: list[ImageResult], *, n_words, first, keep_descri
                 geometry=False) -> dict:
     """Write one shard to a temporary file, then rename it into place (atomic on POSIX).
 
-    The word counts of each image (``counts``, a CSR of int32) are counted here, from the
-    images' words. With ``geometry``, the images' geometry records (``ImageResult.geometry``) go to an
+    Each image's word counts (``counts``, a CSR of int32) are counted here, from its words.
+    With ``geometry``, the images' geometry records (``ImageResult.geometry``) go to an
     uncompressed, contiguous dataset: a reader gets one image's record with one read.
 
     Returns its manifest record, with the file's size and checksum (``features verify``
