@@ -571,6 +571,32 @@ def test_item_read_limit(tmp_path, monkeypatch):
     assert Item("m", 3, data=b"abc").read() == b"abc"
 
 
+def test_item_read_short_reads_and_growth(tmp_path, monkeypatch):
+    """A file is read to its end whatever os.read gives at a time (network file systems
+    give short reads), also when it has grown since its size was taken."""
+    payload = bytes(range(256)) * 40 + b"end"
+    path = _write(tmp_path / "a.jpg", payload)
+    assert Item("a.jpg", -1, str(path)).read() == payload
+    assert Item("e.jpg", -1, str(_write(tmp_path / "e.jpg", b""))).read() == b""
+    real_read, real_fstat = os.read, os.fstat
+    monkeypatch.setattr(os, "read", lambda fd, n: real_read(fd, min(n, 1000)))
+    assert Item("a.jpg", -1, str(path)).read() == payload
+    monkeypatch.setattr(os, "read", real_read)
+
+    class Shrunk:        # the size the file had before it grew
+        st_size = 100
+
+    monkeypatch.setattr(os, "fstat", lambda fd: Shrunk)
+    assert Item("a.jpg", -1, str(path)).read() == payload
+    import features.sources.base as base
+    monkeypatch.setattr(base, "MAX_ITEM_BYTES", 5000)
+    with pytest.raises(OSError, match="too large"):
+        Item("a.jpg", -1, str(path)).read()
+    monkeypatch.setattr(os, "fstat", real_fstat)
+    with pytest.raises(IsADirectoryError):
+        Item("d", -1, str(tmp_path)).read()
+
+
 def test_unreadable_folder_is_reported(tree, monkeypatch):
     import features.sources.folders as folders
     real = folders.scandir_sorted

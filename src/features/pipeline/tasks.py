@@ -12,15 +12,17 @@ from __future__ import annotations
 import functools
 import hashlib
 
+import numpy as np
+
 from ..codebook import quantizer as quantizer_of, subsample_rows
 from ..decode import decode_gray
-from ..encodings.bovw import word_counts
 from ..encodings.positions import centred_positions
 from ..exceptions import DecodeError
 from ..extract import Extraction, extract_image, pack_geometry
 from ..sources.base import items_digest
 from ..store import (EXTRACT_FAILED, NO_FEATURES, OK, REFUSED, UNDECODABLE, UNREADABLE,
                      ImageResult, merge, write_shard)
+from .._shared.hashing import array_sha256
 from .._shared.threads import single_threaded_libraries
 from .isolate import inject_fault
 from .runner import task
@@ -73,6 +75,23 @@ def _is_blank(gray):
     return gray.size == 0 or int(gray.min()) == int(gray.max())
 
 
+# the quantizer of the codebook the last shard task of this process used, by its checksum
+_quantizers: dict = {}
+
+
+def _quantizer(codebook):
+    """``quantizer_of(codebook)``, kept for the next shard: a worker runs the shards of a
+    step one after another with the same centroids, and an exact assigner's setup (an SVD
+    of the centroids) cost 15 ms a shard, the checksum that finds it again 0.3 ms."""
+    if not isinstance(codebook, np.ndarray):
+        return quantizer_of(codebook)           # a vocabulary tree is its own quantizer
+    key = array_sha256(codebook)
+    if key not in _quantizers:
+        _quantizers.clear()
+        _quantizers[key] = quantizer_of(codebook)
+    return _quantizers[key]
+
+
 def _crashed(item, reason):
     return ImageResult(key=item.key, label=item.label, status=UNDECODABLE, reason=reason)
 
@@ -80,7 +99,8 @@ def _crashed(item, reason):
 @task(items=2)
 def process_shard(config, centroids, items, shard_path, first, parallel=False, *, skip=None,
                   on_item=None, fault=None) -> dict:
-    """Pass 2 for one shard: extract, quantize, count words, write the shard file.
+    """Pass 2 for one shard: extract and quantize each image, write the shard file (which
+    counts the words).
 
     ``skip`` maps item positions to the reason they are left out (they crashed a worker
     before); ``on_item(i)`` is called before item ``i`` (see ``isolate.run_isolated``);
@@ -88,7 +108,7 @@ def process_shard(config, centroids, items, shard_path, first, parallel=False, *
     if parallel:
         single_threaded_libraries()
     skip = skip or {}
-    quantizer = quantizer_of(centroids)   # centroids, or a vocabulary tree
+    quantizer = _quantizer(centroids)   # centroids, or a vocabulary tree
     geometry = _extraction(config).keeps_geometry
     results = []
     for i, item in enumerate(items):
@@ -100,7 +120,6 @@ def process_shard(config, centroids, items, shard_path, first, parallel=False, *
         result, descriptors = features_of(config, item, fault)
         if descriptors is not None:
             result.words = quantizer.assign(descriptors)
-            result.word_ids, result.word_counts = word_counts(result.words, quantizer.k)
             if config.store_descriptors:
                 result.descriptors = descriptors
             if geometry:

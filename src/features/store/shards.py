@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 
 from .._shared.hashing import bytes_sha256, file_sha256
-from ..encodings.bovw import counts_csr
+from ..encodings.bovw import word_counts_csr
 from ..extract.geometry import COLUMNS as GEOMETRY_COLUMNS
 from ..extract.geometry import record_dtype
 from ..exceptions import first_line
@@ -35,8 +35,6 @@ class ImageResult:
     descriptors: np.ndarray | None = None
     words: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     scale: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
-    word_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
-    word_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))
     geometry: np.ndarray | None = None     # packed record (features.extract.geometry)
     sha256: str = ""                       # hex digest of the file bytes, "" if not read
 
@@ -53,11 +51,14 @@ def _shard_image(results: list[ImageResult], *, n_words, first, keep_descriptors
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
 
-    def cat(attr, empty):
+    def cat(attr, empty, dtype=None):
         parts = [getattr(r, attr) for r in results if len(r.frames)]
-        return np.concatenate(parts) if parts else empty
+        # one copy, straight into the stored dtype
+        return np.concatenate(parts, dtype=dtype, casting="unsafe") if parts else empty
 
-    counts = counts_csr([(r.word_ids, r.word_counts) for r in results], n_words)
+    words = cat("words", np.zeros(0, word_dtype(n_words)), word_dtype(n_words))
+    # the word counts of all images at once (per image, a call cost more than the counting)
+    counts = word_counts_csr(words, offsets, n_words)
     with h5py.File(f"shard-{first}", "w", driver="core", backing_store=False) as f:
         f.attrs["format"] = FORMAT + "-shard"
         f.attrs["first"] = first
@@ -73,13 +74,12 @@ def _shard_image(results: list[ImageResult], *, n_words, first, keep_descriptors
         g.create_dataset("sha256", data=np.array([r.sha256 for r in results], "S64"),
                          dtype=DIGEST)
         f.create_dataset("offsets", data=offsets)
-        chunked(f, "frames", cat("frames", np.zeros((0, 4), np.float32)).astype(np.float32), 8192)
-        chunked(f, "words", cat("words", np.zeros(0, np.int32)).astype(word_dtype(n_words)),
-                 1 << 16)
-        chunked(f, "scale", cat("scale", np.zeros(0, np.int8)).astype(np.int8), 1 << 16)
+        chunked(f, "frames", cat("frames", np.zeros((0, 4), np.float32), np.float32), 8192)
+        chunked(f, "words", words, 1 << 16)
+        chunked(f, "scale", cat("scale", np.zeros(0, np.int8), np.int8), 1 << 16)
         if keep_descriptors:
             chunked(f, "descriptors",
-                     cat("descriptors", np.zeros((0, 128), np.uint8)).astype(np.uint8), 4096)
+                     cat("descriptors", np.zeros((0, 128), np.uint8), np.uint8), 4096)
         if geometry:
             f.create_dataset("geometry", data=cat("geometry", np.zeros(
                 (0, len(GEOMETRY_COLUMNS)), record_dtype(n_words))))
@@ -92,6 +92,7 @@ def write_shard(path, results: list[ImageResult], *, n_words, first, keep_descri
                 geometry=False) -> dict:
     """Write one shard to a temporary file, then rename it into place (atomic on POSIX).
 
+    Each image's word counts (``counts``, a CSR of int32) are counted here, from its words.
     With ``geometry``, the images' geometry records (``ImageResult.geometry``) go to an
     uncompressed, contiguous dataset: a reader gets one image's record with one read.
 
