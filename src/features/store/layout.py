@@ -62,12 +62,13 @@ def word_dtype(n_words):
     return np.int16 if n_words <= np.iinfo(np.int16).max + 1 else np.int32
 
 
-def chunked(f, name, data, chunk_rows):
+def chunked(f, name, data, chunk_rows, *, by_column=False):
     """``data`` as a compressed dataset chunked by ``chunk_rows`` rows (growable; a
-    contiguous empty one when ``data`` is empty)."""
+    contiguous empty one when ``data`` is empty); ``by_column``: each chunk one column of
+    a 2-D ``data`` (the same dataset to a reader)."""
     data = np.asarray(data)
     rows = max(1, min(chunk_rows, len(data)))
-    chunks = (rows,) + data.shape[1:]
+    chunks = (rows,) + ((1,) * (data.ndim - 1) if by_column else data.shape[1:])
     return f.create_dataset(name, data=data, chunks=chunks if len(data) else None,
                             maxshape=(None,) + data.shape[1:] if len(data) else None,
                             **(COMPRESS if len(data) else {}))

@@ -74,7 +74,11 @@ def _shard_image(results: list[ImageResult], *, n_words, first, keep_descriptors
         g.create_dataset("sha256", data=np.array([r.sha256 for r in results], "S64"),
                          dtype=DIGEST)
         f.create_dataset("offsets", data=offsets)
-        chunked(f, "frames", cat("frames", np.zeros((0, 4), np.float32), np.float32), 8192)
+        # a dense grid's x, y and size take a few hundred values, the contrast norm all
+        # different: compressed apart, the frames shrink 2.6x, 2.6x faster (sbow: 2.24 ->
+        # 0.87 MB and 56 -> 21 ms per 300 images, most of the shard's write)
+        chunked(f, "frames", cat("frames", np.zeros((0, 4), np.float32), np.float32), 8192,
+                by_column=True)
         chunked(f, "words", words, 1 << 16)
         chunked(f, "scale", cat("scale", np.zeros(0, np.int8), np.int8), 1 << 16)
         if keep_descriptors:
