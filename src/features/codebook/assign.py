@@ -254,17 +254,9 @@ class Assigner:
         kern = _kernel()
         block = min(n, _BLOCK_ROWS)
         t = self.n_threads
-        # Work arrays of this call (allocating them costs ~2 us per image:
-        # sharing them between calls would need locking for threads).
         xf = np.empty((block, self.d), np.float32)
         rows = np.empty(block, np.intp)
-        words = np.empty(block, np.int32)
-        proj = np.empty((block, self.rank), np.float32) if self.rank < self.d else None
-        aug = np.empty((block, self.rank + 2), np.float32)
-        bounds = np.empty((block, self.k), np.float32)
-        norm2 = np.empty(block, np.float64)
-        radius = np.empty(block, np.float64)
-        xbuf, bmin, cand_h, cand_j, cand_d = self._scratch(t)
+        bufs = None
         for start in range(0, n, block):
             xb = x[start:start + block]
             nb = xb.shape[0]
@@ -275,6 +267,9 @@ class Assigner:
             if m == 0:
                 out[start:start + nb] = self.zero_word
                 continue
+            if bufs is None:
+                bufs = self._buffers(block, t)
+            words, proj, aug, bounds, norm2, radius, scratch = bufs
             xs = xf[:m]
             if proj is None:
                 # No rotation: the "projection" is the descriptor, exactly.
@@ -286,7 +281,7 @@ class Assigner:
             dest = out[start:start + m] if m == nb else words[:m]
             kern.assign_pruned(xs, bounds[:m], norm2[:m], radius[:m], self.centroids,
                                self._bound_rtol, self._dist_rtol, self._cnorm2_max,
-                               self.zero_word, dest, xbuf, bmin, cand_h, cand_j, cand_d, t)
+                               self.zero_word, dest, *scratch, t)
             if m < nb:
                 ob = out[start:start + nb]
                 ob[:] = self.zero_word
@@ -357,6 +352,16 @@ class Assigner:
                 upper[idx] = up[:m]
                 lower[idx] = lo[:m]
         return out
+
+    def _buffers(self, block, t):
+        """Work arrays of one :meth:`assign` call, for blocks of ``block`` rows.
+        Allocated per call (~2 us for an image): sharing them between calls
+        would need a lock, as several threads may use one assigner."""
+        proj = np.empty((block, self.rank), np.float32) if self.rank < self.d else None
+        return (np.empty(block, np.int32), proj,
+                np.empty((block, self.rank + 2), np.float32),
+                np.empty((block, self.k), np.float32),
+                np.empty(block, np.float64), np.empty(block, np.float64), self._scratch(t))
 
     def _scratch(self, t):
         """Per-thread work buffers of the pruned kernel."""
