@@ -129,45 +129,64 @@ cdef extern from *:
         return best;
     }
 
-    /* Appends to (ch, cj) the value and index of every h[j] <= thr, j != skip,
-       looking only into the blocks whose minimum is <= thr; returns the
-       count. */
-    static Py_ssize_t asg_collect(const float *h, Py_ssize_t k,
-                                  const float *bmin, float thr, Py_ssize_t skip,
-                                  float *ch, int *cj)
+    /* asg_collect in block b. */
+    static Py_ssize_t asg_collect_block(const float *h, Py_ssize_t k, Py_ssize_t b,
+                                        float thr, Py_ssize_t skip, float *ch, int *cj,
+                                        Py_ssize_t m)
     {
-        Py_ssize_t nb = (k + ASG_BLOCK - 1) / ASG_BLOCK, b, j, j0, j1, m = 0;
-        for (b = 0; b < nb; b++) {
-            if (!(bmin[b] <= thr))
-                continue;
-            j0 = b * ASG_BLOCK;
-            j1 = j0 + ASG_BLOCK < k ? j0 + ASG_BLOCK : k;
+        Py_ssize_t j, j0 = b * ASG_BLOCK;
+        Py_ssize_t j1 = j0 + ASG_BLOCK < k ? j0 + ASG_BLOCK : k;
     #if defined(__SSE2__) && defined(__GNUC__)
-            if (j1 - j0 == ASG_BLOCK) {
-                __m128 t = _mm_set1_ps(thr);
-                unsigned int mask = 0, q;
-                for (q = 0; q < ASG_BLOCK / 4; q++)
-                    mask |= (unsigned int)_mm_movemask_ps(
-                        _mm_cmple_ps(_mm_loadu_ps(h + j0 + 4 * q), t)) << (4 * q);
-                while (mask) {
-                    j = j0 + __builtin_ctz(mask);
-                    mask &= mask - 1;
-                    if (j != skip) {
-                        ch[m] = h[j];
-                        cj[m] = (int)j;
-                        m++;
-                    }
-                }
-                continue;
-            }
-    #endif
-            for (j = j0; j < j1; j++)
-                if (h[j] <= thr && j != skip) {
+        if (j1 - j0 == ASG_BLOCK) {
+            __m128 t = _mm_set1_ps(thr);
+            unsigned int mask = 0, q;
+            for (q = 0; q < ASG_BLOCK / 4; q++)
+                mask |= (unsigned int)_mm_movemask_ps(
+                    _mm_cmple_ps(_mm_loadu_ps(h + j0 + 4 * q), t)) << (4 * q);
+            while (mask) {
+                j = j0 + __builtin_ctz(mask);
+                mask &= mask - 1;
+                if (j != skip) {
                     ch[m] = h[j];
                     cj[m] = (int)j;
                     m++;
                 }
+            }
+            return m;
         }
+    #endif
+        for (j = j0; j < j1; j++)
+            if (h[j] <= thr && j != skip) {
+                ch[m] = h[j];
+                cj[m] = (int)j;
+                m++;
+            }
+        return m;
+    }
+
+    /* Appends to (ch, cj) the value and index of every h[j] <= thr, j != skip,
+       looking only into the blocks whose minimum is <= thr; returns the
+       count. The blocks to look into are found four at a time from a mask:
+       a branch per block mispredicted often (which blocks pass is data). */
+    static Py_ssize_t asg_collect(const float *h, Py_ssize_t k,
+                                  const float *bmin, float thr, Py_ssize_t skip,
+                                  float *ch, int *cj)
+    {
+        Py_ssize_t nb = (k + ASG_BLOCK - 1) / ASG_BLOCK, b = 0, m = 0;
+    #if defined(__SSE2__) && defined(__GNUC__)
+        __m128 t = _mm_set1_ps(thr);
+        unsigned int mask;
+        for (; b + 4 <= nb; b += 4) {
+            mask = (unsigned int)_mm_movemask_ps(_mm_cmple_ps(_mm_loadu_ps(bmin + b), t));
+            while (mask) {
+                m = asg_collect_block(h, k, b + __builtin_ctz(mask), thr, skip, ch, cj, m);
+                mask &= mask - 1;
+            }
+        }
+    #endif
+        for (; b < nb; b++)
+            if (bmin[b] <= thr)
+                m = asg_collect_block(h, k, b, thr, skip, ch, cj, m);
         return m;
     }
 
@@ -238,6 +257,27 @@ cdef extern from *:
         return (double)s;
     }
 
+    /* Copies a[0:r] to out and returns ||a||**2 in float64, in four lanes:
+       one chain of additions was most of the time of augment. The squares
+       of float32 values are exact in float64, and the sum's rounding (at
+       most (r / 4 + 2) 2**-53 relative) is less than one chain's
+       ((r - 1) 2**-53), which augment's radius already covered. */
+    static double asg_copy_norm2(const float *a, float *out, Py_ssize_t r)
+    {
+        double s[4] = {0};
+        Py_ssize_t t, l, rmain = r - r % 4;
+        for (t = 0; t < rmain; t += 4)
+            for (l = 0; l < 4; l++) {
+                out[t + l] = a[t + l];
+                s[l] += (double)a[t + l] * (double)a[t + l];
+            }
+        for (t = rmain; t < r; t++) {
+            out[t] = a[t];
+            s[t - rmain] += (double)a[t] * (double)a[t];
+        }
+        return (s[0] + s[1]) + (s[2] + s[3]);
+    }
+
     static double asg_norm2_f32(const float *x, Py_ssize_t d)
     {
         double a[8] = {0};
@@ -281,6 +321,7 @@ cdef extern from *:
                            Py_ssize_t skip, float *ch, int *cj) noexcept nogil
     double asg_norm2_u8(const uint8 *x, Py_ssize_t d) noexcept nogil
     double asg_norm2_f32(const float *x, Py_ssize_t d) noexcept nogil
+    double asg_copy_norm2(const float *a, float *out, Py_ssize_t r) noexcept nogil
     void asg_heapify(float *ch, int *cj, Py_ssize_t m) noexcept nogil
     void asg_pop(float *ch, int *cj, Py_ssize_t m, float *h, int *j) noexcept nogil
     Py_ssize_t asg_argmin_except(const float *h, Py_ssize_t k, const float *bmin,
@@ -305,19 +346,29 @@ cdef inline float _threshold(double u, double dist_rtol, double radius,
     return <float>(s * s - norm2 + slack)
 
 
-def nonzero_rows(const real_in[:, ::1] x, Py_ssize_t[::1] rows):
-    """Writes the indices of the rows of ``x`` that are not all zero into
-    ``rows`` (length >= n); returns their count."""
+def compact_rows(const real_in[:, ::1] x, float[:, ::1] xf, Py_ssize_t[::1] rows):
+    """Copies the rows of ``x`` that are not all zero, as float32, to the first
+    rows of ``xf`` (at least n rows, d columns) and their indices to ``rows``
+    (length >= n); returns their count.
+
+    One pass does what finding those rows, gathering them and converting them
+    took three for: every row is converted into the next free row of ``xf``,
+    which an all-zero row leaves free again. uint8 values are exact in
+    float32, so the search sees the same numbers.
+    """
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], i, t, m = 0
-    if rows.shape[0] < n:
-        raise ValueError("rows is shorter than x")
+    cdef bint nonzero
+    if xf.shape[0] < n or xf.shape[1] != d or rows.shape[0] < n:
+        raise ValueError("xf or rows are too small for x")
     with nogil:
         for i in range(n):
+            nonzero = False
             for t in range(d):
-                if x[i, t] != 0:
-                    rows[m] = i
-                    m += 1
-                    break
+                xf[m, t] = <float>x[i, t]
+                nonzero = nonzero | (x[i, t] != 0)
+            if nonzero:
+                rows[m] = i
+                m += 1
     return m
 
 
@@ -333,7 +384,7 @@ def augment(const real_in[:, ::1] x, const float[:, ::1] proj, double proj_rtol,
     """
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], r = proj.shape[1]
     cdef Py_ssize_t i, t
-    cdef double xx, a, aa, p, dl, eta, e
+    cdef double xx, aa, p, dl, eta, e
     if (proj.shape[0] != n or out.shape[0] != n or out.shape[1] != r + 2
             or norm2.shape[0] != n or radius.shape[0] != n):
         raise ValueError("proj, out, norm2 or radius have the wrong shape")
@@ -344,11 +395,10 @@ def augment(const real_in[:, ::1] x, const float[:, ::1] proj, double proj_rtol,
             xx = asg_norm2_u8(&x[i, 0], d)
         else:
             xx = asg_norm2_f32(&x[i, 0], d)
-        aa = 0
-        for t in range(r):
-            a = proj[i, t]
-            out[i, t] = proj[i, t]
-            aa = aa + a * a
+        if r > 0:
+            aa = asg_copy_norm2(&proj[i, 0], &out[i, 0], r)
+        else:
+            aa = 0
         p = sqrt(xx - aa) if xx > aa else 0
         out[i, r] = <float>p
         out[i, r + 1] = 1

@@ -257,3 +257,87 @@ def test_bad_parameters_raise(kwargs, match):
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         Assigner(args.pop("centroids"), **args)
+
+
+def _with_zero_rows(x, rng, fraction=0.3):
+    x = x.copy()
+    x[rng.random(len(x)) < fraction] = 0
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32, np.float64])
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_blocks_with_and_without_zero_rows(sbow, monkeypatch, dtype, method, n_threads):
+    # Small blocks: some all zero, some without a zero row, some mixed, and a
+    # short last one; every block is compacted on its own.
+    monkeypatch.setattr("features.codebook.assign._BLOCK_ROWS", 7)
+    centroids, x = sbow
+    rng = np.random.default_rng(5)
+    x = _with_zero_rows(x[:300], rng)
+    x[7:14] = 0
+    x[14:21] = np.maximum(x[14:21], 1)
+    x = x[:297].astype(dtype)
+    words = Assigner(centroids, method=method, n_threads=n_threads).assign(x)
+    np.testing.assert_array_equal(words, brute_force(centroids, x))
+    assert (words[7:14] == brute_force(centroids, x[7:8])[0]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_tiny_batches_with_zero_rows(sbow, dtype, n):
+    centroids, x = sbow
+    rng = np.random.default_rng(n)
+    assigner = Assigner(centroids)
+    for _ in range(20):
+        batch = _with_zero_rows(x[rng.integers(0, len(x), n)], rng, 0.4).astype(dtype)
+        np.testing.assert_array_equal(assigner.assign(batch), brute_force(centroids, batch))
+
+
+def test_random_and_tied_uint8_descriptors():
+    # Random uint8 rows, and rows half way between two integer centroids
+    # (exact ties), with zero rows among them, against a float64 argmin.
+    rng = np.random.default_rng(11)
+    centroids = (rng.integers(0, 64, (300, 128)) * 2).astype(np.float32)
+    x = rng.integers(0, 128, (1500, 128)).astype(np.uint8)
+    a, b = rng.integers(0, 300, (2, 400))
+    x[:400] = ((centroids[a] + centroids[b]) / 2).astype(np.uint8)
+    x = _with_zero_rows(x, rng, 0.1)
+    for method in METHODS:
+        for dtype in (np.uint8, np.float32):
+            np.testing.assert_array_equal(Assigner(centroids, method=method).assign(x.astype(dtype)),
+                                          brute_force(centroids, x))
+
+
+def test_one_assigner_called_from_several_threads(sbow):
+    from concurrent.futures import ThreadPoolExecutor
+    centroids, x = sbow
+    rng = np.random.default_rng(4)
+    x = _with_zero_rows(x, rng, 0.2)
+    assigner = Assigner(centroids)
+    chunks = [x[s:s + 700] for s in range(0, len(x), 700)] * 3
+    with ThreadPoolExecutor(4) as pool:
+        words = list(pool.map(assigner.assign, chunks))
+    for chunk, w in zip(chunks, words):
+        np.testing.assert_array_equal(w, brute_force(centroids, chunk))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+def test_compact_rows_kernel(dtype):
+    from features._ext import load
+    kern = load("_assign", "assignment")
+    rng = np.random.default_rng(6)
+    x = _with_zero_rows(rng.integers(0, 255, (50, 9)), rng, 0.4).astype(dtype)
+    if dtype == np.float32:
+        x[3] = -0.0                     # zero too
+        x[4] = 0
+        x[4, 8] = -1e-30
+    xf = np.full((50, 9), np.nan, np.float32)
+    rows = np.full(50, -1, np.intp)
+    m = kern.compact_rows(x, xf, rows)
+    keep = np.flatnonzero((x != 0).any(axis=1))
+    assert m == len(keep)
+    np.testing.assert_array_equal(rows[:m], keep)
+    np.testing.assert_array_equal(xf[:m], x[keep].astype(np.float32))
+    with pytest.raises(ValueError, match="too small"):
+        kern.compact_rows(x, np.empty((49, 9), np.float32), rows)

@@ -252,17 +252,41 @@ class Assigner:
         if n == 0:
             return out
         kern = _kernel()
-        # All-zero descriptors (dense SIFT below its contrast threshold) all
-        # get the same word; leaving them out of the BLAS products pays from
-        # a few percent of them on.
-        nonzero = np.empty(n, np.intp)
-        m = kern.nonzero_rows(x, nonzero)
-        if m < n:
-            out[:] = self.zero_word
-            if m:
-                out[nonzero[:m]] = self._search(kern, x[nonzero[:m]])
-            return out
-        return self._search(kern, x, out)
+        block = min(n, _BLOCK_ROWS)
+        t = self.n_threads
+        xf = np.empty((block, self.d), np.float32)
+        rows = np.empty(block, np.intp)
+        bufs = None
+        for start in range(0, n, block):
+            xb = x[start:start + block]
+            nb = xb.shape[0]
+            # All-zero descriptors (dense SIFT below its contrast threshold)
+            # all get the same word; leaving them out of the BLAS products
+            # pays from a few percent of them on. The others, as float32.
+            m = kern.compact_rows(xb, xf, rows)
+            if m == 0:
+                out[start:start + nb] = self.zero_word
+                continue
+            if bufs is None:
+                bufs = self._buffers(block, t)
+            words, proj, aug, bounds, norm2, radius, scratch = bufs
+            xs = xf[:m]
+            if proj is None:
+                # No rotation: the "projection" is the descriptor, exactly.
+                pb = xs
+            else:
+                pb = np.matmul(xs, self._axes, out=proj[:m])
+            kern.augment(xs, pb, self._proj_rtol, aug[:m], norm2[:m], radius[:m], t)
+            np.matmul(aug[:m], self._weights, out=bounds[:m])
+            dest = out[start:start + m] if m == nb else words[:m]
+            kern.assign_pruned(xs, bounds[:m], norm2[:m], radius[:m], self.centroids,
+                               self._bound_rtol, self._dist_rtol, self._cnorm2_max,
+                               self.zero_word, dest, *scratch, t)
+            if m < nb:
+                ob = out[start:start + nb]
+                ob[:] = self.zero_word
+                ob[rows[:m]] = words[:m]
+        return out
 
     def project(self, x):
         """The rows' side of the bound, ``(aug, norm2, radius)``, for all rows of
@@ -329,34 +353,18 @@ class Assigner:
                 lower[idx] = lo[:m]
         return out
 
+    def _buffers(self, block, t):
+        """Work arrays of one :meth:`assign` call, for blocks of ``block`` rows.
+        Allocated per call (~2 us for an image): sharing them between calls
+        would need a lock, as several threads may use one assigner."""
+        proj = np.empty((block, self.rank), np.float32) if self.rank < self.d else None
+        return (np.empty(block, np.int32), proj,
+                np.empty((block, self.rank + 2), np.float32),
+                np.empty((block, self.k), np.float32),
+                np.empty(block, np.float64), np.empty(block, np.float64), self._scratch(t))
+
     def _scratch(self, t):
         """Per-thread work buffers of the pruned kernel."""
         return (np.empty((t, self.d), np.float32), np.empty((t, -(-self.k // 32)), np.float32),
                 np.empty((t, self.k), np.float32), np.empty((t, self.k), np.int32),
                 np.empty((t, self.k), np.float32))
-
-    def _search(self, kern, x, out=None):
-        n = x.shape[0]
-        if out is None:
-            out = np.empty(n, np.int32)
-        rows = min(n, _BLOCK_ROWS)
-        width = self.rank + 2
-        t = self.n_threads
-        aug = np.empty((rows, width), np.float32)
-        bounds = np.empty((rows, self.k), np.float32)
-        norm2 = np.empty(rows, np.float64)
-        radius = np.empty(rows, np.float64)
-        xbuf, bmin, cand_h, cand_j, cand_d = self._scratch(t)
-        for start in range(0, n, rows):
-            xb = x[start:start + rows]
-            m = xb.shape[0]
-            proj = xb.astype(np.float32)
-            if self.rank < self.d:
-                proj = proj @ self._axes
-            kern.augment(xb, proj, self._proj_rtol, aug[:m], norm2[:m], radius[:m], t)
-            np.matmul(aug[:m], self._weights, out=bounds[:m])
-            kern.assign_pruned(xb, bounds[:m], norm2[:m], radius[:m], self.centroids,
-                               self._bound_rtol, self._dist_rtol, self._cnorm2_max,
-                               self.zero_word, out[start:start + m],
-                               xbuf, bmin, cand_h, cand_j, cand_d, t)
-        return out
