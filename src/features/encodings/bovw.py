@@ -55,8 +55,7 @@ def word_counts(words, n_words) -> tuple[np.ndarray, np.ndarray]:
         except ValueError:                                  # a negative word
             counts = None
         if counts is None or len(counts) > n_words:
-            raise ParameterError(f"words must lie in [0, {n_words}), got {words.min()}.."
-                                 f"{words.max()}")
+            raise _out_of_range(words, n_words)
         ids = counts.nonzero()[0]
         return ids.astype(np.int32), counts[ids].astype(np.int32)
     csr = word_counts_csr(words, [0, len(words)], n_words)
@@ -81,9 +80,12 @@ def word_counts_csr(words, offsets, n_words) -> CSR:
         raise ParameterError(f"offsets must rise from 0 to the {len(words)} words, got "
                              f"{offsets[:3].tolist()}...{offsets[-2:].tolist()}")
     if len(words) and (words.min() < 0 or words.max() >= n_words):
-        raise ParameterError(f"words must lie in [0, {n_words}), got {words.min()}.."
-                             f"{words.max()}")
+        raise _out_of_range(words, n_words)
     return _count_rows(words, offsets, n_words)
+
+
+def _out_of_range(words, n_words) -> ParameterError:
+    return ParameterError(f"words must lie in [0, {n_words}), got {words.min()}..{words.max()}")
 
 
 def _count_rows(words, offsets, n_words) -> CSR:
