@@ -92,12 +92,17 @@ class ImageTable:
         self.file = f
         self.group = f.create_group("images")
         # compressed, in chunks of up to 32k rows: the columns are read whole
-        chunks = (min(max(self.n_images, 1), 1 << 15),)
+        self.chunk = min(max(self.n_images, 1), 1 << 15)
         for name, dtype in IMAGE_COLUMNS.items():
-            self.group.create_dataset(name, shape=(self.n_images,), dtype=dtype, chunks=chunks,
-                                      **COMPRESS)
+            self.group.create_dataset(name, shape=(self.n_images,), dtype=dtype,
+                                      chunks=(self.chunk,), **COMPRESS)
         self.keys = KeyTableWriter(self.n_images)
         self.row = 0
+        # Rows not yet written, kept until they fill whole chunks: a block of a shard's
+        # 1,000 rows written at once into a 32k-row chunk made HDF5 decompress and
+        # compress that chunk again for every block (the digests' chunk is 2 MB).
+        self.written = 0
+        self.pending = {name: [] for name in IMAGE_COLUMNS}
 
     def append(self, *, key, label, width, height, status, reason, sha256=None) -> int:
         """The next images, a sequence or array of each column (``key`` and ``reason`` as
@@ -118,15 +123,31 @@ class ImageTable:
                 # h5py writes variable-length strings from object arrays only
                 dtype = IMAGE_COLUMNS[name]
                 dtype = object if dtype is STR else "S64" if dtype is DIGEST else dtype
-                self.group[name][start:start + m] = np.asarray(values, dtype)
+                self.pending[name].append(np.asarray(values, dtype))
             self.keys.add(key)
         self.row += m
+        if self.row - self.written >= self.chunk:
+            self._flush(whole_chunks=True)
         return start
 
+    def _flush(self, whole_chunks):
+        """Write the pending rows: those that fill whole chunks, or all of them."""
+        end = self.row
+        if whole_chunks:
+            end = self.written + (end - self.written) // self.chunk * self.chunk
+        if end == self.written:
+            return
+        for name, parts in self.pending.items():
+            values = np.concatenate(parts)
+            self.group[name][self.written:end] = values[:end - self.written]
+            self.pending[name] = [values[end - self.written:]]
+        self.written = end
+
     def close(self):
-        """Write the key index, once every image is in."""
+        """Write the rows still pending and the key index, once every image is in."""
         if self.row != self.n_images:
             raise StoreError(f"the image table holds {self.row} of its {self.n_images} images")
+        self._flush(whole_chunks=False)
         self.keys.write(self.file)
 
 
