@@ -33,3 +33,24 @@ def test_isolated_tasks_finishing_out_of_order_then_more():
     from features.pipeline.isolate import run_isolated
     tasks = [(0, 1.0)] + [(i, 0.0) for i in range(1, 9)]
     assert list(run_isolated(_task, iter(tasks), 2, n_items=lambda _: 0)) == list(range(9))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_index_build_uses_the_cores_jobs_gives_it(small_store, monkeypatch, jobs):
+    # The index is trained (and with --jobs 1 filled) in the calling process: FAISS's
+    # OpenMP threads there follow --jobs, and are given back after the step.
+    import faiss
+    from features import index
+    from features.pipeline import steps
+    seen = []
+    real = index.build
+
+    def spy(*args, **kwargs):
+        seen.append(faiss.omp_get_max_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(index, "build", spy)
+    before = faiss.omp_get_max_threads()
+    steps.build_index(small_store, force=True, jobs=jobs, progress=False)
+    assert seen == [jobs]
+    assert faiss.omp_get_max_threads() == before

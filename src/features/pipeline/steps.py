@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import index
 from .._shared.hashing import file_sha256
+from .._shared.threads import faiss_threads
 from .._shared.versions import library_versions
 from ..codebook import KMEANS_ALGORITHM, KMEANS_TOL, bottom_k, kmeans
 from ..encodings.methods import METHODS
@@ -318,7 +319,9 @@ def build_index(out, encoding="bovw", factory=None, *, force=False,
     ``hamming`` (32 or 64): an inverted file with Hamming embedding signatures of that
     many bits (``features.index.hamming``). ``progress``: a line of images added on stderr."""
     bar = Progress("index", unit="images", failures=False, enabled=progress)
-    with Store(out) as store:
+    # a cluster's driver trains with the cores of its own machine
+    threads = (os.cpu_count() or 1) if hasattr(jobs, "map") else n_workers(jobs)
+    with Store(out) as store, faiss_threads(threads):
         path = index.build(store, encoding, factory, force=force, exact_below=exact_below,
                            run_tasks=lambda func, tasks: run_tasks(func, tasks, jobs),
                            search_params=search_params, hamming=hamming, progress=bar)
