@@ -460,7 +460,35 @@ cdef extern from *:
             _mm512_storeu_ps(h + 3 * kp + j, a3);
         }
     }
+    /* asg_block_mins (same values) for the bfloat16 path, whose CPUs have
+       AVX-512: two loads and a min per block, then a reduction in the
+       register. */
+    __attribute__((target("avx512f")))
+    static float asg_block_mins_512(const float *h, Py_ssize_t k, float *bmin)
+    {
+        Py_ssize_t nfull = k / ASG_BLOCK, b, j;
+        float best = FLT_MAX, v;
+        for (b = 0; b < nfull; b++) {
+            const float *p = h + b * ASG_BLOCK;
+            v = _mm512_reduce_min_ps(_mm512_min_ps(_mm512_loadu_ps(p),
+                                                   _mm512_loadu_ps(p + 16)));
+            bmin[b] = v;
+            best = v < best ? v : best;
+        }
+        if (nfull * ASG_BLOCK < k) {
+            v = h[nfull * ASG_BLOCK];
+            for (j = nfull * ASG_BLOCK + 1; j < k; j++)
+                v = h[j] < v ? h[j] : v;
+            bmin[nfull] = v;
+            best = v < best ? v : best;
+        }
+        return best;
+    }
     #else
+    static float asg_block_mins_512(const float *h, Py_ssize_t k, float *bmin)
+    {
+        return asg_block_mins(h, k, bmin);
+    }
     #define ASG_HAVE_BF16 0
     static int asg_cpu_has_bf16(void) { return 0; }
     static void asg_bf16_tile(const unsigned int *xp, Py_ssize_t rows, Py_ssize_t np2,
@@ -482,6 +510,7 @@ cdef extern from *:
     Py_ssize_t asg_argmin_except(const float *h, Py_ssize_t k, const float *bmin,
                                  Py_ssize_t skip) noexcept nogil
     enum: ASG_TR
+    float asg_block_mins_512(const float *h, Py_ssize_t k, float *bmin) noexcept nogil
     int ASG_HAVE_BF16
     int asg_cpu_has_bf16() noexcept nogil
     double asg_norm2_lanes(const float *a, Py_ssize_t r) noexcept nogil
@@ -594,18 +623,23 @@ cdef inline int _search_row(const real_in[:, ::1] x, Py_ssize_t i, const float *
                             const float *h, Py_ssize_t k, double norm2, double radius,
                             double slack, const float[:, ::1] centroids, double dist_rtol,
                             float *bmin, float *cand_h, int *cand_j, float *cand_d,
-                            bint bounds, double *upper, double *lower) noexcept nogil:
+                            bint bounds, double *upper, double *lower,
+                            bint wide=False) noexcept nogil:
     """The search of one row (see :func:`assign_pruned`) given its bounds ``h``
     (k values) and, for the threshold, ``||x~||**2``, the radius and the slack
     of ``h``; returns the word. ``xrow`` is the row as float32; the scratch
     pointers are ``bmin`` (ceil(k / 32)), ``cand_h``, ``cand_j``, ``cand_d``
-    (k). With ``bounds``, writes the row's upper and lower bounds."""
+    (k). With ``bounds``, writes the row's upper and lower bounds. ``wide``:
+    the CPU has AVX-512 (the bfloat16 path)."""
     cdef Py_ssize_t d = x.shape[1], b, j, m, a, jbest, nver, j2
     cdef float hmin, thr, thr_c, dv, best, second, band, hv = 0, h_unv, d_jbest
     cdef int jv = 0
     cdef double dd, ddbest, lv, lo
     cdef bint exact
-    hmin = asg_block_mins(h, k, bmin)
+    if wide:
+        hmin = asg_block_mins_512(h, k, bmin)
+    else:
+        hmin = asg_block_mins(h, k, bmin)
     # The smallest bound: the first one equal to hmin, in the first block
     # whose minimum is hmin.
     b = 0
@@ -883,7 +917,7 @@ def assign_bf16(const float[:, ::1] x, const unsigned int[:, ::1] xpair,
             out[i] = _search_row(x, i, &x[i, 0], &htile[tid, rr * kp], k, norm2[i],
                                  radius[i], slack, centroids, dist_rtol, &bmin[tid, 0],
                                  &cand_h[tid, 0], &cand_j[tid, 0], &cand_d[tid, 0],
-                                 False, &up, &lo)
+                                 False, &up, &lo, True)
     return 0
 
 

@@ -170,21 +170,23 @@ def _check_values(a, name):
                          f"(their squared distances would overflow float32)")
 
 
-def _default_rank(centroids):
-    """Fewest axes leaving at most 5% of the centroids' variance outside.
+def _default_rank(centroids, outside=0.05):
+    """Fewest axes leaving at most ``outside`` (5%) of the centroids' variance outside.
 
     The bound's slack comes from the residuals ``p`` and ``q``; the cost is
     the product of width ``r + 2`` plus the verifications. Measured on 1000-word
     codebooks (benchmarks/bench_assign.py), the fastest ``r`` was about 42 for
-    dense SIFT (sbow) and about 32 for RootSIFT: both leave ~5% outside.
+    dense SIFT (sbow) and about 32 for RootSIFT: both leave ~5% outside. The
+    bfloat16 product costs half as much per axis: there about 51 for sbow
+    (3.5% outside) was the fastest.
     """
     c = centroids - centroids.mean(axis=0)
     energy = np.linalg.svd(c, compute_uv=False) ** 2
     total = energy.sum()
     if total == 0:
         return 0
-    outside = 1.0 - np.cumsum(energy) / total
-    return int(min(np.searchsorted(-outside, -0.05) + 1, centroids.shape[1]))
+    left = 1.0 - np.cumsum(energy) / total
+    return int(min(np.searchsorted(-left, -outside) + 1, centroids.shape[1]))
 
 
 class Assigner:
@@ -201,7 +203,8 @@ class Assigner:
         Number of axes ``r`` of the ``"pruned"`` bound, in ``[0, d]``; by
         default the fewest principal axes that leave at most 5% of the
         centroids' variance outside (about 42 for sbow and 32 for RootSIFT
-        codebooks of 1000 words). It changes the speed only, never the words.
+        codebooks of 1000 words; with the bfloat16 bounds, 3.5% and an odd
+        count: 51 for sbow). It changes the speed only, never the words.
     n_threads : int
         Threads of the compiled kernel (effective when built with OpenMP).
 
@@ -241,7 +244,9 @@ class Assigner:
                 isinstance(rank, (bool, np.bool_)) or not isinstance(rank, numbers.Integral)
                 or not 0 <= rank <= self.d):
             raise ParameterError(f"rank must be an integer in [0, {self.d}], got {rank!r}")
+        self._use_bf16 = _bf16_enabled()
         if method != "brute":
+            wider = rank is None and self._use_bf16
             if rank is None:
                 rank = _default_rank(c.astype(np.float64))
             if method == "auto":
@@ -249,6 +254,10 @@ class Assigner:
                 # enough to amortise its product.
                 method = ("pruned" if self.k >= 64 and self.d >= 32
                           and 4 * rank <= 3 * self.d else "brute")
+            if wider and method == "pruned":
+                # The bfloat16 product affords more axes; its instruction takes
+                # coordinates in pairs, and an even width r + 1 leaves none unused.
+                rank = min(_default_rank(c.astype(np.float64), 0.035) | 1, self.d)
         if method == "brute":
             rank = self.d
         self.method = method
@@ -301,7 +310,8 @@ class Assigner:
         # never need it).
         self._ctilde = ctilde
         self._bf16 = None
-        self._use_bf16 = _bf16_enabled()
+        if not hasattr(self, "_use_bf16"):
+            self._use_bf16 = _bf16_enabled()
         self._cnorm2_max = float(cnorm2.max())
         width = self.rank + 2
         # Rounding bounds, each with a margin of 2 (u = 2**-24):
