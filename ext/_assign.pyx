@@ -460,6 +460,62 @@ cdef extern from *:
             _mm512_storeu_ps(h + 3 * kp + j, a3);
         }
     }
+    /* asg_pack_bf16's rounding and sums for 32 values (v0, v1) into 16 pair
+       words xp; accumulates the squares in float64 lanes. */
+    __attribute__((target("avx512f,avx512bw")))
+    static inline void asg_pack32_512(__m512 v0, __m512 v1, unsigned int *xp,
+                                      __m512d *s, __m512d *e)
+    {
+        const __m512i half = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
+        const __m512i expo = _mm512_set1_epi32(0x7f800000);
+        __m512 v[2] = {v0, v1};
+        int q;
+        for (q = 0; q < 2; q++) {
+            __m512i b = _mm512_castps_si512(v[q]);
+            __m512i rnd = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, half),
+                _mm512_and_si512(_mm512_srli_epi32(b, 16), one)), 16);
+            __mmask16 live = _mm512_test_epi32_mask(b, expo);
+            rnd = _mm512_maskz_mov_epi32(live, rnd);
+            __m512 hv = _mm512_castsi512_ps(_mm512_slli_epi32(rnd, 16));
+            /* Exact in float32: the two are within a factor 2 (or hv is 0). */
+            __m512 dv = _mm512_sub_ps(hv, v[q]);
+            __m512d h0 = _mm512_cvtps_pd(_mm512_castps512_ps256(hv));
+            __m512d h1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(
+                _mm512_castps_pd(hv), 1)));
+            __m512d d0 = _mm512_cvtps_pd(_mm512_castps512_ps256(dv));
+            __m512d d1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(
+                _mm512_castps_pd(dv), 1)));
+            *s = _mm512_fmadd_pd(h0, h0, *s);
+            *s = _mm512_fmadd_pd(h1, h1, *s);
+            *e = _mm512_fmadd_pd(d0, d0, *e);
+            *e = _mm512_fmadd_pd(d1, d1, *e);
+            _mm256_storeu_si256((__m256i *)(xp + 8 * q), _mm512_cvtepi32_epi16(rnd));
+        }
+    }
+
+    /* asg_pack_bf16 (the same words; the float64 sums in another order) for
+       the bfloat16 path, whose CPUs have AVX-512. */
+    __attribute__((target("avx512f,avx512bw")))
+    static double asg_pack_bf16_512(const float *a, Py_ssize_t r, float p,
+                                    unsigned int *xp, double *err2)
+    {
+        Py_ssize_t t = 0, j, np2 = (r + 2) / 2;
+        __m512d s = _mm512_setzero_pd(), e = _mm512_setzero_pd();
+        float tail[32];
+        unsigned int words[16];
+        for (; t + 32 <= r; t += 32)
+            asg_pack32_512(_mm512_loadu_ps(a + t), _mm512_loadu_ps(a + t + 16),
+                           xp + t / 2, &s, &e);
+        /* The rest of a, then p, then zeros. */
+        for (j = 0; j < 32; j++)
+            tail[j] = t + j < r ? a[t + j] : (t + j == r ? p : 0.0f);
+        asg_pack32_512(_mm512_loadu_ps(tail), _mm512_loadu_ps(tail + 16), words, &s, &e);
+        for (j = 0; t / 2 + j < np2; j++)
+            xp[t / 2 + j] = words[j];
+        *err2 = _mm512_reduce_add_pd(e);
+        return _mm512_reduce_add_pd(s);
+    }
+
     /* asg_block_mins (same values) for the bfloat16 path, whose CPUs have
        AVX-512: two loads and a min per block, then a reduction in the
        register. */
@@ -489,6 +545,11 @@ cdef extern from *:
     {
         return asg_block_mins(h, k, bmin);
     }
+    static double asg_pack_bf16_512(const float *a, Py_ssize_t r, float p,
+                                    unsigned int *xp, double *err2)
+    {
+        return asg_pack_bf16(a, r, p, xp, err2);
+    }
     #define ASG_HAVE_BF16 0
     static int asg_cpu_has_bf16(void) { return 0; }
     static void asg_bf16_tile(const unsigned int *xp, Py_ssize_t rows, Py_ssize_t np2,
@@ -511,6 +572,8 @@ cdef extern from *:
                                  Py_ssize_t skip) noexcept nogil
     enum: ASG_TR
     float asg_block_mins_512(const float *h, Py_ssize_t k, float *bmin) noexcept nogil
+    double asg_pack_bf16_512(const float *a, Py_ssize_t r, float p, unsigned int *xp,
+                             double *err2) noexcept nogil
     int ASG_HAVE_BF16
     int asg_cpu_has_bf16() noexcept nogil
     double asg_norm2_lanes(const float *a, Py_ssize_t r) noexcept nogil
@@ -827,6 +890,7 @@ def augment_bf16(const real_in[:, ::1] x, const float[:, ::1] proj, double proj_
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], r = proj.shape[1]
     cdef Py_ssize_t i
     cdef double xx, aa, p, dl, eta, e, nn, ex2
+    cdef bint wide = ASG_HAVE_BF16 and asg_cpu_has_bf16()
     if (proj.shape[0] != n or xpair.shape[0] < n or xpair.shape[1] != (r + 2) // 2
             or norm2.shape[0] < n or radius.shape[0] < n):
         raise ValueError("proj, xpair, norm2 or radius have the wrong shape")
@@ -850,7 +914,10 @@ def augment_bf16(const real_in[:, ::1] x, const float[:, ::1] proj, double proj_
         e = sqrt(eta)
         if p > 0 and eta / p < e:
             e = eta / p
-        if r > 0:
+        if wide:
+            norm2[i] = asg_pack_bf16_512(&proj[i, 0] if r > 0 else NULL, r, <float>p,
+                                         &xpair[i, 0], &ex2)
+        elif r > 0:
             norm2[i] = asg_pack_bf16(&proj[i, 0], r, <float>p, &xpair[i, 0], &ex2)
         else:
             norm2[i] = asg_pack_bf16(NULL, 0, <float>p, &xpair[i, 0], &ex2)
