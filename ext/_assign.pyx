@@ -29,6 +29,14 @@ float32 distances (sums of squares, no cancellation) are within
 are compared again in float64. The result is the argmin of the float64
 distance, ties going to the smallest index.
 
+:func:`assign_bf16` does the same search with bounds it computes itself,
+four rows at a time against every centroid, with the AVX512_BF16 dot product
+instruction on rows and centroids rounded to bfloat16 (the error analysis is
+in ``features.codebook.assign``): the bounds stay in a tile of L1 per thread
+instead of an ``n x k`` matrix written by BLAS and read back. Its kernels
+carry their instruction set in a ``target`` attribute and run only where
+:func:`cpu_has_bf16` finds it, so the module stays portable.
+
 The Cython parts index through typed memoryviews so that a build with
 ``FEATURES_BOUNDSCHECK=1`` checks them; the small C helpers below (block
 minima, candidate scan and heap, norms, float32 distance) take pointers and
