@@ -2,7 +2,9 @@
 
 Peer: ``faiss.IndexFlatL2(128).search(x, 1)``, what the sbow peer pipeline uses. Ours:
 ``Assigner(centroids).assign(x)`` (exact, lower-bound pruning; see src/features/codebook/assign.py),
-plus its brute-force method and a sweep of the bound's rank. One process, one thread
+plus its brute-force method and a sweep of the bound's rank. Where the CPU has AVX512_BF16 the
+default takes the bfloat16 bounds; the float32 BLAS path (``FEATURES_ASSIGN_BF16=0``, what
+other CPUs run) is timed beside it, at its own default rank. One process, one thread
 (FAISS OpenMP, the BLAS libraries and our kernel), the same descriptors, one call per
 image as the pipeline makes it, methods interleaved in every round; medians of the rounds.
 
@@ -129,7 +131,13 @@ def run(kind, args, rng):
 
     methods = {"faiss IndexFlatL2": faiss_assign}
     default = Assigner(centroids)
-    methods[f"features pruned r={default.rank} (default)"] = default.assign
+    path = "bfloat16" if default._use_bf16 else "float32"
+    methods[f"features pruned r={default.rank} (default, {path})"] = default.assign
+    if default._use_bf16:
+        os.environ["FEATURES_ASSIGN_BF16"] = "0"
+        portable = Assigner(centroids)
+        del os.environ["FEATURES_ASSIGN_BF16"]
+        methods[f"features pruned r={portable.rank} (float32 BLAS path)"] = portable.assign
     methods["features brute"] = Assigner(centroids, method="brute").assign
     for r in args.ranks:
         if r != default.rank:
@@ -147,7 +155,7 @@ def run(kind, args, rng):
     runs = [(name, fn, images, "") for name, fn in methods.items()]
     if info["zero_descriptors"] > 0:
         runs += [(name, methods[name], nonzero, " (all-zero rows removed)")
-                 for name in list(methods)[:2]]
+                 for name in list(methods)[:3 if default._use_bf16 else 2]]
     totals = {name + tag: [] for name, _, _, tag in runs}
     for _ in range(args.rounds):
         for name, fn, imgs, tag in runs:
@@ -167,7 +175,14 @@ def run(kind, args, rng):
                      "speedup_vs_faiss": round(base[tag] / ms, 2),
                      "agreement_with_exact": 1.0 - mismatches[name] / len(allx),
                      "mismatches": mismatches[name], "descriptors": len(allx)})
-    return {"setting": info, "results": rows}
+    out = {"setting": info, "results": rows}
+    if default._use_bf16:
+        # The two paths of the default side by side (same rounds, interleaved).
+        ms = {row["method"]: row["ms_per_780"] for row in rows}
+        names = list(methods)[1:3]
+        out["bf16_vs_float32"] = {tag or "all rows": round(ms[names[0] + tag] / ms[names[1] + tag], 3)
+                                  for _, _, _, tag in runs[:1] + runs[len(methods):][:1]}
+    return out
 
 
 def blas_info():
@@ -186,6 +201,7 @@ def main():
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--ranks", type=int, nargs="*", default=[24, 32, 40, 48, 56])
     parser.add_argument("--out", default=str(HERE / "results" / "assign"))
+    parser.add_argument("--kinds", nargs="*", default=["sbow", "sift"], choices=["sbow", "sift"])
     args = parser.parse_args()
     faiss.omp_set_num_threads(1)
     try:
@@ -200,13 +216,16 @@ def main():
                           "blas": blas_info(),
                           "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE")},
               "threads": 1, "rounds": args.rounds}
-    for kind in ("sbow", "sift"):
+    for kind in args.kinds:
         report[kind] = run(kind, args, rng)
         for row in report[kind]["results"]:
             print(f"{kind:5s} {row['method']:36s} {row['ms_per_780']:7.3f} ms/780  "
                   f"{row['descriptors_per_s']:>9,d} desc/s  x{row['speedup_vs_faiss']:5.2f}  "
                   f"agree {100 * row['agreement_with_exact']:.3f}% "
                   f"({row['mismatches']} differ)", flush=True)
+        if "bf16_vs_float32" in report[kind]:
+            print(f"{kind:5s} time of the bfloat16 path / the float32 BLAS path: "
+                  f"{report[kind]['bf16_vs_float32']}", flush=True)
     if limits is not None:
         limits.restore_original_limits()
     out = Path(args.out)
@@ -225,6 +244,8 @@ def markdown(report):
              f"{report['machine']['numpy']}, faiss {report['machine']['faiss']}.", ""]
     for kind, title in (("sbow", "sbow: dense SIFT pyramid, 300 x 225 crops"),
                         ("sift", "sift: OpenCV RootSIFT, 640 x 480 crops")):
+        if kind not in report:
+            continue
         s = report[kind]["setting"]
         lines += [f"## {title}", "",
                   f"Codebook: k-means on {s['kmeans_sample']:,} of {s['train_descriptors']:,} "
@@ -240,6 +261,10 @@ def markdown(report):
                          f"{100 * row['agreement_with_exact']:.3f}% "
                          f"({row['descriptors'] - row['mismatches']:,} of "
                          f"{row['descriptors']:,}) |")
+        if "bf16_vs_float32" in report[kind]:
+            lines += ["", "Time of the bfloat16 path over the float32 BLAS path (same rounds): "
+                      + ", ".join(f"{k}: {v}" for k, v in report[kind]["bf16_vs_float32"].items())
+                      + "."]
         lines.append("")
     return "\n".join(lines)
 

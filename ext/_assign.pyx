@@ -29,6 +29,14 @@ float32 distances (sums of squares, no cancellation) are within
 are compared again in float64. The result is the argmin of the float64
 distance, ties going to the smallest index.
 
+:func:`assign_bf16` does the same search with bounds it computes itself,
+four rows at a time against every centroid, with the AVX512_BF16 dot product
+instruction on rows and centroids rounded to bfloat16 (the error analysis is
+in ``features.codebook.assign``): the bounds stay in a tile of L1 per thread
+instead of an ``n x k`` matrix written by BLAS and read back. Its kernels
+carry their instruction set in a ``target`` attribute and run only where
+:func:`cpu_has_bf16` finds it, so the module stays portable.
+
 The Cython parts index through typed memoryviews so that a build with
 ``FEATURES_BOUNDSCHECK=1`` checks them; the small C helpers below (block
 minima, candidate scan and heap, norms, float32 distance) take pointers and
@@ -312,6 +320,250 @@ cdef extern from *:
                 acc[t] += acc[t + l];
         return acc[0];
     }
+
+    /* bfloat16 bounds (assign_bf16). A bfloat16 is the upper half of a
+       float32; the rounding below is to nearest even, and zeros and
+       subnormals become +0, as the dot product instruction reads subnormal
+       inputs as zero anyway: the values rounded are exactly those it
+       multiplies. */
+    #include <string.h>
+    static unsigned int asg_bf16_bits(float v)
+    {
+        unsigned int b;
+        memcpy(&b, &v, sizeof b);
+        if ((b & 0x7f800000u) == 0)
+            return 0;
+        return (b + 0x7fffu + ((b >> 16) & 1u)) >> 16;
+    }
+
+    static double asg_bf16_value(unsigned int bits)
+    {
+        unsigned int b = bits << 16;
+        float v;
+        memcpy(&v, &b, sizeof v);
+        return v;
+    }
+
+    /* ||a[0:r]||**2 in float64, the lanes of asg_copy_norm2 (same value). */
+    static double asg_norm2_lanes(const float *a, Py_ssize_t r)
+    {
+        double s[4] = {0};
+        Py_ssize_t t, l, rmain = r - r % 4;
+        for (t = 0; t < rmain; t += 4)
+            for (l = 0; l < 4; l++)
+                s[l] += (double)a[t + l] * (double)a[t + l];
+        for (t = rmain; t < r; t++)
+            s[t - rmain] += (double)a[t] * (double)a[t];
+        return (s[0] + s[1]) + (s[2] + s[3]);
+    }
+
+    /* Rounds the r + 1 values (a[0:r], p) to bfloat16 and packs them two by
+       two into xp[0:(r + 2) / 2] (the first of a pair in the low half; an
+       even count is padded with a zero). Returns ||x_hat||**2 and sets *err2
+       to ||x_hat - (a, p)||**2, both in float64: the squares of bfloat16
+       values and the differences are exact there, only the sums round. */
+    static double asg_pack_bf16(const float *a, Py_ssize_t r, float p,
+                                unsigned int *xp, double *err2)
+    {
+        Py_ssize_t t;
+        double s = 0, e = 0, q0, q1;
+        for (t = 0; t <= r; t += 2) {
+            float v0 = t < r ? a[t] : p;
+            float v1 = t + 1 < r ? a[t + 1] : (t + 1 == r ? p : 0.0f);
+            unsigned int h0 = asg_bf16_bits(v0), h1 = asg_bf16_bits(v1);
+            q0 = asg_bf16_value(h0);
+            q1 = asg_bf16_value(h1);
+            xp[t / 2] = h0 | (h1 << 16);
+            s += q0 * q0 + q1 * q1;
+            e += (q0 - v0) * (q0 - v0) + (q1 - v1) * (q1 - v1);
+        }
+        *err2 = e;
+        return s;
+    }
+
+    /* Rows per tile of assign_bf16: the bounds of ASG_TR rows against every
+       centroid are computed together (each centroid's weights are loaded
+       once for all of them), then searched while they are in L1. */
+    #define ASG_TR 4
+
+    /* The bfloat16 dot product instruction (AVX512_BF16) is compiled for it
+       alone, and used only where the running CPU has it. */
+    #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 10 \
+        && defined(__x86_64__)
+    #define ASG_HAVE_BF16 1
+    #include <immintrin.h>
+
+    static int asg_cpu_has_bf16(void)
+    {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
+            && __builtin_cpu_supports("avx512bf16");
+    }
+
+    #define ASG_DP(acc, xv, wv) acc = _mm512_dpbf16_ps(acc, (__m512bh)(xv), (__m512bh)(wv))
+
+    /* h[rr * kp + j] = bias[j] + sum_p <xp row rr pair p, w[p * kp + j]> for
+       rr < ASG_TR and j < kp (a multiple of 16): rows >= rows repeat row 0
+       (their results are not read). np2 is the number of pairs. */
+    __attribute__((target("avx512f,avx512bw,avx512bf16")))
+    static void asg_bf16_tile(const unsigned int *xp, Py_ssize_t rows, Py_ssize_t np2,
+                              const unsigned int *w, const float *bias, Py_ssize_t kp,
+                              float *h)
+    {
+        const unsigned int *x0 = xp;
+        const unsigned int *x1 = rows > 1 ? xp + np2 : xp;
+        const unsigned int *x2 = rows > 2 ? xp + 2 * np2 : xp;
+        const unsigned int *x3 = rows > 3 ? xp + 3 * np2 : xp;
+        Py_ssize_t j = 0, p;
+        for (; j + 64 <= kp; j += 64) {
+            __m512 b0 = _mm512_loadu_ps(bias + j), b1 = _mm512_loadu_ps(bias + j + 16);
+            __m512 b2 = _mm512_loadu_ps(bias + j + 32), b3 = _mm512_loadu_ps(bias + j + 48);
+            __m512 a00 = b0, a01 = b1, a02 = b2, a03 = b3, a10 = b0, a11 = b1, a12 = b2;
+            __m512 a13 = b3, a20 = b0, a21 = b1, a22 = b2, a23 = b3, a30 = b0, a31 = b1;
+            __m512 a32 = b2, a33 = b3;
+            for (p = 0; p < np2; p++) {
+                const unsigned int *wp = w + p * kp + j;
+                __m512i w0 = _mm512_loadu_si512((const void *)wp);
+                __m512i w1 = _mm512_loadu_si512((const void *)(wp + 16));
+                __m512i w2 = _mm512_loadu_si512((const void *)(wp + 32));
+                __m512i w3 = _mm512_loadu_si512((const void *)(wp + 48));
+                __m512i v = _mm512_set1_epi32((int)x0[p]);
+                ASG_DP(a00, v, w0); ASG_DP(a01, v, w1); ASG_DP(a02, v, w2); ASG_DP(a03, v, w3);
+                v = _mm512_set1_epi32((int)x1[p]);
+                ASG_DP(a10, v, w0); ASG_DP(a11, v, w1); ASG_DP(a12, v, w2); ASG_DP(a13, v, w3);
+                v = _mm512_set1_epi32((int)x2[p]);
+                ASG_DP(a20, v, w0); ASG_DP(a21, v, w1); ASG_DP(a22, v, w2); ASG_DP(a23, v, w3);
+                v = _mm512_set1_epi32((int)x3[p]);
+                ASG_DP(a30, v, w0); ASG_DP(a31, v, w1); ASG_DP(a32, v, w2); ASG_DP(a33, v, w3);
+            }
+            _mm512_storeu_ps(h + j, a00);
+            _mm512_storeu_ps(h + j + 16, a01);
+            _mm512_storeu_ps(h + j + 32, a02);
+            _mm512_storeu_ps(h + j + 48, a03);
+            _mm512_storeu_ps(h + kp + j, a10);
+            _mm512_storeu_ps(h + kp + j + 16, a11);
+            _mm512_storeu_ps(h + kp + j + 32, a12);
+            _mm512_storeu_ps(h + kp + j + 48, a13);
+            _mm512_storeu_ps(h + 2 * kp + j, a20);
+            _mm512_storeu_ps(h + 2 * kp + j + 16, a21);
+            _mm512_storeu_ps(h + 2 * kp + j + 32, a22);
+            _mm512_storeu_ps(h + 2 * kp + j + 48, a23);
+            _mm512_storeu_ps(h + 3 * kp + j, a30);
+            _mm512_storeu_ps(h + 3 * kp + j + 16, a31);
+            _mm512_storeu_ps(h + 3 * kp + j + 32, a32);
+            _mm512_storeu_ps(h + 3 * kp + j + 48, a33);
+        }
+        for (; j < kp; j += 16) {
+            __m512 a0 = _mm512_loadu_ps(bias + j), a1 = a0, a2 = a0, a3 = a0;
+            for (p = 0; p < np2; p++) {
+                __m512i w0 = _mm512_loadu_si512((const void *)(w + p * kp + j));
+                ASG_DP(a0, _mm512_set1_epi32((int)x0[p]), w0);
+                ASG_DP(a1, _mm512_set1_epi32((int)x1[p]), w0);
+                ASG_DP(a2, _mm512_set1_epi32((int)x2[p]), w0);
+                ASG_DP(a3, _mm512_set1_epi32((int)x3[p]), w0);
+            }
+            _mm512_storeu_ps(h + j, a0);
+            _mm512_storeu_ps(h + kp + j, a1);
+            _mm512_storeu_ps(h + 2 * kp + j, a2);
+            _mm512_storeu_ps(h + 3 * kp + j, a3);
+        }
+    }
+    /* asg_pack_bf16's rounding and sums for 32 values (v0, v1) into 16 pair
+       words xp; accumulates the squares in float64 lanes. */
+    __attribute__((target("avx512f,avx512bw")))
+    static inline void asg_pack32_512(__m512 v0, __m512 v1, unsigned int *xp,
+                                      __m512d *s, __m512d *e)
+    {
+        const __m512i half = _mm512_set1_epi32(0x7fff), one = _mm512_set1_epi32(1);
+        const __m512i expo = _mm512_set1_epi32(0x7f800000);
+        __m512 v[2] = {v0, v1};
+        int q;
+        for (q = 0; q < 2; q++) {
+            __m512i b = _mm512_castps_si512(v[q]);
+            __m512i rnd = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, half),
+                _mm512_and_si512(_mm512_srli_epi32(b, 16), one)), 16);
+            __mmask16 live = _mm512_test_epi32_mask(b, expo);
+            rnd = _mm512_maskz_mov_epi32(live, rnd);
+            __m512 hv = _mm512_castsi512_ps(_mm512_slli_epi32(rnd, 16));
+            /* Exact in float32: the two are within a factor 2 (or hv is 0). */
+            __m512 dv = _mm512_sub_ps(hv, v[q]);
+            __m512d h0 = _mm512_cvtps_pd(_mm512_castps512_ps256(hv));
+            __m512d h1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(
+                _mm512_castps_pd(hv), 1)));
+            __m512d d0 = _mm512_cvtps_pd(_mm512_castps512_ps256(dv));
+            __m512d d1 = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(
+                _mm512_castps_pd(dv), 1)));
+            *s = _mm512_fmadd_pd(h0, h0, *s);
+            *s = _mm512_fmadd_pd(h1, h1, *s);
+            *e = _mm512_fmadd_pd(d0, d0, *e);
+            *e = _mm512_fmadd_pd(d1, d1, *e);
+            _mm256_storeu_si256((__m256i *)(xp + 8 * q), _mm512_cvtepi32_epi16(rnd));
+        }
+    }
+
+    /* asg_pack_bf16 (the same words; the float64 sums in another order) for
+       the bfloat16 path, whose CPUs have AVX-512. */
+    __attribute__((target("avx512f,avx512bw")))
+    static double asg_pack_bf16_512(const float *a, Py_ssize_t r, float p,
+                                    unsigned int *xp, double *err2)
+    {
+        Py_ssize_t t = 0, j, np2 = (r + 2) / 2;
+        __m512d s = _mm512_setzero_pd(), e = _mm512_setzero_pd();
+        float tail[32];
+        unsigned int words[16];
+        for (; t + 32 <= r; t += 32)
+            asg_pack32_512(_mm512_loadu_ps(a + t), _mm512_loadu_ps(a + t + 16),
+                           xp + t / 2, &s, &e);
+        /* The rest of a, then p, then zeros. */
+        for (j = 0; j < 32; j++)
+            tail[j] = t + j < r ? a[t + j] : (t + j == r ? p : 0.0f);
+        asg_pack32_512(_mm512_loadu_ps(tail), _mm512_loadu_ps(tail + 16), words, &s, &e);
+        for (j = 0; t / 2 + j < np2; j++)
+            xp[t / 2 + j] = words[j];
+        *err2 = _mm512_reduce_add_pd(e);
+        return _mm512_reduce_add_pd(s);
+    }
+
+    /* asg_block_mins (same values) for the bfloat16 path, whose CPUs have
+       AVX-512: two loads and a min per block, then a reduction in the
+       register. */
+    __attribute__((target("avx512f")))
+    static float asg_block_mins_512(const float *h, Py_ssize_t k, float *bmin)
+    {
+        Py_ssize_t nfull = k / ASG_BLOCK, b, j;
+        float best = FLT_MAX, v;
+        for (b = 0; b < nfull; b++) {
+            const float *p = h + b * ASG_BLOCK;
+            v = _mm512_reduce_min_ps(_mm512_min_ps(_mm512_loadu_ps(p),
+                                                   _mm512_loadu_ps(p + 16)));
+            bmin[b] = v;
+            best = v < best ? v : best;
+        }
+        if (nfull * ASG_BLOCK < k) {
+            v = h[nfull * ASG_BLOCK];
+            for (j = nfull * ASG_BLOCK + 1; j < k; j++)
+                v = h[j] < v ? h[j] : v;
+            bmin[nfull] = v;
+            best = v < best ? v : best;
+        }
+        return best;
+    }
+    #else
+    static float asg_block_mins_512(const float *h, Py_ssize_t k, float *bmin)
+    {
+        return asg_block_mins(h, k, bmin);
+    }
+    static double asg_pack_bf16_512(const float *a, Py_ssize_t r, float p,
+                                    unsigned int *xp, double *err2)
+    {
+        return asg_pack_bf16(a, r, p, xp, err2);
+    }
+    #define ASG_HAVE_BF16 0
+    static int asg_cpu_has_bf16(void) { return 0; }
+    static void asg_bf16_tile(const unsigned int *xp, Py_ssize_t rows, Py_ssize_t np2,
+                              const unsigned int *w, const float *bias, Py_ssize_t kp,
+                              float *h) { }
+    #endif
     """
     enum: ASG_BLOCK
     float FLT_MAX
@@ -326,6 +578,18 @@ cdef extern from *:
     void asg_pop(float *ch, int *cj, Py_ssize_t m, float *h, int *j) noexcept nogil
     Py_ssize_t asg_argmin_except(const float *h, Py_ssize_t k, const float *bmin,
                                  Py_ssize_t skip) noexcept nogil
+    enum: ASG_TR
+    float asg_block_mins_512(const float *h, Py_ssize_t k, float *bmin) noexcept nogil
+    double asg_pack_bf16_512(const float *a, Py_ssize_t r, float p, unsigned int *xp,
+                             double *err2) noexcept nogil
+    int ASG_HAVE_BF16
+    int asg_cpu_has_bf16() noexcept nogil
+    double asg_norm2_lanes(const float *a, Py_ssize_t r) noexcept nogil
+    double asg_pack_bf16(const float *a, Py_ssize_t r, float p, unsigned int *xp,
+                         double *err2) noexcept nogil
+    void asg_bf16_tile(const unsigned int *xp, Py_ssize_t rows, Py_ssize_t np2,
+                       const unsigned int *w, const float *bias, Py_ssize_t kp,
+                       float *h) noexcept nogil
 
 
 cdef inline double _dist_f64(const real_in[:, ::1] x, Py_ssize_t i,
@@ -426,6 +690,118 @@ cdef inline double _lower_of_bound(double hv, double radius, double norm2,
     return v if v > 0 else 0
 
 
+cdef inline int _search_row(const real_in[:, ::1] x, Py_ssize_t i, const float *xrow,
+                            const float *h, Py_ssize_t k, double norm2, double radius,
+                            double slack, const float[:, ::1] centroids, double dist_rtol,
+                            float *bmin, float *cand_h, int *cand_j, float *cand_d,
+                            bint bounds, double *upper, double *lower,
+                            bint wide=False) noexcept nogil:
+    """The search of one row (see :func:`assign_pruned`) given its bounds ``h``
+    (k values) and, for the threshold, ``||x~||**2``, the radius and the slack
+    of ``h``; returns the word. ``xrow`` is the row as float32; the scratch
+    pointers are ``bmin`` (ceil(k / 32)), ``cand_h``, ``cand_j``, ``cand_d``
+    (k). With ``bounds``, writes the row's upper and lower bounds. ``wide``:
+    the CPU has AVX-512 (the bfloat16 path)."""
+    cdef Py_ssize_t d = x.shape[1], b, j, m, a, jbest, nver, j2
+    cdef float hmin, thr, thr_c, dv, best, second, band, hv = 0, h_unv, d_jbest
+    cdef int jv = 0
+    cdef double dd, ddbest, lv, lo
+    cdef bint exact
+    if wide:
+        hmin = asg_block_mins_512(h, k, bmin)
+    else:
+        hmin = asg_block_mins(h, k, bmin)
+    # The smallest bound: the first one equal to hmin, in the first block
+    # whose minimum is hmin.
+    b = 0
+    while bmin[b] != hmin:
+        b = b + 1
+    jbest = b * ASG_BLOCK
+    while h[jbest] != hmin:
+        jbest = jbest + 1
+    # Verified candidates are stored from the end of cand_j / cand_d, which
+    # the candidate heap (at most k - 1 entries) leaves free.
+    best = asg_dist_f32(xrow, &centroids[jbest, 0], d)
+    second = FLT_MAX
+    cand_d[k - 1] = best
+    cand_j[k - 1] = <int>jbest
+    nver = 1
+    thr = _threshold(best, dist_rtol, radius, norm2, slack)
+    if bounds:
+        # Every centroid that may be among the two nearest has a bound below
+        # the threshold of the larger of the first two distances.
+        if k > 1:
+            j2 = asg_argmin_except(h, k, bmin, jbest)
+            dv = asg_dist_f32(xrow, &centroids[j2, 0], d)
+            thr = _threshold(dv if dv > best else best, dist_rtol, radius, norm2, slack)
+        else:
+            thr = -FLT_MAX
+    thr_c = thr
+    # Every other centroid whose bound may be below the best (with bounds: the
+    # second-best) distance, verified smallest bound first until the bounds
+    # pass the threshold.
+    m = asg_collect(h, k, bmin, thr, jbest, cand_h, cand_j)
+    asg_heapify(cand_h, cand_j, m)
+    h_unv = thr_c
+    while m > 0:
+        asg_pop(cand_h, cand_j, m, &hv, &jv)
+        m = m - 1
+        if hv > thr:
+            h_unv = hv
+            break
+        dv = asg_dist_f32(xrow, &centroids[jv, 0], d)
+        nver = nver + 1
+        cand_d[k - nver] = dv
+        cand_j[k - nver] = jv
+        if dv < best:
+            second = best
+            best = dv
+            if not bounds:
+                thr = _threshold(best, dist_rtol, radius, norm2, slack)
+        elif dv < second:
+            second = dv
+        if bounds and second < FLT_MAX:
+            thr = _threshold(second, dist_rtol, radius, norm2, slack)
+    # Candidates within float32 rounding of the best are compared again in
+    # float64; ties go to the smallest index.
+    band = best * <float>(1 + 3 * dist_rtol)
+    jbest = -1
+    exact = False
+    ddbest = 0
+    d_jbest = 0
+    for a in range(k - nver, k):
+        if cand_d[a] > band:
+            continue
+        j = cand_j[a]
+        if jbest < 0:
+            jbest = j
+            d_jbest = cand_d[a]
+            continue
+        if not exact:
+            ddbest = _dist_f64(x, i, centroids, jbest)
+            exact = True
+        dd = _dist_f64(x, i, centroids, j)
+        if dd < ddbest or (dd == ddbest and j < jbest):
+            ddbest = dd
+            jbest = j
+            d_jbest = cand_d[a]
+    if bounds:
+        upper[0] = sqrt(d_jbest * (1 + dist_rtol))
+        # Every unverified centroid has a bound >= h_unv; the verified ones
+        # are at their float32 distance within dist_rtol.
+        if k == 1:
+            lo = INFINITY
+        else:
+            lo = _lower_of_bound(h_unv, radius, norm2, slack)
+        for a in range(k - nver, k):
+            if cand_j[a] != jbest:
+                lv = sqrt(cand_d[a] / (1 + dist_rtol))
+                if lv < lo:
+                    lo = lv
+        lower[0] = lo
+    return <int>jbest
+
+
 def assign_pruned(const real_in[:, ::1] x, const float[:, ::1] h,
                   const double[::1] norm2, const double[::1] radius,
                   const float[:, ::1] centroids, double bound_rtol,
@@ -454,11 +830,9 @@ def assign_pruned(const real_in[:, ::1] x, const float[:, ::1] h,
     """
     cdef Py_ssize_t n = x.shape[0], d = x.shape[1], k = h.shape[1]
     cdef Py_ssize_t nb = (k + ASG_BLOCK - 1) // ASG_BLOCK
-    cdef Py_ssize_t i, t, b, j, m, a, tid, jbest, nver, j2
-    cdef float hmin, thr, thr_c, dv, best, second, band, hv, h_unv, d_jbest
-    cdef int jv
-    cdef double dd, ddbest, slack, lv, lo
-    cdef bint exact, bounds = upper is not None or lower is not None
+    cdef Py_ssize_t i, t, tid
+    cdef double slack, up, lo
+    cdef bint bounds = upper is not None or lower is not None
     cdef const float *xrow
     if (xbuf.shape[1] < d or bmin.shape[1] < nb or cand_h.shape[1] < k
             or cand_j.shape[1] < k or cand_d.shape[1] < k
@@ -473,10 +847,10 @@ def assign_pruned(const real_in[:, ::1] x, const float[:, ::1] h,
         raise ValueError("upper and lower must both be given, of length >= n")
     for i in prange(n, nogil=True, num_threads=n_threads, schedule="static"):
         tid = threadid()
-        # Assigned here so that they are thread-private: asg_pop writes them
-        # through pointers, which Cython does not count as assignments.
-        hv = 0
-        jv = 0
+        # Assigned here so that they are thread-private: _search_row writes
+        # them through pointers, which Cython does not count as assignments.
+        up = 0
+        lo = 0
         if radius[i] < 0:
             out[i] = zero_word
             if bounds:
@@ -489,99 +863,136 @@ def assign_pruned(const real_in[:, ::1] x, const float[:, ::1] h,
             for t in range(d):
                 xbuf[tid, t] = <float>x[i, t]
             xrow = &xbuf[tid, 0]
-        hmin = asg_block_mins(&h[i, 0], k, &bmin[tid, 0])
-        # The smallest bound: the first one equal to hmin, in the first
-        # block whose minimum is hmin.
-        b = 0
-        while bmin[tid, b] != hmin:
-            b = b + 1
-        jbest = b * ASG_BLOCK
-        while h[i, jbest] != hmin:
-            jbest = jbest + 1
-        # Verified candidates are stored from the end of cand_j / cand_d,
-        # which the candidate heap (at most k - 1 entries) leaves free.
-        best = asg_dist_f32(xrow, &centroids[jbest, 0], d)
-        second = FLT_MAX
-        cand_d[tid, k - 1] = best
-        cand_j[tid, k - 1] = <int>jbest
-        nver = 1
         slack = bound_rtol * (norm2[i] + 2 * cnorm2_max)
-        thr = _threshold(best, dist_rtol, radius[i], norm2[i], slack)
+        out[i] = _search_row(x, i, xrow, &h[i, 0], k, norm2[i], radius[i], slack,
+                             centroids, dist_rtol, &bmin[tid, 0], &cand_h[tid, 0],
+                             &cand_j[tid, 0], &cand_d[tid, 0], bounds, &up, &lo)
         if bounds:
-            # Every centroid that may be among the two nearest has a bound
-            # below the threshold of the larger of the first two distances.
-            if k > 1:
-                j2 = asg_argmin_except(&h[i, 0], k, &bmin[tid, 0], jbest)
-                dv = asg_dist_f32(xrow, &centroids[j2, 0], d)
-                thr = _threshold(dv if dv > best else best, dist_rtol, radius[i],
-                                 norm2[i], slack)
-            else:
-                thr = -FLT_MAX
-        thr_c = thr
-        # Every other centroid whose bound may be below the best (with
-        # bounds: the second-best) distance, verified smallest bound first
-        # until the bounds pass the threshold.
-        m = asg_collect(&h[i, 0], k, &bmin[tid, 0], thr, jbest,
-                        &cand_h[tid, 0], &cand_j[tid, 0])
-        asg_heapify(&cand_h[tid, 0], &cand_j[tid, 0], m)
-        h_unv = thr_c
-        while m > 0:
-            asg_pop(&cand_h[tid, 0], &cand_j[tid, 0], m, &hv, &jv)
-            m = m - 1
-            if hv > thr:
-                h_unv = hv
-                break
-            dv = asg_dist_f32(xrow, &centroids[jv, 0], d)
-            nver = nver + 1
-            cand_d[tid, k - nver] = dv
-            cand_j[tid, k - nver] = jv
-            if dv < best:
-                second = best
-                best = dv
-                if not bounds:
-                    thr = _threshold(best, dist_rtol, radius[i], norm2[i], slack)
-            elif dv < second:
-                second = dv
-            if bounds and second < FLT_MAX:
-                thr = _threshold(second, dist_rtol, radius[i], norm2[i], slack)
-        # Candidates within float32 rounding of the best are compared again
-        # in float64; ties go to the smallest index.
-        band = best * <float>(1 + 3 * dist_rtol)
-        jbest = -1
-        exact = False
-        ddbest = 0
-        d_jbest = 0
-        for a in range(k - nver, k):
-            if cand_d[tid, a] > band:
-                continue
-            j = cand_j[tid, a]
-            if jbest < 0:
-                jbest = j
-                d_jbest = cand_d[tid, a]
-                continue
-            if not exact:
-                ddbest = _dist_f64(x, i, centroids, jbest)
-                exact = True
-            dd = _dist_f64(x, i, centroids, j)
-            if dd < ddbest or (dd == ddbest and j < jbest):
-                ddbest = dd
-                jbest = j
-                d_jbest = cand_d[tid, a]
-        out[i] = <int>jbest
-        if bounds:
-            upper[i] = sqrt(d_jbest * (1 + dist_rtol))
-            # Every unverified centroid has a bound >= h_unv; the verified
-            # ones are at their float32 distance within dist_rtol.
-            if k == 1:
-                lo = INFINITY
-            else:
-                lo = _lower_of_bound(h_unv, radius[i], norm2[i], slack)
-            for a in range(k - nver, k):
-                if cand_j[tid, a] != jbest:
-                    lv = sqrt(cand_d[tid, a] / (1 + dist_rtol))
-                    if lv < lo:
-                        lo = lv
+            upper[i] = up
             lower[i] = lo
+    return 0
+
+
+def cpu_has_bf16():
+    """Whether :func:`assign_bf16` can run: built with GCC for x86-64 and the
+    running CPU has AVX512_BF16."""
+    return bool(ASG_HAVE_BF16 and asg_cpu_has_bf16())
+
+
+#: Rows per tile of :func:`assign_bf16`.
+TILE_ROWS = ASG_TR
+
+
+def augment_bf16(const real_in[:, ::1] x, const float[:, ::1] proj, double proj_rtol,
+                 double centroid_error, unsigned int[:, ::1] xpair, double[::1] norm2,
+                 double[::1] radius, int n_threads=1):
+    """:func:`augment` for :func:`assign_bf16`: the row ``x~ = (a, ||p||)``
+    rounded to bfloat16, packed in pairs into ``xpair`` (n, (r + 2) // 2).
+
+    ``norm2`` receives ``||x^||**2`` of the rounded row ``x^``, ``radius`` a
+    bound on the exact distance between ``||x^ - c^||`` and ``||x~ - c~||``
+    for every centroid: the radius of :func:`augment`, plus the distance
+    between ``x^`` and the float32 row, plus ``centroid_error`` (a bound on
+    ``||c^ - c~||`` over the centroids); -1 for an all-zero row.
+    """
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], r = proj.shape[1]
+    cdef Py_ssize_t i
+    cdef double xx, aa, p, dl, eta, e, nn, ex2
+    cdef bint wide = ASG_HAVE_BF16 and asg_cpu_has_bf16()
+    if (proj.shape[0] != n or xpair.shape[0] < n or xpair.shape[1] != (r + 2) // 2
+            or norm2.shape[0] < n or radius.shape[0] < n):
+        raise ValueError("proj, xpair, norm2 or radius have the wrong shape")
+    for i in prange(n, nogil=True, num_threads=n_threads, schedule="static"):
+        ex2 = 0
+        if d == 0:
+            xx = 0
+        elif real_in is uint8:
+            xx = asg_norm2_u8(&x[i, 0], d)
+        else:
+            xx = asg_norm2_f32(&x[i, 0], d)
+        if r > 0:
+            aa = asg_norm2_lanes(&proj[i, 0], r)
+        else:
+            aa = 0
+        p = sqrt(xx - aa) if xx > aa else 0
+        nn = xx if xx > aa else aa
+        # The radius of augment (same arithmetic).
+        dl = proj_rtol * sqrt(xx) * sqrt(<double>r)
+        eta = dl * (2 * sqrt(aa) + dl)
+        e = sqrt(eta)
+        if p > 0 and eta / p < e:
+            e = eta / p
+        if wide:
+            norm2[i] = asg_pack_bf16_512(&proj[i, 0] if r > 0 else NULL, r, <float>p,
+                                         &xpair[i, 0], &ex2)
+        elif r > 0:
+            norm2[i] = asg_pack_bf16(&proj[i, 0], r, <float>p, &xpair[i, 0], &ex2)
+        else:
+            norm2[i] = asg_pack_bf16(NULL, 0, <float>p, &xpair[i, 0], &ex2)
+        # The float64 sums of squares round by far less than the 1e-9 margin.
+        if xx > 0:
+            radius[i] = (dl + e + _CAST * sqrt(nn) + sqrt(ex2) + centroid_error) * (1 + 1e-9)
+        else:
+            radius[i] = -1
+    return 0
+
+
+def assign_bf16(const float[:, ::1] x, const unsigned int[:, ::1] xpair,
+                const double[::1] norm2, const double[::1] radius,
+                const float[:, ::1] centroids, const unsigned int[:, ::1] weights,
+                const float[::1] bias, double cnorm2_max, double bound_rtol,
+                double bound_abs, double dist_rtol, int zero_word, int[::1] out,
+                float[:, ::1] htile, float[:, ::1] bmin, float[:, ::1] cand_h,
+                int[:, ::1] cand_j, float[:, ::1] cand_d, int n_threads=1):
+    """:func:`assign_pruned` with the bounds computed here, in bfloat16, by
+    tiles of ``TILE_ROWS`` rows, never all at once.
+
+    ``xpair``, ``norm2`` and ``radius`` come from :func:`augment_bf16`.
+    ``weights`` (pairs, kp) holds the bfloat16 pairs of ``-2 c^`` (kp >= k, a
+    multiple of 16), ``bias`` (kp) the float32 ``||c^||**2``; ``cnorm2_max``
+    is the largest ``||c^||**2``. The computed bound ``h`` of a row is within
+    ``bound_rtol (||x^||**2 + 2 cnorm2_max) + bound_abs`` of
+    ``||x^ - c^||**2 - ||x^||**2``. Scratch arrays have one row per thread:
+    ``htile`` (TILE_ROWS * kp), ``bmin`` (ceil(k / 32)), ``cand_h``,
+    ``cand_j``, ``cand_d`` (k).
+    """
+    cdef Py_ssize_t n = x.shape[0], d = x.shape[1], k = centroids.shape[0]
+    cdef Py_ssize_t np2 = weights.shape[0], kp = weights.shape[1]
+    cdef Py_ssize_t nb = (k + ASG_BLOCK - 1) // ASG_BLOCK
+    cdef Py_ssize_t g, i, i0, rr, nr, tid
+    cdef double slack, up, lo
+    if not (ASG_HAVE_BF16 and asg_cpu_has_bf16()):
+        raise RuntimeError("assign_bf16 needs a CPU with AVX512_BF16 and a GCC build")
+    if (centroids.shape[1] != d or kp < k or kp % 16 != 0 or bias.shape[0] != kp
+            or xpair.shape[0] < n or xpair.shape[1] != np2 or norm2.shape[0] < n
+            or radius.shape[0] < n or out.shape[0] < n
+            or htile.shape[0] < n_threads or htile.shape[1] < ASG_TR * kp
+            or bmin.shape[0] < n_threads or bmin.shape[1] < nb
+            or cand_h.shape[0] < n_threads or cand_h.shape[1] < k
+            or cand_j.shape[0] < n_threads or cand_j.shape[1] < k
+            or cand_d.shape[0] < n_threads or cand_d.shape[1] < k):
+        raise ValueError("weights, scratch, row or output arrays have the wrong shape")
+    if n == 0:
+        return 0
+    for g in prange((n + ASG_TR - 1) // ASG_TR, nogil=True, num_threads=n_threads,
+                    schedule="static"):
+        tid = threadid()
+        up = 0
+        lo = 0
+        i0 = g * ASG_TR
+        nr = n - i0 if n - i0 < ASG_TR else ASG_TR
+        asg_bf16_tile(&xpair[i0, 0], nr, np2, &weights[0, 0], &bias[0], kp,
+                      &htile[tid, 0])
+        for rr in range(nr):
+            i = i0 + rr
+            if radius[i] < 0:
+                out[i] = zero_word
+                continue
+            slack = bound_rtol * (norm2[i] + 2 * cnorm2_max) + bound_abs
+            out[i] = _search_row(x, i, &x[i, 0], &htile[tid, rr * kp], k, norm2[i],
+                                 radius[i], slack, centroids, dist_rtol, &bmin[tid, 0],
+                                 &cand_h[tid, 0], &cand_j[tid, 0], &cand_d[tid, 0],
+                                 False, &up, &lo, True)
     return 0
 
 

@@ -341,3 +341,219 @@ def test_compact_rows_kernel(dtype):
     np.testing.assert_array_equal(xf[:m], x[keep].astype(np.float32))
     with pytest.raises(ValueError, match="too small"):
         kern.compact_rows(x, np.empty((49, 9), np.float32), rows)
+
+
+# --- The two paths of Assigner.assign: bfloat16 bounds (CPUs with AVX512_BF16)
+# and the float32 BLAS product (elsewhere, or FEATURES_ASSIGN_BF16=0).
+
+def _has_bf16():
+    from features._ext import load
+    return load("_assign", "assignment").cpu_has_bf16()
+
+
+PATHS = [pytest.param("bf16", marks=pytest.mark.skipif(not _has_bf16(),
+                                                       reason="CPU without AVX512_BF16")),
+         "float32"]
+
+
+class _Path:
+    """Assigners made inside take the given path."""
+
+    def __init__(self, path):
+        self.value = "1" if path == "bf16" else "0"
+
+    def __enter__(self):
+        import os
+        self.old = os.environ.get("FEATURES_ASSIGN_BF16")
+        os.environ["FEATURES_ASSIGN_BF16"] = self.value
+
+    def __exit__(self, *exc):
+        import os
+        if self.old is None:
+            del os.environ["FEATURES_ASSIGN_BF16"]
+        else:
+            os.environ["FEATURES_ASSIGN_BF16"] = self.old
+
+
+def _assigner(path, centroids, **kwargs):
+    with _Path(path):
+        a = Assigner(centroids, **kwargs)
+    assert a._use_bf16 == (path == "bf16")
+    return a
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("rank", [None, 0, 1, 20, 21, 51, 128])
+def test_paths_match_brute_force_on_sbow(sbow, path, rank):
+    centroids, x = sbow
+    a = _assigner(path, centroids, method="auto" if rank is None else "pruned", rank=rank)
+    np.testing.assert_array_equal(a.assign(x), brute_force(centroids, x))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_paths_match_brute_force_on_rootsift(rootsift, path):
+    centroids, x = rootsift
+    for method in METHODS:
+        a = _assigner(path, centroids, method=method)
+        np.testing.assert_array_equal(a.assign(x), brute_force(centroids, x))
+
+
+@pytest.mark.skipif(not _has_bf16(), reason="CPU without AVX512_BF16")
+def test_bf16_default_rank_is_wider_and_odd(sbow):
+    centroids, _ = sbow
+    wide = _assigner("bf16", centroids)
+    narrow = _assigner("float32", centroids)
+    assert wide.method == narrow.method == "pruned"
+    assert wide.rank >= narrow.rank and wide.rank % 2 == 1
+    # Given ranks and k-means' assigners are left alone.
+    assert _assigner("bf16", centroids, rank=20).rank == 20
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_paths_with_duplicated_and_nearly_equal_centroids(sbow, path):
+    # Centroids one float32 step apart round to the same bfloat16 values, so
+    # their bounds are equal: the distances must decide, in float64.
+    centroids, x = sbow
+    c = centroids[:300]
+    near = np.nextafter(c, np.float32(np.inf))
+    shifted = c.copy()
+    shifted[:, 0] += 0.5
+    book = np.concatenate([c, near, c[::-1], shifted])
+    x = x[:3000]
+    rng = np.random.default_rng(8)
+    i = rng.integers(0, 300, 500)
+    mid = (c[i].astype(np.float64) + shifted[i]) / 2
+    rows = np.concatenate([x.astype(np.float32), mid.astype(np.float32),
+                           c[i] + 0.25, c[i]])
+    for method in ("pruned", "brute"):
+        a = _assigner(path, book, method=method)
+        np.testing.assert_array_equal(a.assign(rows), brute_force(book, rows))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_paths_on_exact_ties(path, seed):
+    rng = np.random.default_rng(seed)
+    centroids = rng.integers(0, 4, (200, 128)).astype(np.float32) * 2
+    x = rng.integers(0, 8, (3000, 128)).astype(np.uint8)
+    a, b = rng.integers(0, 200, (2, 500))
+    x[:500] = ((centroids[a] + centroids[b]) / 2).astype(np.uint8)
+    for rank in (None, 8, 9, 128):
+        words = _assigner(path, centroids, method="pruned", rank=rank).assign(x)
+        np.testing.assert_array_equal(words, brute_force(centroids, x))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("k", [1, 5, 16, 17, 63, 64, 65, 100, 130])
+def test_paths_with_any_k_and_n(path, k):
+    # Tiles of 4 rows and 64 centroids, with their remainders.
+    rng = np.random.default_rng(k)
+    centroids = rng.integers(0, 100, (k, 40)).astype(np.float32)
+    for n in (1, 2, 3, 4, 5, 9, 131):
+        x = rng.integers(0, 100, (n, 40)).astype(np.uint8)
+        for method in ("pruned", "brute"):
+            a = _assigner(path, centroids, method=method)
+            np.testing.assert_array_equal(a.assign(x), brute_force(centroids, x))
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("scale", [1e-12, 1e-3, 1.0, 1e6, 1e12])
+def test_paths_at_any_scale(path, scale):
+    rng = np.random.default_rng(5)
+    centroids = (rng.normal(size=(200, 64)) * scale).astype(np.float32)
+    x = (rng.normal(size=(600, 64)) * scale).astype(np.float32)
+    x[:100] = centroids[:100] + (rng.normal(size=(100, 64)) * scale * 1e-4)
+    for method in ("pruned", "brute"):
+        a = _assigner(path, centroids, method=method)
+        np.testing.assert_array_equal(a.assign(x), brute_force(centroids, x))
+
+
+@pytest.mark.skipif(not _has_bf16(), reason="CPU without AVX512_BF16")
+def test_bf16_near_ties_hypothesis():
+    from hypothesis import given, settings, strategies as st
+
+    @settings(max_examples=60, deadline=None)
+    @given(seed=st.integers(0, 2 ** 32 - 1), k=st.integers(2, 90), d=st.integers(2, 48),
+           gap=st.sampled_from([0.0, 1e-7, 1e-5, 1e-3, 1e-1, 1.0]),
+           spread=st.sampled_from([1.0, 50.0, 300.0]))
+    def check(seed, k, d, gap, spread):
+        rng = np.random.default_rng(seed)
+        centroids = (rng.random((k, d)) * spread).astype(np.float32)
+        # Pairs of centroids, and rows almost half way between them: the two
+        # distances differ by about ``gap`` (relative), far below bfloat16's
+        # precision for small gaps.
+        j1, j2 = rng.integers(0, k, (2, 40))
+        t = 0.5 + gap * rng.uniform(-1, 1, 40)[:, None]
+        x = (centroids[j1] * t + centroids[j2] * (1 - t)).astype(np.float32)
+        x = np.concatenate([x, (rng.random((40, d)) * spread).astype(np.float32)])
+        want = brute_force(centroids, x)
+        for method in ("pruned", "brute"):
+            for rank in ((None, 1, d // 2) if method == "pruned" else (None,)):
+                a = _assigner("bf16", centroids, method=method, rank=rank)
+                np.testing.assert_array_equal(a.assign(x), want)
+                np.testing.assert_array_equal(a.assign(x.astype(np.float64)), want)
+
+    check()
+
+
+@pytest.mark.skipif(not _has_bf16(), reason="CPU without AVX512_BF16")
+def test_bf16_threads_and_blocks(sbow, monkeypatch):
+    from features.codebook import assign as assign_module
+    centroids, x = sbow
+    rng = np.random.default_rng(9)
+    x = _with_zero_rows(x[:2500], rng, 0.3)
+    monkeypatch.setattr(assign_module, "_BLOCK_ROWS", 37)
+    for t in (1, 3):
+        a = _assigner("bf16", centroids, n_threads=t)
+        np.testing.assert_array_equal(a.assign(x), brute_force(centroids, x))
+
+
+@pytest.mark.skipif(not _has_bf16(), reason="CPU without AVX512_BF16")
+def test_bf16_kernels():
+    from features._ext import load
+    from features.codebook.assign import _Bf16Bounds, _from_bf16, _to_bf16
+    kern = load("_assign", "assignment")
+    rng = np.random.default_rng(10)
+    x = rng.integers(0, 200, (30, 24)).astype(np.float32)
+    x[3] = 0
+    for r in (0, 1, 6, 7):
+        a = Assigner(rng.random((50, 24)) * 100, method="pruned", rank=r)
+        proj = (x @ a._axes) if r else np.empty((30, 0), np.float32)
+        proj = np.ascontiguousarray(proj, dtype=np.float32)
+        aug, n2, rad = np.empty((30, r + 2), np.float32), np.empty(30), np.empty(30)
+        kern.augment(x, proj, a._proj_rtol, aug, n2, rad)
+        bf = _Bf16Bounds(a._ctilde)
+        xp = np.empty((30, (r + 2) // 2), np.uint32)
+        n2b, radb = np.empty(30), np.empty(30)
+        kern.augment_bf16(x, proj, a._proj_rtol, bf.centroid_error, xp, n2b, radb)
+        # The packed values are the rows' (a, ||p||) rounded as in NumPy.
+        bits = xp.view(np.uint16)[:, :r + 1]
+        np.testing.assert_array_equal(bits, _to_bf16(aug[:, :r + 1]))
+        xh = _from_bf16(bits).astype(np.float64)
+        np.testing.assert_allclose(n2b, (xh ** 2).sum(1), rtol=1e-14)
+        err = np.sqrt(((xh - aug[:, :r + 1]) ** 2).sum(1))
+        live = rad >= 0
+        np.testing.assert_array_equal(radb < 0, ~live)
+        assert (radb[live] >= rad[live] + err[live] + bf.centroid_error).all()
+        # Weights and bias: -2 c^ and ||c^||**2, padded to 16 centroids.
+        assert bf.weights.shape == ((r + 2) // 2, 64) and bf.bias.shape == (64,)
+        w = _from_bf16(bf.weights[:, :50].T.copy().view(np.uint16))[:, :r + 1]
+        ch = _from_bf16(_to_bf16(a._ctilde))
+        np.testing.assert_array_equal(w, -2 * ch)
+        np.testing.assert_allclose(bf.bias[:50], (ch.astype(np.float64) ** 2).sum(1),
+                                   rtol=1e-7)
+    out = np.empty(30, np.int32)
+    scratch = a._scratch(1)[1:]
+    with pytest.raises(ValueError, match="wrong shape"):
+        kern.assign_bf16(x, xp, n2b, radb, a.centroids, bf.weights, bf.bias,
+                         bf.cnorm2_max, bf.bound_rtol, bf.bound_abs, a._dist_rtol, 0,
+                         out, np.empty((1, 10), np.float32), *scratch)
+
+
+def test_to_bf16_rounds_to_nearest_even():
+    from features.codebook.assign import _from_bf16, _to_bf16
+    v = np.array([1.0, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 1 + 2 ** -8 + 2 ** -20, -3.0, 0.0,
+                  -0.0, 1e-40, -1e-40, 2.0 ** -126], np.float32)
+    want = np.array([1.0, 1.0, 1 + 2 ** -6, 1 + 2 ** -7, -3.0, 0.0, 0.0, 0.0, 0.0,
+                     2.0 ** -126], np.float32)
+    np.testing.assert_array_equal(_from_bf16(_to_bf16(v)), want)

@@ -26,6 +26,14 @@ Methods
     default the fewest axes leaving 5% of the centroids' variance outside).
     On 1000-word dense SIFT (sbow) and RootSIFT codebooks this leaves about 5
     true distances to compute per descriptor instead of 1000.
+
+    On CPUs with AVX512_BF16 (GCC builds for x86-64), :meth:`Assigner.assign`
+    computes the bounds in bfloat16 instead, tile by tile (4 rows against all
+    centroids, searched while in cache: the ``n x k`` bounds are never
+    stored), with the same words: see "bfloat16 bounds" below.
+    ``FEATURES_ASSIGN_BF16=0`` in the environment when an assigner is made
+    keeps it on the float32 BLAS path. :meth:`Assigner.assign_projected`
+    (k-means) always takes the float32 path.
 ``"brute"``
     The same kernel with ``V`` the identity (the bound is the distance
     itself): all distances from one float32 BLAS product of width ``d + 1``,
@@ -37,12 +45,37 @@ Methods
 
 Measured (``benchmarks/bench_assign.py``, results in
 ``benchmarks/results/assign.md``): one thread, 1000 words, 128-D, about 1.2 ms
-per 780-descriptor sbow image, 4 to 5 times faster than FAISS
-``IndexFlatL2.search`` (3 times on RootSIFT), with 100% agreement with exact
-assignment.
+per 780-descriptor sbow image on the float32 path, 4 to 5 times faster than
+FAISS ``IndexFlatL2.search`` (3 times on RootSIFT), with 100% agreement with
+exact assignment; the bfloat16 path takes about 0.7 of that time.
 
 All-zero descriptors (dense SIFT below its contrast threshold) get the
 centroid of smallest norm without a search.
+
+bfloat16 bounds
+---------------
+The rows ``x~`` (float32, within ``e`` of the exact ones, as above) and the
+centroids ``c~`` (float64) are rounded to bfloat16 (8 significant bits, to
+nearest even; zeros and subnormals to +0, which the instruction would read
+as 0 anyway): ``x^`` and ``c^``. Their distances ``e_x = ||x^ - x~||`` (per
+row) and ``e_c = max ||c^ - c~||`` (over the centroids) are computed in
+float64, so by the triangle inequality
+``||x - c|| >= ||x~ - c~|| - e >= ||x^ - c^|| - (e + e_x + e_c)``: the
+bound of the float32 path with a radius larger by ``e_x + e_c`` (about 1 on
+SIFT scales, where distances are in the hundreds). ``||x^ - c^||**2 -
+||x^||**2`` is computed as ``fl32(||c^||**2) + sum_t x^_t (-2 c^_t)`` by
+the bfloat16 dot product instruction: the products of two bfloat16 values
+are exact in float32, and the at most ``2 ceil(w / 2) <= w + 1`` float32
+additions of a ``w = r + 1``-term sum are each taken to err by up to 2 units
+in the last place (``2 u``, u = 2**-24: any faithful rounding, whether the
+instruction rounds after each product or after each pair), plus ``u`` for
+rounding ``||c^||**2`` to float32. As ``sum_t |x^_t 2 c^_t| <= ||x^||**2 +
+||c^||**2``, the computed value is within ``(2 (w + 1) + 1) u (||x^||**2 +
+2 max ||c^||**2)`` of the exact one (doubled as a margin: the float64 sums
+of squares round far less), plus ``(2 w + 2) 2**-126`` twice for results
+the instruction flushes to zero. The thresholds are the float32 path's with
+these ``e``, ``||x~||**2`` and slack, so the centroids verified include
+every one that may be the nearest, and the result is the same.
 
 The two BLAS products run with the threads the BLAS library is set to use
 (limit them with ``threadpoolctl`` or ``OPENBLAS_NUM_THREADS``); ``n_threads``
@@ -52,6 +85,8 @@ OpenMP.
 from __future__ import annotations
 
 import numbers
+import os
+import sys
 
 import numpy as np
 
@@ -74,6 +109,54 @@ def _kernel():
     return load("_assign", "assignment")
 
 
+def _bf16_enabled():
+    """Whether new assigners compute their bounds in bfloat16 (see module doc)."""
+    if os.environ.get("FEATURES_ASSIGN_BF16", "1") == "0" or sys.byteorder != "little":
+        return False
+    return _kernel().cpu_has_bf16()
+
+
+def _to_bf16(a):
+    """The bfloat16 bits (uint16) of ``a`` rounded to float32 then to nearest
+    even; zeros and subnormals become +0 (see ``asg_bf16_bits`` in
+    ext/_assign.pyx). ``a`` must be finite and below float32's overflow."""
+    b = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    bits = ((b + np.uint32(0x7FFF) + ((b >> 16) & np.uint32(1))) >> 16).astype(np.uint16)
+    bits[(b & np.uint32(0x7F800000)) == 0] = 0
+    return bits
+
+
+def _from_bf16(bits):
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+class _Bf16Bounds:
+    """The centroids' side of the bfloat16 bound product (see module doc)."""
+
+    def __init__(self, ctilde):
+        k, w = ctilde.shape
+        npairs = (w + 1) // 2
+        kp = -(-k // 16) * 16
+        chat = _from_bf16(_to_bf16(ctilde)).astype(np.float64)
+        diff = chat - ctilde
+        # The float64 sums of squares round far below the 1e-9 margin.
+        self.centroid_error = float(np.sqrt(np.einsum("ij,ij->i", diff, diff).max())
+                                    * (1 + 1e-9))
+        cnorm2 = np.einsum("ij,ij->i", chat, chat)
+        self.cnorm2_max = float(cnorm2.max())
+        # -2 c^ is exact in bfloat16; pairs of coordinates (2p, 2p + 1) share a
+        # 32-bit word, the first in the low half (little-endian view).
+        pairs = np.zeros((k, 2 * npairs), np.uint16)
+        pairs[:, :w] = _to_bf16(-2.0 * chat)
+        self.weights = np.zeros((npairs, kp), np.uint32)
+        self.weights[:, :k] = pairs.view(np.uint32).T
+        # Padding centroids (never searched) get the largest bound.
+        self.bias = np.full(kp, np.finfo(np.float32).max, np.float32)
+        self.bias[:k] = cnorm2
+        self.bound_rtol = 2.0 * (2 * (w + 1) + 1) * _U32
+        self.bound_abs = 2.0 * (2 * w + 2) * 2.0 ** -126
+
+
 def _check_values(a, name):
     """Finite, and small enough that float32 squared distances cannot overflow."""
     if a.size == 0:
@@ -87,21 +170,23 @@ def _check_values(a, name):
                          f"(their squared distances would overflow float32)")
 
 
-def _default_rank(centroids):
-    """Fewest axes leaving at most 5% of the centroids' variance outside.
+def _default_rank(centroids, outside=0.05):
+    """Fewest axes leaving at most ``outside`` (5%) of the centroids' variance outside.
 
     The bound's slack comes from the residuals ``p`` and ``q``; the cost is
     the product of width ``r + 2`` plus the verifications. Measured on 1000-word
     codebooks (benchmarks/bench_assign.py), the fastest ``r`` was about 42 for
-    dense SIFT (sbow) and about 32 for RootSIFT: both leave ~5% outside.
+    dense SIFT (sbow) and about 32 for RootSIFT: both leave ~5% outside. The
+    bfloat16 product costs half as much per axis: there about 51 for sbow
+    (3.5% outside) was the fastest.
     """
     c = centroids - centroids.mean(axis=0)
     energy = np.linalg.svd(c, compute_uv=False) ** 2
     total = energy.sum()
     if total == 0:
         return 0
-    outside = 1.0 - np.cumsum(energy) / total
-    return int(min(np.searchsorted(-outside, -0.05) + 1, centroids.shape[1]))
+    left = 1.0 - np.cumsum(energy) / total
+    return int(min(np.searchsorted(-left, -outside) + 1, centroids.shape[1]))
 
 
 class Assigner:
@@ -118,7 +203,8 @@ class Assigner:
         Number of axes ``r`` of the ``"pruned"`` bound, in ``[0, d]``; by
         default the fewest principal axes that leave at most 5% of the
         centroids' variance outside (about 42 for sbow and 32 for RootSIFT
-        codebooks of 1000 words). It changes the speed only, never the words.
+        codebooks of 1000 words; with the bfloat16 bounds, 3.5% and an odd
+        count: 51 for sbow). It changes the speed only, never the words.
     n_threads : int
         Threads of the compiled kernel (effective when built with OpenMP).
 
@@ -158,7 +244,9 @@ class Assigner:
                 isinstance(rank, (bool, np.bool_)) or not isinstance(rank, numbers.Integral)
                 or not 0 <= rank <= self.d):
             raise ParameterError(f"rank must be an integer in [0, {self.d}], got {rank!r}")
+        self._use_bf16 = _bf16_enabled()
         if method != "brute":
+            wider = rank is None and self._use_bf16
             if rank is None:
                 rank = _default_rank(c.astype(np.float64))
             if method == "auto":
@@ -166,6 +254,10 @@ class Assigner:
                 # enough to amortise its product.
                 method = ("pruned" if self.k >= 64 and self.d >= 32
                           and 4 * rank <= 3 * self.d else "brute")
+            if wider and method == "pruned":
+                # The bfloat16 product affords more axes; its instruction takes
+                # coordinates in pairs, and an even width r + 1 leaves none unused.
+                rank = min(_default_rank(c.astype(np.float64), 0.035) | 1, self.d)
         if method == "brute":
             rank = self.d
         self.method = method
@@ -214,6 +306,12 @@ class Assigner:
             np.vstack([-2.0 * ctilde.T, cnorm2[None, :]]), dtype=np.float32)
         self.axes = axes
         self._axes = np.ascontiguousarray(axes, dtype=np.float32)
+        # The bfloat16 side is made on the first assign() (k-means' assigners
+        # never need it).
+        self._ctilde = ctilde
+        self._bf16 = None
+        if not hasattr(self, "_use_bf16"):
+            self._use_bf16 = _bf16_enabled()
         self._cnorm2_max = float(cnorm2.max())
         width = self.rank + 2
         # Rounding bounds, each with a margin of 2 (u = 2**-24):
@@ -254,6 +352,12 @@ class Assigner:
         kern = _kernel()
         block = min(n, _BLOCK_ROWS)
         t = self.n_threads
+        bf = None
+        if self._use_bf16:
+            bf = self._bf16
+            if bf is None:
+                # Several threads may make it at once: the same value.
+                bf = self._bf16 = _Bf16Bounds(self._ctilde)
         xf = np.empty((block, self.d), np.float32)
         rows = np.empty(block, np.intp)
         bufs = None
@@ -268,7 +372,7 @@ class Assigner:
                 out[start:start + nb] = self.zero_word
                 continue
             if bufs is None:
-                bufs = self._buffers(block, t)
+                bufs = self._buffers(block, t, bf)
             words, proj, aug, bounds, norm2, radius, scratch = bufs
             xs = xf[:m]
             if proj is None:
@@ -276,12 +380,21 @@ class Assigner:
                 pb = xs
             else:
                 pb = np.matmul(xs, self._axes, out=proj[:m])
-            kern.augment(xs, pb, self._proj_rtol, aug[:m], norm2[:m], radius[:m], t)
-            np.matmul(aug[:m], self._weights, out=bounds[:m])
             dest = out[start:start + m] if m == nb else words[:m]
-            kern.assign_pruned(xs, bounds[:m], norm2[:m], radius[:m], self.centroids,
-                               self._bound_rtol, self._dist_rtol, self._cnorm2_max,
-                               self.zero_word, dest, *scratch, t)
+            if bf is not None:
+                # aug holds the bfloat16 pairs, bounds one tile per thread.
+                kern.augment_bf16(xs, pb, self._proj_rtol, bf.centroid_error, aug[:m],
+                                  norm2[:m], radius[:m], t)
+                kern.assign_bf16(xs, aug[:m], norm2[:m], radius[:m], self.centroids,
+                                 bf.weights, bf.bias, bf.cnorm2_max, bf.bound_rtol,
+                                 bf.bound_abs, self._dist_rtol, self.zero_word, dest,
+                                 bounds, *scratch[1:], t)
+            else:
+                kern.augment(xs, pb, self._proj_rtol, aug[:m], norm2[:m], radius[:m], t)
+                np.matmul(aug[:m], self._weights, out=bounds[:m])
+                kern.assign_pruned(xs, bounds[:m], norm2[:m], radius[:m], self.centroids,
+                                   self._bound_rtol, self._dist_rtol, self._cnorm2_max,
+                                   self.zero_word, dest, *scratch, t)
             if m < nb:
                 ob = out[start:start + nb]
                 ob[:] = self.zero_word
@@ -353,14 +466,20 @@ class Assigner:
                 lower[idx] = lo[:m]
         return out
 
-    def _buffers(self, block, t):
+    def _buffers(self, block, t, bf=None):
         """Work arrays of one :meth:`assign` call, for blocks of ``block`` rows.
         Allocated per call (~2 us for an image): sharing them between calls
-        would need a lock, as several threads may use one assigner."""
+        would need a lock, as several threads may use one assigner. With the
+        bfloat16 bounds ``bf``, the rows' side is their bfloat16 pairs and the
+        bounds are one tile per thread."""
         proj = np.empty((block, self.rank), np.float32) if self.rank < self.d else None
-        return (np.empty(block, np.int32), proj,
-                np.empty((block, self.rank + 2), np.float32),
-                np.empty((block, self.k), np.float32),
+        if bf is None:
+            aug = np.empty((block, self.rank + 2), np.float32)
+            bounds = np.empty((block, self.k), np.float32)
+        else:
+            aug = np.empty((block, bf.weights.shape[0]), np.uint32)
+            bounds = np.empty((t, _kernel().TILE_ROWS * bf.weights.shape[1]), np.float32)
+        return (np.empty(block, np.int32), proj, aug, bounds,
                 np.empty(block, np.float64), np.empty(block, np.float64), self._scratch(t))
 
     def _scratch(self, t):
