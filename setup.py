@@ -7,8 +7,9 @@ The kernels are translated and compiled in parallel, one job per core this proce
 use (``pip install .`` took about twice as long with one after another); set
 FEATURES_BUILD_JOBS=N to use N jobs.
 
-A kernel whose name ends in ``_avx2`` is built with AVX2 on x86-64 (GCC, Clang or MSVC
-flags); the package picks it only on a CPU that has AVX2, so the build stays portable.
+A kernel whose name ends in ``_avx2`` is built with AVX2 on x86-64, one ending in
+``_avx512`` with AVX-512 (GCC, Clang or MSVC flags); the package picks either only on a CPU
+that has those instructions, so the build stays portable.
 """
 import os
 import platform
@@ -44,13 +45,23 @@ jobs = build_jobs()
 
 def simd_args(stem: str) -> list:
     """Extra flags of the kernels built for a wider instruction set than the platform's
-    baseline (chosen at run time by the CPU they find; see ext/_dsift.pyx). AVX2 without
-    FMA: contracting a * b + c into one rounding would change the results."""
-    if not stem.endswith("_avx2") or platform.machine().lower() not in ("x86_64", "amd64"):
+    baseline (chosen at run time by the CPU they find; see ext/_dsift.pyx): a name ending in
+    ``_avx2`` is built with AVX2, one ending in ``_avx512`` with AVX-512 F, BW, VL and DQ.
+    Neither may contract a * b + c into a fused multiply-add: its single rounding would
+    change the results. ``-mno-fma`` alone does not prevent it under AVX-512, whose
+    instructions include their own FMA; ``-ffp-contract=off`` does, for both."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
         return []
-    if sys.platform == "win32":
-        return ["/arch:AVX2"]
-    return ["-mavx2", "-mno-fma", "-ffp-contract=off"]
+    if stem.endswith("_avx2"):
+        if sys.platform == "win32":
+            return ["/arch:AVX2"]
+        return ["-mavx2", "-mno-fma", "-ffp-contract=off"]
+    if stem.endswith("_avx512"):
+        if sys.platform == "win32":
+            return ["/arch:AVX512"]
+        return ["-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512dq", "-mno-fma",
+                "-ffp-contract=off"]
+    return []
 
 
 extensions = [

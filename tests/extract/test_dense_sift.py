@@ -494,51 +494,105 @@ def test_pyramid_of_an_image_with_white_areas(dtype):
 
 
 # --------------------------------------------------------------------------
-# the AVX2 build of the kernel
+# the builds of the kernel for wider instruction sets
 # --------------------------------------------------------------------------
 
-def _kernels():
-    from features._ext import _dsift
-    try:
-        from features._ext import _dsift_avx2
-    except ImportError:
-        pytest.skip("no AVX2 build of the kernel on this platform")
-    if not (_dsift_avx2.AVX2 and _dsift.cpu_has_avx2()):
-        pytest.skip("the CPU has no AVX2, or the variant was built without it")
-    return _dsift, _dsift_avx2
-
-
-@pytest.mark.parametrize("shape, step, sizes", [((225, 300), 10, (5,)), ((112, 150), 10, (5,)),
-                                                ((97, 131), 4, (4, 6, 8, 10)),
-                                                ((31, 29), 3, (3, 7))])
-def test_avx2_kernel_is_bit_identical(monkeypatch, shape, step, sizes):
+def _build(level):
+    """The baseline build and the one for ``level``, skipped where the platform has no such
+    build or the CPU cannot run it."""
     from features.extract import dense
-    base, wide = _kernels()
-    rng = np.random.default_rng(3)
+    builds = dense._kernel_builds()
+    if level not in builds:
+        pytest.skip(f"no {level} build of the kernel here, or the CPU cannot run it")
+    return builds["baseline"], builds[level]
+
+
+def _noisy_photo(shape, seed=3):
     # a photo and noise: every orientation, magnitudes near the bin boundaries
+    rng = np.random.default_rng(seed)
     image = np.clip(_photo(*shape) / np.float32(255) + rng.normal(0, 0.05, shape), 0, 1)
-    image = image.astype(np.float32)
-    out = {}
+    return image.astype(np.float32)
+
+
+def _pure_noise(shape, seed=4):
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+@pytest.mark.parametrize("level", ["avx2", "avx512"])
+@pytest.mark.parametrize("make", [_noisy_photo, _pure_noise], ids=["photo", "noise"])
+@pytest.mark.parametrize("shape, step, sizes", [((225, 300), 10, (5,)), ((112, 150), 10, (5,)),
+                                                ((56, 75), 10, (5,)),
+                                                ((97, 131), 4, (4, 6, 8, 10)),
+                                                ((83, 61), 3, (2, 3, 7)),
+                                                ((31, 29), 3, (3, 7))])
+def test_wide_kernels_are_bit_identical(monkeypatch, level, make, shape, step, sizes):
+    from features.extract import dense
+    base, wide = _build(level)
+    image = make(shape)
+    out = []
     for module in (base, wide):
         monkeypatch.setattr(dense, "_kernel", lambda module=module: module)
-        out[module.__name__] = dense_sift(image, step=step, sizes=sizes)
-    (f0, d0), (f1, d1) = out.values()
-    assert len(f0) > 0
-    np.testing.assert_array_equal(f0, f1)
-    np.testing.assert_array_equal(d0, d1)
+        out.append(dense_sift(image, step=step, sizes=sizes, contrast_threshold=0))
+    (f0, d0), (f1, d1) = out
+    assert len(f0) > 0 and d0.any()
+    # byte for byte: the contrast's float bits as well
+    assert f0.tobytes() == f1.tobytes()
+    assert d0.tobytes() == d1.tobytes()
+
+
+@pytest.mark.parametrize("level", ["avx2", "avx512"])
+@pytest.mark.parametrize("name", ["astronaut", "coffee", "chelsea", "camera"])
+def test_wide_kernels_give_the_sbow_pyramid_bit_for_bit(monkeypatch, level, name):
+    from features.extract import dense
+    base, wide = _build(level)
+    height, width = getattr(skimage.data, name)().shape[:2]
+    scale = 300 / max(height, width)
+    image = _photo(round(height * scale), round(width * scale), name)
+    out = []
+    for module in (base, wide):
+        monkeypatch.setattr(dense, "_kernel", lambda module=module: module)
+        out.append(dense_sift_pyramid(image))
+    for a, b in zip(*out):
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
 def test_kernel_choice_follows_the_cpu_and_the_switch(monkeypatch):
     from features.extract import dense
-    base, wide = _kernels()
+    builds = dense._kernel_builds()
+    default = builds.get("avx2", builds["baseline"])
+    monkeypatch.delenv("FEATURES_DSIFT_SIMD", raising=False)
+    monkeypatch.delenv("FEATURES_DSIFT_AVX2", raising=False)
     dense._kernel.cache_clear()
     try:
-        assert dense._kernel() is wide
+        assert dense._kernel() is default
+        for level, expected in (("baseline", "baseline"), ("avx2", "avx2"),
+                                ("AVX512", "avx512")):
+            monkeypatch.setenv("FEATURES_DSIFT_SIMD", level)
+            dense._kernel.cache_clear()
+            # a level the CPU cannot run falls back to the widest one below it
+            fallback = [m for n, m in builds.items()
+                        if dense._SIMD_LEVELS.index(n) <= dense._SIMD_LEVELS.index(expected)]
+            assert dense._kernel() is fallback[-1]
+        monkeypatch.setenv("FEATURES_DSIFT_SIMD", "avx512")
         monkeypatch.setenv("FEATURES_DSIFT_AVX2", "0")
         dense._kernel.cache_clear()
-        assert dense._kernel() is base
+        assert dense._kernel() is builds["baseline"]
+        monkeypatch.setenv("FEATURES_DSIFT_SIMD", "sse9")
+        dense._kernel.cache_clear()
+        with pytest.raises(ValueError, match="sse9"):
+            dense._kernel()
     finally:
         dense._kernel.cache_clear()
+
+
+def test_builds_report_what_they_were_compiled_for():
+    from features.extract import dense
+    builds = dense._kernel_builds()
+    assert not builds["baseline"].AVX512
+    if "avx2" in builds:
+        assert builds["avx2"].AVX2 and not builds["avx2"].AVX512
+    if "avx512" in builds:
+        assert builds["avx512"].AVX512 and builds["avx512"].cpu_has_avx512()
 
 
 def test_cached_layout_is_read_only_and_reused():
