@@ -26,6 +26,24 @@ images and stores go under ``$BENCH_WORK/baseline_quality`` (default ``benchmark
 one directory a trial, so that trials can run side by side; ``--spm-grids none`` leaves out
 the pyramid.
 
+``--augment K`` adds K distorted copies of each *training* image (never of a scored one) to
+``train/``, as ``NNNNNaJ.png`` next to the original ``NNNNN.png``, drawn with a fixed seed
+(``--augment-seed``): a random affine map about the image's centre (shifts of up to 2 of the
+28 x 28 pixels each way, rotations of up to 10 degrees, scale 0.9 to 1.1; Simard, Steinkraus
+and Platt 2003), or with ``--distort elastic`` their elastic distortions (a random field of
+displacements smoothed by a Gaussian of sigma 4 pixels and scaled by 34).  The distortion and
+the upscaling are one resampling (bicubic, the background beyond the border).  Every model
+(codebook, PCA, GMM) is then learned from the augmented ``train/``: the codebook sample keeps
+its size (``--sample-images 500``), drawn from the originals and their copies alike; so does
+the linear SVM's held-out part (a tenth of each class, by key), which then holds copies of
+images that train.
+
+``features baseline`` runs in this process (the same ``evaluate`` and the same options as the
+command) so that each record also keeps the scored images each encoding got wrong
+(``wrong``); ``--against N`` compares a trial with record N of the results file (the same
+scored images) image by image, with the product's exact McNemar test, encoding by encoding.
+``--epochs 15,30`` trains and records once for each number of passes on the same store.
+
     python benchmarks/bench_baseline_quality.py fashion --train 300 --val 100 --side 48 \\
         --words 256 --fisher 64,64,1x1,3x1 --epochs 10
     python benchmarks/bench_baseline_quality.py fashion --which first --train 500 --val 100 \\
@@ -34,9 +52,12 @@ the pyramid.
         --words 256 --fisher 32,64,1x1,2x2 --epochs 15
     python benchmarks/bench_baseline_quality.py mnist --train 300 --val 100 --side 48 \\
         --words 256 --fisher 32,64,1x1,2x2,xy1 --epochs 15    # + positions (--xy-weight 1)
+    python benchmarks/bench_baseline_quality.py mnist --train 300 --val 100 --side 48 \\
+        --words 256 --fisher 32,64,1x1,2x2 --epochs 15 --augment 4 --against 15
 """
 import argparse
 import gzip
+import hashlib
 import json
 import os
 import shutil
@@ -96,6 +117,80 @@ def pick(y, start, count, which):
     return np.array(out)
 
 
+def distort(image, side, rng, kind="affine"):
+    """A randomly distorted copy of ``image`` (h x w uint8, ink dark on white): (the copy
+    resampled to ``side`` x ``side``, the copy at the image's own size), one draw of ``rng``.
+
+    ``affine``: shifts of up to 2 pixels each way, rotations of up to 10 degrees and scale
+    0.9 to 1.1, about the centre; ``elastic``: each pixel displaced by a field of uniform
+    random displacements in [-1, 1] smoothed by a Gaussian of sigma 4 and scaled by 34 (in
+    the image's own pixels; Simard et al. 2003).  One resampling maps each output pixel
+    back to the original: the copy is no blurrier than an upscaled original."""
+    import cv2
+    h, w = image.shape
+    if kind == "affine":
+        angle = np.deg2rad(rng.uniform(-10, 10))
+        scale = rng.uniform(0.9, 1.1)
+        shift = rng.uniform(-2, 2, 2)
+        A = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        inverse = np.linalg.inv(A)
+        field = None
+    else:
+        field = [cv2.GaussianBlur(rng.uniform(-1, 1, (h, w)), (0, 0), 4) * 34 for _ in "xy"]
+    centre = np.array([(w - 1) / 2, (h - 1) / 2])
+    out = []
+    for size in (side, None):
+        k = 1.0 if size is None else size / w
+        size = size or w
+        # an output pixel's centre in the image's own coordinates (cv2.resize's convention)
+        u = (np.arange(size) + 0.5) / k - 0.5
+        ux, uy = np.meshgrid(u, u)
+        if field is None:
+            dx, dy = ux - centre[0] - shift[0], uy - centre[1] - shift[1]
+            sx = inverse[0, 0] * dx + inverse[0, 1] * dy + centre[0]
+            sy = inverse[1, 0] * dx + inverse[1, 1] * dy + centre[1]
+        else:
+            # the field (one value a pixel) read at the output pixel's position
+            fx, fy = (cv2.remap(f.astype(np.float32), ux.astype(np.float32),
+                                uy.astype(np.float32), cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REPLICATE) for f in field)
+            sx, sy = ux + fx, uy + fy
+        out.append(cv2.remap(image, sx.astype(np.float32), sy.astype(np.float32),
+                             cv2.INTER_CUBIC, borderMode=cv2.BORDER_CONSTANT, borderValue=255))
+    return out[0], out[1]
+
+
+def wrong_keys(result):
+    """{encoding: sorted keys of the scored images its top guess got wrong}."""
+    val = result["_val"]
+    keys = val.store.keys[val.rows]
+    return {r["encoding"]: sorted(keys[r["_guesses"][:, 0] != val.labels].tolist())
+            for r in result["results"]}
+
+
+def against(record, prior):
+    """McNemar p-value (the product's exact test) of each encoding of ``record`` against
+    the same encoding of ``prior``, on the scored images both scored."""
+    from features.baseline.significance import mcnemar
+    if record["val_keys_sha256"] != prior.get("val_keys_sha256"):
+        raise SystemExit("--against: that record scored other images")
+    n = record["val_images"]
+    out = {}
+    for name, wrong in record["wrong"].items():
+        if name not in prior.get("wrong", {}):
+            continue
+        keys = sorted(set(wrong) | set(prior["wrong"][name]))
+        a = np.ones(n, bool)
+        b = np.ones(n, bool)
+        # only the images either got wrong differ from "both right"
+        a[:len(keys)] = [k not in wrong for k in keys]
+        b[:len(keys)] = [k not in prior["wrong"][name] for k in keys]
+        out[name] = {"top1_error": record["results"][name]["top1_error"],
+                     "prior_top1_error": prior["results"][name]["top1_error"],
+                     "p_value": mcnemar(a, b)}
+    return out
+
+
 def cli(*args):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t = time.time()
@@ -126,10 +221,25 @@ def main():
                     help="PCA,COMPONENTS,GRIDS... e.g. 32,64,1x1,3x1 (repeatable); an item "
                          "xyW appends the descriptors' positions with weight W "
                          "(--xy-weight), e.g. 32,64,xy1 or 32,64,1x1,2x2,xy1")
-    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--epochs", default="30",
+                    help="SGD passes; several (e.g. 15,30): one record each, one store")
+    ap.add_argument("--augment", type=int, default=0, metavar="K",
+                    help="K distorted copies of each training image (module doc)")
+    ap.add_argument("--distort", choices=["affine", "elastic"], default="affine")
+    ap.add_argument("--augment-seed", type=int, default=0)
+    ap.add_argument("--against", type=int, metavar="N",
+                    help="McNemar test against record N of the results file")
     ap.add_argument("--note", default="")
     a = ap.parse_args()
+    epochs = [int(e) for e in a.epochs.split(",")]
+    if a.augment < 0:
+        raise SystemExit(f"--augment must be >= 0, got {a.augment}")
+    prior = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+    if a.against is not None and not 0 <= a.against < len(prior):
+        raise SystemExit(f"--against {a.against}: the results file has {len(prior)} records")
+    control = prior[a.against] if a.against is not None else None
 
+    start_cpu = os.times()
     x, y = load(a.dataset)
     splits = {"train": (x, y, pick(y, 0, a.train, a.which))}
     if a.dataset == "fashion" and a.which == "first":
@@ -145,6 +255,7 @@ def main():
     shutil.rmtree(work, ignore_errors=True)
     root = work / "images"
     pixels = {}
+    rng = np.random.default_rng(a.augment_seed)
     for split, (xs, ys, idx) in splits.items():
         for i in idx:
             key = f"{split}/c{ys[i]}/{i:05d}.png"
@@ -152,6 +263,11 @@ def main():
             cv2.imwrite(str(root / key), cv2.resize(xs[i], (a.side, a.side),
                                                     interpolation=cv2.INTER_CUBIC))
             pixels[key] = xs[i].ravel()
+            for j in range(a.augment if split == "train" else 0):
+                big, small = distort(xs[i], a.side, rng, a.distort)
+                key = f"{split}/c{ys[i]}/{i:05d}a{j}.png"
+                cv2.imwrite(str(root / key), big)
+                pixels[key] = small.ravel()
     store = work / "store"
     times = {}
     extra = ["--step", a.step] if a.step else []
@@ -181,20 +297,43 @@ def main():
         X = np.stack([pixels[k] for k in keys]).astype(np.float32) / 255
         create_dense(f["encodings"], "pixels", len(X), X.shape[1], np.float32,
                      chunk_rows=1024)[:] = X
-    out, times["baseline"] = cli("baseline", store, "--classifier", "svm", "--epochs",
-                                 a.epochs, "--json")
-    r = json.loads(out)
-    record = {"dataset": a.dataset, "images": f"{a.which}: {a.train} train + {a.val} scored per class",
-              "side": a.side, "words": a.words, "step": a.step, "spm_grids": a.spm_grids,
-              "fisher": names, "epochs": a.epochs, "note": a.note,
-              "val_images": r["val_images"], "seconds": {k: round(v, 1) for k, v in times.items()},
-              "results": {x["encoding"]: {"top1_error": x["top1_error"],
-                                          "lambda": x.get("lambda")} for x in r["results"]},
-              "best": r.get("best")}
-    print(json.dumps(record, indent=1))
-    RESULTS.parent.mkdir(exist_ok=True)
-    prior = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
-    RESULTS.write_text(json.dumps(prior + [record], indent=1) + "\n")
+    from features.baseline.experiment import evaluate, to_json
+    from features.store import Store
+    for n_epochs in epochs:
+        # `features baseline --classifier svm --epochs N --json`, in this process
+        t, cpu = time.time(), os.times()
+        with Store(store) as opened:
+            result = evaluate(opened, classifiers=("svm",), epochs=n_epochs)
+            wrong = wrong_keys(result)
+            val_keys = opened.keys[result["_val"].rows]
+        times["baseline"] = time.time() - t
+        cpu_after = os.times()
+        r = to_json(result)
+        record = {"dataset": a.dataset,
+                  "images": f"{a.which}: {a.train} train + {a.val} scored per class",
+                  "side": a.side, "words": a.words, "step": a.step, "spm_grids": a.spm_grids,
+                  "fisher": names, "epochs": n_epochs, "augment": a.augment,
+                  "distort": a.distort if a.augment else None,
+                  "augment_seed": a.augment_seed if a.augment else None, "note": a.note,
+                  "train_images": r["train_images"], "heldout_images": r["heldout_images"],
+                  "val_images": r["val_images"],
+                  "val_keys_sha256": hashlib.sha256("\n".join(sorted(val_keys)).encode())
+                  .hexdigest(),
+                  "seconds": {k: round(v, 1) for k, v in times.items()},
+                  # processor seconds of this trial so far: the commands and this process
+                  "cpu_seconds": round(sum(cpu_after[:4]) - sum(start_cpu[:4]), 1),
+                  "baseline_cpu_seconds": round(sum(cpu_after[:2]) - sum(cpu[:2]), 1),
+                  "results": {x["encoding"]: {
+                      "top1_error": x["top1_error"], "top1_error_ci": x["top1_error_ci"],
+                      "lambda": x.get("lambda"), "heldout_top1_error": x["heldout_top1_error"]}
+                      for x in r["results"]},
+                  "best": r.get("best"), "wrong": wrong}
+        if control is not None:
+            record["against"] = {"record": a.against, "mcnemar": against(record, control)}
+        print(json.dumps({k: v for k, v in record.items() if k != "wrong"}, indent=1))
+        RESULTS.parent.mkdir(exist_ok=True)
+        prior = json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+        RESULTS.write_text(json.dumps(prior + [record], indent=1) + "\n")
 
 
 if __name__ == "__main__":
