@@ -62,6 +62,18 @@ def _path(root, i, n_classes):
     return root / "train" / wnid / f"{wnid}_{i}.JPEG"
 
 
+def _drop_beyond(root, n_images):
+    """Delete the images numbered n_images and up that an earlier, larger corpus (or one
+    cut short) left in the folder: a job over the folder would see them all."""
+    train = root / "train"
+    if not train.is_dir():
+        return
+    for folder in train.iterdir():
+        for f in folder.glob(f"{folder.name}_*.JPEG"):
+            if int(f.stem.rsplit("_", 1)[1]) >= n_images:
+                f.unlink()
+
+
 def make_corpus(root, n_images, *, n_classes=100, seed=0, jobs=2, grow=False) -> Path:
     """Write (or reuse) a corpus of ``n_images`` JPEGs under ``root/train``.
 
@@ -72,14 +84,18 @@ def make_corpus(root, n_images, *, n_classes=100, seed=0, jobs=2, grow=False) ->
     stamp = root / "corpus.json"
     want = {"n_images": n_images, "n_classes": n_classes, "seed": seed, "version": 1}
     have = json.loads(stamp.read_text()).get("spec") if stamp.exists() else None
+    _drop_beyond(root, n_images)
     if have == want:
         return root / "train"
     block = 500
     start = 0
-    if grow and have and {k: v for k, v in have.items() if k != "n_images"} == {
-            k: v for k, v in want.items() if k != "n_images"} and have["n_images"] < n_images:
+    same_kind = have is not None and {k: v for k, v in have.items() if k != "n_images"} == {
+        k: v for k, v in want.items() if k != "n_images"}
+    if grow and same_kind and have["n_images"] < n_images:
         start = have["n_images"] // block * block
     stamp.unlink(missing_ok=True)
+    if grow and same_kind and have["n_images"] > n_images:
+        start = n_images // block * block   # a larger corpus starts with these images
     for c in range(n_classes):
         (root / "train" / f"n{10000000 + c:08d}").mkdir(parents=True, exist_ok=True)
     photos = [load_photo(p) for p in PHOTOS]
