@@ -35,6 +35,14 @@ def _extraction(config) -> Extraction:
 
 def features_of(config, item, fault=None):
     """Decode and extract one item. Returns (ImageResult without words, descriptors)."""
+    result, decoded = _decoded(config, item, fault)
+    if decoded is None:
+        return result, None
+    return _extracted(config, result, decoded)
+
+
+def _decoded(config, item, fault=None):
+    """Read and decode one item: (ImageResult, Decoded), or (failed ImageResult, None)."""
     result = ImageResult(key=item.key, label=item.label)
     inject_fault(item.key, fault)
     if item.error:
@@ -53,6 +61,12 @@ def features_of(config, item, fault=None):
         result.status, result.reason = UNDECODABLE, str(e)
         return result, None
     result.width, result.height = decoded.width, decoded.height
+    return result, decoded
+
+
+def _extracted(config, result, decoded):
+    """Extract from a decoded image: (result with its frames, descriptors), or (failed
+    result, None)."""
     try:
         result.frames, descriptors, result.scale = extract_image(_extraction(config), decoded)
     except (ValueError, MemoryError) as e:
@@ -92,6 +106,14 @@ def _quantizer(codebook):
     return _quantizers[key]
 
 
+#: Images a shard task takes through each stage (decode, extract, assign) before the next.
+STAGE_BATCH = 8
+
+
+def _no_announce(i):
+    pass
+
+
 def _crashed(item, reason):
     return ImageResult(key=item.key, label=item.label, status=UNDECODABLE, reason=reason)
 
@@ -103,22 +125,40 @@ def process_shard(config, centroids, items, shard_path, first, parallel=False, *
     counts the words).
 
     ``skip`` maps item positions to the reason they are left out (they crashed a worker
-    before); ``on_item(i)`` is called before item ``i`` (see ``isolate.run_isolated``);
+    before); ``on_item(i)`` is called before each stage's work on item ``i`` (see
+    ``isolate.run_isolated``: a worker that dies was working on the item announced last);
     ``parallel``: this is one of several worker processes (a cluster's)."""
     if parallel:
         single_threaded_libraries()
     skip = skip or {}
     quantizer = _quantizer(centroids)   # centroids, or a vocabulary tree
     geometry = _extraction(config).keeps_geometry
-    results = []
-    for i, item in enumerate(items):
-        if on_item is not None:
-            on_item(i)
-        if i in skip:
-            results.append(_crashed(item, skip[i]))
-            continue
-        result, descriptors = features_of(config, item, fault)
-        if descriptors is not None:
+    announce = on_item if on_item is not None else _no_announce
+    results = [None] * len(items)
+    # Each stage runs over a few images before the next stage starts: the stage's code and
+    # data (libjpeg's, the dense SIFT kernel's scratch, the centroids) stay in the caches
+    # (one image through all stages at a time cost about 9% more per image on a core with
+    # 1 MB of L2: 3.13 against 2.85 ms, medians of 14 alternating runs of 1000 sbow images).
+    # Every item is announced again before each stage that works on it.
+    for start in range(0, len(items), STAGE_BATCH):
+        batch = range(start, min(start + STAGE_BATCH, len(items)))
+        decoded = {}
+        for i in batch:
+            announce(i)
+            if i in skip:
+                results[i] = _crashed(items[i], skip[i])
+                continue
+            results[i], decoded[i] = _decoded(config, items[i], fault)
+        found = {}
+        for i, image in decoded.items():
+            if image is not None:
+                announce(i)
+                results[i], descriptors = _extracted(config, results[i], image)
+                if descriptors is not None:
+                    found[i] = descriptors
+        for i, descriptors in found.items():
+            announce(i)
+            result = results[i]
             result.words = quantizer.assign(descriptors)
             if config.store_descriptors:
                 result.descriptors = descriptors
@@ -126,7 +166,6 @@ def process_shard(config, centroids, items, shard_path, first, parallel=False, *
                 result.geometry = pack_geometry(result.frames, result.words, result.width,
                                                 result.height, units=config.frame_units,
                                                 n_words=quantizer.k)
-        results.append(result)
     if on_item is not None:
         on_item(len(items))
     record = write_shard(shard_path, results, n_words=quantizer.k, first=first,
