@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from features.encodings.bovw import (CSR, counts_csr, document_frequency, encode_words,
+from features.encodings.bovw import (CSR, document_frequency, encode_words,
                                      idf_weights, weight_rows, word_counts, word_counts_csr)
 from features.exceptions import ParameterError
 
@@ -79,10 +79,8 @@ def test_word_counts_without_words():
         assert len(ids) == len(cnt) == 0 and ids.dtype == cnt.dtype == np.int32
 
 
-def test_counts_csr_with_empty_rows():
-    rows = [word_counts(np.array([1, 1, 2]), 4), word_counts(np.array([], int), 4),
-            word_counts(np.array([3]), 4)]
-    csr = counts_csr(rows, 4)
+def test_word_counts_csr_with_empty_rows():
+    csr = word_counts_csr(np.array([1, 1, 2, 3]), [0, 3, 3, 4], 4)
     assert csr.indptr.tolist() == [0, 2, 2, 3]
     dense = csr.to_dense()
     np.testing.assert_array_equal(dense, [[0, 2, 1, 0], [0, 0, 0, 0], [0, 0, 0, 1]])
@@ -99,8 +97,9 @@ def test_idf():
 @pytest.mark.parametrize("power", [1.0, 0.5])
 def test_weighted_rows_are_unit_norm(power):
     rng = np.random.default_rng(0)
-    rows = [word_counts(rng.integers(0, 20, rng.integers(0, 50)), 20) for _ in range(30)]
-    csr = counts_csr(rows, 20)
+    lengths = rng.integers(0, 50, 30)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    csr = word_counts_csr(rng.integers(0, 20, offsets[-1]), offsets, 20)
     idf = rng.uniform(0.1, 3, 20).astype(np.float32)
     values = weight_rows(csr.indptr, csr.indices, csr.data, idf, power)
     dense = CSR(csr.indptr, csr.indices, values, 20).to_dense()

@@ -107,19 +107,6 @@ def _count_rows(words, offsets, n_words) -> CSR:
     return CSR(indptr.astype(np.int64), ids.astype(np.int32), counts.astype(np.int32), n_words)
 
 
-def counts_csr(rows, n_words) -> CSR:
-    """Stack per-image (ids, counts) pairs into one CSR without growing arrays in a loop."""
-    lengths = np.fromiter((len(ids) for ids, _ in rows), np.int64, count=len(rows))
-    indptr = np.zeros(len(rows) + 1, np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    indices = np.empty(indptr[-1], np.int32)
-    data = np.empty(indptr[-1], np.int32)
-    for i, (ids, cnt) in enumerate(rows):
-        indices[indptr[i]:indptr[i + 1]] = ids
-        data[indptr[i]:indptr[i + 1]] = cnt
-    return CSR(indptr, indices, data, n_words)
-
-
 def document_frequency(indices, n_words) -> np.ndarray:
     return np.bincount(np.asarray(indices, np.int64), minlength=n_words).astype(np.int64)
 
