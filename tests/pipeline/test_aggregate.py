@@ -366,3 +366,27 @@ def test_resumed_aggregate_keeps_the_models_it_started_with(store, tmp_path, mon
         np.testing.assert_array_equal(s.h5["models/vlad/kmeans-vlad/centers"][:],
                                       c.h5["models/vlad/kmeans-vlad/centers"][:])
         np.testing.assert_array_equal(read_encoding(s, "vlad"), read_encoding(c, "vlad"))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_models_are_learned_on_the_cores_jobs_gives(store, monkeypatch, jobs):
+    # VLAD's centers are learned in the job's own process: its BLAS threads follow
+    # --jobs, and are given back after.
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas():
+        return sorted({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
+
+    seen = []
+    real = agg._learn_models
+
+    def spy(*args, **kwargs):
+        seen.append(blas())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(agg, "_learn_models", spy)
+    with threadpool_limits(2, user_api="blas"):
+        aggregate(None, store, "vlad", None, {"centers": 8}, jobs, progress=False,
+                  report=_quiet)
+        assert blas() == [2]
+    assert seen == [[jobs]]

@@ -36,7 +36,7 @@ from .aggregate import aggregate, restore_encodings
 from .isolate import call_isolated
 from .like import check_like_models, like_encodings
 from .progress import Progress
-from .runner import batched, limited, n_workers, run_tasks
+from .runner import batched, limited, local_threads, n_workers, run_tasks
 from .tasks import merge_task, process_shard, sample_batch
 from .vocabulary import codebook_attrs, learn_tree, load_codebook, save_tree
 
@@ -149,12 +149,6 @@ def _sample_splits_attr(manifest) -> dict:
     return {"sample_splits": splits} if splits else {}
 
 
-def _local_threads(jobs) -> int:
-    """Threads for the work a step does in the calling process: the cores ``jobs`` gives
-    (a cluster's driver: the cores of its own machine)."""
-    return (os.cpu_count() or 1) if hasattr(jobs, "map") else n_workers(jobs)
-
-
 @_writer("codebook")
 def train_codebook(config, sample_path, out, *, jobs=1, progress=True) -> Path:
     """k-means on the sampled descriptors (``progress``: a line of iterations on stderr); a
@@ -179,7 +173,7 @@ def train_codebook(config, sample_path, out, *, jobs=1, progress=True) -> Path:
             tree = learn_tree(config, sample, progress=bar)
             centroids = tree.centroids
         else:
-            with blas_threads(_local_threads(jobs)):
+            with blas_threads(local_threads(jobs)):
                 centroids = kmeans(sample, config.words, iters=config.kmeans_iters,
                                    seed=config.seed, progress=bar)
     except ValueError as e:
@@ -327,7 +321,7 @@ def build_index(out, encoding="bovw", factory=None, *, force=False,
     ``hamming`` (32 or 64): an inverted file with Hamming embedding signatures of that
     many bits (``features.index.hamming``). ``progress``: a line of images added on stderr."""
     bar = Progress("index", unit="images", failures=False, enabled=progress)
-    with Store(out) as store, faiss_threads(_local_threads(jobs)):
+    with Store(out) as store, faiss_threads(local_threads(jobs)):
         path = index.build(store, encoding, factory, force=force, exact_below=exact_below,
                            run_tasks=lambda func, tasks: run_tasks(func, tasks, jobs),
                            search_params=search_params, hamming=hamming, progress=bar)
