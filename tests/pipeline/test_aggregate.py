@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import blas_thread_counts, record_blas_threads, run_cli
 import features.pipeline.aggregate as agg
 from features.pipeline.aggregate import aggregate
 from features.store import read_encoding
@@ -372,21 +372,10 @@ def test_resumed_aggregate_keeps_the_models_it_started_with(store, tmp_path, mon
 def test_models_are_learned_on_the_cores_jobs_gives(store, monkeypatch, jobs):
     # VLAD's centers are learned in the job's own process: its BLAS threads follow
     # --jobs, and are given back after.
-    from threadpoolctl import threadpool_info, threadpool_limits
-
-    def blas():
-        return sorted({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
-
-    seen = []
-    real = agg._learn_models
-
-    def spy(*args, **kwargs):
-        seen.append(blas())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(agg, "_learn_models", spy)
+    from threadpoolctl import threadpool_limits
+    seen = record_blas_threads(monkeypatch, agg, "_learn_models")
     with threadpool_limits(2, user_api="blas"):
         aggregate(None, store, "vlad", None, {"centers": 8}, jobs, progress=False,
                   report=_quiet)
-        assert blas() == [2]
+        assert blas_thread_counts() == [2]
     assert seen == [[jobs]]

@@ -3,6 +3,8 @@ BLAS, OpenMP or OpenCV pool inside it to oversubscribe the cores."""
 import numpy as np
 import pytest
 
+from conftest import blas_thread_counts, record_blas_threads
+
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
 
@@ -57,11 +59,6 @@ def test_index_build_uses_the_cores_jobs_gives_it(small_store, monkeypatch, jobs
     assert faiss.omp_get_max_threads() == before
 
 
-def _blas_threads():
-    from threadpoolctl import threadpool_info
-    return sorted({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
-
-
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_codebook_uses_the_cores_jobs_gives_it(tmp_path, small_store, small_config,
                                                monkeypatch, jobs):
@@ -71,22 +68,15 @@ def test_codebook_uses_the_cores_jobs_gives_it(tmp_path, small_store, small_conf
     import shutil
     from threadpoolctl import threadpool_limits
     from features.pipeline import steps
-    seen = []
-    real = steps.kmeans
-
-    def spy(*args, **kwargs):
-        seen.append(_blas_threads())
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(steps, "kmeans", spy)
+    seen = record_blas_threads(monkeypatch, steps, "kmeans")
     out = tmp_path / "store"
     out.mkdir()
     for name in ("manifest.json", steps.SAMPLE_FILE):
         shutil.copy(small_store / name, out / name)
     with threadpool_limits(2, user_api="blas"):
-        before = _blas_threads()
+        before = blas_thread_counts()
         path = steps.train_codebook(small_config, out / steps.SAMPLE_FILE, out, jobs=jobs,
                                     progress=False)
-        assert _blas_threads() == before == [2]
+        assert blas_thread_counts() == before == [2]
     assert seen == [[jobs]]
     assert np.array_equal(np.load(path), np.load(small_store / "codebook.npy"))
