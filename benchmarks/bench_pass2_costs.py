@@ -60,6 +60,7 @@ from features._ext import _area  # noqa: E402
 from features.extract.dense import _block_mean_is_opencvs, _integer_factors  # noqa: E402
 from features.pipeline import encode_images, sample_descriptors, train_codebook  # noqa: E402
 from features.pipeline import steps as pipeline_steps  # noqa: E402
+from features.pipeline.tasks import STAGE_BATCH  # noqa: E402
 from features.presets import get_preset  # noqa: E402
 from features.sources import open_source  # noqa: E402
 from features.sources.base import items_digest  # noqa: E402
@@ -101,50 +102,60 @@ def area_resize(image, factor):
 
 
 def stage_pass(config, items, quantizer, clock, info):
-    """One pass over the items, stage by stage, as `process_shard` does them."""
+    """One pass over the items, stage by stage, as `process_shard` does them: each stage over
+    a batch of ``STAGE_BATCH`` images before the next stage."""
     ex = Extraction.of(config)
     results = []
-    for item in items:
-        c, w = CPU(), WALL()
-        data = item.read()
-        c, w = clock.add("read (open + read from the page cache)", c, w)
-        digest = hashlib.sha256(data).hexdigest()
-        c, w = clock.add("sha256 of the file bytes", c, w)
-        # decode_gray, and its two native parts alone on the same bytes
-        decoded = decode_gray(data, config.max_side)
-        c, w = clock.add("decode_gray (all)", c, w)
-        full = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-        c, w = clock.add("  of which libjpeg decode (cv2.imdecode, gray)", c, w)
-        th, tw = decoded.gray.shape
-        if full.shape != (th, tw):
-            _shrink(full, tw, th)       # as decode_gray does it (the area kernel)
-        c, w = clock.add("  of which resize to max side 300 (uint8, area)", c, w)
-        info["pixels_full"] += full.size
-        info["pixels"] += decoded.gray.size
-        info["bytes"] += len(data)
-        # the extraction as a whole, then its parts alone
-        frames, descriptors, scale = extract_image(ex, decoded)
-        c, w = clock.add("dense SIFT pyramid (all, extract_image)", c, w)
-        image = np.multiply(decoded.gray, np.float32(1 / 255), dtype=np.float32)
-        c, w = clock.add("  of which uint8 -> float32", c, w)
-        for i, factor in enumerate(config.scales):
-            resized = area_resize(image, factor)
-            c, w = clock.add(f"  of which area resize, scale {factor:g}", c, w)
-            if resized is not image:
-                np.clip(resized, 0, 1, out=resized)
-            c, w = clock.add("  of which clip to [0, 1] (the clipping fix)", c, w)
-            dense_sift(resized, step=config.step, sizes=config.sizes[:1],
-                       contrast_threshold=config.dense_contrast_threshold)
-            c, w = clock.add(f"  of which dense_sift, scale {factor:g}", c, w)
-            info[f"pixels_scale_{i}"] += resized.size
-        words = quantizer.assign(descriptors)
-        c, w = clock.add("assignment (Assigner.assign, exact)", c, w)
-        # the corpus' figures, outside every stage (the zero count alone is about 0.04 ms)
-        info["descriptors"] += len(descriptors)
-        info["zero_descriptors"] += int((descriptors.max(axis=1) == 0).sum())
-        results.append(ImageResult(key=item.key, label=item.label, width=decoded.width,
-                                   height=decoded.height, frames=frames, words=words,
-                                   scale=scale, sha256=digest))
+    for start in range(0, len(items), STAGE_BATCH):
+        decoded_part = []
+        for item in items[start:start + STAGE_BATCH]:
+            c, w = CPU(), WALL()
+            data = item.read()
+            c, w = clock.add("read (open + read from the page cache)", c, w)
+            digest = hashlib.sha256(data).hexdigest()
+            c, w = clock.add("sha256 of the file bytes", c, w)
+            # decode_gray, and its two native parts alone on the same bytes
+            decoded = decode_gray(data, config.max_side)
+            c, w = clock.add("decode_gray (all)", c, w)
+            full = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+            c, w = clock.add("  of which libjpeg decode (cv2.imdecode, gray)", c, w)
+            th, tw = decoded.gray.shape
+            if full.shape != (th, tw):
+                _shrink(full, tw, th)       # as decode_gray does it (the area kernel)
+            c, w = clock.add("  of which resize to max side 300 (uint8, area)", c, w)
+            info["pixels_full"] += full.size
+            info["pixels"] += decoded.gray.size
+            info["bytes"] += len(data)
+            decoded_part.append((item, digest, decoded))
+        extracted = []
+        for item, digest, decoded in decoded_part:
+            # the extraction as a whole, then its parts alone
+            c, w = CPU(), WALL()
+            frames, descriptors, scale = extract_image(ex, decoded)
+            c, w = clock.add("dense SIFT pyramid (all, extract_image)", c, w)
+            image = np.multiply(decoded.gray, np.float32(1 / 255), dtype=np.float32)
+            c, w = clock.add("  of which uint8 -> float32", c, w)
+            for i, factor in enumerate(config.scales):
+                resized = area_resize(image, factor)
+                c, w = clock.add(f"  of which area resize, scale {factor:g}", c, w)
+                if resized is not image:
+                    np.clip(resized, 0, 1, out=resized)
+                c, w = clock.add("  of which clip to [0, 1] (the clipping fix)", c, w)
+                dense_sift(resized, step=config.step, sizes=config.sizes[:1],
+                           contrast_threshold=config.dense_contrast_threshold)
+                c, w = clock.add(f"  of which dense_sift, scale {factor:g}", c, w)
+                info[f"pixels_scale_{i}"] += resized.size
+            extracted.append((item, digest, decoded, frames, descriptors, scale))
+        for item, digest, decoded, frames, descriptors, scale in extracted:
+            c, w = CPU(), WALL()
+            words = quantizer.assign(descriptors)
+            clock.add("assignment (Assigner.assign, exact)", c, w)
+            # the corpus' figures, outside every stage (the zero count alone is about 0.04 ms)
+            info["descriptors"] += len(descriptors)
+            info["zero_descriptors"] += int((descriptors.max(axis=1) == 0).sum())
+            results.append(ImageResult(key=item.key, label=item.label, width=decoded.width,
+                                       height=decoded.height, frames=frames, words=words,
+                                       scale=scale, sha256=digest))
     return results
 
 
@@ -343,7 +354,7 @@ def main():
     result = {
         "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
                     "opencv": cv2.__version__, "load_avg": load},
-        "corpus": stats, "images": n, "repeats": args.repeats,
+        "corpus": stats, "images": n, "repeats": args.repeats, "stage_batch": STAGE_BATCH,
         "per_image": per, "cpu_ms": cpu, "wall_ms": wall, "floor_ms": floors,
         "memory_gb_s": bw, "sha256_gb_s": sha, "sgemm_gflop_s": gflops, "rank": rank,
         "projection_product_ms": proj_s * 1e3, "bound_product_ms": bound_s * 1e3,
@@ -380,8 +391,9 @@ def report(r, iso_s, inproc_s, fixed_s):
         f"ImageNet-like JPEGs of `benchmarks/corpus.py` (mean {per['bytes'] / 1024:.1f} KB, "
         f"{per['pixels_full'] / 1e3:.0f} k pixels decoded, {per['pixels'] / 1e3:.1f} k at "
         f"max side 300, {per['descriptors']:.0f} descriptors of which "
-        f"{per['zero_descriptors']:.0f} all zero), one thread. CPU ms of this thread, median "
-        f"of {r['repeats']} passes; wall ms beside them. The machine is shared (2 cores, "
+        f"{per['zero_descriptors']:.0f} all zero), one thread, each stage over "
+        f"{r.get('stage_batch', 1)} images before the next (as the shard task). CPU ms of this "
+        f"thread, median of {r['repeats']} passes; wall ms beside them. The machine is shared (2 cores, "
         f"load average {min(r['machine']['load_avg']):.1f}-{max(r['machine']['load_avg']):.1f} "
         "during the run): every figure is inflated by the other jobs, CPU time less than "
         "wall time; the shares and the ratios to the floors are what to read.",
@@ -432,8 +444,11 @@ def report(r, iso_s, inproc_s, fixed_s):
         f"Isolation costs {(iso_s - inproc_s) / n * 1e3:+.2f} ms per image here (the "
         "difference of the two medians: workers started for the shards and for the merge, "
         f"the task sent, {r['task_pickle_bytes'] / 1024:.0f} KB pickled for {n} images, "
-        "mostly the codebook, and the result record back; on this loaded machine it is "
-        "within the spread of the runs). The merge in this process took "
+        "mostly the codebook, and the result record back; the runs spread over "
+        f"{min(r['encode_in_process_s']) / n * 1e3:.2f}-"
+        f"{max(r['encode_in_process_s']) / n * 1e3:.2f} ms per image in this process and "
+        f"{min(r['encode_isolated_s']) / n * 1e3:.2f}-"
+        f"{max(r['encode_isolated_s']) / n * 1e3:.2f} isolated). The merge in this process took "
         f"{r['in_process_merge_cpu_s'] / n * 1e3:.3f} ms CPU per image "
         f"({r['in_process_merge_wall_s'] / n * 1e3:.3f} wall)."
         + (f" The job's own process used {np.median(r['job_process_cpu_s']) / n * 1e3:.3f} "
@@ -446,7 +461,8 @@ def report(r, iso_s, inproc_s, fixed_s):
         "image of this run (CPU ms):",
         "",
         f"- sha256 of every image: {cpu['sha256 of the file bytes']:.3f} "
-        f"({100 * cpu['sha256 of the file bytes'] / total:.1f}%), 1.7x its floor: hashing "
+        f"({100 * cpu['sha256 of the file bytes'] / total:.1f}%), "
+        f"{cpu['sha256 of the file bytes'] / floor['sha256 of the file bytes']:.1f}x its floor: hashing "
         "while reading or in another thread could hide at most this;",
         f"- the clipping fix of the pyramid: "
         f"{cpu['  of which clip to [0, 1] (the clipping fix)']:.3f} "

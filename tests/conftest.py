@@ -126,3 +126,23 @@ def faiss_one_thread():
     faiss.omp_set_num_threads(1)
     yield
     faiss.omp_set_num_threads(before)
+
+
+def blas_thread_counts():
+    """The thread counts the BLAS libraries of this process are set to, sorted."""
+    from threadpoolctl import threadpool_info
+    return sorted({p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"})
+
+
+def record_blas_threads(monkeypatch, owner, name):
+    """Replace ``owner.name`` by a wrapper that records ``blas_thread_counts()`` at each
+    call; returns the list of records."""
+    seen = []
+    real = getattr(owner, name)
+
+    def spy(*args, **kwargs):
+        seen.append(blas_thread_counts())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spy)
+    return seen

@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import blas_thread_counts, record_blas_threads, run_cli
 import features.pipeline.aggregate as agg
 from features.pipeline.aggregate import aggregate
 from features.store import read_encoding
@@ -366,3 +366,16 @@ def test_resumed_aggregate_keeps_the_models_it_started_with(store, tmp_path, mon
         np.testing.assert_array_equal(s.h5["models/vlad/kmeans-vlad/centers"][:],
                                       c.h5["models/vlad/kmeans-vlad/centers"][:])
         np.testing.assert_array_equal(read_encoding(s, "vlad"), read_encoding(c, "vlad"))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_models_are_learned_on_the_cores_jobs_gives(store, monkeypatch, jobs):
+    # VLAD's centers are learned in the job's own process: its BLAS threads follow
+    # --jobs, and are given back after.
+    from threadpoolctl import threadpool_limits
+    seen = record_blas_threads(monkeypatch, agg, "_learn_models")
+    with threadpool_limits(2, user_api="blas"):
+        aggregate(None, store, "vlad", None, {"centers": 8}, jobs, progress=False,
+                  report=_quiet)
+        assert blas_thread_counts() == [2]
+    assert seen == [[jobs]]

@@ -1,6 +1,9 @@
 """Worker processes run their libraries single-threaded: one worker per core, and no
 BLAS, OpenMP or OpenCV pool inside it to oversubscribe the cores."""
+import numpy as np
 import pytest
+
+from conftest import blas_thread_counts, record_blas_threads
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -54,3 +57,26 @@ def test_index_build_uses_the_cores_jobs_gives_it(small_store, monkeypatch, jobs
     steps.build_index(small_store, force=True, jobs=jobs, progress=False)
     assert seen == [jobs]
     assert faiss.omp_get_max_threads() == before
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_codebook_uses_the_cores_jobs_gives_it(tmp_path, small_store, small_config,
+                                               monkeypatch, jobs):
+    # k-means runs in the calling process: its BLAS threads follow --jobs (a thread per
+    # core spins while another job holds one of them), and are given back after the step;
+    # the codebook is the same either way (each iteration's words are exact).
+    import shutil
+    from threadpoolctl import threadpool_limits
+    from features.pipeline import steps
+    seen = record_blas_threads(monkeypatch, steps, "kmeans")
+    out = tmp_path / "store"
+    out.mkdir()
+    for name in ("manifest.json", steps.SAMPLE_FILE):
+        shutil.copy(small_store / name, out / name)
+    with threadpool_limits(2, user_api="blas"):
+        before = blas_thread_counts()
+        path = steps.train_codebook(small_config, out / steps.SAMPLE_FILE, out, jobs=jobs,
+                                    progress=False)
+        assert blas_thread_counts() == before == [2]
+    assert seen == [[jobs]]
+    assert np.array_equal(np.load(path), np.load(small_store / "codebook.npy"))

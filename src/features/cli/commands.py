@@ -133,7 +133,8 @@ def cmd_codebook(args):
     sample = Path(args.store) / pipeline.SAMPLE_FILE
     if not sample.exists():
         raise StoreError(f"{args.store} has no descriptor sample; run `features extract` first")
-    path = pipeline.train_codebook(config, sample, args.store, progress=not args.quiet)
+    path = pipeline.train_codebook(config, sample, args.store, jobs=args.jobs,
+                                   progress=not args.quiet)
     print(f"codebook: {path}")
     return 0
 

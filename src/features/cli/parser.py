@@ -139,6 +139,9 @@ def build_parser():
     _config_options(sp)
     sp = add("codebook", c.cmd_codebook, "learn the codebook from the sample (k-means)")
     sp.add_argument("store", help="the store directory (after `features extract`)")
+    sp.add_argument("--jobs", type=jobs_count, default=1,
+                    help="threads of the k-means products: N, or -1 for all cores, -2 for "
+                         "all but one (default 1)")
     sp = add("encode", c.cmd_encode, "pass 2: extract, quantize and encode every image")
     sp.add_argument("source", help="the source given to `features extract`")
     _job_options(sp)

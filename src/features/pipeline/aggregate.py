@@ -67,12 +67,12 @@ from ..store.layout import ENCODINGS_DIR, SHARDS_DIR, STORE_FILE
 from ..store.models import (all_encoding_models, read_model_groups, write_encoding_models,
                             write_models_file)
 from ..store.oserrors import storage_errors
-from .._shared.threads import single_threaded_libraries
+from .._shared.threads import blas_threads, single_threaded_libraries
 from .isolate import call_isolated
 from .like import like_params, models_from_like
 from .model_rows import training_rows
 from .progress import Progress
-from .runner import batched, limited, run_tasks
+from .runner import batched, limited, local_threads, run_tasks
 from .tasks import features_of
 
 __all__ = ["aggregate", "restore_encodings", "encode_shard"]
@@ -414,7 +414,9 @@ def _models(request, held, record, report, warn) -> dict:
                     report(f"models/{request.name}/{m}: those of encodings/{other}, "
                            f"{models[m]['attrs'].get('learned_from', 'learned earlier')}")
                 return {m: models[m] for m in want}
-    return _learn_models(request, held, want, report, warn)
+    # learned in the job's own process: its BLAS on the cores --jobs gives
+    with blas_threads(local_threads(request.jobs)):
+        return _learn_models(request, held, want, report, warn)
 
 
 def _same_model(model, have, spec) -> bool:

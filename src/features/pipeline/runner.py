@@ -9,6 +9,7 @@ worker that dies ending the job with one line.
 from __future__ import annotations
 
 import itertools
+import os
 
 from ..exceptions import WorkerDied
 from .isolate import run_isolated
@@ -42,6 +43,12 @@ def batched(iterable, n):
 def n_workers(jobs) -> int:
     """How many tasks run at once: ``jobs`` is a process count or a ``cluster.Cluster``."""
     return jobs.n_workers if hasattr(jobs, "map") else max(1, int(jobs))
+
+
+def local_threads(jobs) -> int:
+    """Threads for the work a step does in the job's own process (k-means, an index's
+    training): the cores ``jobs`` gives; a cluster's driver, the cores of its machine."""
+    return (os.cpu_count() or 1) if hasattr(jobs, "map") else n_workers(jobs)
 
 
 def run_tasks(func, tasks, jobs):

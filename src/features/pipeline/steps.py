@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import index
 from .._shared.hashing import file_sha256
-from .._shared.threads import faiss_threads
+from .._shared.threads import blas_threads, faiss_threads
 from .._shared.versions import library_versions
 from ..codebook import KMEANS_ALGORITHM, KMEANS_TOL, bottom_k, kmeans
 from ..encodings.methods import METHODS
@@ -36,7 +36,7 @@ from .aggregate import aggregate, restore_encodings
 from .isolate import call_isolated
 from .like import check_like_models, like_encodings
 from .progress import Progress
-from .runner import batched, limited, n_workers, run_tasks
+from .runner import batched, limited, local_threads, n_workers, run_tasks
 from .tasks import merge_task, process_shard, sample_batch
 from .vocabulary import codebook_attrs, learn_tree, load_codebook, save_tree
 
@@ -150,10 +150,11 @@ def _sample_splits_attr(manifest) -> dict:
 
 
 @_writer("codebook")
-def train_codebook(config, sample_path, out, *, progress=True) -> Path:
+def train_codebook(config, sample_path, out, *, jobs=1, progress=True) -> Path:
     """k-means on the sampled descriptors (``progress``: a line of iterations on stderr); a
     vocabulary tree of hierarchical k-means for a recipe with ``tree_branching`` (its
-    progress: words learned)."""
+    progress: words learned). Its products run on the threads ``jobs`` gives (the words
+    of each iteration are exact, so the codebook does not depend on them)."""
     manifest = _prepare(config, out)
     path = Path(out) / CODEBOOK_FILE
     if manifest.is_done("codebook") and path.exists():
@@ -172,8 +173,9 @@ def train_codebook(config, sample_path, out, *, progress=True) -> Path:
             tree = learn_tree(config, sample, progress=bar)
             centroids = tree.centroids
         else:
-            centroids = kmeans(sample, config.words, iters=config.kmeans_iters,
-                               seed=config.seed, progress=bar)
+            with blas_threads(local_threads(jobs)):
+                centroids = kmeans(sample, config.words, iters=config.kmeans_iters,
+                                   seed=config.seed, progress=bar)
     except ValueError as e:
         raise StoreError(f"codebook: {e}") from None
     bar.close()
@@ -319,9 +321,7 @@ def build_index(out, encoding="bovw", factory=None, *, force=False,
     ``hamming`` (32 or 64): an inverted file with Hamming embedding signatures of that
     many bits (``features.index.hamming``). ``progress``: a line of images added on stderr."""
     bar = Progress("index", unit="images", failures=False, enabled=progress)
-    # a cluster's driver trains with the cores of its own machine
-    threads = (os.cpu_count() or 1) if hasattr(jobs, "map") else n_workers(jobs)
-    with Store(out) as store, faiss_threads(threads):
+    with Store(out) as store, faiss_threads(local_threads(jobs)):
         path = index.build(store, encoding, factory, force=force, exact_below=exact_below,
                            run_tasks=lambda func, tasks: run_tasks(func, tasks, jobs),
                            search_params=search_params, hamming=hamming, progress=bar)
@@ -392,7 +392,7 @@ def run(config, source, out, *, jobs=1, limit=None, progress=True,
     else:
         sample = sample_descriptors(config, source, out, jobs=jobs, limit=limit,
                                     progress=progress)
-        codebook = train_codebook(config, sample, out, progress=progress)
+        codebook = train_codebook(config, sample, out, jobs=jobs, progress=progress)
     summary = encode_images(config, source, codebook, out, jobs=jobs, limit=limit,
                             progress=progress, idf=idf)
     for name in dict.fromkeys(encodings):
