@@ -60,6 +60,7 @@ from features._ext import _area  # noqa: E402
 from features.extract.dense import _block_mean_is_opencvs, _integer_factors  # noqa: E402
 from features.pipeline import encode_images, sample_descriptors, train_codebook  # noqa: E402
 from features.pipeline import steps as pipeline_steps  # noqa: E402
+from features.pipeline.runner import batched  # noqa: E402
 from features.pipeline.tasks import STAGE_BATCH  # noqa: E402
 from features.presets import get_preset  # noqa: E402
 from features.sources import open_source  # noqa: E402
@@ -106,9 +107,9 @@ def stage_pass(config, items, quantizer, clock, info):
     a batch of ``STAGE_BATCH`` images before the next stage."""
     ex = Extraction.of(config)
     results = []
-    for start in range(0, len(items), STAGE_BATCH):
+    for batch in batched(items, STAGE_BATCH):
         decoded_part = []
-        for item in items[start:start + STAGE_BATCH]:
+        for item in batch:
             c, w = CPU(), WALL()
             data = item.read()
             c, w = clock.add("read (open + read from the page cache)", c, w)

@@ -37,7 +37,7 @@ def one_blas_thread():
     product differently on 1 and on 2 threads, and the sums come out different in the last
     bit. The libraries are looked up once (a lookup costs about a millisecond, a limit
     0.1 ms)."""
-    return _blas_controller().limit(limits=1, user_api="blas")
+    return blas_threads(1)
 
 
 def blas_threads(n: int):
