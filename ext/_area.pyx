@@ -17,7 +17,12 @@ Fractional factors (not an integer on both axes within DBL_EPSILON)
     the same zero, with the same roundings, for eight source rows at a time (the indices
     and weights loaded once for the eight), so the result is bit-identical (tested against
     ``cv2.resize``) and about twice as fast as OpenCV on one thread. A source row shared
-    by two output rows is summed once.
+    by two output rows is summed once. On x86-64 with AVX2 (checked at run time) the eight
+    rows are one vector: the strip is transposed so that a column's eight pixels lie side
+    by side, each table entry is then one 8-lane product and sum, and the vertical sums
+    and the rounding to ``uint8`` run 8 lanes wide; the same operations on each pixel in
+    the same order, without FMA (bit-identical again, tested), about twice as fast as the
+    portable loops (uint8 500 x 375 -> 300 x 225: 70-79 against 144 us).
 Integer factors on both axes
     The block mean: the ``kx * ky`` pixels of a block summed in row-major order, four at a
     time (``sum += ((a + b) + c) + d``, OpenCV's unrolled loop; in int for ``uint8``), times
@@ -38,6 +43,172 @@ import numpy as np
 ctypedef fused pixel_t:
     unsigned char
     float
+
+cdef extern from *:
+    """
+    #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    #include <immintrin.h>
+    #define AREA_HAVE_AVX2 1
+
+    static int area_cpu_has_avx2(void)
+    {
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2");
+    }
+
+    /* r[j] <- column j of the 8 x 8 block r (r[i] its row i). */
+    __attribute__((target("avx2")))
+    static inline void area_transpose8(__m256 *r)
+    {
+        __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+        __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+        __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+        __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+        __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+        r[0] = _mm256_permute2f128_ps(u0, u4, 0x20);
+        r[1] = _mm256_permute2f128_ps(u1, u5, 0x20);
+        r[2] = _mm256_permute2f128_ps(u2, u6, 0x20);
+        r[3] = _mm256_permute2f128_ps(u3, u7, 0x20);
+        r[4] = _mm256_permute2f128_ps(u0, u4, 0x31);
+        r[5] = _mm256_permute2f128_ps(u1, u5, 0x31);
+        r[6] = _mm256_permute2f128_ps(u2, u6, 0x31);
+        r[7] = _mm256_permute2f128_ps(u3, u7, 0x31);
+    }
+
+    /* cols[8 x + k] <- row k of the strip at column x, as float, for x < W: rows[k]
+       points to source row k (uint8 when u8, else float). */
+    __attribute__((target("avx2")))
+    static void area_strip_avx2(const void *const *rows, int u8, Py_ssize_t W, float *cols)
+    {
+        Py_ssize_t x = 0, k;
+        __m256 r[8];
+        for (; x + 8 <= W; x += 8) {
+            for (k = 0; k < 8; k++) {
+                if (u8) {
+                    __m128i b = _mm_loadl_epi64((const __m128i *)((const unsigned char *)rows[k] + x));
+                    r[k] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(b));
+                } else {
+                    r[k] = _mm256_loadu_ps((const float *)rows[k] + x);
+                }
+            }
+            area_transpose8(r);
+            for (k = 0; k < 8; k++)
+                _mm256_storeu_ps(cols + 8 * (x + k), r[k]);
+        }
+        for (; x < W; x++)
+            for (k = 0; k < 8; k++)
+                cols[8 * x + k] = u8 ? (float)((const unsigned char *)rows[k])[x]
+                                     : ((const float *)rows[k])[x];
+    }
+
+    /* hsum[k * hstride + dx] <- the horizontal sum of output column dx for row k of
+       the strip, its table entries in order from the first product (the arithmetic of
+       the scalar loop, 8 rows per vector). */
+    __attribute__((target("avx2")))
+    static void area_hsum_avx2(const float *cols, const int *xsrc, const float *xalpha,
+                               const int *xstart, Py_ssize_t w, float *hsum,
+                               Py_ssize_t hstride)
+    {
+        Py_ssize_t dx = 0, j, t, k;
+        __m256 s[8];
+        float tail[8];
+        for (; dx < w; dx += 8) {
+            Py_ssize_t nb = w - dx < 8 ? w - dx : 8;
+            for (j = 0; j < nb; j++) {
+                t = xstart[dx + j];
+                __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(cols + 8 * (Py_ssize_t)xsrc[t]),
+                                           _mm256_set1_ps(xalpha[t]));
+                for (t = t + 1; t < xstart[dx + j + 1]; t++)
+                    acc = _mm256_add_ps(acc, _mm256_mul_ps(
+                        _mm256_loadu_ps(cols + 8 * (Py_ssize_t)xsrc[t]), _mm256_set1_ps(xalpha[t])));
+                s[j] = acc;
+            }
+            if (nb == 8) {
+                area_transpose8(s);
+                for (k = 0; k < 8; k++)
+                    _mm256_storeu_ps(hsum + k * hstride + dx, s[k]);
+            } else {
+                for (j = 0; j < nb; j++) {
+                    _mm256_storeu_ps(tail, s[j]);
+                    for (k = 0; k < 8; k++)
+                        hsum[k * hstride + dx + j] = tail[k];
+                }
+            }
+        }
+    }
+
+    /* a <- beta * h (first) or a + beta * h, over w floats. */
+    __attribute__((target("avx2")))
+    static void area_vaxpy_avx2(float *a, const float *h, float beta, Py_ssize_t w, int first)
+    {
+        Py_ssize_t dx = 0;
+        __m256 b = _mm256_set1_ps(beta);
+        if (first) {
+            for (; dx + 8 <= w; dx += 8)
+                _mm256_storeu_ps(a + dx, _mm256_mul_ps(b, _mm256_loadu_ps(h + dx)));
+            for (; dx < w; dx++)
+                a[dx] = beta * h[dx];
+        } else {
+            for (; dx + 8 <= w; dx += 8)
+                _mm256_storeu_ps(a + dx, _mm256_add_ps(_mm256_loadu_ps(a + dx),
+                                 _mm256_mul_ps(b, _mm256_loadu_ps(h + dx))));
+            for (; dx < w; dx++)
+                a[dx] = a[dx] + beta * h[dx];
+        }
+    }
+
+    /* out[dx] <- saturate_cast<uchar>(a[dx]) for a >= 0: to the nearest, ties to even
+       (x + 1.5 * 2**23 - 1.5 * 2**23), at most 255. */
+    __attribute__((target("avx2")))
+    static void area_store_u8_avx2(const float *a, unsigned char *out, Py_ssize_t w)
+    {
+        Py_ssize_t dx = 0;
+        const __m256 round = _mm256_set1_ps(12582912.0f), top = _mm256_set1_ps(255.0f);
+        for (; dx + 16 <= w; dx += 16) {
+            __m256 r0 = _mm256_sub_ps(_mm256_add_ps(_mm256_loadu_ps(a + dx), round), round);
+            __m256 r1 = _mm256_sub_ps(_mm256_add_ps(_mm256_loadu_ps(a + dx + 8), round), round);
+            __m256i i0 = _mm256_cvttps_epi32(_mm256_min_ps(r0, top));
+            __m256i i1 = _mm256_cvttps_epi32(_mm256_min_ps(r1, top));
+            __m256i p16 = _mm256_permute4x64_epi64(_mm256_packus_epi32(i0, i1), 0xD8);
+            __m128i p8 = _mm_packus_epi16(_mm256_castsi256_si128(p16),
+                                          _mm256_extracti128_si256(p16, 1));
+            _mm_storeu_si128((__m128i *)(out + dx), p8);
+        }
+        for (; dx < w; dx++) {
+            float r = a[dx] + 12582912.0f;
+            r = r - 12582912.0f;
+            out[dx] = r >= 255.0f ? 255 : (unsigned char)(int)r;
+        }
+    }
+    #else
+    #define AREA_HAVE_AVX2 0
+    static void area_vaxpy_avx2(float *a, const float *h, float beta, Py_ssize_t w, int first) {}
+    static void area_store_u8_avx2(const float *a, unsigned char *out, Py_ssize_t w) {}
+    static int area_cpu_has_avx2(void) { return 0; }
+    static void area_strip_avx2(const void *const *rows, int u8, Py_ssize_t W, float *cols) {}
+    static void area_hsum_avx2(const float *cols, const int *xsrc, const float *xalpha,
+                               const int *xstart, Py_ssize_t w, float *hsum,
+                               Py_ssize_t hstride) {}
+    #endif
+    """
+    int AREA_HAVE_AVX2
+    int area_cpu_has_avx2() noexcept nogil
+    void area_vaxpy_avx2(float *a, const float *h, float beta, Py_ssize_t w,
+                         int first) noexcept nogil
+    void area_store_u8_avx2(const float *a, unsigned char *out, Py_ssize_t w) noexcept nogil
+    void area_strip_avx2(const void **rows, int u8, Py_ssize_t W, float *cols) noexcept nogil
+    void area_hsum_avx2(const float *cols, const int *xsrc, const float *xalpha,
+                        const int *xstart, Py_ssize_t w, float *hsum,
+                        Py_ssize_t hstride) noexcept nogil
+
+#: Whether this build and CPU run the fractional path's loops on AVX2 vectors (8 source rows
+#: of a column side by side): the same products and sums in the same order, about twice as
+#: fast; ``simd=False`` asks for the portable loops.
+cdef bint _cpu_avx2 = AREA_HAVE_AVX2 and area_cpu_has_avx2()
+HAVE_AVX2 = bool(_cpu_avx2)
 
 #: Lanes of OpenCV's vector loop of the float32 2 x 2 block mean (its SSE/NEON baseline).
 FLOAT_BLOCK_LANES = 4
@@ -97,15 +268,25 @@ cdef Py_ssize_t _area_table(Py_ssize_t ssize, Py_ssize_t dsize, double scale,
 
 cdef void _horizontal(const pixel_t[:, ::1] image, Py_ssize_t r0, Py_ssize_t n,
                       const int[::1] xsrc, const float[::1] xalpha, const int[::1] xstart,
-                      float[:, ::1] rows, float[:, ::1] hsum) noexcept nogil:
+                      float[:, ::1] rows, float[:, ::1] hsum, bint simd) noexcept nogil:
     """Horizontal sums of source rows ``r0 .. r0 + n - 1`` (n <= _ROWS) into the first n
     rows of ``hsum``: per output column, its entries in table order from the first product
     (OpenCV adds it to 0, which changes nothing). The rows past n repeat the last one."""
     cdef Py_ssize_t W = image.shape[1], w = hsum.shape[1], k, c, dx, t, t0, t_end
     cdef const float *p[_ROWS]
+    cdef const void *src[_ROWS]
     cdef float *q[_ROWS]
     cdef float a, s0, s1, s2, s3, s4, s5, s6, s7
     cdef int i
+    if simd:
+        # the strip transposed (8 rows of a column side by side), then each output
+        # column's entries as 8-lane products and sums: the scalar loop's arithmetic
+        for k in range(_ROWS):
+            src[k] = &image[r0 + min(k, n - 1), 0]
+        area_strip_avx2(src, pixel_t is not float, W, &rows[0, 0])
+        area_hsum_avx2(&rows[0, 0], &xsrc[0], &xalpha[0], &xstart[0], w, &hsum[0, 0],
+                       hsum.shape[1])
+        return
     for k in range(_ROWS):
         q[k] = &hsum[k, 0]
     if pixel_t is float:
@@ -163,7 +344,8 @@ cdef void _horizontal(const pixel_t[:, ::1] image, Py_ssize_t r0, Py_ssize_t n,
 cdef void _fractional(const pixel_t[:, ::1] image, pixel_t[:, ::1] out,
                       const int[::1] xsrc, const float[::1] xalpha, const int[::1] xstart,
                       const int[::1] ysrc, const float[::1] yalpha, const int[::1] ystart,
-                      float[:, ::1] rows, float[:, ::1] hsum, float[::1] acc) noexcept nogil:
+                      float[:, ::1] rows, float[:, ::1] hsum, float[::1] acc,
+                      bint simd) noexcept nogil:
     """OpenCV's fractional path: the horizontal sums of the source rows, then per output
     row ``sum = beta_0 * h_0``, ``sum += beta_j * h_j``, in float."""
     cdef Py_ssize_t H = image.shape[0], h = out.shape[0], w = out.shape[1]
@@ -177,10 +359,13 @@ cdef void _fractional(const pixel_t[:, ::1] image, pixel_t[:, ::1] out,
             if r >= end:    # the rows come in order, a row at most twice in a row
                 first = r
                 end = min(r + _ROWS, H)
-                _horizontal(image, first, end - first, xsrc, xalpha, xstart, rows, hsum)
+                _horizontal(image, first, end - first, xsrc, xalpha, xstart, rows, hsum,
+                            simd)
             hrow = &hsum[r - first, 0]
             beta = yalpha[j]
-            if j == ystart[dy]:
+            if simd:
+                area_vaxpy_avx2(a, hrow, beta, w, j == ystart[dy])
+            elif j == ystart[dy]:
                 for dx in range(w):
                     a[dx] = beta * hrow[dx]
             else:
@@ -189,6 +374,8 @@ cdef void _fractional(const pixel_t[:, ::1] image, pixel_t[:, ::1] out,
         if pixel_t is float:
             for dx in range(w):
                 out[dy, dx] = a[dx]
+        elif simd:
+            area_store_u8_avx2(a, &out[dy, 0], w)
         else:
             for dx in range(w):
                 out[dy, dx] = _saturate(a[dx])
@@ -270,7 +457,7 @@ cdef int _integer(double scale) noexcept nogil:
 
 
 cdef _resize(const pixel_t[:, ::1] image, pixel_t[:, ::1] out, double sx, double sy,
-             Py_ssize_t full_w, Py_ssize_t full_h):
+             Py_ssize_t full_w, Py_ssize_t full_h, bint simd):
     """``out`` <- the top-left ``out.shape`` part of OpenCV's (full_h, full_w) area resize by
     the factors sx, sy (source pixels per output pixel). Tables are allocated here."""
     cdef Py_ssize_t H = image.shape[0], W = image.shape[1], h = out.shape[0], w = out.shape[1]
@@ -292,13 +479,16 @@ cdef _resize(const pixel_t[:, ::1] image, pixel_t[:, ::1] out, double sx, double
     cdef int[::1] ysrc = np.empty(2 * H + 2, np.int32)
     cdef float[::1] yalpha = np.empty(2 * H + 2, np.float32)
     cdef int[::1] ystart = np.empty(full_h + 1, np.int32)
-    cdef float[:, ::1] rows = np.empty((_ROWS, W if pixel_t is not float else 1), np.float32)
+    simd = simd and _cpu_avx2
+    cdef float[:, ::1] rows = np.empty((_ROWS, W if pixel_t is not float or simd else 1),
+                                       np.float32)
     cdef float[:, ::1] hsum = np.empty((_ROWS, w), np.float32)
     cdef float[::1] acc = np.empty(w, np.float32)
     with nogil:
         _area_table(W, full_w, sx, xsrc, xalpha, xstart)
         _area_table(H, full_h, sy, ysrc, yalpha, ystart)
-        _fractional(image, out, xsrc, xalpha, xstart, ysrc, yalpha, ystart, rows, hsum, acc)
+        _fractional(image, out, xsrc, xalpha, xstart, ysrc, yalpha, ystart, rows, hsum, acc,
+                    simd)
 
 
 cdef _check(const pixel_t[:, ::1] image, pixel_t[:, ::1] out):
@@ -308,10 +498,11 @@ cdef _check(const pixel_t[:, ::1] image, pixel_t[:, ::1] out):
         raise ValueError(f"cannot area-resize to an empty {out.shape[0]}x{out.shape[1]} output")
 
 
-def area_resize(const pixel_t[:, ::1] image, pixel_t[:, ::1] out):
+def area_resize(const pixel_t[:, ::1] image, pixel_t[:, ::1] out, bint simd=True):
     """Downscale ``image`` into ``out`` (its shape is the output size, no larger than the
     image on either axis) as ``cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)``:
-    bit-identical. ``image`` and ``out``: both uint8 or both float32, C-contiguous."""
+    bit-identical. ``image`` and ``out``: both uint8 or both float32, C-contiguous.
+    ``simd``: the AVX2 loops where the CPU has them (:data:`HAVE_AVX2`; the same result)."""
     _check(image, out)
     cdef Py_ssize_t H = image.shape[0], W = image.shape[1]
     cdef Py_ssize_t h = out.shape[0], w = out.shape[1]
@@ -321,14 +512,17 @@ def area_resize(const pixel_t[:, ::1] image, pixel_t[:, ::1] out):
         out[:, :] = image   # OpenCV copies
         return
     # OpenCV's factors: the inverse of output / input, in double
-    _resize(image, out, 1.0 / (<double> w / <double> W), 1.0 / (<double> h / <double> H), w, h)
+    _resize(image, out, 1.0 / (<double> w / <double> W), 1.0 / (<double> h / <double> H), w, h,
+            simd)
 
 
-def area_resize_by(const pixel_t[:, ::1] image, pixel_t[:, ::1] out, double fx, double fy):
+def area_resize_by(const pixel_t[:, ::1] image, pixel_t[:, ::1] out, double fx, double fy,
+                   bint simd=True):
     """``out`` <- the top-left ``out.shape`` part of
     ``cv2.resize(image, None, fx=fx, fy=fy, interpolation=cv2.INTER_AREA)`` (bit-identical),
     whose size is ``(round(W * fx), round(H * fy))`` (ties to even) and whose factors are
-    ``1 / fx``, ``1 / fy``, not the ratio of the sizes. ``0 < fx, fy <= 1``."""
+    ``1 / fx``, ``1 / fy``, not the ratio of the sizes. ``0 < fx, fy <= 1``. ``simd`` as in
+    :func:`area_resize`."""
     _check(image, out)
     cdef Py_ssize_t H = image.shape[0], W = image.shape[1]
     cdef Py_ssize_t h = out.shape[0], w = out.shape[1]
@@ -344,4 +538,4 @@ def area_resize_by(const pixel_t[:, ::1] image, pixel_t[:, ::1] out, double fx, 
     if full_h == H and full_w == W:
         out[:, :] = image[:h, :w]   # OpenCV copies
         return
-    _resize(image, out, 1.0 / fx, 1.0 / fy, full_w, full_h)
+    _resize(image, out, 1.0 / fx, 1.0 / fy, full_w, full_h, simd)

@@ -5,9 +5,12 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from features._ext._area import FLOAT_BLOCK_LANES, area_resize, area_resize_by
+from features._ext._area import FLOAT_BLOCK_LANES, HAVE_AVX2, area_resize, area_resize_by
+from features._ext._dsift import cpu_has_avx2
 from features.extract.dense import _block_mean_is_opencvs, _integer_factors, _resize
 
+# the AVX2 loops (where the CPU has them) and the portable ones
+SIMD = pytest.mark.parametrize("simd", [True, False], ids=["simd", "portable"])
 SIZES = list(range(1, 40)) + [56, 75, 111, 112, 149, 150, 151, 225, 299, 300, 301]
 
 
@@ -15,8 +18,9 @@ def _cv2(image, size):
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
+@SIMD
 @pytest.mark.parametrize("height", [1, 2, 3, 7, 17, 56, 111, 225, 301])
-def test_kernel_is_bit_identical_to_opencv(height):
+def test_kernel_is_bit_identical_to_opencv(height, simd):
     rng = np.random.default_rng(height)
     tested = 0
     for width in SIZES:
@@ -26,10 +30,15 @@ def test_kernel_is_bit_identical_to_opencv(height):
             if size == (width, height):
                 continue
             out = np.empty(size[::-1], np.float32)
-            area_resize(image, out)
+            area_resize(image, out, simd=simd)
             np.testing.assert_array_equal(out, _cv2(image, size), err_msg=f"{image.shape} -> {size}")
             tested += 1
     assert tested > 100
+
+
+def test_avx2_loops_run_where_the_cpu_has_them():
+    # the simd cases above test the AVX2 loops only where they run
+    assert HAVE_AVX2 == cpu_has_avx2()
 
 
 def test_integer_factors_are_the_block_mean_path():
@@ -69,8 +78,9 @@ def _photos():
         yield name, image
 
 
+@SIMD
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
-def test_random_size_pairs_are_bit_identical(dtype):
+def test_random_size_pairs_are_bit_identical(dtype, simd):
     """Random sizes in and out: fractional factors, integer ones (whole image multiples,
     2 x 2 and others) and factors near 1 and huge."""
     rng = np.random.default_rng(7 if dtype == np.uint8 else 8)
@@ -90,14 +100,15 @@ def test_random_size_pairs_are_bit_identical(dtype):
             size = (int(rng.integers(1, width + 1)), int(rng.integers(1, height + 1)))
         image = _random((height, width), dtype, rng)
         out = np.empty(size[::-1], dtype)
-        area_resize(image, out)
+        area_resize(image, out, simd=simd)
         np.testing.assert_array_equal(out, _cv2(image, size), err_msg=f"{image.shape} -> {size}")
         paths["integer" if _integer_factors(width, height, size) else "fractional"] += 1
     assert min(paths.values()) > 300, paths
 
 
+@SIMD
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
-def test_photos_are_bit_identical(dtype):
+def test_photos_are_bit_identical(dtype, simd):
     for name, photo in _photos():
         image = photo if dtype == np.uint8 else photo.astype(np.float32) / 255
         height, width = image.shape
@@ -105,41 +116,44 @@ def test_photos_are_bit_identical(dtype):
             scale = side / max(width, height)
             size = (max(round(width * scale), 1), max(round(height * scale), 1))
             out = np.empty(size[::-1], dtype)
-            area_resize(image, out)
+            area_resize(image, out, simd=simd)
             np.testing.assert_array_equal(out, _cv2(image, size), err_msg=f"{name} -> {size}")
 
 
+@SIMD
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
-def test_one_pixel_sides(dtype):
+def test_one_pixel_sides(dtype, simd):
     rng = np.random.default_rng(3)
     for shape, size in [((1, 1), (1, 1)), ((1, 97), (13, 1)), ((97, 1), (1, 13)), ((1, 2), (1, 1)),
                         ((2, 1), (1, 1)), ((5, 300), (1, 1)), ((1, 300), (150, 1)),
                         ((300, 1), (1, 75)), ((2, 2), (1, 1)), ((3, 7), (2, 1))]:
         image = _random(shape, dtype, rng)
         out = np.empty(size[::-1], dtype)
-        area_resize(image, out)
+        area_resize(image, out, simd=simd)
         np.testing.assert_array_equal(out, _cv2(image, size), err_msg=f"{shape} -> {size}")
 
 
+@SIMD
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
-def test_uniform_images_keep_their_value(dtype):
+def test_uniform_images_keep_their_value(dtype, simd):
     """Ties: a sum that lands on .5 is rounded to even in uint8, as OpenCV does, and a
     uniform image stays uniform whatever the roundings of the weights."""
     for value in (0, 1, 127, 128, 254, 255):
         image = np.full((375, 500), value if dtype == np.uint8 else value / 255, dtype)
         for size in ((300, 225), (250, 187), (1, 1)):
             out = np.empty(size[::-1], dtype)
-            area_resize(image, out)
+            area_resize(image, out, simd=simd)
             np.testing.assert_array_equal(out, _cv2(image, size))
     stripes = np.tile(np.array([[10, 11]], np.uint8), (4, 8))     # block sums of x.5
     for size in ((8, 2), (8, 4), (5, 3)):
         out = np.empty(size[::-1], np.uint8)
-        area_resize(stripes, out)
+        area_resize(stripes, out, simd=simd)
         np.testing.assert_array_equal(out, _cv2(stripes, size))
 
 
+@SIMD
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
-def test_factor_form_is_bit_identical(dtype):
+def test_factor_form_is_bit_identical(dtype, simd):
     """cv2.resize(image, None, fx, fy): its size rounded from the factors, its factors
     1 / fx, 1 / fy (not the ratio of the sizes), blocks cut by the border when an integer
     factor does not divide the image; any top-left part of it."""
@@ -157,16 +171,17 @@ def test_factor_form_is_bit_identical(dtype):
         assert expected.shape == (full_h, full_w)
         h, w = max(full_h - int(rng.integers(0, 2)), 1), max(full_w - int(rng.integers(0, 2)), 1)
         out = np.empty((h, w), dtype)
-        area_resize_by(image, out, fx, fy)
+        area_resize_by(image, out, fx, fy, simd=simd)
         np.testing.assert_array_equal(out, expected[:h, :w],
                                       err_msg=f"{image.shape} by {fx!r}, {fy!r}")
         tested += 1
     assert tested > 1000
 
 
+@SIMD
 @pytest.mark.parametrize("shape", [(301, 301), (303, 302), (7, 9), (450, 601)])
 @pytest.mark.parametrize("factor", [0.5, 0.25, 1 / 3])
-def test_factor_form_cut_blocks(shape, factor):
+def test_factor_form_cut_blocks(shape, factor, simd):
     """Integer factors that do not divide the image: the last row and column of blocks
     stand for fewer pixels, averaged over what they cover."""
     rng = np.random.default_rng(5)
@@ -174,7 +189,7 @@ def test_factor_form_cut_blocks(shape, factor):
         image = _random(shape, dtype, rng)
         expected = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
         out = np.empty(expected.shape, dtype)
-        area_resize_by(image, out, factor, factor)
+        area_resize_by(image, out, factor, factor, simd=simd)
         np.testing.assert_array_equal(out, expected)
 
 
