@@ -82,7 +82,7 @@ def _kernel_builds():
 @functools.lru_cache(maxsize=None)
 def _kernel():
     """The AVX2 build of the kernel where the CPU runs it (same results; on an AMD Zen 4
-    about 1.3x faster than the baseline), else the baseline. The environment variable
+    about 1.5x faster than the baseline), else the baseline. The environment variable
     FEATURES_DSIFT_SIMD caps the choice: ``baseline``, ``avx2`` (the default) or ``avx512``,
     which is not the default because on Zen 4 it measured no faster than AVX2 (its 512-bit
     descriptor loops are slower); FEATURES_DSIFT_AVX2=0, the older switch, means
