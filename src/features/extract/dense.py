@@ -393,23 +393,34 @@ def dense_sift_pyramid(gray, *, bin_size=5, step=10, scales=(1.0, 0.5, 0.25),
     n_threads = check_int(n_threads, "n_threads", 1)
     # checked once: the smaller scales are area averages of it, in [0, 1] (_resize)
     image = _as_float_image(gray)
-    all_frames, all_descriptors, all_index = [], [], []
-    for index, factor in enumerate(scales):
-        if image.size == 0:
-            break
-        resized = _resize(image, factor)
-        frames, descriptors = _dense_sift(resized, step, (bin_size,), magnif,
-                                          contrast_threshold, None, WINDOW_SIZE, n_threads)
-        fx = resized.shape[1] / image.shape[1]
-        fy = resized.shape[0] / image.shape[0]
-        frames[:, 0] = (frames[:, 0] + 0.5) / fx - 0.5
-        frames[:, 1] = (frames[:, 1] + 0.5) / fy - 0.5
-        frames[:, 2] = bin_size / factor
-        all_frames.append(frames)
-        all_descriptors.append(descriptors)
-        all_index.append(np.full(len(frames), index, np.int8))
-    if not all_frames:
+    if image.size == 0:
         frames, descriptors = _empty()
         return frames, descriptors, np.zeros(0, np.int8)
-    return (np.concatenate(all_frames), np.concatenate(all_descriptors),
-            np.concatenate(all_index))
+    levels = []
+    for factor in scales:
+        resized = _resize(image, factor)
+        height, width = resized.shape
+        levels.append((resized, _layout(height, width, step, (bin_size,), magnif, WINDOW_SIZE,
+                                        (0, 0, width - 1, height - 1))))
+    # the outputs of all scales allocated once, each scale's rows written in place
+    total = sum(layout[3] for _, layout in levels)
+    frames = np.empty((total, 4), np.float32)
+    descriptors = np.empty((total, DESCRIPTOR_SIZE), np.uint8)
+    scale_index = np.empty(total, np.int8)
+    kernel = _kernel()
+    at = 0
+    for index, (factor, (resized, layout)) in enumerate(zip(scales, levels)):
+        kernel_step, n_kernel, arrays, count = layout
+        if not count:
+            continue
+        f = frames[at:at + count]
+        kernel.dsift(resized, kernel_step, *arrays, contrast_threshold, f,
+                     descriptors[at:at + count], min(n_threads, n_kernel))
+        fx = resized.shape[1] / image.shape[1]
+        fy = resized.shape[0] / image.shape[0]
+        f[:, 0] = (f[:, 0] + 0.5) / fx - 0.5
+        f[:, 1] = (f[:, 1] + 0.5) / fy - 0.5
+        f[:, 2] = bin_size / factor
+        scale_index[at:at + count] = index
+        at += count
+    return frames, descriptors, scale_index
