@@ -100,7 +100,10 @@ def make_corpus(root, n_images, *, n_classes=100, seed=0, jobs=2, grow=False) ->
         (root / "train" / f"n{10000000 + c:08d}").mkdir(parents=True, exist_ok=True)
     photos = [load_photo(p) for p in PHOTOS]
     kept = [np.array([_path(root, i, n_classes).stat().st_size for i in range(start)], np.int64)]
-    parts = Parallel(n_jobs=jobs)(
+    # a pool that ends with the call: loky's reusable workers would idle for 300 s and end
+    # inside whatever the caller times next, their CPU charged to it (bench_scale's
+    # 300,000-image run counted the corpus's ~550 s of CPU in its encode step)
+    parts = Parallel(n_jobs=jobs, backend="multiprocessing")(
         delayed(_write_block)(root, photos, s, min(s + block, n_images), n_classes, seed)
         for s in range(start, n_images, block))
     sizes = np.concatenate(kept + [np.asarray(p, np.int64) for p in parts])
