@@ -86,7 +86,7 @@ cdef extern from *:
     static int features_cpu_has_avx2(void) { return 0; }
     static int features_cpu_has_avx512(void) { return 0; }
     #endif
-    #if FEATURES_DSIFT_AVX2
+    #if FEATURES_DSIFT_AVX2 && (defined(__GNUC__) || defined(__clang__))
     #include <immintrin.h>
     #define FEATURES_DSIFT_VECTORS 1
     /* lane o set in row o (ONE_HOT) and lane (o + 1) % 8 set in row o (NEXT_HOT) */
