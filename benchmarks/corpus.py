@@ -17,11 +17,15 @@ from joblib import Parallel, delayed
 
 from features.demo import PHOTOS, load_photo
 
+# the JPEG qualities drawn from (low inclusive, high exclusive): a mean of 55 KB per image,
+# about half of ILSVRC-2012 train's (its 138 GB archive); (92, 99) gives about 100 KB
+QUALITY = (80, 96)
+
 SHAPES = [((500, 375), 0.5), ((375, 500), 0.2), ((500, 333), 0.15), ((500, 500), 0.08),
           ((640, 480), 0.04), ((800, 600), 0.03)]
 
 
-def _image(photo, rng, noise):
+def _image(photo, rng, noise, quality=QUALITY):
     h, w = photo.shape[:2]
     (tw, th) = SHAPES[rng.choice(len(SHAPES), p=[p for _, p in SHAPES])][0]
     aspect = tw / th
@@ -41,17 +45,17 @@ def _image(photo, rng, noise):
     img = img.astype(np.float32) * np.float32(gain) + np.float32(bias)
     img += noise[ny:ny + th, nx:nx + tw] * strength
     img = np.clip(img, 0, 255).astype(np.uint8)
-    quality = int(rng.integers(80, 96))
-    ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    q = int(rng.integers(*quality))
+    ok, data = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])
     return data.tobytes()
 
 
-def _write_block(root, photos, start, stop, n_classes, seed):
+def _write_block(root, photos, start, stop, n_classes, seed, quality=QUALITY):
     sizes = []
     noise = np.random.default_rng([seed, start, 1]).normal(0, 5, (1000, 1000, 3)).astype(np.float32)
     for i in range(start, stop):
         rng = np.random.default_rng([seed, i])
-        data = _image(photos[int(rng.integers(len(photos)))], rng, noise)
+        data = _image(photos[int(rng.integers(len(photos)))], rng, noise, quality)
         _path(root, i, n_classes).write_bytes(data)
         sizes.append(len(data))
     return sizes
@@ -74,15 +78,20 @@ def _drop_beyond(root, n_images):
                 f.unlink()
 
 
-def make_corpus(root, n_images, *, n_classes=100, seed=0, jobs=2, grow=False) -> Path:
+def make_corpus(root, n_images, *, n_classes=100, seed=0, jobs=2, grow=False,
+                quality=QUALITY) -> Path:
     """Write (or reuse) a corpus of ``n_images`` JPEGs under ``root/train``.
 
     ``grow``: a smaller corpus of the same seed and classes already there is extended
     rather than written again (its images are those a corpus of ``n_images`` starts with:
-    each image and each block's noise field are seeded by their position)."""
+    each image and each block's noise field are seeded by their position). ``quality``:
+    the range of JPEG qualities (``QUALITY``, or (92, 99) for about 100 KB per image,
+    near ILSVRC-2012's 110)."""
     root = Path(root)
     stamp = root / "corpus.json"
     want = {"n_images": n_images, "n_classes": n_classes, "seed": seed, "version": 1}
+    if tuple(quality) != QUALITY:    # the stamps of default corpora stay as they were
+        want["quality"] = list(quality)
     have = json.loads(stamp.read_text()).get("spec") if stamp.exists() else None
     _drop_beyond(root, n_images)
     if have == want:
@@ -104,7 +113,8 @@ def make_corpus(root, n_images, *, n_classes=100, seed=0, jobs=2, grow=False) ->
     # inside whatever the caller times next, their CPU charged to it (bench_scale's
     # 300,000-image run counted the corpus's ~550 s of CPU in its encode step)
     parts = Parallel(n_jobs=jobs, backend="multiprocessing")(
-        delayed(_write_block)(root, photos, s, min(s + block, n_images), n_classes, seed)
+        delayed(_write_block)(root, photos, s, min(s + block, n_images), n_classes, seed,
+                              tuple(quality))
         for s in range(start, n_images, block))
     sizes = np.concatenate(kept + [np.asarray(p, np.int64) for p in parts])
     stats = {"images": int(len(sizes)), "mean_kb": float(sizes.mean() / 1024),
