@@ -22,6 +22,7 @@ images and a fixed part) and the exponent b of a log-log fit (time ~ N^b: 1 is l
 a fixed cost gives less); both projected to ILSVRC-2012 train (1,281,167 images).
 
     python benchmarks/bench_scale.py [--sizes 10000 30000 100000] [--jobs 2] [--add]
+        [--quality 92 99 --name scale_ilsvrc_bytes]
 
 ``--add`` keeps the sizes of results/scale.json that this run does not measure. The
 corpus and the stores are written under ``benchmarks/_work/scale`` and deleted at the end
@@ -48,7 +49,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from corpus import corpus_stats, make_corpus  # noqa: E402
+from corpus import QUALITY, corpus_stats, make_corpus  # noqa: E402
 
 ILSVRC_TRAIN = 1_281_167
 TICK = os.sysconf("SC_CLK_TCK")
@@ -190,13 +191,18 @@ def store_size(store):
     return parts
 
 
+def _corpus_folder(work, quality):
+    return work / ("corpus" if tuple(quality) == QUALITY else "corpus-q{}-{}".format(*quality))
+
+
 def run_size(n, args, env):
     work = args.work
     load = os.getloadavg()
     t = time.time()
-    root = make_corpus(work / "corpus", n, grow=True, jobs=args.jobs)
+    folder = _corpus_folder(work, args.quality)
+    root = make_corpus(folder, n, grow=True, jobs=args.jobs, quality=args.quality)
     corpus_s = time.time() - t
-    stats = corpus_stats(work / "corpus")
+    stats = corpus_stats(folder)
     print(f"{n}: corpus {stats['images']} JPEGs, mean {stats['mean_kb']:.0f} KB "
           f"({stats['total_mb']:.0f} MB) in {corpus_s:.0f} s", flush=True)
     store = work / f"store-{n}"
@@ -257,13 +263,19 @@ def fits(runs):
     return out
 
 
+def _quality_option(result):
+    quality = tuple(result.get("quality", QUALITY))
+    return "" if quality == QUALITY else " --quality {} {}".format(*quality)
+
+
 def report(result):
     runs, f = result["runs"], result.get("fit")
     mb = 2**20
     lines = [
         "# The whole sbow job at growing sizes",
         "",
-        f"`python benchmarks/bench_scale.py --sizes {' '.join(str(r['images']) for r in runs)}`"
+        f"`python benchmarks/bench_scale.py --sizes {' '.join(str(r['images']) for r in runs)}"
+        f"{_quality_option(result)}`"
         f": `features run CORPUS -o STORE --preset sbow --jobs {result['jobs']}` on generated "
         "ImageNet-like JPEGs (`benchmarks/corpus.py`, ILSVRC train layout, 100 classes), then "
         "`features index STORE --force` and `features verify STORE`, each in a subprocess. "
@@ -348,6 +360,9 @@ def main():
                     help="keep the sizes of results/scale.json this run does not measure")
     ap.add_argument("--keep", action="store_true", help="keep the corpus and the stores")
     ap.add_argument("--name", default="scale", help="results/NAME.md and NAME.json")
+    ap.add_argument("--quality", type=int, nargs=2, default=QUALITY, metavar=("LOW", "HIGH"),
+                    help="JPEG qualities of the corpus (92 99: about 100 KB per image, near "
+                         "ILSVRC-2012's 110; the default about 55 KB)")
     args = ap.parse_args()
     ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)        # PR_SET_CHILD_SUBREAPER
     args.work.mkdir(parents=True, exist_ok=True)
@@ -360,7 +375,8 @@ def main():
     result = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
                           "opencv": cv2.__version__, "faiss": faiss.__version__,
                           "h5py": h5py.__version__},
-              "jobs": args.jobs, "runs": [r for r in earlier if r["images"] not in args.sizes]}
+              "jobs": args.jobs, "quality": list(args.quality),
+              "runs": [r for r in earlier if r["images"] not in args.sizes]}
     try:
         for n in sorted(args.sizes):
             r = run_size(n, args, env)

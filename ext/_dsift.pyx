@@ -27,12 +27,12 @@ and only then samples the bin centres. Here:
   shared by the descriptors that overlap.
 * In the AVX2 and AVX-512 builds the orientation runs on two vectors of 8 entries
   whose steps are interleaved (``dsift_orient16``): one vector's chain is latency-bound,
-  two overlap (same operations, same bits; more vectors spill registers). And the
-  horizontal splat of a row holds the two cells
-  that an interval of pixels touches in two vectors (``dsift_splat_row``): a pixel is
-  one 8-lane vector, its two weights put in their lanes by masks. The scalar loop's
-  read-modify-writes of the same cell by neighbouring pixels were a chain of stores
-  and loads; the additions are the same, in the same order (byte-identical, tested).
+  two overlap (same operations, same bits; more vectors spill registers). The
+  horizontal splat of a row holds the two cells that an interval of pixels touches in
+  two vectors (``dsift_splat_row``): a pixel is one 8-lane vector, its two weights put
+  in their lanes by masks. The scalar loop's read-modify-writes of the same cell by
+  neighbouring pixels were a chain of stores and loads; the additions are the same, in
+  the same order (byte-identical, tested).
 
 The same source is built three times: ``_dsift`` for the baseline of the platform
 and, on x86-64, ``_dsift_avx2`` and ``_dsift_avx512`` (``ext/_dsift_avx2.pyx`` and
@@ -89,7 +89,7 @@ cdef extern from *:
     #if FEATURES_DSIFT_AVX2 && (defined(__GNUC__) || defined(__clang__))
     #include <immintrin.h>
     #define FEATURES_DSIFT_VECTORS 1
-    /* lane o set in row o (ONE_HOT) and lane (o + 1) % 8 set in row o (NEXT_HOT) */
+    /* row o: lane o set (dsift_one_hot), lane (o + 1) % 8 set (dsift_next_hot) */
     static const int dsift_one_hot[8][8] __attribute__((aligned(32))) = {
         {-1, 0, 0, 0, 0, 0, 0, 0}, {0, -1, 0, 0, 0, 0, 0, 0}, {0, 0, -1, 0, 0, 0, 0, 0},
         {0, 0, 0, -1, 0, 0, 0, 0}, {0, 0, 0, 0, -1, 0, 0, 0}, {0, 0, 0, 0, 0, -1, 0, 0},

@@ -235,7 +235,7 @@ def dense_sift(gray, *, step=4, sizes=(4, 6, 8, 10), magnif=6.0,
 def _dense_sift(image, step, sizes, magnif, contrast_threshold, bounds, window_size,
                 n_threads):
     """:func:`dense_sift` on arguments already checked: ``image`` a C-contiguous float32
-    array in [0, 1] (the pyramid's resized images, checked once for all scales)."""
+    array in [0, 1]."""
     height, width = image.shape
     if bounds is None:
         x_min, y_min, x_max, y_max = 0, 0, width - 1, height - 1
