@@ -51,7 +51,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
-from corpus import QUALITY, corpus_stats, make_corpus  # noqa: E402
+from corpus import (add_quality_argument, corpus_stats, make_corpus, quality_option,  # noqa: E402
+                    quality_tag)
 from encode_store import store_with_codebook  # noqa: E402
 
 from features._shared.threads import single_threaded_libraries  # noqa: E402
@@ -267,9 +268,7 @@ def main():
     ap.add_argument("--images", type=int, default=300)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--work", type=Path, default=HERE / "_work")
-    ap.add_argument("--quality", type=int, nargs=2, default=QUALITY, metavar=("LOW", "HIGH"),
-                    help="JPEG qualities of the corpus (92 99: about 100 KB per image, near "
-                         "ILSVRC-2012's 110)")
+    add_quality_argument(ap)
     ap.add_argument("--name", default="pass2_costs", help="results/NAME.md and NAME.json")
     ap.add_argument("--report-only", action="store_true",
                     help="write NAME.md again from NAME.json")
@@ -283,7 +282,7 @@ def main():
     single_threaded_libraries()
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
-    suffix = "" if tuple(args.quality) == QUALITY else "-q{}-{}".format(*args.quality)
+    suffix = quality_tag(args.quality)
     folder = work / f"corpus2k{suffix}"
     root = make_corpus(folder, args.corpus_images, quality=args.quality)
     stats = corpus_stats(folder)
@@ -385,8 +384,7 @@ def main():
 
 def _options(r):
     """The command's options beyond the default corpus and results name."""
-    quality = tuple(r.get("quality", QUALITY))
-    out = "" if quality == QUALITY else " --quality {} {}".format(*quality)
+    out = quality_option(r.get("quality"))
     name = r.get("name", "pass2_costs")
     return out + ("" if name == "pass2_costs" else f" --name {name}")
 

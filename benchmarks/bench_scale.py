@@ -49,7 +49,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from corpus import QUALITY, corpus_stats, make_corpus  # noqa: E402
+from corpus import (add_quality_argument, corpus_stats, make_corpus, quality_option,  # noqa: E402
+                    quality_tag)
 
 ILSVRC_TRAIN = 1_281_167
 TICK = os.sysconf("SC_CLK_TCK")
@@ -191,15 +192,11 @@ def store_size(store):
     return parts
 
 
-def _corpus_folder(work, quality):
-    return work / ("corpus" if tuple(quality) == QUALITY else "corpus-q{}-{}".format(*quality))
-
-
 def run_size(n, args, env):
     work = args.work
     load = os.getloadavg()
     t = time.time()
-    folder = _corpus_folder(work, args.quality)
+    folder = work / f"corpus{quality_tag(args.quality)}"
     root = make_corpus(folder, n, grow=True, jobs=args.jobs, quality=args.quality)
     corpus_s = time.time() - t
     stats = corpus_stats(folder)
@@ -263,11 +260,6 @@ def fits(runs):
     return out
 
 
-def _quality_option(result):
-    quality = tuple(result.get("quality", QUALITY))
-    return "" if quality == QUALITY else " --quality {} {}".format(*quality)
-
-
 def report(result):
     runs, f = result["runs"], result.get("fit")
     mb = 2**20
@@ -275,7 +267,7 @@ def report(result):
         "# The whole sbow job at growing sizes",
         "",
         f"`python benchmarks/bench_scale.py --sizes {' '.join(str(r['images']) for r in runs)}"
-        f"{_quality_option(result)}`"
+        f"{quality_option(result.get('quality'))}`"
         f": `features run CORPUS -o STORE --preset sbow --jobs {result['jobs']}` on generated "
         "ImageNet-like JPEGs (`benchmarks/corpus.py`, ILSVRC train layout, 100 classes), then "
         "`features index STORE --force` and `features verify STORE`, each in a subprocess. "
@@ -360,9 +352,7 @@ def main():
                     help="keep the sizes of results/scale.json this run does not measure")
     ap.add_argument("--keep", action="store_true", help="keep the corpus and the stores")
     ap.add_argument("--name", default="scale", help="results/NAME.md and NAME.json")
-    ap.add_argument("--quality", type=int, nargs=2, default=QUALITY, metavar=("LOW", "HIGH"),
-                    help="JPEG qualities of the corpus (92 99: about 100 KB per image, near "
-                         "ILSVRC-2012's 110; the default about 55 KB)")
+    add_quality_argument(ap)
     args = ap.parse_args()
     ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)        # PR_SET_CHILD_SUBREAPER
     args.work.mkdir(parents=True, exist_ok=True)

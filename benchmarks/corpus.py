@@ -25,6 +25,25 @@ SHAPES = [((500, 375), 0.5), ((375, 500), 0.2), ((500, 333), 0.15), ((500, 500),
           ((640, 480), 0.04), ((800, 600), 0.03)]
 
 
+def quality_tag(quality) -> str:
+    """The suffix that tells a corpus of other JPEG qualities (its folder, its codebook):
+    "" for ``QUALITY``, else "-q92-99"."""
+    return "" if tuple(quality) == QUALITY else "-q{}-{}".format(*quality)
+
+
+def quality_option(quality) -> str:
+    """The benchmarks' command-line option for ``quality`` ("" for ``QUALITY`` or None:
+    results written before the option)."""
+    return "" if quality is None or tuple(quality) == QUALITY else " --quality {} {}".format(
+        *quality)
+
+
+def add_quality_argument(parser):
+    parser.add_argument("--quality", type=int, nargs=2, default=QUALITY, metavar=("LOW", "HIGH"),
+                        help="JPEG qualities of the corpus (92 99: about 100 KB per image, near "
+                             "ILSVRC-2012's 110; the default about 55 KB)")
+
+
 def _image(photo, rng, noise, quality=QUALITY):
     h, w = photo.shape[:2]
     (tw, th) = SHAPES[rng.choice(len(SHAPES), p=[p for _, p in SHAPES])][0]

@@ -256,6 +256,10 @@ cdef float _S4 = -0.0357865541
 cdef float _S5 = 0.0191217269
 cdef float _S6 = -0.00730236692
 cdef float _S7 = 0.00136333543
+# The constants above in the order dsift_orient16 takes them.
+cdef float _ORIENT_COEFFS[17]
+_ORIENT_COEFFS[:] = [_A16, _A14, _A12, _A10, _A8, _A6, _A4, _A2,
+                     _S7, _S6, _S5, _S4, _S3, _S2, _S1, _S0, _FOUR_OVER_PI]
 # VLFeat adds FLT_EPSILON to the L2 norms it divides by.
 cdef float _EPS = 1.1920928955078125e-07
 
@@ -382,12 +386,9 @@ cdef int _orient_row(float[::1] ws, Py_ssize_t o_gx, Py_ssize_t o_gy,
     cdef Py_ssize_t i, done = 0
     cdef float gx, gy, ax, ay, mx, mn, t, t2, p, q, b, fr, mag, swap
     cdef int bi
-    cdef float c[17]
     if FEATURES_DSIFT_VECTORS:
-        c[:] = [_A16, _A14, _A12, _A10, _A8, _A6, _A4, _A2,
-                _S7, _S6, _S5, _S4, _S3, _S2, _S1, _S0, _FOUR_OVER_PI]
         done = dsift_orient16(&ws[o_gx + i0], &ws[o_gy + i0], &ws[o_wa + i0], &ws[o_wb + i0],
-                              &obin[i0], n, c)
+                              &obin[i0], n, _ORIENT_COEFFS)
     for i in range(i0 + done, i0 + n):
         gx = ws[o_gx + i]
         gy = ws[o_gy + i]

@@ -253,14 +253,21 @@ def _dense_sift(image, step, sizes, magnif, contrast_threshold, bounds, window_s
         x_max, y_max = min(x_max, width - 1), min(y_max, height - 1)
     if image.size == 0:
         return _empty()
-    kernel_step, n_kernel, arrays, total = _layout(
-        height, width, step, sizes, magnif, window_size, (x_min, y_min, x_max, y_max))
-    frames = np.empty((total, 4), np.float32)
-    descriptors = np.empty((total, DESCRIPTOR_SIZE), np.uint8)
+    layout = _layout(height, width, step, sizes, magnif, window_size,
+                     (x_min, y_min, x_max, y_max))
+    frames = np.empty((layout[3], 4), np.float32)
+    descriptors = np.empty((layout[3], DESCRIPTOR_SIZE), np.uint8)
+    _run_kernel(image, layout, contrast_threshold, frames, descriptors, n_threads)
+    return frames, descriptors
+
+
+def _run_kernel(image, layout, contrast_threshold, frames, descriptors, n_threads):
+    """The kernel on one image with its :func:`_layout`, into ``frames`` and ``descriptors``
+    (C-contiguous, as many rows as the layout's frames; nothing to do for none)."""
+    kernel_step, n_kernel, arrays, total = layout
     if total:
         _kernel().dsift(image, kernel_step, *arrays, contrast_threshold, frames, descriptors,
                         min(n_threads, n_kernel))
-    return frames, descriptors
 
 
 @functools.lru_cache(maxsize=1024)
@@ -407,15 +414,12 @@ def dense_sift_pyramid(gray, *, bin_size=5, step=10, scales=(1.0, 0.5, 0.25),
     frames = np.empty((total, 4), np.float32)
     descriptors = np.empty((total, DESCRIPTOR_SIZE), np.uint8)
     scale_index = np.empty(total, np.int8)
-    kernel = _kernel()
     at = 0
     for index, (factor, (resized, layout)) in enumerate(zip(scales, levels)):
-        kernel_step, n_kernel, arrays, count = layout
-        if not count:
-            continue
+        count = layout[3]
         f = frames[at:at + count]
-        kernel.dsift(resized, kernel_step, *arrays, contrast_threshold, f,
-                     descriptors[at:at + count], min(n_threads, n_kernel))
+        _run_kernel(resized, layout, contrast_threshold, f, descriptors[at:at + count],
+                    n_threads)
         fx = resized.shape[1] / image.shape[1]
         fy = resized.shape[0] / image.shape[0]
         f[:, 0] = (f[:, 0] + 0.5) / fx - 0.5
