@@ -744,22 +744,22 @@ def dsift(const float[:, ::1] image, int step, const int[::1] sizes,
     cdef float[::1] ws = np.empty(n_threads * n_float, dtype=np.float32)
     cdef int[::1] iws = np.empty(n_threads * n_int, dtype=np.int32)
     cdef Py_ssize_t[::1] st = starts
-    # largest sizes first, so that dynamic scheduling balances the threads
-    cdef Py_ssize_t[::1] order = np.argsort(-np.asarray(sizes), kind="stable").astype(np.intp)
+    cdef Py_ssize_t[::1] order
     cdef Py_ssize_t j, tid
     if n_threads == 1:
         # A plain loop as well as the prange: _one_size then has two call
         # sites, so GCC does not inline it into this function, where its
         # estimated frequency is so low that its loops would not be vectorised.
         with nogil:
-            for j in range(n_sizes):
-                i = order[j]
+            for i in range(n_sizes):
                 if st[i + 1] > st[i]:
                     _one_size(image, sizes[i], step, bmin_x[i], bmin_y[i], n_x[i],
                               n_y[i], taps[i], radius[i], window_mean[i],
                               contrast_threshold, st[i], frames, descriptors,
                               ws, iws)
         return
+    # largest sizes first, so that dynamic scheduling balances the threads
+    order = np.argsort(-np.asarray(sizes), kind="stable").astype(np.intp)
     for j in prange(n_sizes, nogil=True, num_threads=n_threads,
                     schedule="dynamic", chunksize=1):
         i = order[j]
