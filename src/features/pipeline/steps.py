@@ -258,7 +258,7 @@ def encode_images(config, source, codebook_path, out, *, jobs=1, limit=None,
                    classes=getattr(source, "classes", []), names=getattr(source, "names", []),
                    splits=getattr(source, "kind", "") == "split-tree",
                    shard_records=[manifest.data["shards"][str(n)] for n in numbers], idf=idf,
-                   versions=library_versions())
+                   versions=library_versions(), threads=local_threads(jobs))
     store = call_isolated(merge_task, out, config, shard_files, options,
                           what="merging the shards into store.h5")
     # store.h5 was rebuilt: encodings added by `features aggregate` come back if their

@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import h5py
@@ -65,22 +67,39 @@ class CSRWriter:
     """A CSR encoding ``parent[name]`` of ``n_rows`` x ``dim`` written a block of rows at a
     time, so that memory stays one block: ``indptr`` is sized up front, ``indices`` and
     ``data`` grow in compressed chunks of ``ENCODING_CHUNK`` values (a key query reads one
-    row, and small chunks keep that read small). ``attrs`` go on the group."""
+    row, and small chunks keep that read small). ``attrs`` go on the group.
 
-    def __init__(self, parent, name, n_rows, dim, dtype=np.float32, **attrs):
+    ``same_rows_as``: another writer of the same rows (``bovw_counts`` beside ``bovw``):
+    its ``indptr`` and ``indices`` are this group's too (hard links, written once), and
+    each :meth:`append` here must give the rows the other writer was given last.
+    ``threads``: the threads that compress the chunks (see :class:`_ChunkAppender`)."""
+
+    def __init__(self, parent, name, n_rows, dim, dtype=np.float32, *, same_rows_as=None,
+                 threads=1, **attrs):
         n_rows, dim = int(n_rows), int(dim)
         if n_rows < 0 or dim < 0:
             raise ParameterError(f"a CSR encoding of {n_rows} x {dim}")
+        if same_rows_as is not None and (same_rows_as.n_rows, same_rows_as.dim) != (n_rows,
+                                                                                     dim):
+            raise ParameterError(f"a CSR encoding of {n_rows} x {dim} cannot share the rows "
+                                 f"of one of {same_rows_as.n_rows} x {same_rows_as.dim}")
         g = parent.create_group(name)
-        g.create_dataset("indptr", data=np.zeros(n_rows + 1, np.int64))
-        for key, dt in (("indices", np.int32), ("data", dtype)):
-            g.create_dataset(key, shape=(0,), maxshape=(None,), dtype=dt,
-                             chunks=(ENCODING_CHUNK,), **COMPRESS)
+        self._pool = ThreadPoolExecutor(threads) if threads > 1 else None
+        self.twin = same_rows_as
+        if same_rows_as is None:
+            g.create_dataset("indptr", data=np.zeros(n_rows + 1, np.int64))
+            self._indices = _ChunkAppender(_csr_values(g, "indices", np.int32), self._pool)
+        else:
+            g["indptr"] = same_rows_as.group["indptr"]
+            g["indices"] = same_rows_as.group["indices"]
+            self._indices = None
+        self._data = _ChunkAppender(_csr_values(g, "data", dtype), self._pool)
         g.attrs["shape"] = (n_rows, dim)
         for k, v in attrs.items():
             g.attrs[k] = v
         self.group, self.n_rows, self.dim = g, n_rows, dim
         self.row = self.nnz = 0
+        self._last = None       # the rows of the last append, for a writer sharing them
 
     def append(self, indptr, indices, data):
         """The next rows, as CSR arrays of their own: ``indptr`` starts at 0 and has one
@@ -96,19 +115,115 @@ class CSRWriter:
         if len(indices) and (indices.min() < 0 or indices.max() >= self.dim):
             raise ParameterError(f"columns {indices.min()}..{indices.max()} for an encoding "
                                  f"of {self.dim}")
-        g, k = self.group, len(indices)
-        g["indptr"][self.row:self.row + m + 1] = indptr + self.nnz
-        if k:
-            for key, values in (("indices", indices), ("data", data)):
-                g[key].resize((self.nnz + k,))
-                g[key][self.nnz:] = values
+        if self.twin is None:
+            self.group["indptr"][self.row:self.row + m + 1] = indptr + self.nnz
+            self._indices.append(indices)
+            self._last = (self.row, indptr, indices)
+        else:
+            last = self.twin._last
+            if last is None or last[0] != self.row or not (
+                    np.array_equal(last[1], indptr) and np.array_equal(last[2], indices)):
+                raise ParameterError(f"{self.group.name} shares the rows of "
+                                     f"{self.twin.group.name}: append the same rows to both, "
+                                     f"to that one first")
+        self._data.append(data)
         self.row += m
-        self.nnz += k
+        self.nnz += len(indices)
 
     def close(self):
-        """Check that every row was written."""
+        """Write the last chunks; check that every row was written."""
+        for appender in (self._indices, self._data):
+            if appender is not None:
+                appender.close()
+        if self._pool is not None:
+            self._pool.shutdown()
         if self.row != self.n_rows:
             raise StoreError(f"{self.group.name} holds {self.row} of its {self.n_rows} rows")
+
+
+def _csr_values(group, name, dtype):
+    return group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
+                                chunks=(ENCODING_CHUNK,), **COMPRESS)
+
+
+class _ChunkAppender:
+    """Values appended to a growable 1-D dataset of compressed chunks, the whole chunks
+    compressed here and written as they are (HDF5's direct chunk write), the last partial
+    one at :meth:`close`.
+
+    HDF5 compresses a dataset's chunks one after another in the writing thread; the merge
+    of a big collection spent most of its time there. Here the chunks are compressed with
+    the dataset's own filters, shuffle then deflate at its level, as HDF5 would (readers
+    see the same chunks), by a pool of threads if one is given (zlib releases the GIL):
+    the chunks of a block are written at the next append, so the caller reads and weighs
+    the next block while they are compressed. A dataset with any other filters is
+    written through HDF5."""
+
+    def __init__(self, dataset, pool=None):
+        self.dataset, self.pool = dataset, pool
+        self.chunk = dataset.chunks[0]
+        self.level = _shuffle_deflate_level(dataset)
+        self.size = 0                               # values in whole chunks, or written
+        self.tail = np.zeros(0, dataset.dtype)      # values after them
+        self.pending = []                           # (offset, compressed chunk or future)
+
+    def append(self, values):
+        values = np.asarray(values, self.dataset.dtype)
+        if self.level is None:
+            self.dataset.resize((self.size + len(values),))
+            self.dataset[self.size:] = values
+            self.size += len(values)
+            return
+        if len(self.tail):
+            values = np.concatenate([self.tail, values])
+        whole = len(values) - len(values) % self.chunk
+        self._write_pending()
+        self._compress_chunks(values[:whole])
+        self.tail = values[whole:].copy()
+
+    def close(self):
+        if self.level is None:
+            return
+        if len(self.tail):
+            padded = np.zeros(self.chunk, self.dataset.dtype)
+            padded[:len(self.tail)] = self.tail
+            self._compress_chunks(padded, len(self.tail))
+            self.tail = self.tail[:0]
+        self._write_pending()
+
+    def _compress_chunks(self, values, count=None):
+        """Start compressing the whole chunks of ``values``, which follow the values so far;
+        ``count``: how many of them are values (the rest pads the last chunk)."""
+        for at in range(0, len(values) - self.chunk + 1, self.chunk):
+            block = values[at:at + self.chunk]
+            self.pending.append((self.size + at, self.pool.submit(self._compress, block)
+                                 if self.pool is not None else self._compress(block)))
+        self.size += len(values) if count is None else count
+
+    def _write_pending(self):
+        if not self.pending:
+            return
+        self.dataset.resize((self.size,))
+        for offset, chunk in self.pending:
+            self.dataset.id.write_direct_chunk(
+                (offset,), chunk if isinstance(chunk, bytes) else chunk.result())
+        self.pending = []
+
+    def _compress(self, block):
+        # HDF5's shuffle: the first bytes of every value, then the second bytes...
+        shuffled = np.ascontiguousarray(block.view(np.uint8).reshape(
+            len(block), block.dtype.itemsize).T)
+        return zlib.compress(shuffled, self.level)
+
+
+def _shuffle_deflate_level(dataset):
+    """The deflate level of a dataset whose filters are exactly shuffle then deflate (what
+    ``COMPRESS`` asks), else None."""
+    plist = dataset.id.get_create_plist()
+    filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
+    if [f[0] for f in filters] != [h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE]:
+        return None
+    return int(filters[1][2][0])
 
 
 def create_dense(parent, name, n_rows, dim, dtype, *, chunk_rows=None, **attrs):

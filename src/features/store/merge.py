@@ -23,14 +23,15 @@ from .write import (CSRWriter, ImageTable, create_offsets, idf_checksum, virtual
 
 def merge(directory, config, shard_files: list[str], *, centroids, codebook_attrs: dict,
           classes=(), names=(), splits=False, shard_records=(), idf=None,
-          versions=None, tree=None) -> Path:
+          versions=None, tree=None, threads=1) -> Path:
     """Build ``store.h5`` from finished shards, one shard in memory at a time.
 
     Two passes over the shards' word counts: document frequencies first, then the tf-idf
     rows, so the idf is that of the whole collection, unless an ``idf`` is given (a store
     encoded ``--like`` another weighs its words by the other's). ``versions``: the library
     versions recorded with the store; ``tree``: the arrays of the vocabulary tree whose
-    leaves are ``centroids``, if the words were learned as one.
+    leaves are ``centroids``, if the words were learned as one; ``threads``: the threads
+    that compress the encodings' chunks.
     """
     directory = Path(directory)
     out = directory / STORE_FILE
@@ -40,7 +41,7 @@ def merge(directory, config, shard_files: list[str], *, centroids, codebook_attr
     idf = _word_weights(census, config.tfidf, idf)
     with h5_writing(tmp) as f:
         write_header(f, config, census.n_images, versions=versions, shards=shard_records)
-        failures = _copy_shards(f, paths, census, idf, config, directory)
+        failures = _copy_shards(f, paths, census, idf, config, directory, threads)
         _link_shards(f, shard_files, census, config.frame_units)
         write_failures(f, failures)
         write_codebook(f, centroids, tree=tree, **codebook_attrs)
@@ -105,7 +106,7 @@ def _word_weights(census, tfidf, idf=None) -> np.ndarray:
     return np.ones(census.n_words, np.float32)
 
 
-def _copy_shards(f, paths, census, idf, config, root) -> list:
+def _copy_shards(f, paths, census, idf, config, root, threads=1) -> list:
     """The second pass: each shard's image table, descriptor offsets and ``bovw`` rows
     (with the raw counts ``bovw_counts``) appended, one shard at a time. Returns the
     failed images as (row, key, reason)."""
@@ -117,8 +118,10 @@ def _copy_shards(f, paths, census, idf, config, root) -> list:
                      weighting="tf-idf" if config.tfidf else "tf", power=config.power,
                      normalization="l2",
                      # what `features baseline --val` compares (store.models.encoding_models)
-                     models=json.dumps({"idf": idf_checksum(idf)}))
-    counts = CSRWriter(enc, "bovw_counts", n, census.n_words, np.int32)
+                     models=json.dumps({"idf": idf_checksum(idf)}), threads=threads)
+    # the same rows as bovw: its indptr and indices, stored once
+    counts = CSRWriter(enc, "bovw_counts", n, census.n_words, np.int32, same_rows_as=bovw,
+                       threads=threads)
     write_idf(f, idf)
     failures = []
     at = 0                    # descriptors of the shards before
