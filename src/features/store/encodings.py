@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -42,6 +41,7 @@ import numpy as np
 
 from ..encodings.bovw import CSR
 from ..exceptions import ParameterError, StoreError
+from .chunks import compress_chunk, filters_handled
 from .confined import open_confined
 from .layout import COMPRESS, ENCODING_CHUNK, ENCODINGS_DIR, chunked, virtual_concat
 
@@ -152,17 +152,16 @@ class _ChunkAppender:
     one at :meth:`close`.
 
     HDF5 compresses a dataset's chunks one after another in the writing thread; the merge
-    of a big collection spent most of its time there. Here the chunks are compressed with
-    the dataset's own filters, shuffle then deflate at its level, as HDF5 would (readers
-    see the same chunks), by a pool of threads if one is given (zlib releases the GIL):
-    the chunks of a block are written at the next append, so the caller reads and weighs
-    the next block while they are compressed. A dataset with any other filters is
-    written through HDF5."""
+    of a big collection spent most of its time there. Here :mod:`.chunks` compresses them
+    (the dataset's filters, a faster deflate), by a pool of threads if one is given (the
+    deflate releases the GIL): the chunks of a block are written at the next append, so
+    the caller reads and weighs the next block while they are compressed. A dataset with
+    any other filters is written through HDF5."""
 
     def __init__(self, dataset, pool=None):
         self.dataset, self.pool = dataset, pool
         self.chunk = dataset.chunks[0]
-        self.level = _shuffle_deflate_level(dataset)
+        self.level = filters_handled(dataset)
         self.size = 0                               # values in whole chunks, or written
         self.tail = np.zeros(0, dataset.dtype)      # values after them
         self.pending = []                           # (offset, compressed chunk or future)
@@ -210,20 +209,7 @@ class _ChunkAppender:
         self.pending = []
 
     def _compress(self, block):
-        # HDF5's shuffle: the first bytes of every value, then the second bytes...
-        shuffled = np.ascontiguousarray(block.view(np.uint8).reshape(
-            len(block), block.dtype.itemsize).T)
-        return zlib.compress(shuffled, self.level)
-
-
-def _shuffle_deflate_level(dataset):
-    """The deflate level of a dataset whose filters are exactly shuffle then deflate (what
-    ``COMPRESS`` asks), else None."""
-    plist = dataset.id.get_create_plist()
-    filters = [plist.get_filter(i) for i in range(plist.get_nfilters())]
-    if [f[0] for f in filters] != [h5py.h5z.FILTER_SHUFFLE, h5py.h5z.FILTER_DEFLATE]:
-        return None
-    return int(filters[1][2][0])
+        return compress_chunk(block, self.level)
 
 
 def create_dense(parent, name, n_rows, dim, dtype, *, chunk_rows=None, **attrs):
