@@ -99,7 +99,7 @@ class CSRWriter:
             g.attrs[k] = v
         self.group, self.n_rows, self.dim = g, n_rows, dim
         self.row = self.nnz = 0
-        self._last = None       # the rows of the last append, for a writer sharing them
+        self.last_rows = None     # (first row, indptr, indices) of the last append, for a twin
 
     def append(self, indptr, indices, data):
         """The next rows, as CSR arrays of their own: ``indptr`` starts at 0 and has one
@@ -118,9 +118,9 @@ class CSRWriter:
         if self.twin is None:
             self.group["indptr"][self.row:self.row + m + 1] = indptr + self.nnz
             self._indices.append(indices)
-            self._last = (self.row, indptr, indices)
+            self.last_rows = (self.row, indptr, indices)
         else:
-            last = self.twin._last
+            last = self.twin.last_rows
             if last is None or last[0] != self.row or not (
                     np.array_equal(last[1], indptr) and np.array_equal(last[2], indices)):
                 raise ParameterError(f"{self.group.name} shares the rows of "
