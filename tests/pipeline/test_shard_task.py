@@ -1,3 +1,5 @@
+from concurrent.futures import Future
+
 import h5py
 import numpy as np
 import pytest
@@ -70,3 +72,69 @@ def test_stages_run_over_batches_and_announce_each_item_per_stage(tmp_path, smal
     assert announced == expected + [len(items)]
     assert announced_one == [i for i in range(7) for _ in range(1 if i == 2 else 3)] + [7]
     assert record["checksum"] == one["checksum"] and record["failed"] == 1
+
+
+class _InOrder:
+    """An executor that runs each task when it is submitted: the order of the reads then
+    tells when the shard task asks for them."""
+
+    def __init__(self, workers):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def submit(self, func, *args):
+        future = Future()
+        future.set_result(func(*args))
+        return future
+
+
+@pytest.mark.parametrize("batch", [1, 3, 8])
+def test_next_batch_is_read_while_this_one_is_worked_on(tmp_path, small_set, small_store,
+                                                        small_config, monkeypatch, batch):
+    """The files of batch k + 1 are asked for before batch k is decoded, never further
+    ahead; an item that cannot be read or that the source refused fails with its reason,
+    and the shard, read ahead by a thread, is the one of one image at a time."""
+    centroids = np.load(small_store / "codebook.npy")
+    items = [item for _, item in zip(range(9), open_source(str(small_set)))]
+    items[4] = Item("gone.jpg", -1, str(tmp_path / "gone.jpg"))      # never existed
+    items[6] = Item("refused.jpg", -1, None, error="refused by the list")
+    events = []
+    real_read, real_decoded = tasks._read, tasks._decoded
+
+    def read(item):
+        events.append(("read", item.key))
+        return real_read(item)
+
+    def decoded(config, item, fault=None, data=None):
+        events.append(("decode", item.key))
+        return real_decoded(config, item, fault, data)
+
+    with monkeypatch.context() as m:
+        m.setattr(tasks, "_decoded", decoded)
+        m.setattr(tasks, "_read", read)
+        m.setattr(tasks, "ThreadPoolExecutor", _InOrder)
+        _shard_with_batch(small_config, centroids, items, tmp_path / "order.h5", batch, m)
+    keys = [item.key for item in items]
+    batches = [keys[a:a + batch] for a in range(0, len(keys), batch)]
+    expected = []
+    for k, part in enumerate(batches):
+        if k == 0:
+            expected += [("read", key) for key in part if key != "refused.jpg"]
+        if k + 1 < len(batches):
+            expected += [("read", key) for key in batches[k + 1] if key != "refused.jpg"]
+        expected += [("decode", key) for key in part]
+    assert events == expected
+    # with the thread
+    record, _ = _shard_with_batch(small_config, centroids, items, tmp_path / "ahead.h5",
+                                  batch, monkeypatch)
+    one, _ = _shard_with_batch(small_config, centroids, items, tmp_path / "one.h5", 1,
+                               monkeypatch)
+    assert record["checksum"] == one["checksum"] and record["failed"] == 2
+    with h5py.File(tmp_path / "ahead.h5", "r") as f:
+        reasons = f["images/reason"].asstr()[:]
+    assert reasons[4].startswith("cannot read: ") and reasons[6] == "refused by the list"
