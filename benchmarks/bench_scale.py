@@ -22,9 +22,12 @@ images and a fixed part) and the exponent b of a log-log fit (time ~ N^b: 1 is l
 a fixed cost gives less); both projected to ILSVRC-2012 train (1,281,167 images).
 
     python benchmarks/bench_scale.py [--sizes 10000 30000 100000] [--jobs 2] [--add]
-        [--quality 92 99 --name scale_ilsvrc_bytes]
+        [--quality 92 99 --name scale_ilsvrc_bytes] [--cold]
 
-``--add`` keeps the sizes of results/scale.json that this run does not measure. The
+``--cold`` drops the page cache (as root) before each ``features run``, so that the JPEGs
+are read from the disk, as those of a collection larger than the memory are (ILSVRC-2012
+train is 138 GB); without it, whatever the corpus's generation left in the cache is read
+from memory. ``--add`` keeps the sizes of results/scale.json that this run does not measure. The
 corpus and the stores are written under ``benchmarks/_work/scale`` and deleted at the end
 (``--keep`` keeps them).
 """
@@ -206,6 +209,8 @@ def run_size(n, args, env):
     shutil.rmtree(store, ignore_errors=True)
     py = [sys.executable, "-m", "features"]
     jobs = ["--jobs", str(args.jobs)]
+    if args.cold:
+        drop_page_cache()
     run = measure(py + ["run", str(root), "-o", str(store), "--preset", "sbow", "-q"] + jobs,
                   env)
     steps = split_steps(run, store)
@@ -230,6 +235,15 @@ def run_size(n, args, env):
             "run": {"wall": run["wall"], "cpu": run["cpu"], "peak_rss": run["peak_rss"]},
             "steps": steps, "alone": alone, "store_bytes": size,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def drop_page_cache():
+    """Write the dirty pages and drop the page cache (root only)."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError as e:
+        sys.exit(f"--cold needs to drop the page cache, as root: {e}")
 
 
 def fit(ns, ys):
@@ -267,7 +281,9 @@ def report(result):
         "# The whole sbow job at growing sizes",
         "",
         f"`python benchmarks/bench_scale.py --sizes {' '.join(str(r['images']) for r in runs)}"
-        f"{quality_option(result.get('quality'))}`"
+        f"{quality_option(result.get('quality'))}"
+        f"{' --name ' + result['name'] if result.get('name', 'scale') != 'scale' else ''}"
+        f"{' --cold' if result.get('cold') else ''}`"
         f": `features run CORPUS -o STORE --preset sbow --jobs {result['jobs']}` on generated "
         "ImageNet-like JPEGs (`benchmarks/corpus.py`, ILSVRC train layout, 100 classes), then "
         "`features index STORE --force` and `features verify STORE`, each in a subprocess. "
@@ -277,7 +293,10 @@ def report(result):
         "uses. Peak RSS: the sum of the RSS of every process of the tree, sampled every "
         "0.1 s (pages shared between a fork server and its workers counted in each: an "
         "upper bound). The steps of `features run` are told apart by the time of the file "
-        "each writes last (sample: interpreter start and the source listed included).",
+        "each writes last (sample: interpreter start and the source listed included)." + (
+            " The page cache was dropped before each `features run` (`--cold`): the JPEGs "
+            "were read from the disk, as those of a collection larger than the memory are."
+            if result.get("cold") else ""),
         "",
         "| images | corpus MB (mean KB) | load avg start/end | step | wall s | CPU s | "
         "CPU ms/image | peak RSS MB |",
@@ -352,6 +371,9 @@ def main():
                     help="keep the sizes of results/scale.json this run does not measure")
     ap.add_argument("--keep", action="store_true", help="keep the corpus and the stores")
     ap.add_argument("--name", default="scale", help="results/NAME.md and NAME.json")
+    ap.add_argument("--cold", action="store_true",
+                    help="drop the page cache before each run (root): the JPEGs read from "
+                         "the disk")
     add_quality_argument(ap)
     args = ap.parse_args()
     ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)        # PR_SET_CHILD_SUBREAPER
@@ -365,7 +387,8 @@ def main():
     result = {"machine": {"cores": os.cpu_count(), "python": sys.version.split()[0],
                           "opencv": cv2.__version__, "faiss": faiss.__version__,
                           "h5py": h5py.__version__},
-              "jobs": args.jobs, "quality": list(args.quality),
+              "jobs": args.jobs, "quality": list(args.quality), "cold": args.cold,
+              "name": args.name,
               "runs": [r for r in earlier if r["images"] not in args.sizes]}
     try:
         for n in sorted(args.sizes):
