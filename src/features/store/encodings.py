@@ -173,8 +173,9 @@ class _ChunkAppender:
             self.dataset[self.size:] = values
             self.size += len(values)
             return
-        if len(self.tail):
-            values = np.concatenate([self.tail, values])
+        # a copy: its chunks are compressed after this returns, and the caller may reuse
+        # its array
+        values = np.concatenate([self.tail, values])
         whole = len(values) - len(values) % self.chunk
         self._write_pending()
         self._compress_chunks(values[:whole])
