@@ -5,12 +5,15 @@ import numpy as np
 import pytest
 from skimage import data as skdata
 
-from features._ext._area import FLOAT_BLOCK_LANES, HAVE_AVX2, area_resize, area_resize_by
+from features._ext._area import (FLOAT_BLOCK_LANES, HAVE_AVX2, HAVE_AVX512, area_resize,
+                                 area_resize_by, row_path)
 from features._ext._dsift import cpu_has_avx2
 from features.extract.dense import _block_mean_is_opencvs, _integer_factors, _resize
 
-# the AVX2 loops (where the CPU has them) and the portable ones
-SIMD = pytest.mark.parametrize("simd", [True, False], ids=["simd", "portable"])
+# the fastest loops the CPU has (the AVX-512 row path where it applies), the AVX2 ones and
+# the portable ones
+SIMD = pytest.mark.parametrize("simd", [{}, {"avx512": False}, {"simd": False}],
+                               ids=["fastest", "avx2", "portable"])
 SIZES = list(range(1, 40)) + [56, 75, 111, 112, 149, 150, 151, 225, 299, 300, 301]
 
 
@@ -30,7 +33,7 @@ def test_kernel_is_bit_identical_to_opencv(height, simd):
             if size == (width, height):
                 continue
             out = np.empty(size[::-1], np.float32)
-            area_resize(image, out, simd=simd)
+            area_resize(image, out, **simd)
             np.testing.assert_array_equal(out, _cv2(image, size), err_msg=f"{image.shape} -> {size}")
             tested += 1
     assert tested > 100
@@ -39,6 +42,34 @@ def test_kernel_is_bit_identical_to_opencv(height, simd):
 def test_avx2_loops_run_where_the_cpu_has_them():
     # the simd cases above test the AVX2 loops only where they run
     assert HAVE_AVX2 == cpu_has_avx2()
+
+
+def test_row_path_runs_where_the_cpu_has_it():
+    # the fastest cases above test the row path only where it runs
+    from features._ext._dsift import cpu_has_avx512
+    assert HAVE_AVX512 == (HAVE_AVX2 and cpu_has_avx512())
+
+
+@pytest.mark.parametrize("width, out_width, block", [
+    (500, 300, 16), (375, 225, 16), (300, 150, 16), (300, 75, 8), (301, 150, 8),
+    (225, 112, 8), (225, 56, 0), (333, 200, 16), (1000, 300, 8), (1000, 200, 0), (7, 3, 16)])
+def test_row_path_takes_the_pyramid_and_decoding_sizes(width, out_width, block):
+    # 16 output columns a block when their entries fit 32 pixels, 8 when only those do
+    # (a factor up to 4), else the AVX2 loops (225 -> 56 is a factor of 4.02)
+    assert row_path(width, out_width) == block
+
+
+@SIMD
+def test_signed_zeros_and_negative_values_are_opencvs(simd):
+    # the row path pads columns with zero products: -0.0, which adds nothing, not even to
+    # a sum of -0.0 (compared as bytes: assert_array_equal takes -0.0 for 0.0)
+    rng = np.random.default_rng(11)
+    for shape, size in [((9, 10), (6, 4)), ((31, 50), (17, 30)), ((8, 300), (75, 3)),
+                        ((20, 500), (300, 7))]:
+        image = rng.choice(np.float32([-0.0, 0.0, -1.5, 2.0, -3e-39]), shape)
+        out = np.empty(size[::-1], np.float32)
+        area_resize(image, out, **simd)
+        assert out.tobytes() == _cv2(image, size).tobytes(), (shape, size)
 
 
 def test_integer_factors_are_the_block_mean_path():
@@ -100,7 +131,7 @@ def test_random_size_pairs_are_bit_identical(dtype, simd):
             size = (int(rng.integers(1, width + 1)), int(rng.integers(1, height + 1)))
         image = _random((height, width), dtype, rng)
         out = np.empty(size[::-1], dtype)
-        area_resize(image, out, simd=simd)
+        area_resize(image, out, **simd)
         np.testing.assert_array_equal(out, _cv2(image, size), err_msg=f"{image.shape} -> {size}")
         paths["integer" if _integer_factors(width, height, size) else "fractional"] += 1
     assert min(paths.values()) > 300, paths
@@ -116,7 +147,7 @@ def test_photos_are_bit_identical(dtype, simd):
             scale = side / max(width, height)
             size = (max(round(width * scale), 1), max(round(height * scale), 1))
             out = np.empty(size[::-1], dtype)
-            area_resize(image, out, simd=simd)
+            area_resize(image, out, **simd)
             np.testing.assert_array_equal(out, _cv2(image, size), err_msg=f"{name} -> {size}")
 
 
@@ -129,7 +160,7 @@ def test_one_pixel_sides(dtype, simd):
                         ((300, 1), (1, 75)), ((2, 2), (1, 1)), ((3, 7), (2, 1))]:
         image = _random(shape, dtype, rng)
         out = np.empty(size[::-1], dtype)
-        area_resize(image, out, simd=simd)
+        area_resize(image, out, **simd)
         np.testing.assert_array_equal(out, _cv2(image, size), err_msg=f"{shape} -> {size}")
 
 
@@ -142,12 +173,12 @@ def test_uniform_images_keep_their_value(dtype, simd):
         image = np.full((375, 500), value if dtype == np.uint8 else value / 255, dtype)
         for size in ((300, 225), (250, 187), (1, 1)):
             out = np.empty(size[::-1], dtype)
-            area_resize(image, out, simd=simd)
+            area_resize(image, out, **simd)
             np.testing.assert_array_equal(out, _cv2(image, size))
     stripes = np.tile(np.array([[10, 11]], np.uint8), (4, 8))     # block sums of x.5
     for size in ((8, 2), (8, 4), (5, 3)):
         out = np.empty(size[::-1], np.uint8)
-        area_resize(stripes, out, simd=simd)
+        area_resize(stripes, out, **simd)
         np.testing.assert_array_equal(out, _cv2(stripes, size))
 
 
@@ -171,7 +202,7 @@ def test_factor_form_is_bit_identical(dtype, simd):
         assert expected.shape == (full_h, full_w)
         h, w = max(full_h - int(rng.integers(0, 2)), 1), max(full_w - int(rng.integers(0, 2)), 1)
         out = np.empty((h, w), dtype)
-        area_resize_by(image, out, fx, fy, simd=simd)
+        area_resize_by(image, out, fx, fy, **simd)
         np.testing.assert_array_equal(out, expected[:h, :w],
                                       err_msg=f"{image.shape} by {fx!r}, {fy!r}")
         tested += 1
@@ -189,7 +220,7 @@ def test_factor_form_cut_blocks(shape, factor, simd):
         image = _random(shape, dtype, rng)
         expected = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
         out = np.empty(expected.shape, dtype)
-        area_resize_by(image, out, factor, factor, simd=simd)
+        area_resize_by(image, out, factor, factor, **simd)
         np.testing.assert_array_equal(out, expected)
 
 
