@@ -264,6 +264,22 @@ def test_dtypes_give_the_same_result(dtype, scale):
     assert np.abs(descr2.astype(int) - descr.astype(int)).max() <= 1
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (3, 17), (16, 16), (225, 300), (1, 1000)])
+def test_uint8_images_become_the_kernel_input_in_one_pass(shape):
+    # every grey level, each the float32 product NumPy's cast gives, for contiguous
+    # images (the kernel's loop) and for views (NumPy)
+    from features.extract.dense import _as_float_image
+    image = (np.arange(np.prod(shape)) * 37 % 256).astype(np.uint8).reshape(shape)
+    for view in (image, image[::-1], np.asfortranarray(image)):
+        out = _as_float_image(view)
+        expected = np.multiply(view, np.float32(1 / 255), dtype=np.float32)
+        assert out.dtype == np.float32 and out.flags.c_contiguous
+        assert out.tobytes() == np.ascontiguousarray(expected).tobytes()
+    levels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    assert (_as_float_image(levels).tobytes()
+            == np.multiply(levels, np.float32(1 / 255), dtype=np.float32).tobytes())
+
+
 def test_bool_image_is_refused():
     # the same contract as features.sift (issue #10): bool has no intensity scale
     with pytest.raises(ValueError, match="dtype"):

@@ -112,6 +112,10 @@ def _as_float_image(gray, name="gray"):
     the same as ``features.sift``'s, is ``features._shared.checks.check_gray``.
     """
     image = check_gray(gray, name)
+    if image.dtype == np.uint8 and image.flags.c_contiguous:
+        out = np.empty(image.shape, np.float32)
+        _kernel().unit_float(image, out)
+        return out
     if image.dtype == np.uint8:
         out = np.multiply(image, np.float32(1.0 / 255.0), dtype=np.float32)
     elif image.dtype == np.uint16:
@@ -362,9 +366,11 @@ def _resize(image, scale):
         load("_area", "area resize").area_resize(image, out)
     # area weights in float32 can sum a white area to 1.0000001, which the input contract
     # of dense_sift refuses: averages of values in [0, 1] stay there (sums of products of
-    # values and weights >= 0 are >= 0: the upper side is the one to clip, and the ufunc
-    # is a few microseconds cheaper than np.clip)
-    return np.minimum(out, np.float32(1), out=out)
+    # values and weights >= 0 are >= 0: the upper side is the one to clip). It rarely
+    # happens, and np.minimum with a scalar costs three times the maximum.
+    if out.max() > 1:
+        np.minimum(out, np.float32(1), out=out)
+    return out
 
 
 def dense_sift_pyramid(gray, *, bin_size=5, step=10, scales=(1.0, 0.5, 0.25),
@@ -423,10 +429,14 @@ def dense_sift_pyramid(gray, *, bin_size=5, step=10, scales=(1.0, 0.5, 0.25),
         f = frames[at:at + count]
         _run_kernel(resized, layout, contrast_threshold, f, descriptors[at:at + count],
                     n_threads)
-        fx = resized.shape[1] / image.shape[1]
-        fy = resized.shape[0] / image.shape[0]
-        f[:, 0] = (f[:, 0] + 0.5) / fx - 0.5
-        f[:, 1] = (f[:, 1] + 0.5) / fy - 0.5
+        if resized is not image:
+            # x and y at once, in place, with the float32 operations of each column alone
+            # (at a scale of 1 the image is not resized, and x + 0.5 - 0.5 is x exactly)
+            xy = f[:, :2]
+            xy += np.float32(0.5)
+            xy /= np.array([resized.shape[1] / image.shape[1],
+                            resized.shape[0] / image.shape[0]], np.float32)
+            xy -= np.float32(0.5)
         f[:, 2] = bin_size / factor
         scale_index[at:at + count] = index
         at += count

@@ -57,11 +57,11 @@ def extract_image(extraction: Extraction, decoded):
     size / max side."""
     frames, descriptors, scale = extract(extraction, decoded.gray)
     height, width = decoded.gray.shape
+    # the extractors return new arrays: scaled in place (x and y in one operation: a few
+    # microseconds each on a strided column)
     if len(frames) and width:
-        frames = frames.copy()
         if extraction.frame_units == "normalized":
-            frames[:, 0] /= np.float32(width)
-            frames[:, 1] /= np.float32(height)
+            frames[:, :2] /= np.array([width, height], np.float32)
             frames[:, 2] /= np.float32(max(width, height))
         else:
             frames[:, :3] *= np.float32(decoded.width / width)
