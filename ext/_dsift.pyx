@@ -198,7 +198,10 @@ cdef extern from *:
        about 125 cycles deep, and the core overlaps few enough of them that the loop
        waited on its latency. The same operations per entry, in the same order, without
        FMA: the same bits. ``c`` holds the arctangent's coefficients A16 .. A2, then the
-       square root's S7 .. S0, then 4 / pi. Returns the entries done (a multiple of 16). */
+       square root's S7 .. S0, then 4 / pi. The last block runs whole: up to 15 entries past
+       n are read and written (the row buffers have that slack, see _geometry; the scalar
+       loop took as long for the last n % 16 of a 300-pixel row as the vectors for the
+       rest). Returns n. */
     static Py_ssize_t dsift_orient16(const float *gxp, const float *gyp, float *wa, float *wb,
                                      int *obin, Py_ssize_t n, const float *c)
     {
@@ -212,7 +215,7 @@ cdef extern from *:
         dsift_v8sf gx[2], gy[2], ax[2], ay[2], sw[2], mx[2], mn[2], t[2], t2[2], p[2], b[2];
         dsift_v8sf fr[2], q[2], mag[2], neg[2];
         dsift_v8si bi[2];
-        Py_ssize_t i, done = n - n % 16;
+        Py_ssize_t i, done = (n + 15) / 16 * 16;
         int j, k;
         for (i = 0; i < done; i += 16) {
             for (j = 0; j < 2; j++) {
@@ -250,7 +253,7 @@ cdef extern from *:
                 __builtin_memcpy(wb + i + 8 * j, &w, 32);
             }
         }
-        return done;
+        return n;
     }
     #else
     #define FEATURES_DSIFT_VECTORS 0
@@ -319,6 +322,9 @@ _ORIENT_COEFFS[:] = [_A16, _A14, _A12, _A10, _A8, _A6, _A4, _A2,
                      _S7, _S6, _S5, _S4, _S3, _S2, _S1, _S0, _FOUR_OVER_PI]
 # VLFeat adds FLT_EPSILON to the L2 norms it divides by.
 cdef float _EPS = 1.1920928955078125e-07
+# Entries past its end that a row buffer keeps for dsift_orient16's last block.
+cdef enum:
+    _ROW_SLACK = 16
 
 
 cdef struct Geom:
@@ -330,6 +336,7 @@ cdef struct Geom:
     Py_ssize_t ex0, ex1, ey0, ey1   # padded pixel range reaching a bin centre
     Py_ssize_t px0, px1, py0, py1   # its intersection with the image
     Py_ssize_t nu                   # row buffer length: (Lx - 1) * g
+    Py_ssize_t nb                   # row buffer stride: nu and the vectors' slack
     # float workspace layout
     Py_ssize_t o_S, o_tmp, o_gx, o_gy, o_wa, o_wb, o_R, o_C, o_C2
     Py_ssize_t o_M, o_E, o_B
@@ -371,20 +378,21 @@ cdef Geom _geometry(Py_ssize_t H, Py_ssize_t W, int s, int step, int r,
     # splat cell; padded pixels span u = 1 .. (Lx - 1) g - 1 and u = 0 is a
     # zero-weight entry, so the splat runs over whole cell intervals.
     G.nu = (G.Lx - 1) * a
+    G.nb = G.nu + _ROW_SLACK
     G.o_S = 0
     G.o_tmp = G.o_S + H * W
     G.o_gx = G.o_tmp + W + 2 * r + 2
-    G.o_gy = G.o_gx + G.nu
-    G.o_wa = G.o_gy + G.nu
-    G.o_wb = G.o_wa + G.nu
-    G.o_R = G.o_wb + G.nu
+    G.o_gy = G.o_gx + G.nb
+    G.o_wa = G.o_gy + G.nb
+    G.o_wb = G.o_wa + G.nb
+    G.o_R = G.o_wb + G.nb
     G.o_C = G.o_R + G.Lx * 8
     G.o_C2 = G.o_C + G.Ly * G.Lx * 8
     G.o_B = G.o_C2 + (G.Ly * G.Jx * 8 if G.m > 1 else 0)
     G.o_M = G.o_B + ((G.Jx + G.m - 1) * 8 if G.m > 1 else 0)
     G.o_E = G.o_M + G.Jy * G.Jx
     G.n_float = G.o_E + G.Jy * G.Jx
-    G.n_int = G.nu
+    G.n_int = G.nb
     return G
 
 
@@ -576,6 +584,10 @@ cdef int _one_size(const float[:, ::1] img, int s, int step,
     iws[0] = 0
     ws[G.o_wa] = 0
     ws[G.o_wb] = 0
+    # the gradient past the last pixel, which dsift_orient16's last block reads: zeros
+    for i in range(G.px1 - ux + 1, G.nb):
+        ws[G.o_gx + i] = 0
+        ws[G.o_gy + i] = 0
     cur_row = -1
     oR = G.o_R
     for y in range(G.ey0, G.ey1 + 1):
