@@ -61,7 +61,8 @@ from features.decode import _shrink, decode_gray  # noqa: E402
 from features.encodings.bovw import word_counts_csr  # noqa: E402
 from features.extract import Extraction, dense_sift, extract_image  # noqa: E402
 from features._ext import _area  # noqa: E402
-from features.extract.dense import _block_mean_is_opencvs, _integer_factors  # noqa: E402
+from features.extract.dense import (_as_float_image, _block_mean_is_opencvs,  # noqa: E402
+                                    _integer_factors)
 from features.pipeline import encode_images, sample_descriptors, train_codebook  # noqa: E402
 from features.pipeline import steps as pipeline_steps  # noqa: E402
 from features.pipeline.runner import batched  # noqa: E402
@@ -138,13 +139,13 @@ def stage_pass(config, items, quantizer, clock, info):
             c, w = CPU(), WALL()
             frames, descriptors, scale = extract_image(ex, decoded)
             c, w = clock.add("dense SIFT pyramid (all, extract_image)", c, w)
-            image = np.multiply(decoded.gray, np.float32(1 / 255), dtype=np.float32)
+            image = _as_float_image(decoded.gray)
             c, w = clock.add("  of which uint8 -> float32", c, w)
             for i, factor in enumerate(config.scales):
                 resized = area_resize(image, factor)
                 c, w = clock.add(f"  of which area resize, scale {factor:g}", c, w)
-                if resized is not image:
-                    np.clip(resized, 0, 1, out=resized)
+                if resized is not image and resized.max() > 1:     # as _resize does
+                    np.minimum(resized, np.float32(1), out=resized)
                 c, w = clock.add("  of which clip to [0, 1] (the clipping fix)", c, w)
                 dense_sift(resized, step=config.step, sizes=config.sizes[:1],
                            contrast_threshold=config.dense_contrast_threshold)
