@@ -81,3 +81,27 @@ def test_other_filters_are_left_to_hdf5(tmp_path):
         both = f.create_dataset("c", shape=(10,), chunks=(5,), dtype=np.int32, **COMPRESS)
         assert filters_handled(plain) is None and filters_handled(gzip) is None
         assert filters_handled(both) == COMPRESS["compression_opts"]
+
+
+def test_chunks_are_made_by_isal_where_it_is_installed():
+    # a core dependency: the ten times faster deflate of the module doc
+    from features.store import chunks
+    assert chunks._deflate.__name__ == "isal.isal_zlib" and chunks._LEVEL == 2
+
+
+def test_without_isal_zlib_makes_the_chunks_at_the_dataset_level(tmp_path, monkeypatch):
+    """The fallback for platforms without the package: zlib, at the level the dataset
+    records; what a reader gets does not change."""
+    from features.store import chunks
+    monkeypatch.setattr(chunks, "_deflate", zlib)
+    monkeypatch.setattr(chunks, "_LEVEL", None)
+    block = np.arange(4096, dtype=np.int32)
+    shuffled = block.view(np.uint8).reshape(4096, 4).T.tobytes()
+    for level in (1, 6):
+        assert compress_chunk(block, level) == zlib.compress(shuffled, level)
+    data = _data(np.int16, (5000, 4))
+    with h5py.File(tmp_path / "c.h5", "w") as f:
+        chunked(f, "x", data, 1024, by_column=True)
+    with h5py.File(tmp_path / "c.h5", "r") as f:
+        assert f["x"].compression == "gzip" and f["x"].shuffle
+        np.testing.assert_array_equal(f["x"][...], data)
