@@ -534,6 +534,14 @@ cdef int _most_entries(const int[::1] start, Py_ssize_t n) noexcept nogil:
     return most
 
 
+cdef int _row_width(const int[::1] src, const int[::1] start, Py_ssize_t w) noexcept nogil:
+    """The row path's block width for a table (:func:`_row_block`), 0 where a column has
+    more entries than the path takes."""
+    if _most_entries(start, w) > _ROW_MAX_ENTRIES:
+        return 0
+    return _row_block(src, start, w)
+
+
 cdef void _row_tables(const int[::1] src, const float[::1] alpha, const int[::1] start,
                       Py_ssize_t w, int m, int per, int[::1] base, int[::1] idx,
                       float[::1] wt, unsigned short[::1] mask) noexcept nogil:
@@ -699,11 +707,11 @@ cdef _resize(const pixel_t[:, ::1] image, pixel_t[:, ::1] out, double sx, double
         _area_table(W, full_w, sx, xsrc, xalpha, xstart)
         _area_table(H, full_h, sy, ysrc, yalpha, ystart)
     if simd and avx512 and _cpu_avx512:
-        m = _most_entries(xstart, w)
         my = _most_entries(ystart, h)
-        if m <= _ROW_MAX_ENTRIES and my <= _ROW_MAX_ROWS:
-            per = _row_block(xsrc, xstart, w)
+        if my <= _ROW_MAX_ROWS:
+            per = _row_width(xsrc, xstart, w)
     if per:
+        m = _most_entries(xstart, w)
         nb = (w + per - 1) // per
         base = np.empty(nb, np.int32)
         idx = np.empty(nb * m * 16, np.int32)
@@ -744,9 +752,7 @@ def row_path(Py_ssize_t width, Py_ssize_t out_width):
     cdef int[::1] start = np.empty(out_width + 1, np.int32)
     _area_table(width, out_width, 1.0 / (<double> out_width / <double> width), src, alpha,
                 start)
-    if _most_entries(start, out_width) > _ROW_MAX_ENTRIES:
-        return 0
-    return _row_block(src, start, out_width)
+    return _row_width(src, start, out_width)
 
 
 def area_resize(const pixel_t[:, ::1] image, pixel_t[:, ::1] out, bint simd=True,

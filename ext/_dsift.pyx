@@ -95,14 +95,14 @@ cdef extern from *:
     #endif
     #if defined(__GNUC__) || defined(__clang__)
     #define FEATURES_DSIFT_DESCRIPTOR_VECTORS 1
-    typedef float dsift_d8sf __attribute__((vector_size(32)));
-    typedef int dsift_d8si __attribute__((vector_size(32)));
+    typedef float dsift_v8sf __attribute__((vector_size(32)));
+    typedef int dsift_v8si __attribute__((vector_size(32)));
 
     /* v where v < c, else c (a NaN gives c), lane by lane: the scalar `v if v < c else c` */
-    static inline dsift_d8sf dsift_below(dsift_d8sf v, dsift_d8sf c)
+    static inline dsift_v8sf dsift_below(dsift_v8sf v, dsift_v8sf c)
     {
-        dsift_d8si lt = v < c;
-        return (dsift_d8sf)((lt & (dsift_d8si)v) | (~lt & (dsift_d8si)c));
+        dsift_v8si lt = v < c;
+        return (dsift_v8sf)((lt & (dsift_v8si)v) | (~lt & (dsift_v8si)c));
     }
 
     /* The end of _one_size for one descriptor, one spatial bin (8 orientations) per
@@ -113,8 +113,8 @@ cdef extern from *:
     static void dsift_descriptor(const float *cells, const Py_ssize_t *base, const float *w,
                                  float eps, unsigned char *out)
     {
-        const dsift_d8sf zero = {0}, cap = zero + 0.2f, top = zero + 255.0f;
-        dsift_d8sf d[16], acc = zero, v;
+        const dsift_v8sf zero = {0}, cap = zero + 0.2f, top = zero + 255.0f;
+        dsift_v8sf d[16], acc = zero, v;
         float ss = 0, n2, q[128];
         int b, o;
         for (b = 0; b < 16; b++) {
@@ -189,9 +189,6 @@ cdef extern from *:
         }
         _mm256_storeu_ps(R + 8 * n_int, left);
     }
-
-    typedef float dsift_v8sf __attribute__((vector_size(32)));
-    typedef int dsift_v8si __attribute__((vector_size(32)));
 
     /* _orient_row's arithmetic on 16 entries at a time, as two vectors whose steps are
        interleaved: one vector's chain (a division, two polynomials, three unfoldings) is

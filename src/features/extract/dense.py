@@ -112,13 +112,11 @@ def _as_float_image(gray, name="gray"):
     the same as ``features.sift``'s, is ``features._shared.checks.check_gray``.
     """
     image = check_gray(gray, name)
-    if image.dtype == np.uint8 and image.flags.c_contiguous:
-        out = np.empty(image.shape, np.float32)
-        _kernel().unit_float(image, out)
-        return out
     if image.dtype == np.uint8:
-        out = np.multiply(image, np.float32(1.0 / 255.0), dtype=np.float32)
-    elif image.dtype == np.uint16:
+        out = np.empty(image.shape, np.float32)
+        _kernel().unit_float(np.ascontiguousarray(image), out)
+        return out
+    if image.dtype == np.uint16:
         out = np.multiply(image, np.float32(1.0 / 65535.0), dtype=np.float32)
     else:
         out = image.astype(np.float32)
