@@ -2,10 +2,12 @@ import json
 import shutil
 
 import faiss
+import h5py
 import numpy as np
 import pytest
 from conftest import clustered_rows, run_cli, write_store
 
+import features.store.encodings
 from features import index as ix
 from features.search import QueryError, Searcher
 from features.store import Store
@@ -160,6 +162,35 @@ def test_rows_go_to_faiss_in_bounded_batches(tmp_path, rows3k, monkeypatch, fact
     assert sum(sizes) == record["rows"] == int(((status == 0) & x.any(1)).sum())
     assert len(sizes) > 2 * 6        # six blocks of 500 rows, each split
     assert path.read_bytes() == by_block
+
+
+@pytest.mark.parametrize("factory", ["IVF16,PQ8", "PQ8"])     # by parts, in memory
+def test_dense_rows_are_read_a_bounded_block_at_a_time(tmp_path, rows3k, monkeypatch,
+                                                       factory):
+    """FAISS takes rows dense: a Fisher vector of 32,768 values is 128 KB a row, and the
+    build read 8,192 of them at once (1 GiB), and 131,072 at once to find the empty rows.
+    A dense encoding is now read at most ``EncodingRows.block_rows`` rows at a time (about
+    ``BLOCK_BYTES`` of float32), whatever the build's block, and the index is byte for byte
+    the one built from whole blocks."""
+    x = rows3k[:2000].copy()
+    x[7::29] = 0                                       # images without features
+    store = write_store(tmp_path / "s", x, dense=True)
+    whole, _ = _build(store, encoding="dense", factory=factory, part_rows=1, block=500)
+    whole = whole.read_bytes()
+    monkeypatch.setattr(features.store.encodings, "BLOCK_BYTES", 100 * 4 * 64)  # 100 rows
+    spans, original = [], h5py.Dataset.__getitem__
+
+    def spy(self, key):
+        if self.name == "/encodings/dense" and isinstance(key, slice):
+            spans.append(key.stop - key.start)
+        return original(self, key)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", spy)
+    path, record = _build(store, encoding="dense", factory=factory, part_rows=1, block=500,
+                          force=True)
+    assert spans and max(spans) == 100
+    assert record["rows"] == int(x.any(1).sum())
+    assert path.read_bytes() == whole
 
 
 def test_index_filled_by_worker_processes(tmp_path, rows3k, cli_env):

@@ -29,9 +29,9 @@ tasks, part by part, and concatenated into ``index.refine``. Both files are writ
 new generation's folder (``features.index.layout``), and the manifest's record, rewritten
 atomically with their sizes and checksums, switches to it; the previous generation is
 removed after. No file a reader may have open or mapped is ever written again.
-Memory: one block of rows per task (8,192), added to FAISS in batches whose scratch is
-bounded (``ADD_SCRATCH_BYTES``), the training sample and one inverted list; never the
-index. Indexes that do not split into inverted lists and flat codes (HNSW, fast-scan PQ,
+Memory: one block of rows per task (8,192, fewer for rows wider than 1,024 values: about
+32 MB of float32), added to FAISS in batches whose scratch is bounded
+(``ADD_SCRATCH_BYTES``), the training sample and one inverted list; never the index. Indexes that do not split into inverted lists and flat codes (HNSW, fast-scan PQ,
 PQ without IVF, pre-transforms) are filled in memory instead.
 
 Ids of the index are image numbers of the store. Images whose status is not ok, or whose
@@ -153,10 +153,11 @@ def fill_part(store_dir, encoding, trained_path, start, stop, prefix, number, bl
         faiss.omp_set_num_threads(1)
     trained = faiss.read_index(str(trained_path))
     ivf, flat = split_index(trained)
-    add = _add_batch(ivf, block) if ivf is not None else block
     prefix = Path(prefix)
     with Store(store_dir) as store:
         rows = EncodingRows(store.h5, encoding)
+        block = _dense_block(rows, block)
+        add = _add_batch(ivf, block) if ivf is not None else block
         status = store.h5["images/status"][:]
         kept, at = [], 0
         codes_tmp = atomic_path(prefix.with_suffix(".codes"))
@@ -195,6 +196,14 @@ def fill_part(store_dir, encoding, trained_path, start, stop, prefix, number, bl
     return {"prefix": str(prefix), "rows": int(len(ids))}
 
 
+def _dense_block(rows: EncodingRows, block) -> int:
+    """Rows read at a time for FAISS, which takes them dense: at most ``block``, and at most
+    :attr:`EncodingRows.block_rows` (about ``BLOCK_BYTES`` of float32), so that a wide
+    encoding (a Fisher vector of 32,768 values, 128 KB a row) is read 256 rows at a time,
+    not 8,192 (1 GiB)."""
+    return max(1, min(int(block), rows.block_rows))
+
+
 def _add_batch(index, block) -> int:
     """Rows added to ``index`` at a time: as many as ``ADD_SCRATCH_BYTES`` of FAISS's scratch
     holds, at most ``block``. A graph (HNSW, NSG) takes whole blocks: the batches it is
@@ -224,6 +233,7 @@ def _fill_in_memory(index, store, rows, start, stop, block, status, sparse=None,
     refined IVF, pre-transformed ...) are filled in memory, a block of rows at a time (and
     a sparse refine stage's rows written from the same blocks), added in batches of
     ``_add_batch`` rows; ``progress(added)`` after each block."""
+    block = _dense_block(rows, block)
     add = _add_batch(index, block)
     for a in range(start, stop, block):
         b = min(a + block, stop)
