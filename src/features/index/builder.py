@@ -31,8 +31,9 @@ atomically with their sizes and checksums, switches to it; the previous generati
 removed after. No file a reader may have open or mapped is ever written again.
 Memory: one block of rows per task (8,192, fewer for rows wider than 1,024 values: about
 32 MB of float32), added to FAISS in batches whose scratch is bounded
-(``ADD_SCRATCH_BYTES``), the training sample and one inverted list; never the index. Indexes that do not split into inverted lists and flat codes (HNSW, fast-scan PQ,
-PQ without IVF, pre-transforms) are filled in memory instead.
+(``ADD_SCRATCH_BYTES``), the training sample and one inverted list; never the index.
+Indexes that do not split into inverted lists and flat codes (HNSW, fast-scan PQ, PQ
+without IVF, pre-transforms) are filled in memory instead.
 
 Ids of the index are image numbers of the store. Images whose status is not ok, or whose
 encoding row is empty (no features), are left out. The index is opened memory-mapped: the
